@@ -1,0 +1,1 @@
+"""The roost session engine: images, generations, sessions, locks (no UI, no argv)."""

@@ -1,0 +1,73 @@
+"""The interface every backend implements."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from ..records import Session
+
+
+@dataclass(frozen=True)
+class GenerationPaths:
+    """Where one generation's data lives: ``generations/<n>/`` and its tree."""
+
+    directory: str
+
+    @property
+    def tree(self) -> str:
+        return os.path.join(self.directory, "layer")
+
+
+class Backend:
+    """How one storage technology keeps generations and clones sessions.
+
+    A generation is written in a staging directory and renamed into place by
+    the engine; a backend only fills directories it is given and mounts
+    sessions. Generation *stacks* (for layered backends) are lists of
+    generation numbers, newest first, resolved to paths by :meth:`lowers`.
+    """
+
+    name = ""
+    #: True when a promote always writes a complete tree (no layering).
+    always_flatten = False
+
+    def init_generation(self, directory: str) -> str:
+        """Create an empty generation directory; return where its tree must be written."""
+        os.mkdir(directory, 0o700)
+        return GenerationPaths(directory).tree
+
+    def lowers(self, generations_dir: str, stack: list[int]) -> list[str]:
+        """Real paths of the layers of a generation, topmost first."""
+        return [GenerationPaths(os.path.join(generations_dir, str(n))).tree for n in stack]
+
+    def create_clone(self, session: Session) -> None:
+        raise NotImplementedError
+
+    def mount(self, session: Session) -> None:
+        """Mount the session's root at ``session.mountpoint`` (which exists, empty)."""
+        raise NotImplementedError
+
+    def remove_clone(self, session: Session) -> None:
+        raise NotImplementedError
+
+    def has_clone(self, session: Session) -> bool:
+        raise NotImplementedError
+
+    def stage(self, session: Session, staging: str, *, flatten: bool, scratch: str) -> bool:
+        """Write the session's state as a generation tree into *staging* (which exists).
+
+        The session is unmounted. Returns True if the tree is complete
+        (flattened), False if it is a layer on top of the session's stack.
+        *scratch* is an empty directory the backend may mount on.
+        """
+        raise NotImplementedError
+
+    def unstage(self, session: Session, staging: str) -> None:
+        """Undo :meth:`stage` so the session is as it was (the caller then removes *staging*)."""
+        raise NotImplementedError
+
+    def remove_generation(self, directory: str) -> None:
+        from ..fsutil import remove_tree
+
+        remove_tree(directory)

@@ -1,0 +1,58 @@
+"""overlayfs mounts shared by the overlay and dir backends."""
+
+from __future__ import annotations
+
+import os
+
+from .. import commands, mounts, syscalls
+from ..errors import SystemFailure
+
+#: Options every session mount gets (DESIGN.md §7): redirect_dir=on so dpkg can
+#: rename directories that live in lower layers (the EXDEV failure of Debian
+#: #836211), and so redirects recorded in lower layers are followed;
+#: index=off so one layer can be a lower of many mounts.
+OPTIONS = "redirect_dir=on,index=off,metacopy=off"
+_PAGE = 4096
+_FORBIDDEN = frozenset(",:\\\n")
+
+
+def _check(path: str) -> str:
+    if _FORBIDDEN & set(path):
+        raise SystemFailure(f"overlay paths must not contain ',', ':' or '\\\\': {path!r}")
+    return path
+
+
+def mount_overlay(target: str, lowers: list[str], upper: str | None = None, work: str | None = None) -> None:
+    data = "lowerdir=" + ":".join(_check(p) for p in lowers)
+    flags = 0
+    if upper is not None and work is not None:
+        data += f",upperdir={_check(upper)},workdir={_check(work)}"
+    else:
+        flags |= syscalls.MS_RDONLY
+    data += "," + OPTIONS
+    if len(data) >= _PAGE:
+        raise SystemFailure(f"overlay options for {target} exceed a page ({len(data)} bytes): flatten the image")
+    try:
+        syscalls.mount("overlay", target, "overlay", flags, data)
+    except OSError as e:
+        raise SystemFailure(f"cannot mount overlay at {target}: {e.strerror}") from None
+    syscalls.mount(None, target, None, syscalls.MS_PRIVATE)
+
+
+def materialize(lowers: list[str], dest: str, scratch: str) -> None:
+    """Copy the merged view of *lowers* (topmost first) to the new directory *dest*."""
+    if len(lowers) == 1:
+        commands.copy_tree(lowers[0], dest)
+        return
+    mount_overlay(scratch, lowers)
+    try:
+        commands.copy_tree(scratch, dest)
+    finally:
+        mounts.unmount_tree(scratch, force=True)
+
+
+def is_mountpoint(path: str) -> bool:
+    try:
+        return os.stat(path).st_dev != os.stat(os.path.dirname(path)).st_dev or mounts.is_mounted(path)
+    except FileNotFoundError:
+        return False

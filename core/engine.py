@@ -1,0 +1,165 @@
+"""The engine: the one way in for every front door (CLI, console, batch, schroot).
+
+Locking, validation and journaling happen here and in the modules it
+delegates to (:mod:`core.images`, :mod:`core.sessions`, :mod:`core.recover`);
+front doors only parse and print.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from . import images, journal, locks, mounts, recover, sessions
+from .actor import Actor
+from .errors import NotPermitted
+from .importers import Source
+from .records import Session
+from .settings import Settings
+from .settings import load as load_settings
+from .store import Store
+
+Progress = Callable[[float | None, str], None]
+
+
+def _no_progress(fraction: float | None, message: str) -> None:
+    return None
+
+
+class Engine:
+    """Operations on one state root, on behalf of one actor.
+
+    *on_wait* is told (once per wait) when an operation waits for a lock;
+    *progress* receives (fraction or None, message) during long operations.
+    """
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        root: str | None = None,
+        actor: Actor | None = None,
+        on_wait: Callable[[str], None] | None = None,
+        progress: Progress | None = None,
+    ) -> None:
+        self.settings = settings if settings is not None else load_settings(root)
+        self.store = Store(self.settings)
+        self.actor = actor if actor is not None else Actor.current()
+        self.on_wait = on_wait
+        self.progress: Progress = progress or _no_progress
+        self._ready = False
+
+    # --- plumbing ---------------------------------------------------------------
+
+    def require_root(self, what: str) -> None:
+        if os.geteuid() != 0:
+            raise NotPermitted(f"{what} needs root (run roost with sudo)")
+
+    def ready(self) -> None:
+        """Create the state and runtime roots on first use (needs root)."""
+        if self._ready:
+            return
+        self.store.ensure()
+        mounts.make_private_mount_dir(self.store.mnt_dir)
+        self._ready = True
+
+    def lock(self, name: str, operation: str, *, exclusive: bool = True, wait: bool = True) -> locks.Lock:
+        lock = locks.Lock(self.store.lock_dir, name, self.actor, timeout=self.settings.lock_timeout)
+        return lock.acquire(operation, exclusive=exclusive, wait=wait, on_wait=self.on_wait)
+
+    def image_lock(self, image: str, operation: str, *, exclusive: bool = True) -> locks.Lock:
+        return self.lock(self.store.image_lock_name(image), operation, exclusive=exclusive)
+
+    def session_lock(self, session: str, operation: str, *, wait: bool = True) -> locks.Lock:
+        return self.lock(self.store.session_lock_name(session), operation, wait=wait)
+
+    def journal(self, operation: str, **fields: Any) -> None:
+        try:
+            journal.append(self.store.journal_path, self.actor, operation, **fields)
+        except OSError:
+            pass  # the journal is history, not state: never fail an operation over it
+
+    # --- images -----------------------------------------------------------------
+
+    def create_image(
+        self,
+        name: str,
+        source: Source,
+        *,
+        backend: str | None = None,
+        profile: str = "default",
+        description: str = "",
+    ) -> images.ImageInfo:
+        return images.create(self, name, source, backend=backend, profile=profile, description=description)
+
+    def list_images(self) -> list[images.ImageInfo]:
+        return images.list_images(self)
+
+    def image_info(self, name: str) -> images.ImageInfo:
+        return images.info(self, name)
+
+    def image_history(self, name: str) -> list[images.GenerationInfo]:
+        return images.history(self, name)
+
+    def rollback(self, name: str, generation: int | None = None) -> int:
+        return images.rollback(self, name, generation)
+
+    def remove_image(self, name: str, *, force: bool = False) -> None:
+        images.remove(self, name, force=force)
+
+    def gc(self, name: str | None = None, *, keep: int | None = None, dry_run: bool = False) -> list[images.GcResult]:
+        return images.gc(self, name, keep=keep, dry_run=dry_run)
+
+    # --- sessions ---------------------------------------------------------------
+
+    def begin(self, image: str, *, name: str | None = None, maintenance: bool = False, auto: bool = False) -> Session:
+        return sessions.begin(self, image, name=name, maintenance=maintenance, auto=auto)
+
+    def end(self, session: str, *, force: bool = False) -> None:
+        sessions.end(self, session, force=force)
+
+    def promote(self, session: str, message: str = "") -> int:
+        return sessions.promote(self, session, message)
+
+    def list_sessions(self, image: str | None = None) -> list[sessions.SessionInfo]:
+        return sessions.list_sessions(self, image)
+
+    def session_info(self, session: str, *, details: bool = True) -> sessions.SessionInfo:
+        return sessions.info(self, session, details=details)
+
+    def launch(
+        self,
+        session: str,
+        argv: Sequence[str] | None,
+        *,
+        user: str | None = None,
+        directory: str | None = None,
+        preserve_env: bool = False,
+        environ: Mapping[str, str] | None = None,
+        caller_cwd: str | None = None,
+    ) -> Any:
+        return sessions.launch(
+            self,
+            session,
+            argv,
+            user=user,
+            directory=directory,
+            preserve_env=preserve_env,
+            environ=environ,
+            caller_cwd=caller_cwd,
+        )
+
+    def run_in(self, session: str, argv: Sequence[str], **kwargs: Any) -> int:
+        return sessions.run_in(self, session, argv, **kwargs)
+
+    def run_auto(self, image: str, argv: Sequence[str], **kwargs: Any) -> int:
+        return sessions.run_auto(self, image, argv, **kwargs)
+
+    def recover(self, session: str | None = None) -> list[str]:
+        return recover.recover(self, session)
+
+    # --- locks ------------------------------------------------------------------
+
+    def locks(self) -> list[locks.LockState]:
+        return images.lock_view(self)

@@ -1,0 +1,39 @@
+"""Deterministic crash points, for proving that every step of an operation is recoverable.
+
+Operations call :func:`crashpoint` between their steps. When the environment
+names that point in ``ROOST_CRASH_AT`` (``promote:staged``, say, or several
+separated by commas), the process kills itself with SIGKILL right there, just
+as a power cut or the OOM killer would. Tests iterate over :data:`POINTS`.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+_ARMED = frozenset(p for p in os.environ.get("ROOST_CRASH_AT", "").split(",") if p)
+
+POINTS: dict[str, tuple[str, ...]] = {
+    "create": ("staged", "renamed"),
+    "begin": ("recorded", "cloned", "mounted", "profiled"),
+    "end": ("marked", "killed", "unmounted", "removed", "unleased"),
+    "promote": (
+        "marked",
+        "unmounted",
+        "staged",
+        "synced",
+        "renamed",
+        "committed",
+        "switched",
+        "ended",
+    ),
+    "rollback": ("switched",),
+    "gc": ("trashed",),
+    "remove": ("sessions-ended", "trashed"),
+    "recover": ("session",),
+}
+
+
+def crashpoint(operation: str, step: str) -> None:
+    if _ARMED and f"{operation}:{step}" in _ARMED:
+        os.kill(os.getpid(), signal.SIGKILL)

@@ -1,0 +1,102 @@
+"""image.yaml: what an operator may edit about an image.
+
+::
+
+    backend: overlay            # overlay | dir (more in later releases)
+    description: Debian bookworm for amd64 builds
+    profile: sbuild             # which profile sessions get
+    users: [alice]              # may begin sessions and run commands as themselves
+    groups: [sbuild]
+    root-users: [alice]         # may also run as root and manage others' sessions
+    root-groups: []
+    aliases: [bookworm]         # other names the schroot front door accepts
+    retention: 5                # generations image gc keeps (overrides roost.yaml)
+    overlay-max-depth: 16       # layers before a promote flattens
+    personality: linux          # passed to the command (schroot's personality)
+    command-prefix: []          # prepended to every command (schroot's command-prefix)
+
+Parsed once into a frozen :class:`ImageConfig`; an unknown key, a wrong type
+or a bad name is one :class:`ConfigError` line naming the file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from .errors import ConfigError
+from .names import is_valid_name
+
+BACKENDS = ("overlay", "dir")
+PERSONALITIES = ("linux", "linux32", "linux64", "undefined")
+
+
+@dataclass(frozen=True)
+class ImageConfig:
+    backend: str = "overlay"
+    description: str = ""
+    profile: str = "default"
+    users: tuple[str, ...] = ()
+    groups: tuple[str, ...] = ()
+    root_users: tuple[str, ...] = ()
+    root_groups: tuple[str, ...] = ()
+    aliases: tuple[str, ...] = ()
+    retention: int | None = None
+    overlay_max_depth: int | None = None
+    personality: str | None = None
+    command_prefix: tuple[str, ...] = field(default=())
+
+    def to_yaml_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value is None or (value == () and f.name not in ("users", "root_users")):
+                continue
+            out[f.name.replace("_", "-")] = list(value) if isinstance(value, tuple) else value
+        return out
+
+
+_LIST_KEYS = ("users", "groups", "root-users", "root-groups", "aliases", "command-prefix")
+
+
+def parse_image_config(data: Any, where: str, backends: tuple[str, ...] = BACKENDS) -> ImageConfig:
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {type(data).__name__}")
+    known = {f.name.replace("_", "-") for f in fields(ImageConfig)}
+    values: dict[str, Any] = {}
+    for key, value in data.items():
+        if not isinstance(key, str) or key not in known:
+            raise ConfigError(f"{where}: unknown key {key!r} (known: {', '.join(sorted(known))})")
+        attr = key.replace("-", "_")
+        if key in _LIST_KEYS:
+            if value is None:
+                value = []
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise ConfigError(f"{where}: {key} must be a list of strings")
+            if key != "command-prefix":
+                for v in value:
+                    if not is_valid_name(v):
+                        raise ConfigError(f"{where}: {key} holds an invalid name {v[:64]!r}")
+            if len(value) > 1000:
+                raise ConfigError(f"{where}: {key} is too long")
+            values[attr] = tuple(value)
+        elif key in ("retention", "overlay-max-depth"):
+            if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 1000:
+                raise ConfigError(f"{where}: {key} must be a number from 1 to 1000")
+            values[attr] = value
+        else:
+            if not isinstance(value, str):
+                raise ConfigError(f"{where}: {key} must be a string")
+            if len(value) > 4096 or "\x00" in value:
+                raise ConfigError(f"{where}: {key} is too long or holds a NUL")
+            values[attr] = value
+    config = ImageConfig(**values)
+    if config.backend not in backends:
+        raise ConfigError(f"{where}: unknown backend {config.backend!r} (known: {', '.join(backends)})")
+    if not is_valid_name(config.profile):
+        raise ConfigError(f"{where}: invalid profile name {config.profile[:64]!r}")
+    if config.personality is not None and config.personality not in PERSONALITIES:
+        raise ConfigError(f"{where}: personality must be one of {', '.join(PERSONALITIES)}")
+    return config

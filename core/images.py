@@ -1,0 +1,472 @@
+"""Image operations: create, list, info, history, rollback, remove, gc."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from . import backends, faults, generations, importers, locks, records
+from .actor import now_iso
+from .errors import BadInput, Conflict, NotFound, RoostError, SystemFailure
+from .fsutil import atomic_write, ensure_dir, fsync_dir, remove_tree, sync_filesystem
+from .generations import GenerationMeta
+from .imageconf import ImageConfig, parse_image_config
+from .names import check_name
+from .profiles import profile_path
+from .store import new_tx
+from .yamlio import read_yaml
+
+if TYPE_CHECKING:
+    from .engine import Engine
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    name: str
+    backend: str
+    current: int
+    profile: str
+    sessions: int
+    description: str = ""
+    generations: int = 0
+    size: int = 0
+    writer: str | None = None
+    config: ImageConfig | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "backend": self.backend,
+            "current": self.current,
+            "profile": self.profile,
+            "sessions": self.sessions,
+            "description": self.description,
+            "generations": self.generations,
+            "size": self.size,
+            "writer": self.writer,
+            "aliases": list(self.config.aliases) if self.config else [],
+        }
+
+
+@dataclass(frozen=True)
+class GenerationInfo:
+    generation: int
+    parent: int | None
+    created: str
+    author: str
+    message: str
+    session: str | None
+    size: int
+    current: bool
+    in_use: bool
+    layers: int = 1
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "generation": self.generation,
+            "parent": self.parent,
+            "created": self.created,
+            "author": self.author,
+            "message": self.message,
+            "session": self.session,
+            "size": self.size,
+            "current": self.current,
+            "in_use": self.in_use,
+            "layers": self.layers,
+        }
+
+
+@dataclass(frozen=True)
+class GcResult:
+    image: str
+    removed: list[int] = field(default_factory=list)
+    kept: list[int] = field(default_factory=list)
+    freed: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {"image": self.image, "removed": self.removed, "kept": self.kept, "freed": self.freed}
+
+
+# --- reading -----------------------------------------------------------------------
+
+
+def load_config(eng: Engine, name: str) -> ImageConfig:
+    path = eng.store.image_yaml(name)
+    try:
+        data = read_yaml(path)
+    except FileNotFoundError:
+        if not os.path.isdir(eng.store.image_dir(name)):
+            raise NotFound(f"no image {name!r}") from None
+        raise SystemFailure(f"image {name} has no image.yaml") from None
+    return parse_image_config(data, path, backends.names())
+
+
+def exists(eng: Engine, name: str) -> bool:
+    return os.path.isdir(eng.store.image_dir(name))
+
+
+def require(eng: Engine, name: str) -> ImageConfig:
+    check_name(name, "image name")
+    if not exists(eng, name):
+        raise NotFound(f"no image {name!r}")
+    return load_config(eng, name)
+
+
+def _sessions_by_image(eng: Engine) -> dict[str, list[records.Session]]:
+    found, _ = records.read_all(eng.store.sessions_dir)
+    by_image: dict[str, list[records.Session]] = {}
+    for s in found:
+        by_image.setdefault(s.image, []).append(s)
+    return by_image
+
+
+def _writer(eng: Engine, name: str, live: set[str]) -> str | None:
+    lease = locks.read_lease(eng.store.writer_lease(name))
+    if lease is None or lease.session not in live:
+        return None
+    return lease.session
+
+
+def info(eng: Engine, name: str, by_image: dict[str, list[records.Session]] | None = None) -> ImageInfo:
+    config = require(eng, name)
+    if by_image is None:
+        by_image = _sessions_by_image(eng)
+    mine = by_image.get(name, [])
+    done = generations.complete(eng.store, name)
+    size = 0
+    for n in done:
+        try:
+            size += generations.read_meta(eng.store, name, n).size
+        except RoostError:
+            continue
+    return ImageInfo(
+        name=name,
+        backend=config.backend,
+        current=generations.current(eng.store, name),
+        profile=config.profile,
+        sessions=len(mine),
+        description=config.description,
+        generations=len(done),
+        size=size,
+        writer=_writer(eng, name, {s.id for s in mine}),
+        config=config,
+    )
+
+
+def list_images(eng: Engine) -> list[ImageInfo]:
+    by_image = _sessions_by_image(eng)
+    out = []
+    for name in eng.store.image_names():
+        try:
+            out.append(info(eng, name, by_image))
+        except NotFound:
+            continue  # removed while we listed
+    return out
+
+
+def _in_use(eng: Engine, name: str, sessions: list[records.Session]) -> set[int]:
+    """Generations a session was cloned from, or whose layers a session mounts."""
+    used = {s.generation for s in sessions}
+    gens_dir = eng.store.generations_dir(name) + "/"
+    for s in sessions:
+        for lower in s.lowers:
+            if lower.startswith(gens_dir):
+                head = lower[len(gens_dir) :].split("/", 1)[0]
+                if head.isdigit():
+                    used.add(int(head))
+    return used
+
+
+def history(eng: Engine, name: str) -> list[GenerationInfo]:
+    require(eng, name)
+    cur = generations.current(eng.store, name)
+    used = _in_use(eng, name, _sessions_by_image(eng).get(name, []))
+    out = []
+    for n in generations.complete(eng.store, name):
+        meta = generations.read_meta(eng.store, name, n)
+        out.append(
+            GenerationInfo(
+                generation=n,
+                parent=meta.parent,
+                created=meta.created,
+                author=meta.author,
+                message=meta.message,
+                session=meta.session,
+                size=meta.size,
+                current=n == cur,
+                in_use=n in used,
+                layers=len(meta.stack),
+            )
+        )
+    return out
+
+
+# --- create --------------------------------------------------------------------------
+
+
+def create(
+    eng: Engine,
+    name: str,
+    source: importers.Source,
+    *,
+    backend: str | None,
+    profile: str,
+    description: str,
+) -> ImageInfo:
+    check_name(name, "image name")
+    backend_obj = backends.get(backend or eng.settings.default_backend)
+    try:
+        profile_path(profile, eng.settings.profiles_dir)
+    except NotFound as e:
+        raise BadInput(str(e)) from None
+    if len(description) > 4096 or "\x00" in description:
+        raise BadInput("description is too long or holds a NUL")
+    source.check()
+    eng.require_root("image create")
+    eng.ready()
+    if exists(eng, name):
+        raise Conflict(f"image {name} already exists")
+    store = eng.store
+    root_users = [] if eng.actor.uid == 0 else [eng.actor.user]
+    config = ImageConfig(
+        backend=backend_obj.name, description=description, profile=profile, root_users=tuple(root_users)
+    )
+    with eng.image_lock(name, "create"):
+        if exists(eng, name):
+            raise Conflict(f"image {name} already exists")
+        tx = new_tx()
+        tx_lock = eng.lock(store.tx_lock_name(tx), f"create {name}")
+        try:
+            staging = os.path.join(store.staging_dir, tx)
+            try:
+                os.mkdir(staging, 0o755)
+                os.mkdir(os.path.join(staging, "generations"), 0o755)
+                tree = backend_obj.init_generation(os.path.join(staging, "generations", "1"))
+                importers.fill(source, tree, eng.progress)
+                eng.progress(None, "syncing")
+                size = _size(tree)
+                meta = GenerationMeta(
+                    generation=1,
+                    parent=None,
+                    created=now_iso(),
+                    author=eng.actor.user,
+                    message=f"created from {source.describe()}",
+                    session=None,
+                    size=size,
+                    backend=backend_obj.name,
+                    stack=(1,),
+                    flattened=True,
+                )
+                atomic_write(os.path.join(staging, "generations", "1.yaml"), meta.to_yaml())
+                atomic_write(os.path.join(staging, "image.yaml"), _config_yaml(config))
+                os.symlink("generations/1", os.path.join(staging, "current"))
+                sync_filesystem(staging)
+                faults.crashpoint("create", "staged")
+                try:
+                    os.rename(staging, store.image_dir(name))
+                except OSError as e:
+                    raise Conflict(f"image {name} already exists ({e.strerror})") from None
+                fsync_dir(store.images_dir)
+                faults.crashpoint("create", "renamed")
+            except BaseException as e:
+                if os.path.exists(staging):
+                    remove_tree(staging)
+                eng.journal("image create", image=name, result="failed", error=str(e))
+                raise
+        finally:
+            tx_lock.release(remove=True)
+    eng.journal("image create", image=name, generation=1, backend=backend_obj.name, size=size)
+    return info(eng, name)
+
+
+def _size(tree: str) -> int:
+    from .fsutil import tree_size
+
+    return tree_size(tree)
+
+
+def _config_yaml(config: ImageConfig) -> str:
+    from .yamlio import dump_yaml
+
+    header = "# roost image configuration (see roost(1), FILES). Edit freely; roost validates it on use.\n"
+    return header + dump_yaml(config.to_yaml_dict())
+
+
+# --- rollback ------------------------------------------------------------------------
+
+
+def _live_writer(eng: Engine, name: str) -> locks.Lease | None:
+    """The writer lease of *name* if its session still exists (stale leases don't count)."""
+    lease = locks.read_lease(eng.store.writer_lease(name))
+    if lease is None:
+        return None
+    if lease.session != "?" and os.path.exists(eng.store.session_record(lease.session)):
+        return lease
+    return None
+
+
+def rollback(eng: Engine, name: str, generation: int | None) -> int:
+    require(eng, name)
+    eng.require_root("image rollback")
+    eng.ready()
+    with eng.image_lock(name, "rollback"):
+        cur = generations.current(eng.store, name)
+        if generation is None:
+            parent = generations.read_meta(eng.store, name, cur).parent
+            if parent is None:
+                raise BadInput(f"generation {cur} of {name} has no parent: name the generation to roll back to")
+            generation = parent
+        if generation not in generations.complete(eng.store, name):
+            raise NotFound(f"image {name} has no generation {generation}")
+        if generation == cur:
+            raise BadInput(f"generation {generation} is already current for {name}")
+        writer = _live_writer(eng, name)
+        if writer is not None:
+            raise Conflict(f"{name} is being maintained by {writer.describe()}: promote or end it first")
+        generations.switch(eng.store, name, generation)
+        faults.crashpoint("rollback", "switched")
+    eng.journal("image rollback", image=name, generation=generation, previous=cur)
+    return generation
+
+
+# --- remove --------------------------------------------------------------------------
+
+
+def remove(eng: Engine, name: str, *, force: bool) -> None:
+    config = require(eng, name)
+    eng.require_root("image remove")
+    eng.ready()
+    from . import sessions as session_ops
+
+    mine = _sessions_by_image(eng).get(name, [])
+    if mine and not force:
+        ids = ", ".join(s.id for s in mine[:5]) + (" …" if len(mine) > 5 else "")
+        raise Conflict(f"image {name} is used by {len(mine)} session(s) ({ids}); use --force to end them")
+    for s in mine:
+        try:
+            session_ops.end(eng, s.id, force=True)
+        except NotFound:
+            pass
+    faults.crashpoint("remove", "sessions-ended")
+    store = eng.store
+    tx = new_tx()
+    lock = eng.image_lock(name, "remove")
+    try:
+        left = _sessions_by_image(eng).get(name, [])
+        if left:
+            raise Conflict(f"sessions of {name} began while it was being removed: {', '.join(s.id for s in left[:5])}")
+        tx_lock = eng.lock(store.tx_lock_name(tx), f"remove {name}")
+        try:
+            trash = ensure_dir(os.path.join(store.trash_dir, tx), 0o700)
+            os.rename(store.image_dir(name), os.path.join(trash, name))
+            fsync_dir(store.images_dir)
+            faults.crashpoint("remove", "trashed")
+            lock.release(remove=True)
+            _delete_image_tree(os.path.join(trash, name), config.backend)
+            os.rmdir(trash)
+        finally:
+            tx_lock.release(remove=True)
+    finally:
+        lock.release()
+    eng.journal("image remove", image=name, forced=force or None, ended=len(mine) or None)
+
+
+def _delete_image_tree(path: str, backend_name: str) -> None:
+    """Delete a whole image directory: generations through their backend, then the rest."""
+    try:
+        backend = backends.get(backend_name)
+    except BadInput:
+        backend = backends.get("overlay")
+    gens = os.path.join(path, "generations")
+    if os.path.isdir(gens):
+        for entry in os.listdir(gens):
+            if entry.isdigit():
+                backend.remove_generation(os.path.join(gens, entry))
+    remove_tree(path)
+
+
+# --- gc ------------------------------------------------------------------------------
+
+
+def gc(eng: Engine, name: str | None, *, keep: int | None, dry_run: bool) -> list[GcResult]:
+    if keep is not None and keep < 1:
+        raise BadInput("--keep must be at least 1")
+    names = [name] if name is not None else eng.store.image_names()
+    if name is not None:
+        require(eng, name)
+    if not dry_run:
+        eng.require_root("image gc")
+        eng.ready()
+    return [_gc_one(eng, n, keep, dry_run) for n in names]
+
+
+def _gc_one(eng: Engine, name: str, keep: int | None, dry_run: bool) -> GcResult:
+    config = load_config(eng, name)
+    retention = keep or config.retention or eng.settings.retention
+    store = eng.store
+    lock = None if dry_run else eng.image_lock(name, "gc")
+    trash = None
+    try:
+        done = generations.complete(store, name)
+        cur = generations.current(store, name)
+        roots = {cur, *done[-retention:]}
+        roots |= _in_use(eng, name, _sessions_by_image(eng).get(name, []))
+        keep_set: set[int] = set()
+        metas = {n: generations.read_meta(store, name, n) for n in done}
+        for n in roots:
+            keep_set.add(n)
+            if n in metas:
+                keep_set.update(metas[n].stack)  # layers a kept generation stands on
+        victims = [n for n in done if n not in keep_set]
+        freed = sum(metas[n].size for n in victims)
+        if dry_run or not victims:
+            return GcResult(name, victims, sorted(keep_set & set(done)), freed)
+        tx = new_tx()
+        tx_lock = eng.lock(store.tx_lock_name(tx), f"gc {name}")
+        try:
+            trash = ensure_dir(store.image_trash(name), 0o700)
+            trash = ensure_dir(os.path.join(trash, tx), 0o700)
+            for n in victims:
+                os.rename(store.generation_meta(name, n), os.path.join(trash, f"{n}.yaml"))
+                os.rename(store.generation_dir(name, n), os.path.join(trash, str(n)))
+            fsync_dir(store.generations_dir(name))
+            faults.crashpoint("gc", "trashed")
+            assert lock is not None
+            lock.release()
+            backend = backends.get(config.backend)
+            for n in victims:
+                backend.remove_generation(os.path.join(trash, str(n)))
+            remove_tree(trash)
+        finally:
+            tx_lock.release(remove=True)
+    finally:
+        if lock is not None:
+            lock.release()
+    eng.journal("image gc", image=name, removed=victims, freed=freed)
+    return GcResult(name, victims, sorted(keep_set & set(done)), freed)
+
+
+# --- locks ---------------------------------------------------------------------------
+
+
+def lock_view(eng: Engine) -> list[locks.LockState]:
+    """Every flock that is held, stale or waited for, and every writer lease."""
+    states = locks.lock_states(eng.store.lock_dir)
+    for name in eng.store.image_names():
+        lease = locks.read_lease(eng.store.writer_lease(name))
+        if lease is None:
+            continue
+        stale = not os.path.exists(eng.store.session_record(lease.session)) if lease.session != "?" else True
+        states.append(
+            locks.LockState(
+                lock=f"writer.{name}",
+                pid=None,
+                user=lease.user,
+                operation=lease.operation,
+                since=lease.since,
+                stale=stale,
+                mode="lease",
+            )
+        )
+    return states

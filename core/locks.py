@@ -1,0 +1,399 @@
+"""flock(2) locks that say who holds them, and leases that outlive a process.
+
+Locks live in ``<run root>/locks``, a directory that must be root's and mode
+0700 (never a world-writable one such as /var/lock, where anyone could plant
+a file or a symlink). An exclusive holder writes a small JSON record (pid,
+process start time, user, operation, since) into the lock file it holds; the
+kernel releases the flock when the holder dies, and the leftover record is
+then shown as *stale* and overwritten by the next holder.
+
+Waits are bounded: a waiter polls with a growing back-off, announces itself
+in a ``<lock>.wait-<pid>`` file (so the console can list who waits), tells
+its caller once who it waits for, and gives up with :class:`Conflict` after
+the configured timeout.
+
+A *lease* is a lock held by something that is not a process: the writer
+lease of an image belongs to its maintenance session for as long as the
+session exists, across commands and reboots. Leases are JSON files in the
+state root, changed only under the image's flock.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import stat
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from . import procs
+from .actor import Actor, now_iso
+from .errors import Conflict, SystemFailure
+
+LOCK_SUFFIX = ".lock"
+WAIT_MARK = ".wait-"
+
+
+def ensure_lock_dir(path: str) -> str:
+    """Create the lock directory, or check that the existing one is safe to use."""
+    parent = os.path.dirname(path)
+    os.makedirs(parent, mode=0o755, exist_ok=True)
+    try:
+        os.mkdir(path, 0o700)
+    except FileExistsError:
+        pass
+    st = os.lstat(path)
+    if not stat.S_ISDIR(st.st_mode):
+        raise SystemFailure(f"lock directory {path} is not a directory (a symlink?); refusing to use it")
+    if st.st_uid != os.geteuid() or st.st_mode & 0o077:
+        raise SystemFailure(
+            f"lock directory {path} must be owned by uid {os.geteuid()} with mode 0700 "
+            f"(it has uid {st.st_uid}, mode {stat.S_IMODE(st.st_mode):04o}); refusing to use it"
+        )
+    return path
+
+
+@dataclass(frozen=True)
+class Holder:
+    pid: int | None
+    user: str
+    operation: str
+    since: str
+    start: int | None = None
+
+    def describe(self) -> str:
+        who = f"pid {self.pid}" if self.pid else "no process"
+        return f"{who} ({self.user}, {self.operation}, since {self.since})"
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "pid": self.pid,
+            "start": self.start,
+            "user": self.user,
+            "operation": self.operation,
+            "since": self.since,
+        }
+
+    @classmethod
+    def from_json(cls, data: object) -> Holder | None:
+        if not isinstance(data, dict):
+            return None
+        pid = data.get("pid")
+        start = data.get("start")
+        return cls(
+            pid=pid if isinstance(pid, int) else None,
+            user=str(data.get("user", "?")),
+            operation=str(data.get("operation", "?")),
+            since=str(data.get("since", "?")),
+            start=start if isinstance(start, int) else None,
+        )
+
+
+def _read_record(fd_or_path: int | str) -> Holder | None:
+    try:
+        if isinstance(fd_or_path, int):
+            raw = os.pread(fd_or_path, 4096, 0)
+        else:
+            with open(fd_or_path, "rb") as f:
+                raw = f.read(4096)
+    except OSError:
+        return None
+    if not raw.strip():
+        return None
+    try:
+        return Holder.from_json(json.loads(raw))
+    except ValueError:
+        return None
+
+
+class Lock:
+    """One named flock in the lock directory; use as a context manager or acquire/release."""
+
+    def __init__(self, lock_dir: str, name: str, actor: Actor, *, timeout: float = 60.0) -> None:
+        self.lock_dir = lock_dir
+        self.name = name
+        self.path = os.path.join(lock_dir, name + LOCK_SUFFIX)
+        self.actor = actor
+        self.timeout = timeout
+        self.fd: int | None = None
+        self.exclusive = False
+
+    def acquire(
+        self,
+        operation: str,
+        *,
+        exclusive: bool = True,
+        wait: bool = True,
+        on_wait: Callable[[str], None] | None = None,
+    ) -> Lock:
+        if self.fd is not None:
+            raise RuntimeError(f"lock {self.name} already held")
+        mode = fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH
+        deadline = time.monotonic() + self.timeout
+        delay = 0.001
+        started = time.monotonic()
+        announced = told = False
+        wait_file: str | None = None
+        try:
+            while True:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+                try:
+                    fcntl.flock(fd, mode | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    holder = _read_record(fd)
+                    os.close(fd)
+                    if not wait or time.monotonic() >= deadline:
+                        who = holder.describe() if holder else "another process"
+                        waited = "" if not wait else f"; gave up after {self.timeout:g} s"
+                        raise Conflict(f"{self.describe()} is held by {who}{waited}") from None
+                    if not announced:
+                        wait_file = self._announce_wait(operation)
+                        announced = True
+                    if not told and on_wait is not None and time.monotonic() - started >= 0.2:
+                        who = holder.describe() if holder else "another process"
+                        on_wait(f"waiting for {self.describe()}, held by {who}")
+                        told = True
+                    time.sleep(delay)
+                    delay = min(delay * 2, 0.05)
+                    continue
+                except BaseException:
+                    os.close(fd)
+                    raise
+                # The file may have been unlinked by its last holder between our open
+                # and our flock; a lock on an unlinked inode protects nothing.
+                try:
+                    if os.fstat(fd).st_ino != os.stat(self.path, follow_symlinks=False).st_ino:
+                        raise FileNotFoundError
+                except FileNotFoundError:
+                    os.close(fd)
+                    continue
+                break
+        finally:
+            if wait_file is not None:
+                _unlink_quietly(wait_file)
+        self.fd = fd
+        self.exclusive = exclusive
+        if exclusive:
+            self._write_record(operation)
+        return self
+
+    def _write_record(self, operation: str) -> None:
+        assert self.fd is not None
+        holder = Holder(
+            pid=self.actor.pid,
+            start=procs.starttime(self.actor.pid),
+            user=self.actor.user,
+            operation=operation,
+            since=now_iso(),
+        )
+        data = json.dumps(holder.to_json()).encode() + b"\n"
+        os.ftruncate(self.fd, 0)
+        os.pwrite(self.fd, data, 0)
+
+    def _announce_wait(self, operation: str) -> str | None:
+        path = f"{self.path}{WAIT_MARK}{self.actor.pid}"
+        record = Holder(self.actor.pid, self.actor.user, operation, now_iso(), procs.starttime(self.actor.pid))
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+        except OSError:
+            return None
+        try:
+            os.write(fd, json.dumps(record.to_json()).encode())
+        finally:
+            os.close(fd)
+        return path
+
+    def release(self, *, remove: bool = False) -> None:
+        """Release the lock; with *remove*, unlink the lock file first (while still held)."""
+        if self.fd is None:
+            return
+        fd, self.fd = self.fd, None
+        try:
+            if remove:
+                _unlink_quietly(self.path)
+            elif self.exclusive:
+                os.ftruncate(fd, 0)
+        finally:
+            os.close(fd)  # closing the last descriptor drops the flock
+
+    def describe(self) -> str:
+        kind, _, what = self.name.partition(".")
+        return f"the {kind} lock of {what}" if what else f"lock {self.name}"
+
+    def __enter__(self) -> Lock:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def _unlink_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+# --- inspection -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LockState:
+    """What ``roost locks`` shows for one lock."""
+
+    lock: str
+    pid: int | None
+    user: str
+    operation: str
+    since: str
+    stale: bool
+    mode: str  # "exclusive", "shared", "lease" or "waiting"
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "lock": self.lock,
+            "pid": self.pid,
+            "user": self.user,
+            "operation": self.operation,
+            "since": self.since,
+            "stale": self.stale,
+            "mode": self.mode,
+        }
+
+
+def kernel_flocks() -> dict[int, list[tuple[int, str, bool]]]:
+    """Inode -> [(pid, "WRITE"|"READ", blocked)] from /proc/locks, flock entries only."""
+    table: dict[int, list[tuple[int, str, bool]]] = {}
+    try:
+        with open("/proc/locks", encoding="ascii", errors="replace") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return table
+    for line in lines:
+        parts = line.split()
+        blocked = len(parts) > 1 and parts[1] == "->"
+        if blocked:
+            parts = parts[:1] + parts[2:]
+        if len(parts) < 6 or parts[1] != "FLOCK":
+            continue
+        try:
+            pid = int(parts[4])
+            inode = int(parts[5].rsplit(":", 1)[1])
+        except (ValueError, IndexError):
+            continue
+        table.setdefault(inode, []).append((pid, parts[3], blocked))
+    return table
+
+
+def lock_states(lock_dir: str) -> list[LockState]:
+    """Every lock in *lock_dir* that is held, stale or waited for."""
+    try:
+        names = sorted(os.listdir(lock_dir))
+    except FileNotFoundError:
+        return []
+    kernel = kernel_flocks()
+    out: list[LockState] = []
+    for name in names:
+        path = os.path.join(lock_dir, name)
+        if WAIT_MARK in name:
+            lock = name.split(WAIT_MARK, 1)[0].removesuffix(LOCK_SUFFIX)
+            rec = _read_record(path)
+            if rec is None or not procs.alive(rec.pid, rec.start):
+                continue  # a waiter that died: nothing to show
+            out.append(LockState(lock, rec.pid, rec.user, rec.operation, rec.since, False, "waiting"))
+            continue
+        if not name.endswith(LOCK_SUFFIX):
+            continue
+        lock = name.removesuffix(LOCK_SUFFIX)
+        try:
+            inode = os.stat(path, follow_symlinks=False).st_ino
+        except FileNotFoundError:
+            continue
+        rec = _read_record(path)
+        holders = [h for h in kernel.get(inode, []) if not h[2]]
+        writers = [h for h in holders if h[1] == "WRITE"]
+        if writers:
+            pid = writers[0][0]
+            if rec is not None and rec.pid == pid:
+                out.append(LockState(lock, pid, rec.user, rec.operation, rec.since, False, "exclusive"))
+            else:
+                out.append(LockState(lock, pid, "?", "?", "?", False, "exclusive"))
+        elif holders:
+            for pid, _, _ in holders:
+                out.append(LockState(lock, pid, _owner_of(pid), "shared", "?", False, "shared"))
+        elif rec is not None:
+            out.append(LockState(lock, rec.pid, rec.user, rec.operation, rec.since, True, "exclusive"))
+    return out
+
+
+def _owner_of(pid: int) -> str:
+    try:
+        uid = os.stat(f"/proc/{pid}").st_uid
+    except OSError:
+        return "?"
+    from .actor import user_name
+
+    return user_name(uid)
+
+
+# --- leases ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Lease:
+    """A lock owned by a session rather than a process (the image writer lock)."""
+
+    session: str
+    user: str
+    operation: str
+    since: str
+    pid: int | None = None
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "session": self.session,
+            "user": self.user,
+            "operation": self.operation,
+            "since": self.since,
+            "pid": self.pid,
+        }
+
+    def describe(self) -> str:
+        return f"session {self.session} ({self.user}, {self.operation}, since {self.since})"
+
+
+def read_lease(path: str) -> Lease | None:
+    try:
+        with open(path, "rb") as f:
+            data = json.loads(f.read(4096))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        return Lease(session="?", user="?", operation="unreadable lease", since="?")
+    if not isinstance(data, dict) or not isinstance(data.get("session"), str):
+        return Lease(session="?", user="?", operation="unreadable lease", since="?")
+    pid = data.get("pid")
+    return Lease(
+        session=data["session"],
+        user=str(data.get("user", "?")),
+        operation=str(data.get("operation", "?")),
+        since=str(data.get("since", "?")),
+        pid=pid if isinstance(pid, int) else None,
+    )
+
+
+def write_lease(path: str, lease: Lease) -> None:
+    from .fsutil import atomic_write
+
+    atomic_write(path, json.dumps(lease.to_json()) + "\n", durable=True)
+
+
+def clear_lease(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError as e:
+        if e.errno != errno.ENOENT:
+            raise

@@ -1,0 +1,207 @@
+"""Reading the mount table and taking mount trees down, deepest first."""
+
+from __future__ import annotations
+
+import errno
+import os
+from dataclasses import dataclass
+
+from . import syscalls
+from .errors import Conflict, SystemFailure
+
+
+@dataclass(frozen=True)
+class Mount:
+    """One line of /proc/self/mountinfo."""
+
+    mount_id: int
+    parent_id: int
+    root: str
+    target: str
+    fstype: str
+    source: str
+    options: str
+    super_options: str
+    optional: tuple[str, ...] = ()
+
+    @property
+    def shared(self) -> bool:
+        """True when mounts below this one propagate to peers (``shared:N``)."""
+        return any(tag.startswith("shared:") for tag in self.optional)
+
+
+def _unescape(field: str) -> str:
+    if "\\" not in field:
+        return field
+    out = []
+    i = 0
+    while i < len(field):
+        c = field[i]
+        if c == "\\" and i + 4 <= len(field) and field[i + 1 : i + 4].isdigit():
+            out.append(chr(int(field[i + 1 : i + 4], 8)))
+            i += 4
+        else:
+            out.append(c)
+            i += 1
+    return "".join(out)
+
+
+def parse_mountinfo(text: str) -> list[Mount]:
+    mounts = []
+    for line in text.splitlines():
+        left, sep, right = line.partition(" - ")
+        if not sep:
+            continue
+        fields = left.split(" ")
+        rest = right.split(" ")
+        if len(fields) < 6 or len(rest) < 3:
+            continue
+        mounts.append(
+            Mount(
+                mount_id=int(fields[0]),
+                parent_id=int(fields[1]),
+                root=_unescape(fields[3]),
+                target=_unescape(fields[4]),
+                options=fields[5],
+                fstype=rest[0],
+                source=_unescape(rest[1]),
+                super_options=rest[2],
+                optional=tuple(fields[6:]),
+            )
+        )
+    return mounts
+
+
+def mounts() -> list[Mount]:
+    with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
+        return parse_mountinfo(f.read())
+
+
+def _below(target: str, path: str) -> bool:
+    return target == path or target.startswith(path.rstrip("/") + "/")
+
+
+def mounts_below(path: str, table: list[Mount] | None = None) -> list[Mount]:
+    """Mounts at or below *path*, deepest (and most recently stacked) first."""
+    path = os.path.normpath(path)
+    table = mounts() if table is None else table
+    found = [(i, m) for i, m in enumerate(table) if _below(m.target, path)]
+    found.sort(key=lambda im: (im[1].target.count("/"), im[0]), reverse=True)
+    return [m for _, m in found]
+
+
+def is_mounted(path: str, table: list[Mount] | None = None) -> bool:
+    path = os.path.normpath(path)
+    table = mounts() if table is None else table
+    return any(m.target == path for m in table)
+
+
+def containing(path: str, table: list[Mount] | None = None) -> Mount | None:
+    """The mount that *path* lies on (the last one stacked on the longest prefix)."""
+    path = os.path.normpath(path)
+    table = mounts() if table is None else table
+    best: Mount | None = None
+    for m in table:
+        if _below(path, m.target) and (best is None or len(m.target) >= len(best.target)):
+            best = m
+    return best
+
+
+def make_private_mount_dir(path: str) -> bool:
+    """Make sure mounts created below *path* never propagate to other namespaces.
+
+    If *path* lies on a shared mount (systemd makes / shared), bind it onto
+    itself and mark the bind private, once. Returns True if it did so.
+    """
+    table = mounts()
+    if is_mounted(path, table):
+        here = [m for m in table if m.target == os.path.normpath(path)][-1]
+        if not here.shared:
+            return False
+        syscalls.mount(None, path, None, syscalls.MS_PRIVATE)
+        return False
+    parent = containing(path, table)
+    if parent is None or not parent.shared:
+        return False
+    syscalls.mount(path, path, None, syscalls.MS_BIND)
+    syscalls.mount(None, path, None, syscalls.MS_PRIVATE)
+    return True
+
+
+def unmount_tree(path: str, *, force: bool = False) -> list[str]:
+    """Unmount everything at or below *path*, deepest first.
+
+    Without *force* a busy mount raises :class:`Conflict` naming the mount
+    (the caller decides whether to kill what holds it); with *force* a busy
+    mount is detached lazily (MNT_DETACH), which removes it from the tree at
+    once so nothing below can be reached through it any more.
+    Returns the targets that were unmounted.
+    """
+    done: list[str] = []
+    for _ in range(8):  # stacked mounts may need more than one pass
+        pending = mounts_below(path)
+        if not pending:
+            return done
+        for m in pending:
+            try:
+                syscalls.umount(m.target)
+            except OSError as e:
+                if e.errno == errno.EINVAL or e.errno == errno.ENOENT:
+                    continue  # already gone, or covered by a mount we take down next
+                if e.errno == errno.EBUSY:
+                    if not force:
+                        raise Conflict(f"{m.target} is busy: {busy_holders(m.target)}") from None
+                    try:
+                        syscalls.umount(m.target, syscalls.MNT_DETACH)
+                    except OSError as e2:
+                        raise SystemFailure(f"cannot detach {m.target}: {e2.strerror}") from None
+                else:
+                    raise SystemFailure(f"cannot unmount {m.target}: {e.strerror}") from None
+            done.append(m.target)
+    left = mounts_below(path)
+    if left:
+        raise SystemFailure(f"cannot unmount {left[0].target}: still mounted after 8 passes")
+    return done
+
+
+def busy_holders(path: str, limit: int = 3) -> str:
+    """Describe processes whose cwd, root or open files lie at or below *path*."""
+    holders = []
+    prefix = path.rstrip("/") + "/"
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        pid = entry.name
+        why = None
+        for link in ("cwd", "root"):
+            try:
+                dest = os.readlink(f"/proc/{pid}/{link}")
+            except OSError:
+                continue
+            if dest == path or dest.startswith(prefix):
+                why = f"{link} {dest}"
+                break
+        if why is None:
+            try:
+                for fd in os.scandir(f"/proc/{pid}/fd"):
+                    try:
+                        dest = os.readlink(fd.path)
+                    except OSError:
+                        continue
+                    if dest == path or dest.startswith(prefix):
+                        why = f"open file {dest}"
+                        break
+            except OSError:
+                pass
+        if why is not None:
+            try:
+                with open(f"/proc/{pid}/comm", encoding="utf-8", errors="replace") as f:
+                    comm = f.read().strip()
+            except OSError:
+                comm = "?"
+            holders.append(f"pid {pid} ({comm}, {why})")
+            if len(holders) >= limit:
+                break
+    if not holders:
+        return "held by the kernel or by a process in another mount namespace"
+    return "; ".join(holders)

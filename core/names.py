@@ -1,0 +1,55 @@
+"""Validation of the names people type: images, sessions, profiles, generations.
+
+Every name that reaches the file system goes through :func:`check_name` first,
+so no path can be built from ``../x``, ``a/b``, an empty string or a control
+character (DESIGN.md invariant 6).
+"""
+
+from __future__ import annotations
+
+from .errors import BadInput
+
+_FIRST = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789")
+_REST = _FIRST | frozenset("_.+-")
+MAX_NAME = 64
+
+
+def is_valid_name(name: object) -> bool:
+    """True when *name* matches ``^[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}$``."""
+    return isinstance(name, str) and 0 < len(name) <= MAX_NAME and name[0] in _FIRST and all(c in _REST for c in name)
+
+
+def check_name(name: object, what: str = "name") -> str:
+    """Return *name* if valid, else raise :class:`BadInput` with one clear line."""
+    if is_valid_name(name):
+        assert isinstance(name, str)
+        return name
+    if not isinstance(name, str) or name == "":
+        raise BadInput(f"invalid {what}: it must not be empty")
+    shown = printable(name)
+    if len(name) > MAX_NAME:
+        raise BadInput(f"invalid {what} {shown}: longer than {MAX_NAME} characters")
+    raise BadInput(f"invalid {what} {shown}: use letters, digits and _ . + - (starting with a letter or digit)")
+
+
+def check_generation(value: object) -> int:
+    """Parse a generation number (a positive integer)."""
+    if isinstance(value, bool):
+        raise BadInput(f"invalid generation {value!r}: expected a positive number")
+    if isinstance(value, int):
+        number = value
+    elif isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 9:
+        number = int(value)
+    else:
+        raise BadInput(f"invalid generation {printable(str(value))}: expected a positive number")
+    if number < 1:
+        raise BadInput(f"invalid generation {number}: generations start at 1")
+    return number
+
+
+def printable(text: str, limit: int = 80) -> str:
+    """Quote *text* for an error line: escapes control characters, truncates."""
+    shown = repr(text[:limit])
+    if len(text) > limit:
+        shown += "…"
+    return shown

@@ -1,0 +1,247 @@
+"""Running a command, or a login shell, inside a mounted session.
+
+This module sits on the hot path of ``roost session run`` and imports only
+what a chroot needs (``os``, ``pwd``, ``_signal``): no ``json``, no
+``subprocess``, no ``signal`` (which drags in ``enum``), no ``typing``.
+
+A command is launched in two halves: :func:`prepare` (in the caller, may
+raise :class:`RoostError`) resolves the user, the directory and the
+environment; :func:`exec_launch` chroots, drops privileges and execs, and
+is either the last thing ``session run`` does (no fork at all) or the first
+thing a forked child does (:func:`spawn`).
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+
+from .errors import BadInput, NotFound
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+    from typing import Any
+
+ROOT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+USER_PATH = "/usr/local/bin:/usr/bin:/bin:/usr/games"
+PERSONALITIES = {"linux": 0x0000, "linux32": 0x0008, "linux64": 0x0000}
+
+
+class Launch:
+    """Everything :func:`exec_launch` needs, resolved before the chroot.
+
+    *program* is looked up in the session's PATH; *argv* is what it sees
+    (``argv[0]`` is ``-bash`` for a login shell).
+    """
+
+    __slots__ = ("argv", "cwd", "cwd_fallbacks", "env", "gid", "groups", "personality", "program", "root", "uid")
+
+    def __init__(
+        self,
+        root: str,
+        program: str,
+        argv: list[str],
+        uid: int,
+        gid: int,
+        groups: list[int],
+        cwd: str,
+        cwd_fallbacks: tuple[str, ...],
+        env: dict[str, str],
+        personality: str | None,
+    ) -> None:
+        self.root = root
+        self.program = program
+        self.argv = argv
+        self.uid = uid
+        self.gid = gid
+        self.groups = groups
+        self.cwd = cwd
+        self.cwd_fallbacks = cwd_fallbacks
+        self.env = env
+        self.personality = personality
+
+
+def resolve_user(user: str | None, default_uid: int) -> pwd.struct_passwd:
+    """The host passwd entry for *user* (a name or a number), or for *default_uid*."""
+    try:
+        if user is None:
+            return pwd.getpwuid(default_uid)
+        if user.isdigit():
+            return pwd.getpwuid(int(user))
+        return pwd.getpwnam(user)
+    except (KeyError, ValueError):
+        shown = user if user is not None else f"uid {default_uid}"
+        raise NotFound(f"no user {shown!r} on this host") from None
+
+
+def prepare(
+    record: Mapping[str, Any],
+    argv: Sequence[str] | None,
+    *,
+    user: pwd.struct_passwd,
+    directory: str | None = None,
+    preserve_env: bool = False,
+    environ: Mapping[str, str] | None = None,
+    caller_cwd: str | None = None,
+    extra_env: Mapping[str, str] | None = None,
+) -> Launch:
+    """Resolve how to run *argv* (or a login shell when *argv* is None) in *record*."""
+    env_in = os.environ if environ is None else environ
+    root = record["mountpoint"]
+    login = argv is None
+    shell = user.pw_shell or "/bin/sh"
+    if not os.path.exists(root + shell):  # a hint only; exec resolves it inside the chroot
+        shell = "/bin/sh"
+    if login:
+        program, exec_argv = shell, ["-" + os.path.basename(shell)]
+    else:
+        if not argv:
+            raise BadInput("no command given (put it after --)")
+        exec_argv = [*(record.get("command_prefix") or ()), *argv]
+        program = exec_argv[0]
+    env: dict[str, str] = dict(env_in) if preserve_env else {}
+    env.update(
+        HOME=user.pw_dir or "/",
+        LOGNAME=user.pw_name,
+        USER=user.pw_name,
+        SHELL=shell,
+    )
+    if not preserve_env or "PATH" not in env:
+        env["PATH"] = ROOT_PATH if user.pw_uid == 0 else USER_PATH
+    env["TERM"] = env_in.get("TERM", "dumb")
+    for name in record.get("env_keep") or ():
+        if name in env_in:
+            env[name] = env_in[name]
+    for name, value in record.get("env_set") or ():
+        env[name] = value
+    env["ROOST_SESSION_ID"] = record["id"]
+    env["ROOST_IMAGE"] = record["image"]
+    if extra_env:
+        env.update(extra_env)
+    fallbacks: tuple[str, ...]
+    if directory is not None:
+        if not directory.startswith("/"):
+            raise BadInput(f"directory {directory!r} must be an absolute path")
+        cwd, fallbacks = directory, ()
+    elif login:
+        cwd, fallbacks = env["HOME"], ("/",)
+    else:
+        cwd = caller_cwd if caller_cwd is not None else _caller_cwd()
+        fallbacks = ()
+    try:
+        groups = os.getgrouplist(user.pw_name, user.pw_gid)
+    except OSError:
+        groups = [user.pw_gid]
+    return Launch(
+        root=root,
+        program=program,
+        argv=exec_argv,
+        uid=user.pw_uid,
+        gid=user.pw_gid,
+        groups=groups,
+        cwd=cwd,
+        cwd_fallbacks=fallbacks,
+        env=env,
+        personality=record.get("personality"),
+    )
+
+
+def _caller_cwd() -> str:
+    try:
+        return os.getcwd()
+    except OSError:
+        return "/"
+
+
+def _restore_signals() -> None:
+    # Python ignores SIGPIPE and SIGXFSZ; a command must start with the defaults.
+    import _signal  # type: ignore[import-not-found]
+
+    for name in ("SIGPIPE", "SIGXFSZ", "SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT"):
+        number = getattr(_signal, name, None)
+        if number is not None:
+            _signal.signal(number, _signal.SIG_DFL)
+    _signal.pthread_sigmask(_signal.SIG_SETMASK, [])  # a caller may have blocked some
+
+
+def _set_personality(name: str) -> None:
+    import ctypes
+
+    value = PERSONALITIES.get(name)
+    if value:
+        ctypes.CDLL(None, use_errno=True).personality(value)
+
+
+def _fail(message: str, code: int) -> None:
+    os.write(2, f"roost: {message}\n".encode(errors="replace"))
+    os._exit(code)
+
+
+def exec_launch(launch: Launch) -> None:
+    """chroot into the session, become the user, change directory and exec. Never returns.
+
+    Failures after the chroot cannot raise to the caller any more: they print
+    one line and exit with 2 (a directory that does not exist in the session),
+    126 (not executable) or 127 (not found), like a shell.
+    """
+    # Nothing below the chroot may import a module: the host's Python is gone.
+    if launch.personality:
+        _set_personality(launch.personality)
+    os.chroot(launch.root)
+    os.chdir("/")
+    if os.getuid() != launch.uid or os.getgid() != launch.gid or os.geteuid() != launch.uid:
+        os.setgroups(launch.groups)
+        os.setgid(launch.gid)
+        os.setuid(launch.uid)
+    for candidate in (launch.cwd, *launch.cwd_fallbacks):
+        try:
+            os.chdir(candidate)
+            break
+        except OSError as e:
+            error = e
+    else:
+        _fail(
+            f"cannot change to directory {launch.cwd!r} in the session: {error.strerror} (use -d to choose another)",
+            2,
+        )
+    _restore_signals()
+    program = launch.program
+    error: OSError = FileNotFoundError(2, "No such file or directory")
+    if "/" in program:
+        candidates = [program]
+    else:  # os.execvpe would import modules that no longer exist after the chroot
+        candidates = [f"{d or '.'}/{program}" for d in launch.env.get("PATH", ROOT_PATH).split(":")]
+    for candidate in candidates:
+        try:
+            os.execve(candidate, launch.argv, launch.env)
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        except OSError as e:
+            error = e  # remember EACCES and the like, but keep searching like a shell
+    if isinstance(error, FileNotFoundError):
+        _fail(f"{program}: command not found in the session", 127)
+    _fail(f"{program}: {error.strerror}", 126)
+
+
+def spawn(launch: Launch, *, stdin: int = 0, stdout: int = 1, stderr: int = 2) -> int:
+    """Fork a child that runs *launch*; returns its pid (wait for it with os.waitpid)."""
+    pid = os.fork()
+    if pid == 0:
+        try:
+            for target, fd in ((0, stdin), (1, stdout), (2, stderr)):
+                if fd != target:
+                    os.dup2(fd, target)
+            exec_launch(launch)
+        except BaseException as e:  # noqa: BLE001 - the child must never return into the caller
+            try:
+                os.write(2, f"roost: {e}\n".encode(errors="replace"))
+            finally:
+                os._exit(127)
+    return pid
+
+
+def exit_code(status: int) -> int:
+    """A wait status as a shell would report it (128+N for a signal)."""
+    code = os.waitstatus_to_exitcode(status)
+    return 128 - code if code < 0 else code

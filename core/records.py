@@ -1,0 +1,147 @@
+"""Session records: ``<state>/sessions/<id>.json``, one per session.
+
+A record is self-contained: it names the generation and the real layer paths
+the session was cloned from (never the ``current`` link), and carries the
+profile as it was resolved at begin, so recover after a reboot rebuilds
+exactly the same session even if the image or the profile changed since.
+
+States (``state`` field):
+
+* ``beginning`` – the record exists, the clone and mounts are being made;
+* ``active`` – ready (shown as *mounted*, or *needs-recovery* when its mount
+  is gone, e.g. after a reboot);
+* ``ending`` – being torn down;
+* ``promoting`` – being turned into a generation (``promote`` says how far).
+
+A session whose record says beginning, ending or promoting while nobody
+holds its lock was interrupted; ``recover`` finishes or undoes the step.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from .errors import NotFound, SystemFailure
+from .fsutil import atomic_write, is_temp_name
+from .names import is_valid_name
+
+KINDS = ("ordinary", "maintenance")
+STATES = ("beginning", "active", "ending", "promoting")
+
+
+@dataclass
+class Session:
+    id: str
+    image: str
+    generation: int
+    kind: str
+    owner: str
+    uid: int
+    created: str
+    state: str
+    backend: str
+    profile: str
+    mountpoint: str
+    clone: str
+    lowers: list[str]
+    auto: bool = False
+    creator_pid: int | None = None
+    creator_start: int | None = None
+    dev: str = "private"
+    mounts: list[dict[str, Any]] = field(default_factory=list)
+    copy_files: list[str] = field(default_factory=list)
+    nss_databases: list[str] = field(default_factory=list)
+    env_keep: list[str] = field(default_factory=list)
+    env_set: list[list[str]] = field(default_factory=list)
+    access: dict[str, list[str]] = field(default_factory=dict)
+    personality: str | None = None
+    command_prefix: list[str] = field(default_factory=list)
+    promote: dict[str, Any] | None = None
+    backend_data: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def maintenance(self) -> bool:
+        return self.kind == "maintenance"
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Any, where: str) -> Session:
+        if not isinstance(data, dict):
+            raise SystemFailure(f"{where}: not a session record")
+        known = cls.__dataclass_fields__
+        try:
+            session = cls(**{k: v for k, v in data.items() if k in known})
+        except TypeError as e:
+            raise SystemFailure(f"{where}: incomplete session record ({e})") from None
+        if session.kind not in KINDS or session.state not in STATES or not is_valid_name(session.id):
+            raise SystemFailure(f"{where}: malformed session record")
+        return session
+
+
+def record_path(sessions_dir: str, session_id: str) -> str:
+    return os.path.join(sessions_dir, session_id + ".json")
+
+
+def read(sessions_dir: str, session_id: str) -> Session:
+    path = record_path(sessions_dir, session_id)
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except FileNotFoundError:
+        raise NotFound(f"no session {session_id!r}") from None
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        raise SystemFailure(f"{path}: corrupt session record (roost session recover repairs it)") from None
+    return Session.from_json(data, path)
+
+
+def write(sessions_dir: str, session: Session, *, create: bool = False) -> None:
+    """Write a record: with *create*, fail if it exists (the id is taken)."""
+    path = record_path(sessions_dir, session.id)
+    data = json.dumps(session.to_json(), separators=(",", ":")).encode()
+    if create:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
+        try:
+            os.write(fd, data)
+        finally:
+            os.close(fd)
+    else:
+        atomic_write(path, data)
+
+
+def remove(sessions_dir: str, session_id: str) -> None:
+    try:
+        os.unlink(record_path(sessions_dir, session_id))
+    except FileNotFoundError:
+        pass
+
+
+def ids(sessions_dir: str) -> list[str]:
+    try:
+        names = os.listdir(sessions_dir)
+    except FileNotFoundError:
+        return []
+    out = []
+    for name in names:
+        if name.endswith(".json") and not is_temp_name(name) and is_valid_name(name[:-5]):
+            out.append(name[:-5])
+    return sorted(out)
+
+
+def read_all(sessions_dir: str) -> tuple[list[Session], list[str]]:
+    """Every readable record, and the ids whose record is unreadable."""
+    sessions, broken = [], []
+    for sid in ids(sessions_dir):
+        try:
+            sessions.append(read(sessions_dir, sid))
+        except NotFound:
+            continue
+        except SystemFailure:
+            broken.append(sid)
+    return sessions, broken

@@ -1,0 +1,339 @@
+"""Recover: finish or undo whatever an interrupted operation left, and remount sessions.
+
+Idempotent and cheap enough to run at every boot (and on demand when a
+command finds its session unmounted). It only ever deletes half-made
+leftovers: staging and trash directories nobody holds a lock on, temporary
+files and links of dead writers, records of begins that never finished,
+mounts and clones that no record names. Sessions whose operation is still
+running (their lock is held) are left alone.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING
+
+from . import backends, faults, generations, images, locks, mounts, procs, records, sessions
+from .errors import Conflict, NotFound, RoostError
+from .fsutil import is_temp_name, remove_tree
+from .names import is_valid_name
+from .records import Session
+
+if TYPE_CHECKING:
+    from .engine import Engine
+
+
+def recover(eng: Engine, sid: str | None = None) -> list[str]:
+    """Recover one session (*sid*) or everything; returns what was done, one line each."""
+    eng.require_root("session recover")
+    eng.ready()
+    report: list[str] = []
+    if sid is not None:
+        session = records.read(eng.store.sessions_dir, sid) if is_valid_name(sid) else None
+        if session is None:
+            raise NotFound(f"no session {sid!r}")
+        _image(eng, session.image, report)
+        _session(eng, sid, report)
+        return report
+    _store(eng, report)
+    for name in eng.store.image_names():
+        _image(eng, name, report)
+    for session_id in records.ids(eng.store.sessions_dir):
+        _session(eng, session_id, report)
+    _orphans(eng, report)
+    eng.journal("session recover", actions=len(report))
+    return report
+
+
+def _tx_free(eng: Engine, tx: str) -> bool:
+    """True if no live process holds the lock of transaction *tx*."""
+    if not is_valid_name(tx):
+        return True
+    try:
+        lock = eng.lock(eng.store.tx_lock_name(tx), "recover", wait=False)
+    except Conflict:
+        return False
+    lock.release(remove=True)
+    return True
+
+
+def _dead_temp(name: str) -> bool:
+    """A temporary file (``.x.tmp-PID-RAND``) whose writer is gone."""
+    if not is_temp_name(name):
+        return False
+    try:
+        pid = int(name.rsplit(".tmp-", 1)[1].split("-", 1)[0])
+    except (IndexError, ValueError):
+        return True
+    return not procs.alive(pid)
+
+
+def _sweep_temps(directory: str, report: list[str]) -> None:
+    try:
+        names = os.listdir(directory)
+    except FileNotFoundError:
+        return
+    for name in names:
+        if _dead_temp(name):
+            path = os.path.join(directory, name)
+            try:
+                if os.path.isdir(path) and not os.path.islink(path):
+                    remove_tree(path)
+                else:
+                    os.unlink(path)
+                report.append(f"removed temporary {path}")
+            except FileNotFoundError:
+                pass
+
+
+def _store(eng: Engine, report: list[str]) -> None:
+    store = eng.store
+    for directory in (store.staging_dir, store.trash_dir):
+        for tx in sorted(os.listdir(directory)):
+            if _tx_free(eng, tx):
+                path = os.path.join(directory, tx)
+                _remove_leftover_tree(path)
+                report.append(f"removed leftover {path}")
+    _sweep_temps(store.sessions_dir, report)
+    _sweep_temps(store.images_dir, report)
+
+
+def _remove_leftover_tree(path: str) -> None:
+    """Remove a staging or trash tree, letting the backend delete generation-like parts."""
+    if not os.path.isdir(path):
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+        return
+    # A trashed image holds generations/<n>; let its backend delete them.
+    for entry in os.listdir(path):
+        gens = os.path.join(path, entry, "generations")
+        image_yaml = os.path.join(path, entry, "image.yaml")
+        if os.path.isdir(gens):
+            backend = "overlay"
+            try:
+                with open(image_yaml, encoding="utf-8") as f:
+                    for line in f:
+                        if line.startswith("backend:"):
+                            backend = line.split(":", 1)[1].strip()
+            except OSError:
+                pass
+            images._delete_image_tree(os.path.join(path, entry), backend)
+    remove_tree(path)
+
+
+def _promoting_txs(eng: Engine, image: str) -> set[str]:
+    found, _ = records.read_all(eng.store.sessions_dir)
+    return {
+        str(s.promote["tx"])
+        for s in found
+        if s.image == image and s.state == "promoting" and s.promote and "tx" in s.promote
+    }
+
+
+def _image(eng: Engine, name: str, report: list[str]) -> None:
+    store = eng.store
+    if not os.path.isdir(store.image_dir(name)):
+        return
+    try:
+        config = images.load_config(eng, name)
+        backend = backends.get(config.backend)
+    except RoostError as e:
+        report.append(f"image {name}: {e}")
+        return
+    with eng.image_lock(name, "recover"):
+        _sweep_temps(store.image_dir(name), report)
+        _sweep_temps(store.generations_dir(name), report)
+        busy = _promoting_txs(eng, name)
+        staging = store.image_staging(name)
+        if os.path.isdir(staging):
+            for tx in sorted(os.listdir(staging)):
+                if tx in busy or not _tx_free(eng, tx):
+                    continue  # a promote is under way, or its session's recovery decides
+                remove_tree(os.path.join(staging, tx))
+                report.append(f"image {name}: removed half-made staging/{tx}")
+        trash = store.image_trash(name)
+        if os.path.isdir(trash):
+            for tx in sorted(os.listdir(trash)):
+                if not _tx_free(eng, tx):
+                    continue
+                path = os.path.join(trash, tx)
+                for entry in os.listdir(path):
+                    if entry.isdigit():
+                        backend.remove_generation(os.path.join(path, entry))
+                remove_tree(path)
+                report.append(f"image {name}: emptied trash/{tx}")
+        done, dirs_only, metas_only = generations.scan(store, name)
+        try:
+            cur: int | None = generations.current(store, name)
+        except RoostError:
+            cur = None
+        for n in sorted(dirs_only):
+            if n == cur:
+                continue
+            backend.remove_generation(store.generation_dir(name, n))
+            report.append(f"image {name}: removed incomplete generation {n}")
+        for n in sorted(metas_only):
+            committed: str | None
+            try:
+                committed = generations.read_meta(store, name, n).tx
+            except RoostError:
+                committed = None
+            if committed in busy:
+                continue  # a promote committed it; its session's recovery finishes it
+            os.unlink(store.generation_meta(name, n))
+            report.append(f"image {name}: removed metadata of missing generation {n}")
+        if cur is None or cur not in done:
+            report.append(f"image {name}: current does not name a complete generation (roost doctor --check)")
+        lease_path = store.writer_lease(name)
+        lease = locks.read_lease(lease_path)
+        if lease is not None and not os.path.exists(
+            store.session_record(lease.session) if is_valid_name(lease.session) else "/"
+        ):
+            locks.clear_lease(lease_path)
+            report.append(f"image {name}: released the stale writer lock of session {lease.session}")
+
+
+def _session(eng: Engine, sid: str, report: list[str]) -> None:
+    store = eng.store
+    try:
+        slock = eng.session_lock(sid, "recover", wait=False)
+    except Conflict:
+        return  # an operation is under way on it
+    removed = False
+    try:
+        try:
+            session = records.read(store.sessions_dir, sid)
+        except NotFound:
+            removed = True
+            return
+        except RoostError:
+            _broken_record(eng, sid, report)
+            removed = True
+            return
+        faults.crashpoint("recover", "session")
+        removed = _session_locked(eng, session, report)
+    finally:
+        slock.release(remove=removed)
+
+
+def _session_locked(eng: Engine, session: Session, report: list[str]) -> bool:
+    """Recover one locked session; True if it is gone afterwards."""
+    sid = session.id
+    if session.state == "beginning":
+        sessions._tear_down(eng, session, force=True, quiet=True)
+        sessions._finish(eng, session)
+        report.append(f"session {sid}: removed (its begin was interrupted)")
+        return True
+    if session.state == "ending":
+        sessions._tear_down(eng, session, force=True, quiet=True)
+        sessions._finish(eng, session)
+        report.append(f"session {sid}: ended (its end was interrupted)")
+        return True
+    if session.state == "promoting":
+        if sessions._generation_of_tx(eng, session.image, str((session.promote or {}).get("tx"))) is not None:
+            mounts.unmount_tree(session.mountpoint, force=True)
+            number = sessions.complete_promote(eng, session)
+            report.append(f"session {sid}: promote finished as generation {number} of {session.image}")
+            eng.journal("session promote", image=session.image, session=sid, generation=number, recovered=True)
+            return True
+        tx = str((session.promote or {}).get("tx"))
+        staging = os.path.join(eng.store.image_staging(session.image), tx)
+        backend = backends.get(session.backend)
+        if os.path.isdir(staging):
+            backend.unstage(session, staging)
+            remove_tree(staging)
+        sessions._abandon_promote(eng, session)
+        report.append(f"session {sid}: interrupted promote undone, session kept")
+    if session.auto and not procs.alive(session.creator_pid, session.creator_start):
+        sessions._tear_down(eng, session, force=True, quiet=True)
+        sessions._finish(eng, session)
+        report.append(f"session {sid}: ended (automatic session whose command is gone)")
+        return True
+    backend = backends.get(session.backend)
+    if not backend.has_clone(session):
+        report.append(f"session {sid}: its clone is gone; end it with roost session end {sid}")
+        return False
+    if _fully_mounted(session):
+        return False
+    mounts.unmount_tree(session.mountpoint, force=True)
+    try:
+        sessions._bring_up(eng, session, create=False)
+    except RoostError as e:
+        mounts.unmount_tree(session.mountpoint, force=True)
+        report.append(f"session {sid}: cannot remount: {e}")
+        return False
+    report.append(f"session {sid}: remounted")
+    return False
+
+
+def _fully_mounted(session: Session) -> bool:
+    table = mounts.mounts()
+    if not mounts.is_mounted(session.mountpoint, table):
+        return False
+    below = {m.target for m in mounts.mounts_below(session.mountpoint, table)}
+    base = {session.mountpoint + p for p in ("/proc", "/sys", "/dev", "/dev/pts", "/dev/shm")}
+    return base <= below
+
+
+def _broken_record(eng: Engine, sid: str, report: list[str]) -> None:
+    """A record that cannot be read: a begin killed while writing it. Remove what it could name."""
+    store = eng.store
+    mountpoint = store.mountpoint(sid)
+    procs.kill_in_root(mountpoint, eng.settings.end_grace)
+    mounts.unmount_tree(mountpoint, force=True)
+    if os.path.isdir(mountpoint):
+        os.rmdir(mountpoint)
+    remove_tree(store.session_clone(sid))
+    records.remove(store.sessions_dir, sid)
+    report.append(f"session {sid}: removed an unreadable record and its leftovers")
+
+
+def _orphans(eng: Engine, report: list[str]) -> None:
+    """Mounts, mount points, clones and lock files that no record names."""
+    store = eng.store
+    known = set(records.ids(store.sessions_dir))
+    try:
+        entries = os.listdir(store.mnt_dir)
+    except FileNotFoundError:
+        entries = []
+    for name in entries:
+        if name in known:
+            continue
+        path = os.path.join(store.mnt_dir, name)
+        if name.startswith(".stage-") and not _tx_free(eng, name[len(".stage-") :]):
+            continue
+        procs.kill_in_root(path, eng.settings.end_grace)
+        mounts.unmount_tree(path, force=True)
+        try:
+            os.rmdir(path)
+            report.append(f"removed orphan mount point {path}")
+        except OSError:
+            pass
+    for name in os.listdir(store.sessions_dir):
+        path = os.path.join(store.sessions_dir, name)
+        if is_valid_name(name) and not name.endswith(".json") and name not in known and os.path.isdir(path):
+            try:
+                lock = eng.session_lock(name, "recover", wait=False)
+            except Conflict:
+                continue
+            try:
+                if not os.path.exists(store.session_record(name)):
+                    remove_tree(path)
+                    report.append(f"removed orphan clone {path}")
+            finally:
+                lock.release(remove=True)
+    for name in os.listdir(store.lock_dir):
+        if name.startswith("session.") and name.endswith(".lock"):
+            sid = name[len("session.") : -len(".lock")]
+            if sid in known or not is_valid_name(sid):
+                continue
+            try:
+                lock = eng.session_lock(sid, "recover", wait=False)
+            except Conflict:
+                continue
+            if not os.path.exists(store.session_record(sid)):
+                lock.release(remove=True)
+            else:
+                lock.release()

@@ -1,0 +1,176 @@
+"""Paths inside a session root, resolved as the chroot would see them.
+
+Every lookup below a session root goes through openat2(2) with
+RESOLVE_IN_ROOT: a symlink in the image (``/etc/resolv.conf ->
+/run/…``, or a hostile ``/build -> /``) is followed as if the session root
+were ``/``, so a mount target or a copied file can never land outside it.
+Mounts are made onto ``/proc/self/fd/N`` of the resolved O_PATH descriptor,
+which closes the window between resolving a path and mounting on it.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+
+from . import syscalls
+from .errors import SystemFailure
+
+O_PATH = getattr(os, "O_PATH", 0o10000000)
+_RESOLVE = syscalls.RESOLVE_IN_ROOT | syscalls.RESOLVE_NO_MAGICLINKS
+
+
+class Root:
+    """An open session root directory; close it (or use ``with``) when done."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def __enter__(self) -> Root:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- lookups ----------------------------------------------------------------
+
+    def open(self, rel: str, flags: int, mode: int = 0) -> int:
+        return syscalls.openat2(self.fd, _rel(rel), flags, _RESOLVE, mode)
+
+    def exists(self, rel: str) -> bool:
+        try:
+            fd = self.open(rel, O_PATH)
+        except OSError:
+            return False
+        os.close(fd)
+        return True
+
+    def is_dir(self, rel: str) -> bool:
+        try:
+            fd = self.open(rel, O_PATH | os.O_DIRECTORY)
+        except OSError:
+            return False
+        os.close(fd)
+        return True
+
+    def dir_fd(self, rel: str, *, create: bool = True, mode: int = 0o755) -> int:
+        """An O_PATH descriptor of directory *rel*, creating missing components."""
+        rel = _rel(rel)
+        try:
+            return self.open(rel, O_PATH | os.O_DIRECTORY)
+        except OSError as e:
+            if e.errno != errno.ENOENT or not create:
+                raise
+        parent_rel, name = os.path.split(rel)
+        parent = self.dir_fd(parent_rel or ".", create=True, mode=mode) if parent_rel else os.dup(self.fd)
+        try:
+            # mkdirat needs a real directory descriptor, not an O_PATH one.
+            real = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=parent)
+            try:
+                try:
+                    os.mkdir(name, mode, dir_fd=real)
+                except FileExistsError:
+                    pass
+            finally:
+                os.close(real)
+        finally:
+            os.close(parent)
+        return self.open(rel, O_PATH | os.O_DIRECTORY)
+
+    def file_fd(self, rel: str, *, create: bool = True, mode: int = 0o644) -> int:
+        """An O_PATH descriptor of a non-directory *rel* (created empty if missing)."""
+        rel = _rel(rel)
+        try:
+            return self.open(rel, O_PATH)
+        except OSError as e:
+            if e.errno != errno.ENOENT or not create:
+                raise
+        parent_rel, name = os.path.split(rel)
+        parent = self.dir_fd(parent_rel or ".")
+        try:
+            real = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=parent)
+            try:
+                fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, mode, dir_fd=real)
+                os.close(fd)
+            finally:
+                os.close(real)
+        finally:
+            os.close(parent)
+        return self.open(rel, O_PATH)
+
+    # --- files ------------------------------------------------------------------
+
+    def read(self, rel: str, limit: int = 16 << 20) -> bytes | None:
+        """Contents of file *rel*, or None if it does not exist."""
+        try:
+            fd = self.open(rel, os.O_RDONLY)
+        except OSError as e:
+            if e.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
+                return None
+            raise
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                return None
+            chunks = []
+            size = 0
+            while size <= limit:
+                chunk = os.read(fd, 1 << 16)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                size += len(chunk)
+            return b"".join(chunks)
+        finally:
+            os.close(fd)
+
+    def write(self, rel: str, data: bytes, mode: int = 0o644) -> None:
+        """Write file *rel*; a symlink in its place is replaced by a regular file."""
+        rel = _rel(rel)
+        parent_rel, name = os.path.split(rel)
+        parent = self.dir_fd(parent_rel or ".")
+        try:
+            real = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=parent)
+        finally:
+            os.close(parent)
+        try:
+            try:
+                st = os.stat(name, dir_fd=real, follow_symlinks=False)
+                if stat.S_ISLNK(st.st_mode):
+                    os.unlink(name, dir_fd=real)
+                elif not stat.S_ISREG(st.st_mode):
+                    raise SystemFailure(f"cannot write {rel} in {self.path}: not a regular file")
+                else:
+                    mode = stat.S_IMODE(st.st_mode)
+            except FileNotFoundError:
+                pass
+            fd = os.open(
+                name,
+                os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW,
+                mode,
+                dir_fd=real,
+            )
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+            finally:
+                os.close(fd)
+        finally:
+            os.close(real)
+
+
+def _rel(path: str) -> str:
+    rel = path.lstrip("/")
+    return rel or "."
+
+
+def fd_path(fd: int) -> str:
+    """The magic path that names an open descriptor, usable as a mount target."""
+    return f"/proc/self/fd/{fd}"

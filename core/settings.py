@@ -1,0 +1,145 @@
+"""Global settings: /etc/roost/roost.yaml, with ROOST_* overrides.
+
+This module is on the hot path of every command (``session run`` included),
+so it imports nothing beyond ``os``: YAML is only parsed when the file holds
+something other than comments, and the parsed result is plain attributes.
+"""
+
+from __future__ import annotations
+
+import os
+
+DEFAULT_CONFIG = "/etc/roost/roost.yaml"
+DEFAULT_STATE_ROOT = "/var/lib/roost"
+DEFAULT_RUN_ROOT = "/run/roost"
+DEFAULT_PROFILES_DIR = "/etc/roost/profiles"
+
+# key in roost.yaml -> (attribute, type, default)
+_KEYS: dict[str, tuple[str, type, object]] = {
+    "state-root": ("state_root", str, DEFAULT_STATE_ROOT),
+    "run-root": ("run_root", str, DEFAULT_RUN_ROOT),
+    "profiles-dir": ("profiles_dir", str, DEFAULT_PROFILES_DIR),
+    "default-backend": ("default_backend", str, "overlay"),
+    "retention": ("retention", int, 5),
+    "overlay-max-depth": ("overlay_max_depth", int, 16),
+    "end-grace": ("end_grace", float, 5.0),
+    "lock-timeout": ("lock_timeout", float, 60.0),
+}
+
+
+class Settings:
+    """Resolved settings; precedence: command line > environment > roost.yaml > default."""
+
+    __slots__ = (
+        "config_path",
+        "default_backend",
+        "end_grace",
+        "lock_timeout",
+        "overlay_max_depth",
+        "profiles_dir",
+        "retention",
+        "run_root",
+        "state_root",
+    )
+
+    config_path: str
+    state_root: str
+    run_root: str
+    profiles_dir: str
+    default_backend: str
+    retention: int
+    overlay_max_depth: int
+    end_grace: float
+    lock_timeout: float
+
+    def __init__(self, **values: object) -> None:
+        self.config_path = DEFAULT_CONFIG
+        for attr, _, default in _KEYS.values():
+            setattr(self, attr, default)
+        for key, value in values.items():
+            setattr(self, key, value)
+
+    def replace(self, **values: object) -> Settings:
+        merged = {name: getattr(self, name) for name in self.__slots__}
+        merged.update(values)
+        return Settings(**merged)
+
+    def __repr__(self) -> str:
+        inner = ", ".join(f"{n}={getattr(self, n)!r}" for n in self.__slots__)
+        return f"Settings({inner})"
+
+
+def _only_comments(text: str) -> bool:
+    for line in text.splitlines():
+        stripped = line.strip()
+        if stripped and not stripped.startswith("#") and stripped != "---":
+            return False
+    return True
+
+
+def _parse(path: str, text: str) -> dict[str, object]:
+    from .errors import ConfigError
+    from .yamlio import parse_yaml
+
+    data = parse_yaml(text, path)
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of settings")
+    values: dict[str, object] = {}
+    for key, value in data.items():
+        if key not in _KEYS:
+            known = ", ".join(sorted(_KEYS))
+            raise ConfigError(f"{path}: unknown setting {key!r} (known: {known})")
+        attr, kind, _ = _KEYS[key]
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise ConfigError(f"{path}: {key} must be a {kind.__name__}, not {value!r}")
+        if kind is str and key != "default-backend" and not str(value).startswith("/"):
+            raise ConfigError(f"{path}: {key} must be an absolute path")
+        if kind in (int, float) and isinstance(value, (int, float)) and value < (1 if kind is int else 0):
+            raise ConfigError(f"{path}: {key} must be positive")
+        values[attr] = value
+    return values
+
+
+def load(root: str | None = None, environ: os._Environ[str] | dict[str, str] | None = None) -> Settings:
+    """Read roost.yaml (``ROOST_CONFIG`` overrides its path) and apply overrides."""
+    env = os.environ if environ is None else environ
+    path = env.get("ROOST_CONFIG") or DEFAULT_CONFIG
+    values: dict[str, object] = {"config_path": path}
+    try:
+        with open(path, "rb") as f:
+            raw = f.read((1 << 20) + 1)
+    except FileNotFoundError:
+        raw = b""
+    except OSError as e:
+        from .errors import ConfigError
+
+        raise ConfigError(f"{path}: {e.strerror}") from None
+    if raw:
+        from .errors import ConfigError
+
+        if len(raw) > 1 << 20:
+            raise ConfigError(f"{path}: larger than 1 MiB")
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise ConfigError(f"{path}: not valid UTF-8") from None
+        if not _only_comments(text):
+            values.update(_parse(path, text))
+    if env.get("ROOST_ROOT"):
+        values["state_root"] = env["ROOST_ROOT"]
+    if env.get("ROOST_RUN"):
+        values["run_root"] = env["ROOST_RUN"]
+    if env.get("ROOST_PROFILES"):
+        values["profiles_dir"] = env["ROOST_PROFILES"]
+    if root:
+        values["state_root"] = root
+    settings = Settings(**values)
+    for attr in ("state_root", "run_root", "profiles_dir"):
+        value = getattr(settings, attr)
+        if not value.startswith("/"):
+            setattr(settings, attr, os.path.abspath(value))
+    return settings

@@ -1,0 +1,203 @@
+"""Setting a mounted session root up: /proc, /sys, /dev, the profile's mounts and files.
+
+The steps run in order, like schroot's setup.d, and each names itself so a
+failure says which step broke. Every step only adds mounts below the session
+root or writes files inside its clone, so tearing a session down is always
+the same: kill its processes, unmount everything below its root (deepest
+first), remove the clone.
+
+All targets are resolved inside the session root (:mod:`core.rootfs`), so a
+symlink in the image cannot make a mount or a copied file land on the host.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+
+from . import syscalls
+from .errors import ConfigError, SystemFailure
+from .records import Session
+from .rootfs import Root, fd_path
+
+_NOSUID_NODEV_NOEXEC = syscalls.MS_NOSUID | syscalls.MS_NODEV | syscalls.MS_NOEXEC
+#: Devices of a private /dev: name -> (major, minor).
+DEVICES = {"null": (1, 3), "zero": (1, 5), "full": (1, 7), "random": (1, 8), "urandom": (1, 9), "tty": (5, 0)}
+DEV_LINKS = {
+    "fd": "/proc/self/fd",
+    "stdin": "/proc/self/fd/0",
+    "stdout": "/proc/self/fd/1",
+    "stderr": "/proc/self/fd/2",
+    "ptmx": "pts/ptmx",
+}
+#: NSS databases merged by name (the image's own entries win); others are replaced.
+MERGED_DATABASES = ("passwd", "shadow", "group", "gshadow")
+
+
+def setup(session: Session, host_root: str = "/") -> None:
+    """Mount and copy everything a session gets, below its mounted root."""
+    with Root(session.mountpoint) as root:
+        for name, step in (
+            ("/proc", _proc),
+            ("/sys", _sys),
+            ("/dev", _dev),
+        ):
+            try:
+                step(root, session)
+            except OSError as e:
+                raise SystemFailure(f"cannot set up {name} in session {session.id}: {e.strerror}") from None
+        for spec in session.mounts:
+            try:
+                _profile_mount(root, spec, host_root)
+            except OSError as e:
+                raise SystemFailure(
+                    f"cannot mount {spec.get('source') or spec['type']} on {spec['target']} "
+                    f"in session {session.id}: {e.strerror}"
+                ) from None
+        for path in session.copy_files:
+            try:
+                _copy_file(root, path, host_root)
+            except OSError as e:
+                raise SystemFailure(f"cannot copy {path} into session {session.id}: {e.strerror}") from None
+        if not session.maintenance:
+            for db in session.nss_databases:
+                try:
+                    _nss(root, db, host_root)
+                except OSError as e:
+                    raise SystemFailure(
+                        f"cannot copy the {db} database into session {session.id}: {e.strerror}"
+                    ) from None
+
+
+def _mount_at(
+    root: Root, rel: str, source: str | None, fstype: str | None, flags: int, data: str | None = None
+) -> None:
+    fd = root.dir_fd(rel)
+    try:
+        syscalls.mount(source, fd_path(fd), fstype, flags, data)
+    finally:
+        os.close(fd)
+
+
+def _proc(root: Root, session: Session) -> None:
+    _mount_at(root, "proc", "proc", "proc", _NOSUID_NODEV_NOEXEC)
+
+
+def _sys(root: Root, session: Session) -> None:
+    _mount_at(root, "sys", "sysfs", "sysfs", _NOSUID_NODEV_NOEXEC | syscalls.MS_RDONLY)
+
+
+def _dev(root: Root, session: Session) -> None:
+    if session.dev == "host":
+        fd = root.dir_fd("dev")
+        try:
+            syscalls.mount("/dev", fd_path(fd), None, syscalls.MS_BIND)
+            syscalls.mount(None, fd_path(fd), None, syscalls.MS_SLAVE)
+        finally:
+            os.close(fd)
+    else:
+        _mount_at(root, "dev", "tmpfs", "tmpfs", syscalls.MS_NOSUID | syscalls.MS_STRICTATIME, "mode=755,size=4m")
+        dev = root.open("dev", os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            for name, (major, minor) in DEVICES.items():
+                os.mknod(name, stat.S_IFCHR | 0o666, os.makedev(major, minor), dir_fd=dev)
+                os.chmod(name, 0o666, dir_fd=dev)  # mknod honours the umask
+            for name, target in DEV_LINKS.items():
+                os.symlink(target, name, dir_fd=dev)
+            os.mkdir("pts", 0o755, dir_fd=dev)
+            os.mkdir("shm", 0o1777, dir_fd=dev)
+        finally:
+            os.close(dev)
+    _mount_at(
+        root,
+        "dev/pts",
+        "devpts",
+        "devpts",
+        syscalls.MS_NOSUID | syscalls.MS_NOEXEC,
+        "newinstance,ptmxmode=0666,mode=0620,gid=5",
+    )
+    if session.dev == "host":
+        # The host's /dev/ptmx belongs to the host's devpts; point it at ours.
+        fd = root.file_fd("dev/ptmx")
+        try:
+            syscalls.mount(root.path + "/dev/pts/ptmx", fd_path(fd), None, syscalls.MS_BIND)
+        finally:
+            os.close(fd)
+    _mount_at(root, "dev/shm", "tmpfs", "tmpfs", syscalls.MS_NOSUID | syscalls.MS_NODEV, "mode=1777")
+
+
+def _profile_mount(root: Root, spec: dict[str, object], host_root: str) -> None:
+    kind = spec["type"]
+    target = str(spec["target"])
+    if kind == "tmpfs":
+        options = spec.get("options")
+        _mount_at(
+            root, target, "tmpfs", "tmpfs", syscalls.MS_NOSUID | syscalls.MS_NODEV, str(options) if options else None
+        )
+        return
+    source = os.path.join(host_root, str(spec["source"]).lstrip("/"))
+    try:
+        st = os.stat(source)
+    except FileNotFoundError:
+        if spec.get("optional"):
+            return
+        raise ConfigError(f"bind mount source {spec['source']} does not exist on this host") from None
+    fd = root.dir_fd(target) if stat.S_ISDIR(st.st_mode) else root.file_fd(target)
+    try:
+        where = fd_path(fd)
+        rec = syscalls.MS_REC if kind == "rbind" else 0
+        syscalls.mount(source, where, None, syscalls.MS_BIND | rec)
+    finally:
+        os.close(fd)
+    # Re-resolve: the descriptor names the directory under the new mount.
+    fd = root.open(target, os.O_PATH if hasattr(os, "O_PATH") else 0o10000000)
+    try:
+        where = fd_path(fd)
+        # Host mount events flow in, nothing flows back out to the host.
+        syscalls.mount(None, where, None, syscalls.MS_SLAVE | (syscalls.MS_REC if kind == "rbind" else 0))
+        if spec.get("readonly"):
+            syscalls.mount(None, where, None, syscalls.MS_REMOUNT | syscalls.MS_BIND | syscalls.MS_RDONLY)
+    finally:
+        os.close(fd)
+
+
+def _read_host(path: str, host_root: str) -> bytes | None:
+    try:
+        with open(os.path.join(host_root, path.lstrip("/")), "rb") as f:
+            return f.read(16 << 20)
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+        return None
+
+
+def _copy_file(root: Root, path: str, host_root: str) -> None:
+    data = _read_host(path, host_root)
+    if data is None:
+        return  # schroot skips files the host does not have; so do we
+    if root.read(path) == data:
+        return  # unchanged: no copy-up
+    root.write(path, data)
+
+
+def merge_database(image: bytes, host: bytes) -> bytes:
+    """The image's entries, then the host's entries whose name the image lacks."""
+    lines = image.splitlines()
+    names = {ln.split(b":", 1)[0] for ln in lines if ln and not ln.startswith(b"#")}
+    extra = [ln for ln in host.splitlines() if ln and not ln.startswith(b"#") and ln.split(b":", 1)[0] not in names]
+    if not extra:
+        return image
+    out = b"\n".join(lines + extra)
+    return out + b"\n"
+
+
+def _nss(root: Root, db: str, host_root: str) -> None:
+    host = _read_host(f"/etc/{db}", host_root)
+    if host is None:
+        return
+    path = f"/etc/{db}"
+    current = root.read(path)
+    merge = db in MERGED_DATABASES and current is not None
+    wanted = merge_database(current, host) if merge and current is not None else host
+    if wanted == current:
+        return
+    mode = 0o640 if db in ("shadow", "gshadow") else 0o644
+    root.write(path, wanted, mode)

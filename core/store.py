@@ -1,0 +1,128 @@
+"""Where everything lives: the state root and the runtime root (DESIGN.md §3).
+
+::
+
+    <state>/images/<image>/image.yaml
+    <state>/images/<image>/generations/<n>/          (0700: the backend's data)
+    <state>/images/<image>/generations/<n>.yaml      metadata; its presence commits <n>
+    <state>/images/<image>/current -> generations/<n>
+    <state>/images/<image>/writer.json              writer lease (maintenance session)
+    <state>/images/<image>/staging/<tx>/            a generation being built
+    <state>/images/<image>/trash/<tx>/              generations on their way out
+    <state>/sessions/<id>.json                      session record
+    <state>/sessions/<id>/                          the session's clone (backend data)
+    <state>/staging/<tx>/                           an image being created
+    <state>/trash/<tx>/                             an image being removed
+    <state>/journal.jsonl
+    <run>/mnt/<id>/                                 where a session's root is mounted
+    <run>/locks/                                    flock files (root, 0700)
+"""
+
+from __future__ import annotations
+
+import os
+
+from .names import check_name
+from .settings import Settings
+
+
+def new_tx() -> str:
+    """A transaction id for staging and trash entries: sortable, unique, a valid name."""
+    import time
+
+    return f"{int(time.time() * 1000):x}-{os.getpid()}-{os.urandom(3).hex()}"
+
+
+class Store:
+    """Paths of the state and runtime roots. Pure: creates nothing until :meth:`ensure`."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.root = settings.state_root
+        self.run = settings.run_root
+        self.images_dir = os.path.join(self.root, "images")
+        self.sessions_dir = os.path.join(self.root, "sessions")
+        self.staging_dir = os.path.join(self.root, "staging")
+        self.trash_dir = os.path.join(self.root, "trash")
+        self.journal_path = os.path.join(self.root, "journal.jsonl")
+        self.mnt_dir = os.path.join(self.run, "mnt")
+        self.lock_dir = os.path.join(self.run, "locks")
+
+    # --- creation ---------------------------------------------------------------
+
+    def ensure(self) -> None:
+        """Create the state and runtime roots (idempotent; needs root)."""
+        from .fsutil import ensure_dir
+        from .locks import ensure_lock_dir
+
+        os.makedirs(self.root, mode=0o755, exist_ok=True)
+        for path in (self.images_dir, self.sessions_dir):
+            ensure_dir(path, 0o755)
+        for path in (self.staging_dir, self.trash_dir):
+            ensure_dir(path, 0o700)
+        os.makedirs(self.run, mode=0o755, exist_ok=True)
+        ensure_dir(self.mnt_dir, 0o755)
+        ensure_lock_dir(self.lock_dir)
+
+    # --- images -----------------------------------------------------------------
+
+    def image_dir(self, image: str) -> str:
+        return os.path.join(self.images_dir, check_name(image, "image name"))
+
+    def image_yaml(self, image: str) -> str:
+        return os.path.join(self.image_dir(image), "image.yaml")
+
+    def generations_dir(self, image: str) -> str:
+        return os.path.join(self.image_dir(image), "generations")
+
+    def generation_dir(self, image: str, number: int) -> str:
+        return os.path.join(self.generations_dir(image), str(number))
+
+    def generation_meta(self, image: str, number: int) -> str:
+        return os.path.join(self.generations_dir(image), f"{number}.yaml")
+
+    def current_link(self, image: str) -> str:
+        return os.path.join(self.image_dir(image), "current")
+
+    def writer_lease(self, image: str) -> str:
+        return os.path.join(self.image_dir(image), "writer.json")
+
+    def image_staging(self, image: str) -> str:
+        return os.path.join(self.image_dir(image), "staging")
+
+    def image_trash(self, image: str) -> str:
+        return os.path.join(self.image_dir(image), "trash")
+
+    def image_names(self) -> list[str]:
+        from .names import is_valid_name
+
+        try:
+            names = os.listdir(self.images_dir)
+        except FileNotFoundError:
+            return []
+        return sorted(n for n in names if is_valid_name(n))
+
+    # --- sessions ---------------------------------------------------------------
+
+    def session_record(self, session: str) -> str:
+        return os.path.join(self.sessions_dir, check_name(session, "session id") + ".json")
+
+    def session_clone(self, session: str) -> str:
+        return os.path.join(self.sessions_dir, check_name(session, "session id"))
+
+    def mountpoint(self, session: str) -> str:
+        return os.path.join(self.mnt_dir, check_name(session, "session id"))
+
+    # --- locks ------------------------------------------------------------------
+
+    @staticmethod
+    def image_lock_name(image: str) -> str:
+        return f"image.{image}"
+
+    @staticmethod
+    def session_lock_name(session: str) -> str:
+        return f"session.{session}"
+
+    @staticmethod
+    def tx_lock_name(tx: str) -> str:
+        return f"tx.{tx}"

@@ -1,0 +1,3 @@
+from roost.main import main
+
+raise SystemExit(main())

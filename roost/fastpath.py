@@ -1,0 +1,139 @@
+"""``roost session run ID -- CMD`` without argparse, json, yaml or the engine.
+
+Running a command in a session is what build tools do thousands of times a
+day, so its happy path costs little more than the interpreter's own start:
+read one record, check access, take the session's lock shared (so ``end``
+cannot unmount underneath), chroot and exec — no fork. Anything unusual
+(an unknown option, a session that needs recovery, a busy lock, an error to
+report) returns None and the full command line handles it, with its proper
+messages and exit codes.
+"""
+
+from __future__ import annotations
+
+import os
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+
+def parse(argv: Sequence[str]) -> tuple[str | None, str, list[str], str | None, str | None, bool] | None:
+    """(root, id, command, user, directory, preserve) for a plain ``session run``, else None."""
+    i = 0
+    root = None
+    n = len(argv)
+    while i < n and argv[i].startswith("--"):
+        arg = argv[i]
+        if arg == "--headless":
+            i += 1
+        elif arg == "--root" and i + 1 < n:
+            root = argv[i + 1]
+            i += 2
+        elif arg.startswith("--root="):
+            root = arg[7:]
+            i += 1
+        else:
+            return None
+    if argv[i : i + 2] != ["session", "run"]:
+        return None
+    i += 2
+    sid = user = directory = None
+    preserve = False
+    while i < n:
+        arg = argv[i]
+        if arg == "--":
+            i += 1
+            break
+        if arg in ("-u", "--user") and i + 1 < n:
+            user = argv[i + 1]
+            i += 2
+        elif arg in ("-d", "--directory") and i + 1 < n:
+            directory = argv[i + 1]
+            i += 2
+        elif arg in ("-p", "--preserve-environment"):
+            preserve = True
+            i += 1
+        elif arg.startswith("-"):
+            return None
+        elif sid is None:
+            sid = arg
+            i += 1
+        else:
+            break
+    command = list(argv[i:])
+    if sid is None or not command:
+        return None
+    return root, sid, command, user, directory, preserve
+
+
+def run(argv: Sequence[str]) -> None:
+    """Exec the command if everything is as expected; return (doing nothing) otherwise."""
+    parsed = parse(argv)
+    if parsed is None or os.geteuid() != 0:
+        return
+    root, sid, command, user, directory, preserve = parsed
+    from core import access, fastjson, names, process, settings
+    from core.actor import Actor
+    from core.errors import RoostError
+
+    if not names.is_valid_name(sid):
+        return
+    try:
+        conf = settings.load(root)
+    except RoostError:
+        return
+    record_path = os.path.join(conf.state_root, "sessions", sid + ".json")
+    try:
+        with open(record_path, encoding="utf-8") as f:
+            record = fastjson.loads(f.read())
+    except (OSError, ValueError):
+        return
+    if not isinstance(record, dict) or record.get("state") != "active" or record.get("id") != sid:
+        return
+    mountpoint = record.get("mountpoint")
+    if not isinstance(mountpoint, str):
+        return
+    try:
+        if os.stat(mountpoint).st_dev == os.stat(os.path.dirname(mountpoint)).st_dev:
+            return  # not mounted: needs recovery
+    except OSError:
+        return
+    actor = Actor.current()
+    try:
+        target = process.resolve_user(user, actor.uid)
+        access.check_session(
+            actor.user,
+            actor.uid,
+            actor.groups,
+            record.get("access") or {},
+            int(record.get("uid", 0)),
+            sid,
+            as_uid=target.pw_uid,
+            verb="run in",
+        )
+        launch = process.prepare(record, command, user=target, directory=directory, preserve_env=preserve)
+    except (RoostError, TypeError, ValueError):
+        return
+    lock = _shared_lock(os.path.join(conf.run_root, "locks", f"session.{sid}.lock"))
+    if lock is None:
+        return
+    process.exec_launch(launch)  # the lock's descriptor is close-on-exec
+
+
+def _shared_lock(path: str) -> int | None:
+    """The session lock, shared, if it can be had at once and is the live lock file."""
+    import fcntl
+
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        if os.fstat(fd).st_ino != os.stat(path, follow_symlinks=False).st_ino:
+            raise OSError
+    except OSError:
+        os.close(fd)
+        return None
+    return fd

@@ -1,0 +1,24 @@
+"""Entry point of ``roost``: the hot path first, everything else through roost.cli.
+
+Kept tiny on purpose: ``roost session run`` must not pay for argparse,
+typing, json or the engine (see roost.fastpath).
+"""
+
+from __future__ import annotations
+
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if "session" in args and "run" in args:
+        from . import fastpath
+
+        fastpath.run(args)  # execs on success; returns when the full command line must decide
+    from .cli import main as cli_main
+
+    return cli_main(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
