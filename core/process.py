@@ -199,10 +199,10 @@ def exec_launch(launch: Launch) -> None:
             os.chdir(candidate)
             break
         except OSError as e:
-            error = e
+            cd_error = e
     else:
         _fail(
-            f"cannot change to directory {launch.cwd!r} in the session: {error.strerror} (use -d to choose another)",
+            f"cannot change to directory {launch.cwd!r} in the session: {cd_error.strerror} (use -d to choose another)",
             2,
         )
     _restore_signals()

@@ -533,7 +533,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _console(args: argparse.Namespace) -> int:
     try:
-        from tui.app import run_console  # type: ignore[import-not-found,unused-ignore]
+        from tui.app import run_console  # type: ignore[import-not-found,import-untyped,unused-ignore]
     except ImportError:
         build_parser().print_help()
         return 0
