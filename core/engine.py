@@ -159,6 +159,12 @@ class Engine:
     def recover(self, session: str | None = None) -> list[str]:
         return recover.recover(self, session)
 
+    def check(self) -> list[str]:
+        """Every mismatch between the state root, the records and the mount table."""
+        from . import doctor
+
+        return doctor.check(self)
+
     # --- locks ------------------------------------------------------------------
 
     def locks(self) -> list[locks.LockState]:

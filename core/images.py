@@ -214,6 +214,7 @@ def create(
     profile: str,
     description: str,
 ) -> ImageInfo:
+    eng.require_root("image create")
     check_name(name, "image name")
     backend_obj = backends.get(backend or eng.settings.default_backend)
     try:
@@ -223,7 +224,6 @@ def create(
     if len(description) > 4096 or "\x00" in description:
         raise BadInput("description is too long or holds a NUL")
     source.check()
-    eng.require_root("image create")
     eng.ready()
     if exists(eng, name):
         raise Conflict(f"image {name} already exists")
@@ -307,8 +307,8 @@ def _live_writer(eng: Engine, name: str) -> locks.Lease | None:
 
 
 def rollback(eng: Engine, name: str, generation: int | None) -> int:
-    require(eng, name)
     eng.require_root("image rollback")
+    require(eng, name)
     eng.ready()
     with eng.image_lock(name, "rollback"):
         cur = generations.current(eng.store, name)
@@ -334,8 +334,8 @@ def rollback(eng: Engine, name: str, generation: int | None) -> int:
 
 
 def remove(eng: Engine, name: str, *, force: bool) -> None:
-    config = require(eng, name)
     eng.require_root("image remove")
+    config = require(eng, name)
     eng.ready()
     from . import sessions as session_ops
 
@@ -390,13 +390,14 @@ def _delete_image_tree(path: str, backend_name: str) -> None:
 
 
 def gc(eng: Engine, name: str | None, *, keep: int | None, dry_run: bool) -> list[GcResult]:
+    if not dry_run:
+        eng.require_root("image gc")
     if keep is not None and keep < 1:
         raise BadInput("--keep must be at least 1")
     names = [name] if name is not None else eng.store.image_names()
     if name is not None:
         require(eng, name)
     if not dry_run:
-        eng.require_root("image gc")
         eng.ready()
     return [_gc_one(eng, n, keep, dry_run) for n in names]
 

@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from . import commands
 from .errors import BadInput, SystemFailure
@@ -134,24 +135,28 @@ def _decompressor(path: str) -> tuple[list[str] | None, str | None]:
 
 
 def _from_tar(path: str, dest: str, progress: Progress) -> None:
+    import tempfile
+
     size = max(os.path.getsize(path), 1)
     argv, package = _decompressor(path)
     os.mkdir(dest, 0o755)
     tar = ["tar", "--extract", "--file=-", f"--directory={dest}", "--same-owner", "--preserve-permissions", *TAR_KEEP]
-    procs: list[subprocess.Popen[bytes]] = []
+    pipeline = [argv, tar] if argv is not None else [tar]
+    if argv is not None:
+        commands.require(argv[0], package)
+    procs: list[tuple[subprocess.Popen[bytes], Any]] = []
     try:
-        if argv is not None:
-            commands.require(argv[0], package)
-            unpack = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-            procs.append(unpack)
-            untar = subprocess.Popen(tar, stdin=unpack.stdout, stderr=subprocess.PIPE)
-            assert unpack.stdout is not None
-            unpack.stdout.close()
-            feed = unpack.stdin
-        else:
-            untar = subprocess.Popen(tar, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
-            feed = untar.stdin
-        procs.append(untar)
+        upstream = subprocess.PIPE
+        for i, cmd in enumerate(pipeline):
+            # stderr goes to files: a chatty tar must never block on a full pipe while we feed it
+            err = tempfile.TemporaryFile()
+            stdout = subprocess.PIPE if i + 1 < len(pipeline) else subprocess.DEVNULL
+            proc = subprocess.Popen(cmd, stdin=upstream, stdout=stdout, stderr=err)
+            if procs and procs[-1][0].stdout is not None:
+                procs[-1][0].stdout.close()  # only the next process reads it now
+            procs.append((proc, err))
+            upstream = proc.stdout  # type: ignore[assignment]
+        feed = procs[0][0].stdin
         assert feed is not None
         fed = 0
         last = 0.0
@@ -167,16 +172,20 @@ def _from_tar(path: str, dest: str, progress: Progress) -> None:
         except BrokenPipeError:
             pass  # the reader died; its exit status says why
         finally:
-            feed.close()
-        for proc in procs:
-            _, err = proc.communicate()
-            if proc.returncode != 0:
-                raise SystemFailure(commands.failure_line(proc.args, proc.returncode, err, f"unpacking {path}"))  # type: ignore[arg-type]
+            try:
+                feed.close()
+            except BrokenPipeError:
+                pass
+        for proc, err in procs:
+            if proc.wait() != 0:
+                err.seek(0)
+                raise SystemFailure(commands.failure_line(proc.args, proc.returncode, err.read(), f"unpacking {path}"))  # type: ignore[arg-type]
     finally:
-        for proc in procs:
+        for proc, err in procs:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
+            err.close()
     progress(1.0, f"unpacked {os.path.basename(path)}")
 
 

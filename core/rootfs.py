@@ -61,49 +61,71 @@ class Root:
         return True
 
     def dir_fd(self, rel: str, *, create: bool = True, mode: int = 0o755) -> int:
-        """An O_PATH descriptor of directory *rel*, creating missing components."""
-        rel = _rel(rel)
-        try:
-            return self.open(rel, O_PATH | os.O_DIRECTORY)
-        except OSError as e:
-            if e.errno != errno.ENOENT or not create:
-                raise
-        parent_rel, name = os.path.split(rel)
-        parent = self.dir_fd(parent_rel or ".", create=True, mode=mode) if parent_rel else os.dup(self.fd)
-        try:
-            # mkdirat needs a real directory descriptor, not an O_PATH one.
-            real = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=parent)
-            try:
-                try:
-                    os.mkdir(name, mode, dir_fd=real)
-                except FileExistsError:
-                    pass
-            finally:
-                os.close(real)
-        finally:
-            os.close(parent)
-        return self.open(rel, O_PATH | os.O_DIRECTORY)
+        """An O_PATH descriptor of directory *rel*, creating missing components.
+
+        A missing component that is a dangling symlink is created where the
+        symlink points, resolved inside the root as the chroot would.
+        """
+        return self._make(_rel(rel), directory=True, create=create, mode=mode, depth=0)
 
     def file_fd(self, rel: str, *, create: bool = True, mode: int = 0o644) -> int:
         """An O_PATH descriptor of a non-directory *rel* (created empty if missing)."""
-        rel = _rel(rel)
+        return self._make(_rel(rel), directory=False, create=create, mode=mode, depth=0)
+
+    def _make(self, rel: str, *, directory: bool, create: bool, mode: int, depth: int) -> int:
+        flags = O_PATH | (os.O_DIRECTORY if directory else 0)
         try:
-            return self.open(rel, O_PATH)
+            return self.open(rel, flags)
         except OSError as e:
             if e.errno != errno.ENOENT or not create:
                 raise
+        if depth > 40:
+            raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), rel)
         parent_rel, name = os.path.split(rel)
-        parent = self.dir_fd(parent_rel or ".")
+        parent = self._make(parent_rel or ".", directory=True, create=True, mode=0o755, depth=depth + 1)
         try:
             real = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=parent)
             try:
-                fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, mode, dir_fd=real)
-                os.close(fd)
+                try:
+                    st = os.stat(name, dir_fd=real, follow_symlinks=False)
+                except FileNotFoundError:
+                    st = None
+                if st is not None and stat.S_ISLNK(st.st_mode):
+                    # A dangling symlink: make what it points to, inside the root.
+                    target = os.readlink(name, dir_fd=real)
+                    if not target.startswith("/"):
+                        target = os.path.join("/", self._relative_of(real), target)
+                    fd = self._make(
+                        _rel(os.path.normpath("/" + target)),
+                        directory=directory,
+                        create=True,
+                        mode=mode,
+                        depth=depth + 1,
+                    )
+                    os.close(fd)
+                elif directory:
+                    try:
+                        os.mkdir(name, mode, dir_fd=real)
+                    except FileExistsError:
+                        pass
+                else:
+                    fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, mode, dir_fd=real)
+                    os.close(fd)
             finally:
                 os.close(real)
         finally:
             os.close(parent)
-        return self.open(rel, O_PATH)
+        return self.open(rel, flags)
+
+    def _relative_of(self, fd: int) -> str:
+        """The path of an open directory as seen from inside the root."""
+        real = os.readlink(fd_path(fd))
+        top = os.readlink(fd_path(self.fd))
+        if real == top:
+            return ""
+        if not real.startswith(top.rstrip("/") + "/"):
+            raise OSError(errno.EXDEV, "resolved outside the session root", real)
+        return real[len(top.rstrip("/")) + 1 :]
 
     # --- files ------------------------------------------------------------------
 

@@ -96,11 +96,11 @@ def stack_of(eng: Engine, image: str, number: int) -> list[int]:
 
 
 def begin(eng: Engine, image: str, *, name: str | None, maintenance: bool, auto: bool) -> Session:
+    eng.require_root("session begin")
     config = images.require(eng, image)
     if name is not None:
         check_name(name, "session name")
     profile: Profile = load_profile(config.profile, eng.settings.profiles_dir)
-    eng.require_root("session begin")
     a = eng.actor
     level = access.check_begin(a.user, a.uid, a.groups, _access_lists(config), image)
     if maintenance and level != "root":
@@ -240,8 +240,8 @@ def _finish(eng: Engine, session: Session) -> None:
 
 
 def end(eng: Engine, sid: str, *, force: bool) -> None:
-    session = _read(eng, sid)
     eng.require_root("session end")
+    session = _read(eng, sid)
     _check(eng, session, "end")
     eng.ready()
     slock = eng.session_lock(sid, "end")
@@ -268,10 +268,10 @@ def end_locked(eng: Engine, session: Session, *, force: bool) -> None:
 
 
 def promote(eng: Engine, sid: str, message: str) -> int:
+    eng.require_root("session promote")
     if len(message) > 4096 or "\x00" in message:
         raise BadInput("the message is too long or holds a NUL")
     session = _read(eng, sid)
-    eng.require_root("session promote")
     _check(eng, session, "promote")
     config = images.require(eng, session.image)
     eng.ready()
@@ -504,8 +504,8 @@ def launch(
     caller_cwd: str | None,
 ) -> process.Launch:
     """Resolve a command (or a login shell when *argv* is None) for *sid*, recovering it if needed."""
-    session = _read(eng, sid)
     eng.require_root("session run")
+    session = _read(eng, sid)
     target = process.resolve_user(user, eng.actor.uid if user is None else 0)
     _check(eng, session, "enter" if argv is None else "run in", as_uid=target.pw_uid)
     state = display_state(session, mounts.mounts(), None, eng.store.lock_dir)

@@ -1,8 +1,9 @@
 """Global settings: /etc/roost/roost.yaml, with ROOST_* overrides.
 
 This module is on the hot path of every command (``session run`` included),
-so it imports nothing beyond ``os``: YAML is only parsed when the file holds
-something other than comments, and the parsed result is plain attributes.
+so it imports nothing beyond ``os``: the usual ``key: value`` lines are read
+by a small parser that hands anything else (quotes, lists, odd scalars) to
+the real YAML parser, so both always agree.
 """
 
 from __future__ import annotations
@@ -69,19 +70,66 @@ class Settings:
         return f"Settings({inner})"
 
 
-def _only_comments(text: str) -> bool:
+_YAML_WORDS = frozenset(("true", "false", "yes", "no", "on", "off", "null", "y", "n", ".inf", ".nan", "-.inf"))
+_PLAIN = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-/+")
+
+
+def _scalar(token: str) -> object:
+    """A plain YAML scalar that cannot mean anything but one int, float or string; else raise."""
+    if not token or not set(token) <= _PLAIN or token.lower() in _YAML_WORDS or (token[0] in "-.+" and len(token) == 1):
+        raise ValueError(token)
+    digits = token[1:] if token[0] == "-" else token
+    if digits.isdigit():
+        if len(digits) > 1 and digits[0] == "0":
+            raise ValueError(token)  # octal in YAML 1.1
+        return int(token)
+    head, dot, tail = digits.partition(".")
+    if dot and head.isdigit() and tail.isdigit():
+        return float(token)
+    if any(c.isdigit() for c in token[:1]) or token[0] in "-+.":
+        raise ValueError(token)  # something number-like (1e3, 1_000 …): let YAML decide
+    return token
+
+
+def _flat(text: str) -> dict[str, object] | None:
+    """Parse the common shape of roost.yaml (``key: value`` lines) without importing yaml.
+
+    Returns None for anything else (quotes, lists, anchors, multi-line values …),
+    and the full YAML parser decides.
+    """
+    out: dict[str, object] = {}
     for line in text.splitlines():
         stripped = line.strip()
-        if stripped and not stripped.startswith("#") and stripped != "---":
-            return False
-    return True
+        if not stripped or stripped.startswith("#"):
+            continue
+        if stripped == "---":
+            if out:
+                return None  # a second document: let YAML say what it thinks of that
+            continue
+        if line[0] in " \t":
+            return None
+        key, sep, value = line.partition(":")
+        if not sep or not key or not set(key) <= _PLAIN or key in out:
+            return None
+        value, _, comment = value.partition(" #")
+        value = value.strip()
+        if not value or "#" in value:
+            return None
+        try:
+            out[key] = _scalar(value)
+        except ValueError:
+            return None
+    return out
 
 
 def _parse(path: str, text: str) -> dict[str, object]:
     from .errors import ConfigError
-    from .yamlio import parse_yaml
 
-    data = parse_yaml(text, path)
+    data = _flat(text)
+    if data is None:
+        from .yamlio import parse_yaml
+
+        data = parse_yaml(text, path)
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -127,8 +175,7 @@ def load(root: str | None = None, environ: os._Environ[str] | dict[str, str] | N
             text = raw.decode("utf-8")
         except UnicodeDecodeError:
             raise ConfigError(f"{path}: not valid UTF-8") from None
-        if not _only_comments(text):
-            values.update(_parse(path, text))
+        values.update(_parse(path, text))
     if env.get("ROOST_ROOT"):
         values["state_root"] = env["ROOST_ROOT"]
     if env.get("ROOST_RUN"):

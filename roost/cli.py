@@ -102,7 +102,7 @@ def build_parser() -> Parser:
     p = ssub.add_parser("run", help="run a command in a session")
     p.add_argument("id")
     _add_run_options(p)
-    p.add_argument("command", nargs=argparse.REMAINDER, help="-- COMMAND [ARGS…]")
+    p.add_argument("command", nargs="*", help="-- COMMAND [ARGS…]")
     p.set_defaults(func=cmd_session_run)
     p = ssub.add_parser("enter", help="a login shell in a session")
     p.add_argument("id")
@@ -136,11 +136,15 @@ def build_parser() -> Parser:
     p = sub.add_parser("run", help="automatic session: begin, run a command, end")
     p.add_argument("image")
     _add_run_options(p)
-    p.add_argument("command", nargs=argparse.REMAINDER, help="-- COMMAND [ARGS…]")
+    p.add_argument("command", nargs="*", help="-- COMMAND [ARGS…]")
     p.set_defaults(func=cmd_run)
     p = sub.add_parser("locks", help="list lock holders (stale ones included)")
     _add_json(p)
     p.set_defaults(func=cmd_locks)
+    p = sub.add_parser("doctor", help="check the host and the state root")
+    p.add_argument("--check", action="store_true", help="compare the state root with the mount table and records")
+    _add_json(p)
+    p.set_defaults(func=cmd_doctor)
     profile = sub.add_parser("profile", help="list and show profiles")
     psub = profile.add_subparsers(dest="command", metavar="SUBCOMMAND", required=True, parser_class=Parser)
     p = psub.add_parser("list", help="list profiles")
@@ -191,9 +195,7 @@ class Context:
 
 
 def _command_argv(args: argparse.Namespace) -> list[str]:
-    argv = list(args.command or [])
-    if argv and argv[0] == "--":
-        argv = argv[1:]
+    argv = list(args.command or []) + list(getattr(args, "after_dashes", None) or [])
     if not argv:
         from core.errors import BadInput
 
@@ -459,6 +461,23 @@ def cmd_locks(ctx: Context) -> int:
     return 0
 
 
+def cmd_doctor(ctx: Context) -> int:
+    from .output import emit_json
+
+    problems = ctx.engine.check()
+    if ctx.json:
+        emit_json({"problems": problems})
+    else:
+        for line in problems:
+            print(line)
+    if problems:
+        print(f"{PROG}: {len(problems)} problem(s) found", file=sys.stderr)
+        return 5
+    if not ctx.json and not ctx.quiet:
+        print("no problems found", file=sys.stderr)
+    return 0
+
+
 def cmd_profile_list(ctx: Context) -> int:
     from core.profiles import load_profile, profile_names
 
@@ -505,8 +524,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     from core.errors import RoostError
 
+    # Everything after the first "--" is a command to run, never options for roost.
+    after: list[str] | None = None
+    if "--" in argv:
+        cut = argv.index("--")
+        argv, after = argv[:cut], argv[cut + 1 :]
     try:
         args = build_parser().parse_args(argv)
+        if after is not None:
+            if not hasattr(args, "command") or getattr(args, "func", None) not in (cmd_session_run, cmd_run):
+                raise UsageError("'--' only goes before the command of 'session run' and 'run'")
+            if args.command:
+                raise UsageError(f"unexpected {args.command[0]!r} before '--'")
+            args.after_dashes = after
     except UsageError as e:
         print(f"{PROG}: {e}", file=sys.stderr)
         return 2

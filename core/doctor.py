@@ -1,0 +1,124 @@
+"""Consistency checks of a state root against the mount table and the records.
+
+``roost doctor --check`` prints every mismatch, one per line, and exits
+non-zero if there is any. Operations in progress (their locks held) are
+not mismatches, so the check can run beside a busy host; tests run it after
+every crash and recover.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING
+
+from . import generations, locks, mounts, records
+from .errors import RoostError
+from .fsutil import is_temp_name
+from .names import is_valid_name
+
+if TYPE_CHECKING:
+    from .engine import Engine
+
+
+def check(eng: Engine) -> list[str]:
+    store = eng.store
+    problems: list[str] = []
+    held = set(locks.kernel_flocks())
+    table = mounts.mounts()
+    sessions, broken = records.read_all(store.sessions_dir)
+    for sid in broken:
+        problems.append(f"session {sid}: unreadable record")
+    known = {s.id for s in sessions}
+
+    def busy(lock_name: str) -> bool:
+        try:
+            return os.stat(os.path.join(store.lock_dir, lock_name + ".lock")).st_ino in held
+        except FileNotFoundError:
+            return False
+
+    # store-level leftovers
+    for directory in (store.staging_dir, store.trash_dir):
+        for tx in _listdir(directory):
+            if not busy(store.tx_lock_name(tx)):
+                problems.append(f"leftover {os.path.join(directory, tx)}")
+    for directory in (store.sessions_dir, store.images_dir):
+        for name in _listdir(directory):
+            if is_temp_name(name):
+                problems.append(f"leftover temporary file {os.path.join(directory, name)}")
+
+    # images and generations
+    for name in store.image_names():
+        where = f"image {name}"
+        if not os.path.isfile(store.image_yaml(name)):
+            problems.append(f"{where}: no image.yaml")
+        done, dirs_only, metas_only = generations.scan(store, name)
+        try:
+            cur = generations.current(store, name)
+            if cur not in done:
+                problems.append(f"{where}: current names generation {cur}, which is not complete")
+        except RoostError as e:
+            problems.append(f"{where}: {e}")
+        for n in sorted(dirs_only):
+            problems.append(f"{where}: generation {n} has data but no metadata")
+        for n in sorted(metas_only):
+            problems.append(f"{where}: generation {n} has metadata but no data")
+        for n in done:
+            try:
+                meta = generations.read_meta(store, name, n)
+            except RoostError as e:
+                problems.append(f"{where}: {e}")
+                continue
+            for layer in meta.stack:
+                if layer not in done:
+                    problems.append(f"{where}: generation {n} stands on missing generation {layer}")
+        for sub in ("staging", "trash"):
+            for tx in _listdir(os.path.join(store.image_dir(name), sub)):
+                if not busy(store.tx_lock_name(tx)):
+                    problems.append(f"{where}: leftover {sub}/{tx}")
+        for entry in _listdir(store.image_dir(name)) + _listdir(store.generations_dir(name)):
+            if is_temp_name(entry):
+                problems.append(f"{where}: leftover temporary {entry}")
+        lease = locks.read_lease(store.writer_lease(name))
+        if lease is not None and lease.session not in known:
+            problems.append(f"{where}: writer lock held by missing session {lease.session} (stale)")
+
+    # sessions against the mount table
+    for s in sessions:
+        where = f"session {s.id}"
+        if busy(store.session_lock_name(s.id)):
+            continue  # an operation is under way
+        if s.state != "active":
+            problems.append(f"{where}: interrupted while {s.state} (roost session recover)")
+            continue
+        if not os.path.isdir(s.clone):
+            problems.append(f"{where}: its clone {s.clone} is missing")
+        if not mounts.is_mounted(s.mountpoint, table):
+            problems.append(f"{where}: not mounted (needs recovery)")
+        for lower in s.lowers:
+            if not os.path.isdir(lower):
+                problems.append(f"{where}: layer {lower} is missing")
+    for name in _listdir(store.mnt_dir):
+        path = os.path.join(store.mnt_dir, name)
+        if name in known or (name.startswith(".stage-") and busy(store.tx_lock_name(name[7:]))):
+            continue
+        if mounts.mounts_below(path, table):
+            problems.append(f"mount at {path} belongs to no session")
+        else:
+            problems.append(f"leftover mount point {path}")
+    for name in _listdir(store.sessions_dir):
+        path = os.path.join(store.sessions_dir, name)
+        if (
+            is_valid_name(name)
+            and name not in known
+            and os.path.isdir(path)
+            and not busy(store.session_lock_name(name))
+        ):
+            problems.append(f"clone {path} belongs to no session")
+    return problems
+
+
+def _listdir(path: str) -> list[str]:
+    try:
+        return sorted(os.listdir(path))
+    except (FileNotFoundError, NotADirectoryError):
+        return []

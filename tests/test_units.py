@@ -1,0 +1,186 @@
+"""Pure functions: names, mountinfo, NSS merging, configuration parsing, argv fast path."""
+
+from __future__ import annotations
+
+import pytest
+
+from core import fastjson, names
+from core.errors import BadInput, ConfigError
+from core.imageconf import parse_image_config
+from core.mounts import mounts_below, parse_mountinfo
+from core.profiles import load_profile, parse_profile, profile_names
+from core.settings import load as load_settings
+from core.setup import merge_database
+from roost import fastpath
+
+
+@pytest.mark.parametrize("good", ["a", "bookworm-amd64", "x" * 64, "A1_.+-", "9"])
+def test_valid_names(good: str) -> None:
+    assert names.check_name(good) == good
+
+
+@pytest.mark.parametrize("bad", ["", "../x", "a/b", ".hidden", "-x", "x" * 65, "a b", "é", "a\nb", "_x"])
+def test_invalid_names_are_one_clear_line(bad: str) -> None:
+    with pytest.raises(BadInput) as e:
+        names.check_name(bad, "image name")
+    assert "\n" not in str(e.value)
+    assert "image name" in str(e.value)
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "x", "1.5", "", "9999999999"])
+def test_invalid_generations(value: str) -> None:
+    with pytest.raises(BadInput):
+        names.check_generation(value)
+
+
+def test_mountinfo_parsing_unescapes_and_orders_deepest_first() -> None:
+    text = (
+        "20 1 8:1 / / rw shared:1 - ext4 /dev/sda1 rw\n"
+        "30 20 0:5 / /run/roost/mnt/s rw - overlay overlay rw,lowerdir=/a\n"
+        "31 30 0:6 / /run/roost/mnt/s/proc rw - proc proc rw\n"
+        "32 30 0:7 / /run/roost/mnt/s/dev rw - tmpfs tmpfs rw\n"
+        "33 32 0:8 / /run/roost/mnt/s/dev/pts rw - devpts devpts rw\n"
+        "34 30 8:1 /home /run/roost/mnt/s/with\\040space rw - ext4 /dev/sda1 rw\n"
+        "35 20 0:9 / /run/roost/mnt/s2 rw - overlay overlay rw\n"
+    )
+    table = parse_mountinfo(text)
+    assert table[0].shared and not table[1].shared
+    assert table[5].target == "/run/roost/mnt/s/with space"
+    order = [m.target for m in mounts_below("/run/roost/mnt/s", table)]
+    assert order[0] == "/run/roost/mnt/s/dev/pts"
+    assert order[-1] == "/run/roost/mnt/s"
+    assert "/run/roost/mnt/s2" not in order
+
+
+def test_nss_merge_keeps_image_entries_and_adds_host_ones() -> None:
+    image = b"root:x:0:0::/root:/bin/sh\n_apt:x:42:65534::/nonexistent:/usr/sbin/nologin\n"
+    host = b"root:x:0:0:host root:/root:/bin/bash\nalice:x:1000:1000::/home/alice:/bin/bash\n"
+    merged = merge_database(image, host)
+    assert merged.splitlines() == [
+        b"root:x:0:0::/root:/bin/sh",
+        b"_apt:x:42:65534::/nonexistent:/usr/sbin/nologin",
+        b"alice:x:1000:1000::/home/alice:/bin/bash",
+    ]
+    assert merge_database(merged, host) == merged
+
+
+def test_image_config_rejects_unknown_keys_and_bad_values() -> None:
+    assert parse_image_config({"backend": "dir", "users": ["alice"]}, "x").users == ("alice",)
+    for bad in (
+        {"backnd": "overlay"},
+        {"backend": "lvm"},
+        {"users": "alice"},
+        {"users": ["../x"]},
+        {"retention": 0},
+        {"retention": True},
+        {"profile": "a/b"},
+        ["not", "a", "mapping"],
+    ):
+        with pytest.raises(ConfigError) as e:
+            parse_image_config(bad, "image.yaml")
+        assert str(e.value).startswith("image.yaml: ")
+
+
+def test_builtin_profiles_parse() -> None:
+    names_ = profile_names("/nonexistent")
+    assert {"default", "minimal", "sbuild", "buildd"} <= set(names_)
+    for name in names_:
+        profile = load_profile(name, "/nonexistent")
+        assert profile.name == name
+    sbuild = load_profile("sbuild", "/nonexistent")
+    assert any(m.target == "/build" for m in sbuild.mounts)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        {"mounts": [{"type": "bind", "source": "/x", "target": "/../etc"}]},
+        {"mounts": [{"type": "bind", "source": "relative", "target": "/x"}]},
+        {"mounts": [{"type": "nfs", "target": "/x"}]},
+        {"mounts": [{"type": "tmpfs", "target": "/"}]},
+        {"copy-files": ["etc/passwd"]},
+        {"nss-databases": ["passwd", "aliases"]},
+        {"environment": {"set": {"1BAD": "x"}}},
+        {"dev": "none"},
+        {"unknown": 1},
+    ],
+)
+def test_bad_profiles_are_rejected(data: object) -> None:
+    with pytest.raises(ConfigError):
+        parse_profile("p", data, "p.yaml")
+
+
+def test_settings_from_file_and_environment(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    conf = tmp_path / "roost.yaml"
+    conf.write_text("# only comments\n")
+    s = load_settings(environ={"ROOST_CONFIG": str(conf)})
+    assert s.state_root == "/var/lib/roost" and s.retention == 5
+    conf.write_text("state-root: /srv/roost\nretention: 3\nend-grace: 1\n")
+    s = load_settings(environ={"ROOST_CONFIG": str(conf), "ROOST_RUN": "/tmp/r"})
+    assert (s.state_root, s.retention, s.end_grace, s.run_root) == ("/srv/roost", 3, 1.0, "/tmp/r")
+    s = load_settings("/x", environ={"ROOST_CONFIG": str(conf), "ROOST_ROOT": "/y"})
+    assert s.state_root == "/x"
+    for bad in ("retention: -1\n", "statte-root: /x\n", "state-root: relative\n", "[1, 2]\n", "a: [\n", "\xff"):
+        conf.write_bytes(bad.encode("latin-1"))
+        with pytest.raises(ConfigError):
+            load_settings(environ={"ROOST_CONFIG": str(conf)})
+
+
+def test_fastjson_matches_json() -> None:
+    import json
+
+    for value in ({"a": [1, 2.5, None, True, "é\n"], "b": {}}, [], "x", 3):
+        assert fastjson.loads(json.dumps(value)) == value
+    for bad in ("", "{", "[1] x", "nope"):
+        with pytest.raises(ValueError):
+            fastjson.loads(bad)
+
+
+def test_fast_path_parses_only_plain_session_run() -> None:
+    assert fastpath.parse(["session", "run", "s", "--", "true"]) == (None, "s", ["true"], None, None, False)
+    assert fastpath.parse(
+        ["--headless", "--root", "/r", "session", "run", "-u", "bob", "-d", "/tmp", "-p", "s", "--", "ls", "-l"]
+    ) == (
+        "/r",
+        "s",
+        ["ls", "-l"],
+        "bob",
+        "/tmp",
+        True,
+    )
+    assert fastpath.parse(["session", "run", "s", "ls", "-l"]) == (None, "s", ["ls", "-l"], None, None, False)
+    for other in (
+        ["session", "run", "--help"],
+        ["session", "run", "s"],
+        ["image", "run"],
+        ["--json", "session", "run", "s", "--", "x"],
+    ):
+        assert fastpath.parse(other) is None
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "state-root: /srv/roost\nretention: 3\n",
+        "end-grace: 1.5  # seconds\nlock-timeout: 30\n",
+        "default-backend: overlay\n---\n# c\n",
+        "retention: 010\n",
+        "retention: 1e3\n",
+        "retention: true\n",
+        "state-root: '/srv/x'\n",
+        "state-root: /srv/x # comment\n",
+        "a: [1, 2]\n",
+        "  indented: 1\n",
+        "retention: -1\n",
+        "x: ~\n",
+        "end-grace: .5\n",
+    ],
+)
+def test_flat_settings_parser_agrees_with_yaml_or_defers(text: str) -> None:
+    import yaml
+
+    from core.settings import _flat
+
+    flat = _flat(text)
+    if flat is not None:
+        assert flat == (yaml.safe_load(text) or {})
