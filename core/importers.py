@@ -149,7 +149,7 @@ def _from_tar(path: str, dest: str, progress: Progress) -> None:
         upstream = subprocess.PIPE
         for i, cmd in enumerate(pipeline):
             # stderr goes to files: a chatty tar must never block on a full pipe while we feed it
-            err = tempfile.TemporaryFile()
+            err = tempfile.TemporaryFile()  # noqa: SIM115 - closed in the finally below
             stdout = subprocess.PIPE if i + 1 < len(pipeline) else subprocess.DEVNULL
             proc = subprocess.Popen(cmd, stdin=upstream, stdout=stdout, stderr=err)
             if procs and procs[-1][0].stdout is not None:

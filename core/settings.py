@@ -111,7 +111,7 @@ def _flat(text: str) -> dict[str, object] | None:
         key, sep, value = line.partition(":")
         if not sep or not key or not set(key) <= _PLAIN or key in out:
             return None
-        value, _, comment = value.partition(" #")
+        value, _, _comment = value.partition(" #")
         value = value.strip()
         if not value or "#" in value:
             return None

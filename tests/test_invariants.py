@@ -49,7 +49,10 @@ def test_invariant_1_a_session_clones_exactly_one_complete_generation(bb: Env) -
             for i in range(30):
                 sid = bb.begin("bb", "--maintenance")
                 token = f"t{i}"
-                script = f"rm -rf /gen; mkdir /gen; echo {token} > /gen/a; echo {token} > /gen/b; echo {token} > /gen/marker-{token}"
+                script = (
+                    f"rm -rf /gen; mkdir /gen; echo {token} > /gen/a; echo {token} > /gen/b; "
+                    f"echo {token} > /gen/marker-{token}"
+                )
                 assert bb.sh(sid, script).code == 0
                 bb.ok("session", "promote", sid, "-m", token)
                 if rng.random() < 0.4:
@@ -86,10 +89,7 @@ def test_invariant_1_a_session_clones_exactly_one_complete_generation(bb: Env) -
     generations_seen = set()
     for generation, seen in observed:
         token = tokens[generation]
-        if generation == 1:
-            expected = ""
-        else:
-            expected = f"{token}\n{token}\na\nb\nmarker-{token}\n"
+        expected = "" if generation == 1 else f"{token}\n{token}\na\nb\nmarker-{token}\n"
         assert seen == expected, (generation, seen)
         generations_seen.add(generation)
     assert len(generations_seen) > 3  # sessions really did straddle promotes and rollbacks

@@ -76,10 +76,10 @@ def test_waits_are_bounded_announced_and_visible(tmp_path: Path) -> None:
         [
             sys.executable,
             "-c",
-            "import sys; sys.path.insert(0, %r)\n"
+            f"import sys; sys.path.insert(0, {str(REPO)!r})\n"
             "from core.actor import Actor\nfrom core.locks import Lock\n"
-            "Lock(%r, 'image.demo', Actor.current(), timeout=30).acquire('begin x')\n"
-            "print('got it')" % (str(REPO), str(lock_dir)),
+            f"Lock({str(lock_dir)!r}, 'image.demo', Actor.current(), timeout=30).acquire('begin x')\n"
+            "print('got it')",
         ],
         stdout=subprocess.PIPE,
         text=True,
@@ -136,10 +136,10 @@ def test_a_symlink_planted_as_a_lock_file_is_not_followed(tmp_path: Path) -> Non
 def test_locks_command_shows_stale_session_lock(bb: Env) -> None:
     lock_dir = bb.run / "locks"
     code = (
-        "import sys, time; sys.path.insert(0, %r)\n"
+        f"import sys, time; sys.path.insert(0, {str(REPO)!r})\n"
         "from core.actor import Actor\nfrom core.locks import Lock\n"
-        "Lock(%r, 'image.bb', Actor.current()).acquire('promote bb-x')\n"
-        "print('held', flush=True); time.sleep(1000)" % (str(REPO), str(lock_dir))
+        f"Lock({str(lock_dir)!r}, 'image.bb', Actor.current()).acquire('promote bb-x')\n"
+        "print('held', flush=True); time.sleep(1000)"
     )
     child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     assert child.stdout is not None and child.stdout.readline() == "held\n"

@@ -400,7 +400,8 @@ def test_site_profile_mounts_copies_and_escape_proof_targets(env: Env, busybox_t
     sid = env.begin("evil")
     r = env.sh(
         sid,
-        "cat /build/canary; echo $FROM_PROFILE; touch /ro/x 2>/dev/null || echo ro; test -L /etc/resolv.conf || echo copied",
+        "cat /build/canary; echo $FROM_PROFILE; touch /ro/x 2>/dev/null || echo ro; "
+        "test -L /etc/resolv.conf || echo copied",
     )
     assert r.out == "host data\nyes\nro\ncopied\n", r.err
     assert mounts_under(outside) == []  # the bind landed inside the session, not on the host
