@@ -1,0 +1,200 @@
+"""Shared pieces of roost's benchmarks: timing, peers, temporary installs, tables.
+
+Every benchmark measures roost and its peers in the same run, on the same
+root file system, and prints roost's figures as ratios to the peer's. Nothing
+here touches /var/lib/roost: state and runtime roots are temporary, and a
+schroot chroot definition lives in /etc/schroot/chroot.d only while the
+benchmark runs.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+
+@dataclass
+class Figure:
+    """Wall times of one operation, in seconds."""
+
+    samples: list[float]
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.samples)
+
+    @property
+    def low(self) -> float:
+        return min(self.samples)
+
+    @property
+    def high(self) -> float:
+        return max(self.samples)
+
+    def show(self) -> str:
+        return f"{self.median * 1000:8.1f} ms ({self.low * 1000:.1f}–{self.high * 1000:.1f})"
+
+
+def timed(argv: Sequence[str], env: dict[str, str] | None = None, capture: bool = False) -> tuple[float, str]:
+    """Run a whole process; its wall time and (optionally) its stdout. Fails loudly."""
+    started = time.perf_counter()
+    proc = subprocess.run(argv, env=env, capture_output=True, text=True, cwd="/")
+    elapsed = time.perf_counter() - started
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)} exited {proc.returncode}: {proc.stderr.strip()}")
+    return elapsed, proc.stdout if capture else ""
+
+
+def repeat(n: int, fn: Callable[[], float]) -> Figure:
+    return Figure([fn() for _ in range(n)])
+
+
+def machine() -> str:
+    cpus = os.cpu_count()
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return f"{platform.node()}: Linux {platform.release()}, {cpus} CPUs, {mem:.0f} GiB, Python {platform.python_version()}"
+
+
+def table(rows: Sequence[Sequence[str]], headers: Sequence[str]) -> str:
+    widths = [max(len(str(r[i])) for r in [headers, *rows]) for i in range(len(headers))]
+    lines = ["  ".join(str(c).ljust(w) for c, w in zip(headers, widths, strict=True))]
+    lines.append("  ".join("-" * w for w in widths))
+    lines += ["  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
+    return "\n".join(lines)
+
+
+# --- roost, installed the way scripts/install does it --------------------------------
+
+
+@dataclass
+class Roost:
+    launcher: Path
+    env: dict[str, str]
+
+    def argv(self, *args: str) -> list[str]:
+        return [str(self.launcher), *args]
+
+    def ok(self, *args: str) -> str:
+        return timed(self.argv(*args), self.env, capture=True)[1]
+
+
+@contextmanager
+def roost_install(base: Path) -> Iterator[Roost]:
+    """A temporary state and runtime root, and the launcher scripts/install writes."""
+    launcher = base / "roost"
+    text = (REPO / "bin" / "roost").read_text().splitlines()
+    text[0] = f"#!{sys.executable} -I"
+    launcher.write_text("\n".join(text) + "\n")
+    launcher.chmod(0o755)
+    (base / "roost.yaml").write_text("# benchmark configuration: defaults\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ROOST_")}
+    env.update(ROOST_ROOT=str(base / "state"), ROOST_RUN=str(base / "run"), ROOST_CONFIG=str(base / "roost.yaml"))
+    roost = Roost(launcher, env)
+    try:
+        yield roost
+    finally:
+        for s in _json(roost, "session", "list", "--json"):
+            subprocess.run(roost.argv("session", "end", "--force", s["id"]), env=env, capture_output=True)
+        for i in _json(roost, "image", "list", "--json"):
+            subprocess.run(roost.argv("image", "remove", "--force", i["name"]), env=env, capture_output=True)
+
+
+def _json(roost: Roost, *args: str) -> list[dict[str, object]]:
+    import json
+
+    proc = subprocess.run(roost.argv(*args), env=roost.env, capture_output=True, text=True)
+    return json.loads(proc.stdout) if proc.returncode == 0 and proc.stdout.strip() else []
+
+
+# --- schroot ------------------------------------------------------------------------
+
+
+@dataclass
+class Schroot:
+    name: str
+
+    def begin(self) -> tuple[float, str]:
+        elapsed, out = timed(["schroot", "-b", "-c", self.name], capture=True)
+        return elapsed, out.strip()
+
+
+@contextmanager
+def schroot_chroot(root: Path, base: Path, *, profile: str = "sbuild") -> Iterator[Schroot]:
+    """A schroot 1.6 ``directory`` chroot with union-type=overlay over *root*."""
+    if not shutil.which("schroot"):
+        raise SystemExit("schroot is not installed (apt-get install schroot)")
+    name = f"roost-bench-{os.getpid()}"
+    union = base / "schroot-union"
+    union.mkdir()
+    conf = Path("/etc/schroot/chroot.d") / name
+    conf.write_text(
+        f"[{name}]\n"
+        "description=roost benchmark peer\n"
+        "type=directory\n"
+        f"directory={root}\n"
+        "union-type=overlay\n"
+        f"union-overlay-directory={union}\n"
+        "users=root\n"
+        "root-users=root\n"
+        f"profile={profile}\n"
+    )
+    made_build = False
+    build = Path("/var/lib/sbuild/build")
+    if profile in ("sbuild", "buildd") and not build.exists():
+        build.mkdir(parents=True)
+        made_build = True
+    try:
+        yield Schroot(name)
+    finally:
+        listed = subprocess.run(["schroot", "--list", "--all-sessions"], capture_output=True, text=True).stdout
+        for line in listed.split():
+            if name in line:
+                subprocess.run(["schroot", "-e", "-c", line], capture_output=True)
+        conf.unlink()
+        if made_build:
+            build.rmdir()
+            for parent in (build.parent,):
+                try:
+                    parent.rmdir()
+                except OSError:
+                    pass
+
+
+def debian_root(base: Path) -> Path:
+    """A Debian bookworm minbase root, unpacked from the cached mmdebstrap tarball."""
+    from tests.rootfs import debian_tarball
+
+    tarball = debian_tarball()
+    root = base / "debian"
+    root.mkdir()
+    subprocess.run(
+        ["tar", "--zstd", "-xf", str(tarball), "-C", str(root), "--numeric-owner", "--xattrs", "--xattrs-include=*"],
+        check=True,
+    )
+    return root
+
+
+@contextmanager
+def workdir() -> Iterator[Path]:
+    base = Path(tempfile.mkdtemp(prefix="roost-bench-"))
+    try:
+        yield base
+    finally:
+        leftover = [m for m in open("/proc/self/mountinfo").read().split("\n") if str(base) in m]
+        if leftover:
+            print(f"warning: mounts left under {base}; not removing it", file=sys.stderr)
+        else:
+            subprocess.run(["rm", "-rf", "--one-file-system", str(base)], check=False)

@@ -1,0 +1,54 @@
+"""End to end on a real Debian root: apt inside a maintenance session, promoted for everyone."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Env
+
+pytestmark = pytest.mark.slow
+
+
+def test_apt_install_in_maintenance_then_promote(env: Env, debian_tarball: Path) -> None:
+    env.ok("image", "create", "bookworm", "--from-tar", str(debian_tarball), "--profile", "sbuild")
+    sid = env.begin("bookworm", "--maintenance")
+    r = env.sh(
+        sid,
+        "export DEBIAN_FRONTEND=noninteractive; apt-get -q update >/dev/null && "
+        "apt-get install -q -y --no-install-recommends hello >/dev/null && hello",
+        timeout=600,
+    )
+    assert r.code == 0 and r.out == "Hello, world!\n", r.err
+    env.ok("session", "promote", sid, "-m", "install hello")
+
+    user = env.begin("bookworm")
+    r = env.sh(user, "hello; dpkg-query -W -f='${Status}\\n' hello")
+    assert r.out == "Hello, world!\ninstall ok installed\n", r.err
+    # dpkg in an ordinary session: changes stay in the session
+    r = env.sh(user, "DEBIAN_FRONTEND=noninteractive dpkg --purge hello >/dev/null && command -v hello || echo purged")
+    assert r.out == "purged\n", r.err
+    env.ok("session", "end", user)
+
+    # a second maintenance round removes it again; the history has both
+    sid = env.begin("bookworm", "--maintenance")
+    assert env.sh(sid, "DEBIAN_FRONTEND=noninteractive apt-get -q -y purge hello >/dev/null").code == 0
+    env.ok("session", "promote", sid, "-m", "remove hello")
+    history = env.roost("image", "history", "bookworm", "--json").json()
+    assert [g["message"] for g in history][1:] == ["install hello", "remove hello"]
+    r = env.roost("run", "bookworm", "--", "/bin/sh", "-c", "command -v hello || echo gone")
+    assert r.out == "gone\n"
+    env.ok("image", "rollback", "bookworm")
+    r = env.roost("run", "bookworm", "--", "hello")
+    assert r.out == "Hello, world!\n"
+    env.ok("image", "remove", "bookworm")
+
+
+def test_image_create_with_mmdebstrap(env: Env, debian_tarball: Path) -> None:
+    # debian_tarball proves mmdebstrap works here; this drives it through roost itself
+    env.ok("image", "create", "deb", "--mmdebstrap", "bookworm", "--variant", "minbase", timeout=900)
+    r = env.roost("run", "deb", "--", "/bin/sh", "-c", ". /etc/os-release; echo $VERSION_CODENAME")
+    assert r.out == "bookworm\n", r.err
+    history = env.roost("image", "history", "deb", "--json").json()
+    assert history[0]["message"] == "created from mmdebstrap bookworm (minbase variant)"
