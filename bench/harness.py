@@ -65,7 +65,8 @@ def repeat(n: int, fn: Callable[[], float]) -> Figure:
 def machine() -> str:
     cpus = os.cpu_count()
     mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return f"{platform.node()}: Linux {platform.release()}, {cpus} CPUs, {mem:.0f} GiB, Python {platform.python_version()}"
+    python = platform.python_version()
+    return f"{platform.node()}: Linux {platform.release()}, {cpus} CPUs, {mem:.0f} GiB, Python {python}"
 
 
 def table(rows: Sequence[Sequence[str]], headers: Sequence[str]) -> str:
@@ -193,7 +194,8 @@ def workdir() -> Iterator[Path]:
     try:
         yield base
     finally:
-        leftover = [m for m in open("/proc/self/mountinfo").read().split("\n") if str(base) in m]
+        with open("/proc/self/mountinfo", encoding="utf-8") as f:
+            leftover = [m for m in f if str(base) in m]
         if leftover:
             print(f"warning: mounts left under {base}; not removing it", file=sys.stderr)
         else:
