@@ -2,24 +2,27 @@
 
 Every command is built as a list, never through a shell, and a failure
 becomes one :class:`SystemFailure` line that names the program and the last
-line it printed on stderr.
+line it printed on stderr. ``ROOST_DEBUG=1`` prints each command line.
+``subprocess`` is imported when a command runs, not before: most roost
+commands never run one.
 """
 
 from __future__ import annotations
 
-import logging
-import shlex
-import shutil
-import subprocess
-from collections.abc import Sequence
+import os
 
 from .errors import SystemFailure
 
-log = logging.getLogger("roost.commands")
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing and collections cost milliseconds at start-up
+    from collections.abc import Sequence
+    from subprocess import CompletedProcess
 
 
 def require(program: str, package: str | None = None) -> str:
     """The path of *program*, or a clear error naming the Debian package to install."""
+    import shutil
+
     path = shutil.which(program)
     if path is None:
         hint = f" (apt-get install {package})" if package else ""
@@ -27,9 +30,15 @@ def require(program: str, package: str | None = None) -> str:
     return path
 
 
-def run(argv: Sequence[str], *, what: str | None = None, **kwargs: object) -> subprocess.CompletedProcess[bytes]:
+def run(argv: Sequence[str], *, what: str | None = None, **kwargs: object) -> CompletedProcess[bytes]:
     """Run *argv* to completion; stderr is captured unless redirected by the caller."""
-    log.debug("running %s", shlex.join(argv))
+    import subprocess
+
+    if os.environ.get("ROOST_DEBUG"):
+        import shlex
+        import sys
+
+        print(f"roost: running {shlex.join(argv)}", file=sys.stderr)
     kwargs.setdefault("stderr", subprocess.PIPE)
     kwargs.setdefault("stdout", subprocess.DEVNULL)
     try:

@@ -9,14 +9,14 @@ every crash and recover.
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING
 
 from . import generations, locks, mounts, records
 from .errors import RoostError
 from .fsutil import is_temp_name
 from .names import is_valid_name
 
-if TYPE_CHECKING:
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing and collections cost milliseconds at start-up
     from .engine import Engine
 
 

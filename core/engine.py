@@ -8,19 +8,23 @@ front doors only parse and print.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any
 
-from . import images, journal, locks, mounts, recover, sessions
+from . import images, journal, locks, mounts, sessions
 from .actor import Actor
 from .errors import NotPermitted
-from .importers import Source
 from .records import Session
 from .settings import Settings
 from .settings import load as load_settings
 from .store import Store
 
-Progress = Callable[[float | None, str], None]
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing and collections cost milliseconds at start-up
+    from collections.abc import Callable, Mapping, Sequence
+    from typing import Any
+
+    from .importers import Source
+
+    Progress = Callable[[float | None, str], None]
 
 
 def _no_progress(fraction: float | None, message: str) -> None:
@@ -157,7 +161,9 @@ class Engine:
         return sessions.run_auto(self, image, argv, **kwargs)
 
     def recover(self, session: str | None = None) -> list[str]:
-        return recover.recover(self, session)
+        from .recover import recover
+
+        return recover(self, session)
 
     def check(self) -> list[str]:
         """Every mismatch between the state root, the records and the mount table."""

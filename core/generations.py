@@ -10,17 +10,19 @@ relative symlink ``generations/<n>``, replaced with rename(2).
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
-from typing import Any
 
 from .errors import ConfigError, NotFound, SystemFailure
 from .fsutil import atomic_write
 from .store import Store
+from .struct import Struct
 from .yamlio import dump_yaml, read_yaml
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing and collections cost milliseconds at start-up
+    from typing import Any
 
-@dataclass(frozen=True)
-class GenerationMeta:
+
+class GenerationMeta(Struct, frozen=True):
     generation: int
     parent: int | None
     created: str
@@ -29,7 +31,7 @@ class GenerationMeta:
     session: str | None
     size: int
     backend: str
-    stack: tuple[int, ...] = field(default=())
+    stack: tuple[int, ...] = ()
     tx: str | None = None
     flattened: bool = False
 
@@ -77,7 +79,7 @@ class GenerationMeta:
 def read_meta(store: Store, image: str, number: int) -> GenerationMeta:
     path = store.generation_meta(image, number)
     try:
-        data = read_yaml(path)
+        data = read_yaml(path, store.cache_dir)
     except FileNotFoundError:
         raise NotFound(f"image {image} has no generation {number}") from None
     return GenerationMeta.from_data(data, path)

@@ -21,18 +21,19 @@ or a bad name is one :class:`ConfigError` line naming the file.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
-from typing import Any
-
 from .errors import ConfigError
 from .names import is_valid_name
+from .struct import Struct
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing and collections cost milliseconds at start-up
+    from typing import Any
 
 BACKENDS = ("overlay", "dir")
 PERSONALITIES = ("linux", "linux32", "linux64", "undefined")
 
 
-@dataclass(frozen=True)
-class ImageConfig:
+class ImageConfig(Struct, frozen=True):
     backend: str = "overlay"
     description: str = ""
     profile: str = "default"
@@ -44,15 +45,15 @@ class ImageConfig:
     retention: int | None = None
     overlay_max_depth: int | None = None
     personality: str | None = None
-    command_prefix: tuple[str, ...] = field(default=())
+    command_prefix: tuple[str, ...] = ()
 
     def to_yaml_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if value is None or (value == () and f.name not in ("users", "root_users")):
+        for name in self._fields:
+            value = getattr(self, name)
+            if value is None or (value == () and name not in ("users", "root_users")):
                 continue
-            out[f.name.replace("_", "-")] = list(value) if isinstance(value, tuple) else value
+            out[name.replace("_", "-")] = list(value) if isinstance(value, tuple) else value
         return out
 
 
@@ -64,7 +65,7 @@ def parse_image_config(data: Any, where: str, backends: tuple[str, ...] = BACKEN
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: expected a mapping, got {type(data).__name__}")
-    known = {f.name.replace("_", "-") for f in fields(ImageConfig)}
+    known = {name.replace("_", "-") for name in ImageConfig._fields}
     values: dict[str, Any] = {}
     for key, value in data.items():
         if not isinstance(key, str) or key not in known:

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
 
-from . import backends, faults, generations, importers, locks, records
+from . import backends, faults, generations, locks, records
 from .actor import now_iso
 from .errors import BadInput, Conflict, NotFound, RoostError, SystemFailure
 from .fsutil import atomic_write, ensure_dir, fsync_dir, remove_tree, sync_filesystem
@@ -15,14 +13,18 @@ from .imageconf import ImageConfig, parse_image_config
 from .names import check_name
 from .profiles import profile_path
 from .store import new_tx
+from .struct import Struct
 from .yamlio import read_yaml
 
-if TYPE_CHECKING:
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing and collections cost milliseconds at start-up
+    from typing import Any
+
     from .engine import Engine
+    from .importers import Source
 
 
-@dataclass(frozen=True)
-class ImageInfo:
+class ImageInfo(Struct, frozen=True):
     name: str
     backend: str
     current: int
@@ -49,8 +51,7 @@ class ImageInfo:
         }
 
 
-@dataclass(frozen=True)
-class GenerationInfo:
+class GenerationInfo(Struct, frozen=True):
     generation: int
     parent: int | None
     created: str
@@ -77,11 +78,10 @@ class GenerationInfo:
         }
 
 
-@dataclass(frozen=True)
-class GcResult:
+class GcResult(Struct, frozen=True):
     image: str
-    removed: list[int] = field(default_factory=list)
-    kept: list[int] = field(default_factory=list)
+    removed: list[int] = []
+    kept: list[int] = []
     freed: int = 0
 
     def to_json(self) -> dict[str, Any]:
@@ -94,7 +94,7 @@ class GcResult:
 def load_config(eng: Engine, name: str) -> ImageConfig:
     path = eng.store.image_yaml(name)
     try:
-        data = read_yaml(path)
+        data = read_yaml(path, eng.store.cache_dir)
     except FileNotFoundError:
         if not os.path.isdir(eng.store.image_dir(name)):
             raise NotFound(f"no image {name!r}") from None
@@ -208,7 +208,7 @@ def history(eng: Engine, name: str) -> list[GenerationInfo]:
 def create(
     eng: Engine,
     name: str,
-    source: importers.Source,
+    source: Source,
     *,
     backend: str | None,
     profile: str,
@@ -243,7 +243,9 @@ def create(
                 os.mkdir(staging, 0o755)
                 os.mkdir(os.path.join(staging, "generations"), 0o755)
                 tree = backend_obj.init_generation(os.path.join(staging, "generations", "1"))
-                importers.fill(source, tree, eng.progress)
+                from .importers import fill
+
+                fill(source, tree, eng.progress)
                 eng.progress(None, "syncing")
                 size = _size(tree)
                 meta = GenerationMeta(

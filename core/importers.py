@@ -10,14 +10,18 @@ import os
 import subprocess
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
 
 from . import commands
 from .errors import BadInput, SystemFailure
+from .struct import Struct
 
-Progress = Callable[[float | None, str], None]
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing and collections cost milliseconds at start-up
+    from collections.abc import Callable
+    from typing import Any
+
+    Progress = Callable[[float | None, str], None]
+
 
 #: Magic bytes of the compressions ``--from-tar`` understands.
 _MAGIC = (
@@ -31,8 +35,7 @@ _MAGIC = (
 TAR_KEEP = ["--numeric-owner", "--xattrs", "--xattrs-include=*", "--acls"]
 
 
-@dataclass(frozen=True)
-class Source:
+class Source(Struct, frozen=True):
     """Where a new image comes from."""
 
     kind: str  # "dir", "tar" or "mmdebstrap"

@@ -7,12 +7,15 @@ whatever its result. A line is written with a single ``write(2)`` on an
 
 from __future__ import annotations
 
-import json
 import os
-from collections.abc import Iterator
-from typing import Any
 
+from . import fastjson
 from .actor import Actor, now_iso
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing and collections cost milliseconds at start-up
+    from collections.abc import Iterator
+    from typing import Any
 
 
 def append(
@@ -37,7 +40,7 @@ def append(
         "result": result,
     }
     entry.update({k: v for k, v in detail.items() if v is not None})
-    line = json.dumps(entry, ensure_ascii=False, separators=(",", ":")) + "\n"
+    line = fastjson.dumps(entry) + "\n"
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
     try:
         os.write(fd, line.encode("utf-8", "surrogateescape"))
@@ -61,7 +64,7 @@ def read(path: str, *, offset: int = 0) -> tuple[list[dict[str, Any]], int]:
     end = data.rfind(b"\n") + 1
     for raw in data[:end].splitlines():
         try:
-            entry = json.loads(raw)
+            entry = fastjson.loads(raw.decode("utf-8", "replace"))
         except ValueError:
             continue
         if isinstance(entry, dict):

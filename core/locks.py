@@ -22,23 +22,25 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import json
 import os
 import stat
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
 
-from . import procs
+from . import fastjson, procs
 from .actor import Actor, now_iso
 from .errors import Conflict, SystemFailure
+from .struct import Struct
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing and collections cost milliseconds at start-up
+    from collections.abc import Callable
 
 LOCK_SUFFIX = ".lock"
 WAIT_MARK = ".wait-"
 
 
-def ensure_lock_dir(path: str) -> str:
-    """Create the lock directory, or check that the existing one is safe to use."""
+def ensure_lock_dir(path: str, what: str = "lock directory") -> str:
+    """Create a root-only directory (locks, cache), or check that the existing one is safe."""
     parent = os.path.dirname(path)
     os.makedirs(parent, mode=0o755, exist_ok=True)
     try:
@@ -47,17 +49,16 @@ def ensure_lock_dir(path: str) -> str:
         pass
     st = os.lstat(path)
     if not stat.S_ISDIR(st.st_mode):
-        raise SystemFailure(f"lock directory {path} is not a directory (a symlink?); refusing to use it")
+        raise SystemFailure(f"{what} {path} is not a directory (a symlink?); refusing to use it")
     if st.st_uid != os.geteuid() or st.st_mode & 0o077:
         raise SystemFailure(
-            f"lock directory {path} must be owned by uid {os.geteuid()} with mode 0700 "
+            f"{what} {path} must be owned by uid {os.geteuid()} with mode 0700 "
             f"(it has uid {st.st_uid}, mode {stat.S_IMODE(st.st_mode):04o}); refusing to use it"
         )
     return path
 
 
-@dataclass(frozen=True)
-class Holder:
+class Holder(Struct, frozen=True):
     pid: int | None
     user: str
     operation: str
@@ -104,7 +105,7 @@ def _read_record(fd_or_path: int | str) -> Holder | None:
     if not raw.strip():
         return None
     try:
-        return Holder.from_json(json.loads(raw))
+        return Holder.from_json(fastjson.loads(raw.decode("utf-8", "replace")))
     except ValueError:
         return None
 
@@ -189,7 +190,7 @@ class Lock:
             operation=operation,
             since=now_iso(),
         )
-        data = json.dumps(holder.to_json()).encode() + b"\n"
+        data = fastjson.dumps(holder.to_json()).encode() + b"\n"
         os.ftruncate(self.fd, 0)
         os.pwrite(self.fd, data, 0)
 
@@ -201,7 +202,7 @@ class Lock:
         except OSError:
             return None
         try:
-            os.write(fd, json.dumps(record.to_json()).encode())
+            os.write(fd, fastjson.dumps(record.to_json()).encode())
         finally:
             os.close(fd)
         return path
@@ -240,8 +241,7 @@ def _unlink_quietly(path: str) -> None:
 # --- inspection -----------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class LockState:
+class LockState(Struct, frozen=True):
     """What ``roost locks`` shows for one lock."""
 
     lock: str
@@ -342,8 +342,7 @@ def _owner_of(pid: int) -> str:
 # --- leases ---------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Lease:
+class Lease(Struct, frozen=True):
     """A lock owned by a session rather than a process (the image writer lock)."""
 
     session: str
@@ -368,7 +367,7 @@ class Lease:
 def read_lease(path: str) -> Lease | None:
     try:
         with open(path, "rb") as f:
-            data = json.loads(f.read(4096))
+            data = fastjson.loads(f.read(4096).decode("utf-8", "replace"))
     except FileNotFoundError:
         return None
     except (OSError, ValueError):
@@ -388,7 +387,7 @@ def read_lease(path: str) -> Lease | None:
 def write_lease(path: str, lease: Lease) -> None:
     from .fsutil import atomic_write
 
-    atomic_write(path, json.dumps(lease.to_json()) + "\n", durable=True)
+    atomic_write(path, fastjson.dumps(lease.to_json()) + "\n", durable=True)
 
 
 def clear_lease(path: str) -> None:

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import errno
 import os
-from dataclasses import dataclass
 
 from . import syscalls
 from .errors import Conflict, SystemFailure
+from .struct import Struct
 
 
-@dataclass(frozen=True)
-class Mount:
+class Mount(Struct, frozen=True):
     """One line of /proc/self/mountinfo."""
 
     mount_id: int
@@ -46,9 +45,20 @@ def _unescape(field: str) -> str:
     return "".join(out)
 
 
-def parse_mountinfo(text: str) -> list[Mount]:
+def _escape(path: str) -> str:
+    """A path as mountinfo writes it (space, tab, newline and backslash in octal)."""
+    if not any(c in path for c in " \t\n\\"):
+        return path
+    return path.replace("\\", "\\134").replace(" ", "\\040").replace("\t", "\\011").replace("\n", "\\012")
+
+
+def parse_mountinfo(text: str, near: str | None = None) -> list[Mount]:
+    """Parse mountinfo; with *near*, only the lines that mention that path (much faster)."""
     mounts = []
+    needle = _escape(near) if near else None
     for line in text.splitlines():
+        if needle is not None and needle not in line:
+            continue
         left, sep, right = line.partition(" - ")
         if not sep:
             continue
@@ -72,9 +82,10 @@ def parse_mountinfo(text: str) -> list[Mount]:
     return mounts
 
 
-def mounts() -> list[Mount]:
+def mounts(near: str | None = None) -> list[Mount]:
+    """The mount table; with *near*, only mounts whose line mentions that path."""
     with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
-        return parse_mountinfo(f.read())
+        return parse_mountinfo(f.read(), near)
 
 
 def _below(target: str, path: str) -> bool:
@@ -84,7 +95,7 @@ def _below(target: str, path: str) -> bool:
 def mounts_below(path: str, table: list[Mount] | None = None) -> list[Mount]:
     """Mounts at or below *path*, deepest (and most recently stacked) first."""
     path = os.path.normpath(path)
-    table = mounts() if table is None else table
+    table = mounts(path) if table is None else table
     found = [(i, m) for i, m in enumerate(table) if _below(m.target, path)]
     found.sort(key=lambda im: (im[1].target.count("/"), im[0]), reverse=True)
     return [m for _, m in found]
@@ -92,7 +103,7 @@ def mounts_below(path: str, table: list[Mount] | None = None) -> list[Mount]:
 
 def is_mounted(path: str, table: list[Mount] | None = None) -> bool:
     path = os.path.normpath(path)
-    table = mounts() if table is None else table
+    table = mounts(path) if table is None else table
     return any(m.target == path for m in table)
 
 

@@ -8,8 +8,11 @@ have always told them apart, and it needs no cgroup or namespace.
 from __future__ import annotations
 
 import os
-import signal
 import time
+
+# Linux signal numbers: the signal module imports enum, milliseconds on every command.
+SIGTERM = 15
+SIGKILL = 9
 
 
 def starttime(pid: int) -> int | None:
@@ -103,7 +106,7 @@ def kill_in_root(path: str, grace: float) -> int:
     """
     signalled: set[int] = set()
     deadline = time.monotonic() + grace
-    sig = signal.SIGTERM
+    sig = SIGTERM
     hard_deadline = deadline + 10.0
     while True:
         pids = in_root(path)
@@ -111,13 +114,13 @@ def kill_in_root(path: str, grace: float) -> int:
             return len(signalled)
         now = time.monotonic()
         if now >= deadline:
-            sig = signal.SIGKILL
+            sig = SIGKILL
         if now >= hard_deadline:
             from .errors import SystemFailure
 
             raise SystemFailure(f"processes {', '.join(map(str, pids[:5]))} in {path} survive SIGKILL")
         for pid in pids:
-            if sig == signal.SIGTERM and pid in signalled:
+            if sig == SIGTERM and pid in signalled:
                 continue
             try:
                 os.kill(pid, sig)

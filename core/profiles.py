@@ -22,12 +22,15 @@ devpts instance) and /dev/shm (a tmpfs); profiles add to that.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
-from typing import Any
 
 from .errors import ConfigError, NotFound
 from .names import check_name, is_valid_name
+from .struct import Struct
 from .yamlio import read_yaml
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing and collections cost milliseconds at start-up
+    from typing import Any
 
 BUILTIN_DIR = os.path.join(os.path.dirname(__file__), "profiles")
 NSS_DATABASES = ("passwd", "shadow", "group", "gshadow", "services", "protocols", "networks", "hosts")
@@ -35,8 +38,7 @@ MOUNT_TYPES = ("bind", "rbind", "tmpfs")
 ENV_NAME_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_")
 
 
-@dataclass(frozen=True)
-class MountSpec:
+class MountSpec(Struct, frozen=True):
     type: str
     target: str
     source: str | None = None
@@ -55,8 +57,7 @@ class MountSpec:
         }
 
 
-@dataclass(frozen=True)
-class Profile:
+class Profile(Struct, frozen=True):
     name: str
     path: str
     description: str = ""
@@ -181,9 +182,9 @@ def profile_path(name: str, site_dir: str) -> str:
     raise NotFound(f"no profile {name!r} (see roost profile list)")
 
 
-def load_profile(name: str, site_dir: str) -> Profile:
+def load_profile(name: str, site_dir: str, cache_dir: str | None = None) -> Profile:
     path = profile_path(name, site_dir)
-    return parse_profile(name, read_yaml(path), path)
+    return parse_profile(name, read_yaml(path, cache_dir), path)
 
 
 def profile_names(site_dir: str) -> list[str]:

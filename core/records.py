@@ -19,21 +19,23 @@ holds its lock was interrupted; ``recover`` finishes or undoes the step.
 
 from __future__ import annotations
 
-import json
 import os
-from dataclasses import asdict, dataclass, field
-from typing import Any
 
+from . import fastjson
 from .errors import NotFound, SystemFailure
 from .fsutil import atomic_write, is_temp_name
 from .names import is_valid_name
+from .struct import Struct
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing and collections cost milliseconds at start-up
+    from typing import Any
 
 KINDS = ("ordinary", "maintenance")
 STATES = ("beginning", "active", "ending", "promoting")
 
 
-@dataclass
-class Session:
+class Session(Struct):
     id: str
     image: str
     generation: int
@@ -51,29 +53,29 @@ class Session:
     creator_pid: int | None = None
     creator_start: int | None = None
     dev: str = "private"
-    mounts: list[dict[str, Any]] = field(default_factory=list)
-    copy_files: list[str] = field(default_factory=list)
-    nss_databases: list[str] = field(default_factory=list)
-    env_keep: list[str] = field(default_factory=list)
-    env_set: list[list[str]] = field(default_factory=list)
-    access: dict[str, list[str]] = field(default_factory=dict)
+    mounts: list[dict[str, Any]] = []
+    copy_files: list[str] = []
+    nss_databases: list[str] = []
+    env_keep: list[str] = []
+    env_set: list[list[str]] = []
+    access: dict[str, list[str]] = {}
     personality: str | None = None
-    command_prefix: list[str] = field(default_factory=list)
+    command_prefix: list[str] = []
     promote: dict[str, Any] | None = None
-    backend_data: dict[str, Any] = field(default_factory=dict)
+    backend_data: dict[str, Any] = {}
 
     @property
     def maintenance(self) -> bool:
         return self.kind == "maintenance"
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        return self.as_dict()
 
     @classmethod
     def from_json(cls, data: Any, where: str) -> Session:
         if not isinstance(data, dict):
             raise SystemFailure(f"{where}: not a session record")
-        known = cls.__dataclass_fields__
+        known = cls._fields
         try:
             session = cls(**{k: v for k, v in data.items() if k in known})
         except TypeError as e:
@@ -90,12 +92,12 @@ def record_path(sessions_dir: str, session_id: str) -> str:
 def read(sessions_dir: str, session_id: str) -> Session:
     path = record_path(sessions_dir, session_id)
     try:
-        with open(path, "rb") as f:
+        with open(path, encoding="utf-8", errors="surrogateescape") as f:
             raw = f.read()
     except FileNotFoundError:
         raise NotFound(f"no session {session_id!r}") from None
     try:
-        data = json.loads(raw)
+        data = fastjson.loads(raw)
     except ValueError:
         raise SystemFailure(f"{path}: corrupt session record (roost session recover repairs it)") from None
     return Session.from_json(data, path)
@@ -104,7 +106,7 @@ def read(sessions_dir: str, session_id: str) -> Session:
 def write(sessions_dir: str, session: Session, *, create: bool = False) -> None:
     """Write a record: with *create*, fail if it exists (the id is taken)."""
     path = record_path(sessions_dir, session.id)
-    data = json.dumps(session.to_json(), separators=(",", ":")).encode()
+    data = fastjson.dumps(session.to_json()).encode("utf-8", "surrogateescape")
     if create:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
         try:

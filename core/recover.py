@@ -11,7 +11,6 @@ running (their lock is held) are left alone.
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING
 
 from . import backends, faults, generations, images, locks, mounts, procs, records, sessions
 from .errors import Conflict, NotFound, RoostError
@@ -19,7 +18,8 @@ from .fsutil import is_temp_name, remove_tree
 from .names import is_valid_name
 from .records import Session
 
-if TYPE_CHECKING:
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing and collections cost milliseconds at start-up
     from .engine import Engine
 
 

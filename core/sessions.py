@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import os
-import signal
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+import sys
 
 from . import access, backends, faults, generations, images, locks, mounts, process, procs, records
 from .actor import now_iso
@@ -18,13 +15,17 @@ from .profiles import Profile, load_profile
 from .records import Session
 from .setup import setup
 from .store import new_tx
+from .struct import Struct
 
-if TYPE_CHECKING:
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing and collections cost milliseconds at start-up
+    from collections.abc import Mapping, Sequence
+    from typing import Any
+
     from .engine import Engine
 
 
-@dataclass(frozen=True)
-class SessionInfo:
+class SessionInfo(Struct, frozen=True):
     """A session as listings show it: the record plus what the system says now."""
 
     session: Session
@@ -100,7 +101,7 @@ def begin(eng: Engine, image: str, *, name: str | None, maintenance: bool, auto:
     config = images.require(eng, image)
     if name is not None:
         check_name(name, "session name")
-    profile: Profile = load_profile(config.profile, eng.settings.profiles_dir)
+    profile: Profile = load_profile(config.profile, eng.settings.profiles_dir, eng.store.cache_dir)
     a = eng.actor
     level = access.check_begin(a.user, a.uid, a.groups, _access_lists(config), image)
     if maintenance and level != "root":
@@ -527,7 +528,10 @@ def launch(
     )
 
 
-_RELAYED = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT}
+def _relayed() -> set[int]:
+    import signal
+
+    return {signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT}
 
 
 def _wait(pid: int, forward: bool, *, unblock: bool = False) -> int:
@@ -540,6 +544,8 @@ def _wait(pid: int, forward: bool, *, unblock: bool = False) -> int:
     if not forward or _not_main_thread():
         _, status = os.waitpid(pid, 0)
         return process.exit_code(status)
+    import signal
+
     foreground = False
     try:
         foreground = os.isatty(0) and os.tcgetpgrp(0) == os.getpgrp()
@@ -554,23 +560,23 @@ def _wait(pid: int, forward: bool, *, unblock: bool = False) -> int:
         except ProcessLookupError:
             pass
 
-    old = {s: signal.signal(s, relay) for s in _RELAYED}
+    relayed = _relayed()
+    old = {s: signal.signal(s, relay) for s in relayed}
     if unblock:
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, _RELAYED)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, relayed)
     try:
         _, status = os.waitpid(pid, 0)
     finally:
         if unblock:
-            signal.pthread_sigmask(signal.SIG_BLOCK, _RELAYED)
+            signal.pthread_sigmask(signal.SIG_BLOCK, relayed)
         for s, handler in old.items():
             signal.signal(s, handler)
     return process.exit_code(status)
 
 
 def _not_main_thread() -> bool:
-    import threading
-
-    return threading.current_thread() is not threading.main_thread()
+    threading = sys.modules.get("threading")  # never imported: no other thread was started with it
+    return threading is not None and threading.current_thread() is not threading.main_thread()
 
 
 def run_in(
@@ -622,9 +628,11 @@ def run_auto(
     # Signals that arrive while the session is being set up or torn down wait
     # (blocked) until the command runs, and are then relayed to it: an
     # interrupted automatic session still ends cleanly.
+    import signal
+
     blocking = forward_signals and not _not_main_thread()
     if blocking:
-        signal.pthread_sigmask(signal.SIG_BLOCK, _RELAYED)
+        signal.pthread_sigmask(signal.SIG_BLOCK, _relayed())
     try:
         session = begin(eng, image, name=None, maintenance=False, auto=True)
         try:
@@ -644,4 +652,4 @@ def run_auto(
             end(eng, session.id, force=True)
     finally:
         if blocking:
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, _RELAYED)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, _relayed())

@@ -69,10 +69,20 @@ def setup(session: Session, host_root: str = "/") -> None:
                     ) from None
 
 
+def _target(root: Root, rel: str, *, directory: bool = True) -> int:
+    """Resolve a mount target inside the root; never the root itself (``/proc -> /`` in a hostile image)."""
+    fd = root.dir_fd(rel) if directory else root.file_fd(rel)
+    st, top = os.fstat(fd), os.fstat(root.fd)
+    if (st.st_dev, st.st_ino) == (top.st_dev, top.st_ino):
+        os.close(fd)
+        raise SystemFailure(f"{rel} in the image resolves to its root directory; refusing to mount over it")
+    return fd
+
+
 def _mount_at(
     root: Root, rel: str, source: str | None, fstype: str | None, flags: int, data: str | None = None
 ) -> None:
-    fd = root.dir_fd(rel)
+    fd = _target(root, rel)
     try:
         syscalls.mount(source, fd_path(fd), fstype, flags, data)
     finally:
@@ -89,7 +99,7 @@ def _sys(root: Root, session: Session) -> None:
 
 def _dev(root: Root, session: Session) -> None:
     if session.dev == "host":
-        fd = root.dir_fd("dev")
+        fd = _target(root, "dev")
         try:
             syscalls.mount("/dev", fd_path(fd), None, syscalls.MS_BIND)
             syscalls.mount(None, fd_path(fd), None, syscalls.MS_SLAVE)
@@ -142,7 +152,7 @@ def _profile_mount(root: Root, spec: dict[str, object], host_root: str) -> None:
         if spec.get("optional"):
             return
         raise ConfigError(f"bind mount source {spec['source']} does not exist on this host") from None
-    fd = root.dir_fd(target) if stat.S_ISDIR(st.st_mode) else root.file_fd(target)
+    fd = _target(root, target, directory=stat.S_ISDIR(st.st_mode))
     try:
         where = fd_path(fd)
         rec = syscalls.MS_REC if kind == "rbind" else 0

@@ -16,6 +16,7 @@
     <state>/journal.jsonl
     <run>/mnt/<id>/                                 where a session's root is mounted
     <run>/locks/                                    flock files (root, 0700)
+    <run>/cache/                                    parsed YAML as JSON (root, 0700)
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ class Store:
         self.journal_path = os.path.join(self.root, "journal.jsonl")
         self.mnt_dir = os.path.join(self.run, "mnt")
         self.lock_dir = os.path.join(self.run, "locks")
+        self.cache_dir = os.path.join(self.run, "cache")
 
     # --- creation ---------------------------------------------------------------
 
@@ -63,6 +65,7 @@ class Store:
         os.makedirs(self.run, mode=0o755, exist_ok=True)
         ensure_dir(self.mnt_dir, 0o755)
         ensure_lock_dir(self.lock_dir)
+        ensure_lock_dir(self.cache_dir, "cache directory")
 
     # --- images -----------------------------------------------------------------
 

@@ -13,12 +13,37 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable, Sequence
-from typing import Any, NoReturn
 
 from . import __version__
+from .commands import (
+    PROG,
+    cmd_doctor,
+    cmd_image_create,
+    cmd_image_gc,
+    cmd_image_history,
+    cmd_image_info,
+    cmd_image_list,
+    cmd_image_remove,
+    cmd_image_rollback,
+    cmd_locks,
+    cmd_profile_list,
+    cmd_profile_show,
+    cmd_run,
+    cmd_session_begin,
+    cmd_session_end,
+    cmd_session_enter,
+    cmd_session_info,
+    cmd_session_list,
+    cmd_session_promote,
+    cmd_session_recover,
+    cmd_session_run,
+    execute,
+)
 
-PROG = "roost"
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing costs milliseconds at start-up
+    from collections.abc import Sequence
+    from typing import NoReturn
 
 
 class UsageError(Exception):
@@ -163,367 +188,11 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("-p", "--preserve-environment", action="store_true", help="keep your environment")
 
 
-# --- commands ------------------------------------------------------------------------
-
-
-class Context:
-    """What every command gets: parsed arguments and a lazily built engine."""
-
-    def __init__(self, args: argparse.Namespace) -> None:
-        self.args = args
-        self.json = bool(getattr(args, "json", False))
-        self.quiet = bool(args.quiet)
-        from .output import TerminalProgress
-
-        self.progress = TerminalProgress()
-        if self.quiet:
-            self.progress.enabled = False
-        self._engine: Any = None
-
-    @property
-    def engine(self) -> Any:
-        if self._engine is None:
-            from core.engine import Engine
-
-            self._engine = Engine(root=self.args.root, on_wait=self._waiting, progress=self.progress)
-        return self._engine
-
-    def _waiting(self, message: str) -> None:
-        if not self.quiet:
-            self.progress.done()
-            print(f"roost: {message}", file=sys.stderr, flush=True)
-
-
-def _command_argv(args: argparse.Namespace) -> list[str]:
-    argv = list(args.command or []) + list(getattr(args, "after_dashes", None) or [])
-    if not argv:
-        from core.errors import BadInput
-
-        raise BadInput("no command given (put it after --)")
-    return argv
-
-
-def cmd_image_create(ctx: Context) -> int:
-    from core.importers import Source
-
-    a = ctx.args
-    if a.mmdebstrap:
-        source = Source(
-            "mmdebstrap", suite=a.mmdebstrap, variant=a.variant, mirror=a.mirror, include=a.include, arch=a.arch
-        )
-    else:
-        if a.variant or a.mirror or a.include or a.arch:
-            from core.errors import BadInput
-
-            raise BadInput("--variant, --mirror, --include and --arch go with --mmdebstrap")
-        source = Source("dir", path=a.from_dir) if a.from_dir else Source("tar", path=a.from_tar)
-    try:
-        info = ctx.engine.create_image(a.name, source, backend=a.backend, profile=a.profile, description=a.description)
-    finally:
-        ctx.progress.done()
-    if ctx.json:
-        from .output import emit_json
-
-        emit_json(info.to_json())
-    elif not ctx.quiet:
-        print(f"created image {info.name} (generation 1, {info.backend})", file=sys.stderr)
-    return 0
-
-
-def cmd_image_list(ctx: Context) -> int:
-    from .output import emit_json, human_size, table
-
-    images = ctx.engine.list_images()
-    if ctx.json:
-        emit_json([i.to_json() for i in images])
-    else:
-        table(
-            ["NAME", "BACKEND", "CURRENT", "PROFILE", "SESSIONS", "SIZE"],
-            [[i.name, i.backend, i.current, i.profile, i.sessions, human_size(i.size)] for i in images],
-        )
-    return 0
-
-
-def cmd_image_info(ctx: Context) -> int:
-    from .output import emit_json, fields, human_size
-
-    i = ctx.engine.image_info(ctx.args.name)
-    if ctx.json:
-        emit_json(i.to_json())
-        return 0
-    c = i.config
-    fields(
-        [
-            ("Name", i.name),
-            ("Description", i.description or None),
-            ("Backend", i.backend),
-            ("Current generation", i.current),
-            ("Generations", i.generations),
-            ("Size", human_size(i.size)),
-            ("Profile", i.profile),
-            ("Sessions", i.sessions),
-            ("Maintained by", i.writer),
-            ("Users", ", ".join(c.users) if c and c.users else None),
-            ("Groups", ", ".join(c.groups) if c and c.groups else None),
-            ("Root users", ", ".join(c.root_users) if c and c.root_users else None),
-            ("Aliases", ", ".join(c.aliases) if c and c.aliases else None),
-        ]
-    )
-    return 0
-
-
-def cmd_image_history(ctx: Context) -> int:
-    from .output import emit_json, human_size, table
-
-    gens = ctx.engine.image_history(ctx.args.name)
-    if ctx.json:
-        emit_json([g.to_json() for g in gens])
-        return 0
-    rows = []
-    for g in reversed(gens):
-        mark = "*" if g.current else ""
-        use = "in use" if g.in_use else ""
-        rows.append(
-            [f"{g.generation}{mark}", g.parent, g.created, g.author, human_size(g.size), g.session, use, g.message]
-        )
-    table(["GEN", "PARENT", "CREATED", "AUTHOR", "SIZE", "SESSION", "USE", "MESSAGE"], rows)
-    return 0
-
-
-def cmd_image_rollback(ctx: Context) -> int:
-    from core.names import check_generation
-
-    gen = check_generation(ctx.args.generation) if ctx.args.generation is not None else None
-    number = ctx.engine.rollback(ctx.args.name, gen)
-    if not ctx.quiet:
-        print(f"{ctx.args.name} is now at generation {number}", file=sys.stderr)
-    return 0
-
-
-def cmd_image_remove(ctx: Context) -> int:
-    ctx.engine.remove_image(ctx.args.name, force=ctx.args.force)
-    return 0
-
-
-def cmd_image_gc(ctx: Context) -> int:
-    from .output import emit_json, human_size
-
-    results = ctx.engine.gc(ctx.args.name, keep=ctx.args.keep, dry_run=ctx.args.dry_run)
-    if ctx.json:
-        emit_json([r.to_json() for r in results])
-        return 0
-    verb = "would remove" if ctx.args.dry_run else "removed"
-    for r in results:
-        gens = ", ".join(map(str, r.removed)) or "nothing"
-        print(f"{r.image}: {verb} {gens} ({human_size(r.freed)})")
-    return 0
-
-
-def cmd_session_begin(ctx: Context) -> int:
-    s = ctx.engine.begin(ctx.args.image, name=ctx.args.name, maintenance=ctx.args.maintenance)
-    if ctx.json:
-        from .output import emit_json
-
-        emit_json(
-            {"id": s.id, "image": s.image, "generation": s.generation, "kind": s.kind, "mountpoint": s.mountpoint}
-        )
-    else:
-        print(s.id)
-    return 0
-
-
-def cmd_session_run(ctx: Context) -> int:
-    from core import process
-    from core.errors import Conflict
-
-    a = ctx.args
-    argv = _command_argv(a)
-    eng = ctx.engine
-    launch = eng.launch(a.id, argv, user=a.user, directory=a.directory, preserve_env=a.preserve_environment)
-    # Hold the session's lock shared until exec, so end cannot unmount underneath.
-    lock = eng.lock(eng.store.session_lock_name(a.id), "run", exclusive=False)
-    if eng.session_info(a.id, details=False).state != "mounted":
-        lock.release()
-        raise Conflict(f"session {a.id} ended or changed while the command was starting")
-    sys.stdout.flush()
-    sys.stderr.flush()
-    process.exec_launch(launch)  # does not return; the lock is close-on-exec
-    return 127
-
-
-def cmd_session_enter(ctx: Context) -> int:
-    from core import process
-
-    a = ctx.args
-    launch = ctx.engine.launch(a.id, None, user=a.user, directory=a.directory)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    process.exec_launch(launch)
-    return 127
-
-
-def cmd_session_end(ctx: Context) -> int:
-    ctx.engine.end(ctx.args.id, force=ctx.args.force)
-    return 0
-
-
-def cmd_session_promote(ctx: Context) -> int:
-    number = ctx.engine.promote(ctx.args.id, ctx.args.message)
-    if not ctx.quiet:
-        print(f"promoted {ctx.args.id} as generation {number}", file=sys.stderr)
-    return 0
-
-
-def cmd_session_list(ctx: Context) -> int:
-    from .output import emit_json, table
-
-    infos = ctx.engine.list_sessions(ctx.args.image)
-    if ctx.json:
-        emit_json([i.to_json() for i in infos])
-        return 0
-    table(
-        ["ID", "IMAGE", "GEN", "KIND", "OWNER", "CREATED", "STATE"],
-        [
-            [
-                i.session.id,
-                i.session.image,
-                i.session.generation,
-                i.session.kind,
-                i.session.owner,
-                i.session.created,
-                i.state,
-            ]
-            for i in infos
-        ],
-    )
-    return 0
-
-
-def cmd_session_info(ctx: Context) -> int:
-    from .output import emit_json, fields, human_size
-
-    i = ctx.engine.session_info(ctx.args.id)
-    if ctx.json:
-        emit_json(i.to_json())
-        return 0
-    s = i.session
-    fields(
-        [
-            ("Id", s.id),
-            ("Image", s.image),
-            ("Generation", s.generation),
-            ("Kind", s.kind),
-            ("Owner", s.owner),
-            ("Created", s.created),
-            ("State", i.state),
-            ("Backend", s.backend),
-            ("Profile", s.profile),
-            ("Mount point", s.mountpoint),
-            ("Processes", i.processes),
-            ("Changes", human_size(i.changes)),
-        ]
-    )
-    return 0
-
-
-def cmd_session_recover(ctx: Context) -> int:
-    from .output import emit_json
-
-    report = ctx.engine.recover(None if ctx.args.all else ctx.args.id)
-    if ctx.json:
-        emit_json(report)
-    else:
-        for line in report:
-            print(line)
-    return 0
-
-
-def cmd_run(ctx: Context) -> int:
-    a = ctx.args
-    argv = _command_argv(a)
-    code: int = ctx.engine.run_auto(
-        a.image, argv, user=a.user, directory=a.directory, preserve_env=a.preserve_environment
-    )
-    return code
-
-
-def cmd_locks(ctx: Context) -> int:
-    from .output import emit_json, table
-
-    states = ctx.engine.locks()
-    if ctx.json:
-        emit_json([s.to_json() for s in states])
-        return 0
-    table(
-        ["LOCK", "MODE", "PID", "USER", "OPERATION", "SINCE", "STATE"],
-        [[s.lock, s.mode, s.pid, s.user, s.operation, s.since, "stale" if s.stale else "live"] for s in states],
-    )
-    return 0
-
-
-def cmd_doctor(ctx: Context) -> int:
-    from .output import emit_json
-
-    problems = ctx.engine.check()
-    if ctx.json:
-        emit_json({"problems": problems})
-    else:
-        for line in problems:
-            print(line)
-    if problems:
-        print(f"{PROG}: {len(problems)} problem(s) found", file=sys.stderr)
-        return 5
-    if not ctx.json and not ctx.quiet:
-        print("no problems found", file=sys.stderr)
-    return 0
-
-
-def cmd_profile_list(ctx: Context) -> int:
-    from core.profiles import load_profile, profile_names
-
-    from .output import emit_json, table
-
-    site = ctx.engine.settings.profiles_dir
-    profiles = [load_profile(n, site) for n in profile_names(site)]
-    if ctx.json:
-        emit_json([{"name": p.name, "description": p.description, "path": p.path} for p in profiles])
-    else:
-        table(["NAME", "DESCRIPTION", "FILE"], [[p.name, p.description, p.path] for p in profiles])
-    return 0
-
-
-def cmd_profile_show(ctx: Context) -> int:
-    from core.profiles import load_profile
-
-    from .output import emit_json
-
-    p = load_profile(ctx.args.name, ctx.engine.settings.profiles_dir)
-    if ctx.json:
-        emit_json(
-            {
-                "name": p.name,
-                "path": p.path,
-                "description": p.description,
-                "dev": p.dev,
-                "mounts": [m.to_json() for m in p.mounts],
-                "copy-files": list(p.copy_files),
-                "nss-databases": list(p.nss_databases),
-                "environment": {"keep": list(p.env_keep), "set": dict(p.env_set)},
-            }
-        )
-    else:
-        with open(p.path, encoding="utf-8") as f:
-            sys.stdout.write(f.read())
-    return 0
-
-
 # --- main ----------------------------------------------------------------------------
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    from core.errors import RoostError
-
     # Everything after the first "--" is a command to run, never options for roost.
     after: list[str] | None = None
     if "--" in argv:
@@ -545,20 +214,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"{PROG}: --headless needs a command (see {PROG} --help)", file=sys.stderr)
             return 2
         return _console(args)
-    func: Callable[[Context], int] = args.func
-    ctx = Context(args)
-    try:
-        return func(ctx)
-    except RoostError as e:
-        ctx.progress.done()
-        print(f"{PROG}: {e}", file=sys.stderr)
-        return e.exit_code
-    except KeyboardInterrupt:
-        ctx.progress.done()
-        print(f"{PROG}: interrupted", file=sys.stderr)
-        return 130
-    except BrokenPipeError:
-        return 0
+    return execute(args.func, args)
 
 
 def _console(args: argparse.Namespace) -> int:

@@ -1,12 +1,18 @@
-"""``roost session run ID -- CMD`` without argparse, json, yaml or the engine.
+"""The commands build tools run thousands of times a day, without argparse.
 
-Running a command in a session is what build tools do thousands of times a
-day, so its happy path costs little more than the interpreter's own start:
-read one record, check access, take the session's lock shared (so ``end``
-cannot unmount underneath), chroot and exec — no fork. Anything unusual
-(an unknown option, a session that needs recovery, a busy lock, an error to
-report) returns None and the full command line handles it, with its proper
-messages and exit codes.
+``roost session run ID -- CMD`` does not even load the engine: its happy path
+costs little more than the interpreter's own start: read one record, check
+access, take the session's lock shared (so ``end`` cannot unmount
+underneath), chroot and exec, with no fork. Anything unusual (an unknown
+option, a session that needs recovery, a busy lock, an error to report)
+returns and the full command line handles it, with its proper messages and
+exit codes.
+
+``session begin``, ``session end`` and ``run`` skip argparse (and the
+milliseconds it costs to import and build): :func:`dispatch` recognises their
+plain forms and calls the same command functions as roost.cli with the same
+argument names; anything else (``--help``, an unknown option) goes to
+argparse.
 """
 
 from __future__ import annotations
@@ -16,6 +22,119 @@ import os
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Sequence
+
+
+def _globals(argv: Sequence[str]) -> tuple[dict[str, object], int] | None:
+    """The global options before the command, as argparse would set them."""
+    opts: dict[str, object] = {"headless": False, "root": None, "json": False, "quiet": False}
+    i = 0
+    n = len(argv)
+    while i < n and argv[i].startswith("-"):
+        arg = argv[i]
+        if arg == "--headless":
+            opts["headless"] = True
+        elif arg == "--json":
+            opts["json"] = True
+        elif arg in ("-q", "--quiet"):
+            opts["quiet"] = True
+        elif arg == "--root" and i + 1 < n:
+            i += 1
+            opts["root"] = argv[i]
+        elif arg.startswith("--root="):
+            opts["root"] = arg[7:]
+        else:
+            return None
+        i += 1
+    return opts, i
+
+
+def _run_options(argv: Sequence[str], i: int, opts: dict[str, object]) -> str | None:
+    """Parse ``[-u U] [-d D] [-p] POSITIONAL [--] CMD…`` from *i*; the positional, or None."""
+    positional = None
+    n = len(argv)
+    opts.update(user=None, directory=None, preserve_environment=False)
+    while i < n:
+        arg = argv[i]
+        if arg == "--":
+            i += 1
+            break
+        if arg in ("-u", "--user") and i + 1 < n:
+            opts["user"] = argv[i + 1]
+            i += 2
+        elif arg in ("-d", "--directory") and i + 1 < n:
+            opts["directory"] = argv[i + 1]
+            i += 2
+        elif arg in ("-p", "--preserve-environment"):
+            opts["preserve_environment"] = True
+            i += 1
+        elif arg.startswith("-"):
+            return None
+        elif positional is None:
+            positional = arg
+            i += 1
+        else:
+            break
+    opts["command"] = list(argv[i:])
+    opts["after_dashes"] = None
+    if positional is None or not opts["command"]:
+        return None
+    return positional
+
+
+class _Namespace:
+    """Attribute access to parsed options, like argparse.Namespace."""
+
+    def __init__(self, values: dict[str, object]) -> None:
+        self.__dict__.update(values)
+
+
+def dispatch(argv: Sequence[str]) -> int | None:
+    """Run ``session begin``, ``session end`` or ``run`` in their plain forms; None otherwise."""
+    parsed = _globals(argv)
+    if parsed is None:
+        return None
+    opts, i = parsed
+    rest = list(argv[i + 2 :])
+    if argv[i : i + 2] == ["session", "begin"]:
+        opts.update(image=None, name=None, maintenance=False)
+        j = 0
+        while j < len(rest):
+            arg = rest[j]
+            if arg == "--maintenance":
+                opts["maintenance"] = True
+            elif arg == "--json":
+                opts["json"] = True
+            elif arg == "--name" and j + 1 < len(rest):
+                j += 1
+                opts["name"] = rest[j]
+            elif arg.startswith("--name="):
+                opts["name"] = arg[7:]
+            elif arg.startswith("-") or opts["image"] is not None:
+                return None
+            else:
+                opts["image"] = arg
+            j += 1
+        if opts["image"] is None:
+            return None
+        from .commands import cmd_session_begin as func
+    elif argv[i : i + 2] == ["session", "end"]:
+        opts["force"] = "--force" in rest
+        positional = [a for a in rest if a != "--force"]
+        if len(positional) != 1 or positional[0].startswith("-"):
+            return None
+        opts["id"] = positional[0]
+        from .commands import cmd_session_end as func
+    elif argv[i : i + 1] == ["run"]:
+        image = _run_options(argv, i + 1, opts)
+        if image is None:
+            return None
+        opts["image"] = image
+        from .commands import cmd_run as func
+    else:
+        return None
+    from .commands import execute
+
+    return execute(func, _Namespace(opts))
 
 
 def parse(argv: Sequence[str]) -> tuple[str | None, str, list[str], str | None, str | None, bool] | None:

@@ -11,10 +11,13 @@ import sys
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    if "session" in args and "run" in args:
-        from . import fastpath
+    from . import fastpath
 
+    if "session" in args and "run" in args:
         fastpath.run(args)  # execs on success; returns when the full command line must decide
+    code = fastpath.dispatch(args)
+    if code is not None:
+        return code
     from .cli import main as cli_main
 
     return cli_main(args)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import sys
 import time
-from collections.abc import Sequence
-from typing import Any, TextIO
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing costs milliseconds at start-up
+    from collections.abc import Sequence
+    from typing import Any, TextIO
 
 
 def human_size(size: int | None) -> str:
@@ -36,6 +38,8 @@ def fields(pairs: Sequence[tuple[str, Any]], out: TextIO | None = None) -> None:
 
 
 def emit_json(data: Any, out: TextIO | None = None) -> None:
+    import json
+
     out = out or sys.stdout
     json.dump(data, out, indent=2, ensure_ascii=False)
     out.write("\n")

@@ -445,3 +445,36 @@ def test_journal_records_every_operation(bb: Env) -> None:
     for e in entries:
         assert e["user"] == "root" and e["result"] == "ok" and e["time"].endswith("Z") and e["image"] == "bb"
     assert entries[2]["generation"] == 2 and entries[2]["session"]
+
+
+def test_hostile_image_symlinks_cannot_reach_host_mounts(env: Env, busybox_tree: Path, tmp_path: Path) -> None:
+    """An image whose /proc, /sys, /dev and /tmp are absolute symlinks into host places."""
+    tree = tmp_path / "tree"
+    subprocess.run(["cp", "-a", str(busybox_tree), str(tree)], check=True)
+    for name, target in (("proc", "/var/proc"), ("sys", "/usr"), ("dev", "/run"), ("tmp", "/../../etc")):
+        (tree / name).rmdir()
+        os.symlink(target, tree / name)
+
+    def host_mounts() -> list[str]:
+        # other suites may mount below /tmp on a shared machine; everything else is ours to watch
+        return [m for m in mounts_under(Path("/")) if not m.startswith("/tmp/") or m.startswith(str(env.base))]
+
+    before = host_mounts()
+    env.ok("image", "create", "hostile", "--from-dir", str(tree))
+    sid = env.begin("hostile")
+    mnt = env.run / "mnt" / sid
+    # every mount landed inside the session, wherever the symlinks pointed
+    now = host_mounts()
+    added = [m for m in now if m not in before]
+    assert added and all(m == str(mnt) or m.startswith(str(mnt) + "/") for m in added), added
+    assert env.sh(sid, "echo x > /dev/null && test -e /proc/self/status && echo ok").out == "ok\n"
+    env.ok("session", "end", sid)
+    assert host_mounts() == before
+    # a target that resolves to the session root itself is refused, and nothing is left
+    (tree / "proc").unlink()
+    os.symlink("/", tree / "proc")
+    env.ok("image", "create", "rootproc", "--from-dir", str(tree))
+    r = env.roost("session", "begin", "rootproc")
+    assert r.code == 5 and "refusing to mount over it" in r.err and len(r.err.splitlines()) == 1
+    assert env.roost("session", "list", "--json").json() == []
+    assert host_mounts() == before

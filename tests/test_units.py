@@ -184,3 +184,76 @@ def test_flat_settings_parser_agrees_with_yaml_or_defers(text: str) -> None:
     flat = _flat(text)
     if flat is not None:
         assert flat == (yaml.safe_load(text) or {})
+
+
+def test_fastjson_dumps_matches_json() -> None:
+    import json
+
+    for value in ({"a": [1, -2.5, None, True, False, 'é\n"\\'], "b": {}, "c": [[]]}, [], "x", 3, (1, 2), 1e300):
+        text = fastjson.dumps(value)
+        assert text == json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+        assert fastjson.loads(text) == json.loads(text)
+    for bad in (float("nan"), {1: 2}, object()):
+        with pytest.raises((TypeError, ValueError)):
+            fastjson.dumps(bad)
+
+
+def test_struct_records() -> None:
+    from core.struct import Struct
+
+    class Point(Struct):
+        x: int
+        y: int = 0
+        tags: list[str] = []
+
+    class Frozen(Struct, frozen=True):
+        name: str
+
+    a, b = Point(x=1), Point(1, 0)
+    assert a == b and a.as_dict() == {"x": 1, "y": 0, "tags": []}
+    a.tags.append("t")
+    assert b.tags == [] and Point(x=2).tags == []
+    assert repr(a) == "Point(x=1, y=0, tags=['t'])"
+    assert a.replace(y=5).y == 5 and a.y == 0
+    with pytest.raises(TypeError):
+        Point()
+    with pytest.raises(TypeError):
+        Point(x=1, z=2)
+    f = Frozen(name="n")
+    with pytest.raises(AttributeError):
+        f.name = "m"  # type: ignore[misc]
+    assert hash(f) == hash(Frozen(name="n"))
+
+
+def test_fast_dispatch_takes_plain_forms_and_leaves_the_rest_to_argparse(monkeypatch: pytest.MonkeyPatch) -> None:
+    from roost import commands
+
+    calls: list[tuple[str, dict[str, object]]] = []
+    monkeypatch.setattr(commands, "execute", lambda func, ns: calls.append((func.__name__, vars(ns))) or 0)
+    assert fastpath.dispatch(["session", "begin", "img", "--maintenance", "--name=x", "--json"]) == 0
+    assert fastpath.dispatch(["--headless", "-q", "--root", "/r", "session", "end", "--force", "s1"]) == 0
+    assert fastpath.dispatch(["run", "-u", "bob", "img", "--", "make", "-j2"]) == 0
+    (b, begin), (e, end), (r, run) = calls
+    assert (b, begin["image"], begin["maintenance"], begin["name"], begin["json"]) == (
+        "cmd_session_begin",
+        "img",
+        True,
+        "x",
+        True,
+    )
+    assert (e, end["id"], end["force"], end["root"], end["quiet"]) == ("cmd_session_end", "s1", True, "/r", True)
+    assert (r, run["image"], run["user"], run["command"]) == ("cmd_run", "img", "bob", ["make", "-j2"])
+    for other in (
+        ["session", "begin", "--help"],
+        ["session", "begin", "a", "b"],
+        ["session", "begin"],
+        ["session", "end", "a", "b"],
+        ["session", "end", "--bogus", "a"],
+        ["run", "img"],
+        ["run", "--bogus", "img", "--", "x"],
+        ["--verbose", "session", "end", "a"],
+        ["image", "list"],
+        [],
+    ):
+        assert fastpath.dispatch(other) is None, other
+    assert len(calls) == 3

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 
 from ..records import Session
+from ..struct import Struct
 
 
-@dataclass(frozen=True)
-class GenerationPaths:
+class GenerationPaths(Struct, frozen=True):
     """Where one generation's data lives: ``generations/<n>/`` and its tree."""
 
     directory: str
