@@ -5,6 +5,10 @@ becomes one :class:`SystemFailure` line that names the program and the last
 line it printed on stderr. ``ROOST_DEBUG=1`` prints each command line.
 ``subprocess`` is imported when a command runs, not before: most roost
 commands never run one.
+
+A helper dies with roost (PR_SET_PDEATHSIG): if roost is killed while ``cp``
+fills a staging directory, ``cp`` must not go on writing into a tree that
+recover is about to remove.
 """
 
 from __future__ import annotations
@@ -16,7 +20,8 @@ from .errors import SystemFailure
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing and collections cost milliseconds at start-up
     from collections.abc import Sequence
-    from subprocess import CompletedProcess
+    from subprocess import CompletedProcess, Popen
+    from typing import Any
 
 
 def require(program: str, package: str | None = None) -> str:
@@ -30,8 +35,18 @@ def require(program: str, package: str | None = None) -> str:
     return path
 
 
-def run(argv: Sequence[str], *, what: str | None = None, **kwargs: object) -> CompletedProcess[bytes]:
-    """Run *argv* to completion; stderr is captured unless redirected by the caller."""
+def _die_with_parent(parent: int) -> None:
+    """In the child, before exec: be killed when roost dies (and not outlive it already)."""
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None).prctl(pr_set_pdeathsig, 9, 0, 0, 0)  # SIGKILL
+    if os.getppid() != parent:
+        os._exit(1)  # roost died before the prctl took effect
+
+
+def popen(argv: Sequence[str], **kwargs: Any) -> Popen[bytes]:
+    """Start a helper that dies with roost; same arguments as subprocess.Popen."""
     import subprocess
 
     if os.environ.get("ROOST_DEBUG"):
@@ -39,15 +54,27 @@ def run(argv: Sequence[str], *, what: str | None = None, **kwargs: object) -> Co
         import sys
 
         print(f"roost: running {shlex.join(argv)}", file=sys.stderr)
-    kwargs.setdefault("stderr", subprocess.PIPE)
-    kwargs.setdefault("stdout", subprocess.DEVNULL)
+    parent = os.getpid()
+    import ctypes  # noqa: F401 - loaded before the fork, so the child does not import
+
     try:
-        proc = subprocess.run(list(argv), check=False, **kwargs)  # type: ignore[call-overload]
+        return subprocess.Popen(list(argv), preexec_fn=lambda: _die_with_parent(parent), **kwargs)
     except FileNotFoundError:
         raise SystemFailure(f"{argv[0]} is not installed") from None
+
+
+def run(argv: Sequence[str], *, what: str | None = None, **kwargs: Any) -> CompletedProcess[bytes]:
+    """Run *argv* to completion; stderr is captured unless redirected by the caller."""
+    import subprocess
+
+    kwargs.setdefault("stderr", subprocess.PIPE)
+    kwargs.setdefault("stdout", subprocess.DEVNULL)
+    with popen(argv, **kwargs) as child:
+        out, err = child.communicate()
+    proc = subprocess.CompletedProcess(list(argv), child.returncode, out, err)
     if proc.returncode != 0:
         raise SystemFailure(failure_line(argv, proc.returncode, proc.stderr, what))
-    return proc  # type: ignore[no-any-return]
+    return proc
 
 
 def failure_line(argv: Sequence[str], code: int, stderr: bytes | None, what: str | None = None) -> str:

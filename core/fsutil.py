@@ -127,10 +127,20 @@ def remove_tree(path: str) -> None:
 def _remove_contents(top: int, path: str, dev: int, mnt: int) -> None:
     # An explicit stack instead of recursion: image trees can be deep.
     stack: list[tuple[int, list[os.DirEntry[str]], str]] = [(top, list(os.scandir(top)), path)]
+    rescans = 0
     try:
         while stack:
             fd, entries, where = stack[-1]
             if not entries:
+                # Something still writing (a helper dying with a killed roost) may have
+                # added entries since the scan: look again before giving up.
+                again = list(os.scandir(fd))
+                if again:
+                    rescans += 1
+                    if rescans > 1000:
+                        raise SystemFailure(f"cannot remove {where}: something keeps writing into it")
+                    stack[-1] = (fd, again, where)
+                    continue
                 stack.pop()
                 if stack:
                     parent_fd = stack[-1][0]

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import threading
 import time
 
 from . import commands
@@ -111,20 +110,19 @@ def _from_dir(source: str, dest: str, progress: Progress) -> None:
     total = max(_tree_bytes(source), 1)
     parent = os.path.dirname(dest)
     before = _used_blocks(parent)
-    done = threading.Event()
-
-    def watch() -> None:
-        while not done.wait(0.25):
+    argv = ["cp", "-a", "--reflink=auto", "--no-target-directory", source, dest]
+    with commands.popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) as child:
+        assert child.stderr is not None
+        os.set_blocking(child.stderr.fileno(), False)
+        err = b""
+        while child.poll() is None:
             copied = max(0, _used_blocks(parent) - before)
             progress(min(copied / total, 0.99), f"copying {source}")
-
-    watcher = threading.Thread(target=watch, daemon=True)
-    watcher.start()
-    try:
-        commands.copy_tree(source, dest)
-    finally:
-        done.set()
-        watcher.join()
+            time.sleep(0.1)
+            err += child.stderr.read() or b""
+        err += child.stderr.read() or b""
+    if child.returncode != 0:
+        raise SystemFailure(commands.failure_line(argv, child.returncode, err, "copying the tree"))
     progress(1.0, f"copied {source}")
 
 
@@ -154,7 +152,7 @@ def _from_tar(path: str, dest: str, progress: Progress) -> None:
             # stderr goes to files: a chatty tar must never block on a full pipe while we feed it
             err = tempfile.TemporaryFile()  # noqa: SIM115 - closed in the finally below
             stdout = subprocess.PIPE if i + 1 < len(pipeline) else subprocess.DEVNULL
-            proc = subprocess.Popen(cmd, stdin=upstream, stdout=stdout, stderr=err)
+            proc = commands.popen(cmd, stdin=upstream, stdout=stdout, stderr=err)
             if procs and procs[-1][0].stdout is not None:
                 procs[-1][0].stdout.close()  # only the next process reads it now
             procs.append((proc, err))
@@ -204,11 +202,11 @@ def _from_mmdebstrap(source: Source, dest: str, progress: Progress) -> None:
     if source.mirror:
         argv.append(source.mirror)
     progress(None, f"running mmdebstrap {source.suite}")
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, errors="replace")
+    proc = commands.popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     assert proc.stderr is not None
     tail: list[str] = []
-    for line in proc.stderr:
-        line = line.rstrip()
+    for raw in proc.stderr:
+        line = raw.decode(errors="replace").rstrip()
         if not line:
             continue
         tail = [*tail[-19:], line]

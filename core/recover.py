@@ -99,7 +99,13 @@ def _store(eng: Engine, report: list[str]) -> None:
 
 
 def _remove_leftover_tree(path: str) -> None:
-    """Remove a staging or trash tree, letting the backend delete generation-like parts."""
+    """Remove a staging or trash tree, letting the backend delete generation-like parts.
+
+    Whatever an interrupted helper left running or mounted in it goes first
+    (mmdebstrap mounts /proc and /dev in its target and chroots into it).
+    """
+    procs.kill_in_root(path, 0.5)
+    mounts.unmount_tree(path, force=True)
     if not os.path.isdir(path):
         try:
             os.unlink(path)
@@ -151,7 +157,7 @@ def _image(eng: Engine, name: str, report: list[str]) -> None:
             for tx in sorted(os.listdir(staging)):
                 if tx in busy or not _tx_free(eng, tx):
                     continue  # a promote is under way, or its session's recovery decides
-                remove_tree(os.path.join(staging, tx))
+                _remove_leftover_tree(os.path.join(staging, tx))
                 report.append(f"image {name}: removed half-made staging/{tx}")
         trash = store.image_trash(name)
         if os.path.isdir(trash):

@@ -23,7 +23,7 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from tests import rootfs  # noqa: E402
+from tests import rootfs, stats  # noqa: E402
 
 STRICT = os.environ.get("ROOST_TEST_STRICT") == "1"
 
@@ -36,6 +36,11 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
         report.outcome = "failed"
         report.longrepr = f"skipped, but ROOST_TEST_STRICT=1 forbids skips: {reason}"
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if any(stats.COUNTS.values()):
+        terminalreporter.write_line(f"reliability: {stats.summary()}")
 
 
 def need_root() -> None:
@@ -158,6 +163,8 @@ def assert_no_leaks(base: Path) -> None:
         except ProcessLookupError:
             pass
     leaked = _mounts_below(str(base))
+    if leaked or procs:
+        stats.bump("leaks found", len(leaked) + len(procs))
     for target in sorted(leaked, key=len, reverse=True):
         subprocess.run(["umount", "-l", target], capture_output=True)
     assert not leaked, f"mounts left behind: {leaked}"

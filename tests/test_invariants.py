@@ -15,24 +15,8 @@ import pytest
 from core.errors import SystemFailure
 from core.faults import POINTS
 from core.fsutil import remove_tree
+from tests.checks import consistent, mounts_under
 from tests.conftest import Env
-
-
-def consistent(env: Env) -> None:
-    """roost doctor --check finds nothing, and no half-made leftovers are on disk."""
-    r = env.roost("doctor", "--check")
-    assert r.code == 0, r.out + r.err
-    for image in (env.state / "images").iterdir():
-        for sub in ("staging", "trash"):
-            assert not (image / sub).exists() or os.listdir(image / sub) == [], (image, sub)
-    assert os.listdir(env.state / "staging") == [] and os.listdir(env.state / "trash") == []
-
-
-def mounts_under(path: Path) -> list[str]:
-    prefix = str(path) + "/"
-    with open("/proc/self/mountinfo", encoding="utf-8") as f:
-        return [line.split()[4] for line in f if line.split()[4].startswith(prefix)]
-
 
 # --- invariant 1 --------------------------------------------------------------------------
 
@@ -140,62 +124,6 @@ def test_invariant_2_ordinary_promote_crash_releases_the_writer_lock(bb: Env, st
     for s in bb.roost("session", "list", "--json").json():
         bb.ok("session", "end", s["id"])
     consistent(bb)
-
-
-@pytest.mark.parametrize("op,step", [("begin", s) for s in POINTS["begin"]] + [("end", s) for s in POINTS["end"]])
-def test_begin_and_end_killed_at_each_step_then_recover(bb: Env, op: str, step: str) -> None:
-    crash = {"ROOST_CRASH_AT": f"{op}:{step}"}
-    if op == "begin":
-        r = bb.roost("session", "begin", "bb", "--maintenance", env=crash)
-        assert r.code == -9
-        bb.ok("session", "recover", "--all")
-        assert bb.roost("session", "list", "--json").json() == []
-    else:
-        sid = bb.begin("bb", "--maintenance")
-        bb.sh(sid, "sleep 1000 >/dev/null 2>&1 & echo")
-        r = bb.roost("session", "end", sid, env=crash)
-        assert r.code == -9
-        bb.ok("session", "recover", "--all")
-        assert bb.roost("session", "list", "--json").json() == []
-    assert mounts_under(bb.run / "mnt") == []
-    consistent(bb)
-    m = bb.begin("bb", "--maintenance")  # nothing stale blocks the writer lock
-    bb.ok("session", "end", m)
-
-
-@pytest.mark.parametrize(
-    "op,step",
-    [("create", s) for s in POINTS["create"]]
-    + [("rollback", "switched"), ("gc", "trashed")]
-    + [("remove", s) for s in POINTS["remove"]],
-)
-def test_image_operations_killed_at_each_step_then_recover(bb: Env, busybox_tree: Path, op: str, step: str) -> None:
-    crash = {"ROOST_CRASH_AT": f"{op}:{step}"}
-    for n in (2, 3):
-        sid = bb.begin("bb", "--maintenance")
-        bb.sh(sid, f"echo {n} > /etc/version")
-        bb.ok("session", "promote", sid)
-    bb.ok("image", "rollback", "bb", "2")
-    sid = bb.begin("bb", "--maintenance")
-    bb.sh(sid, "echo 4 > /etc/version")
-    bb.ok("session", "promote", sid)  # 4 on 2: 3 is a dead branch gc can take
-    argv = {
-        "create": ("image", "create", "second", "--from-dir", str(busybox_tree)),
-        "rollback": ("image", "rollback", "bb"),
-        "gc": ("image", "gc", "bb", "--keep", "1"),
-        "remove": ("image", "remove", "bb", "--force"),
-    }[op]
-    if op == "remove":
-        bb.begin()
-    r = bb.roost(*argv, env=crash)
-    assert r.code == -9, r
-    bb.ok("session", "recover", "--all")
-    consistent(bb)
-    assert mounts_under(bb.run / "mnt") == []
-    for image in bb.roost("image", "list", "--json").json():
-        sid = bb.begin(image["name"])
-        assert bb.sh(sid, "echo ok").out == "ok\n"
-        bb.ok("session", "end", sid)
 
 
 # --- invariant 3 --------------------------------------------------------------------------

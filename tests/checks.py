@@ -1,0 +1,36 @@
+"""State checks shared by the invariant and reliability tests."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from tests import stats
+
+
+def mounts_under(path: Path | str) -> list[str]:
+    prefix = str(path).rstrip("/") + "/"
+    with open("/proc/self/mountinfo", encoding="utf-8") as f:
+        targets = [line.split()[4] for line in f]
+    return [t for t in targets if t == str(path) or t.startswith(prefix)]
+
+
+def consistent(env: Any) -> None:
+    """roost doctor --check finds nothing and no half-made leftovers are on disk.
+
+    Mounts below the runtime root belong to listed sessions only.
+    """
+    stats.bump("states checked")
+    problems = env.engine().check()
+    if problems:
+        stats.bump("leaks found", len(problems))
+    assert problems == [], problems
+    for image in (env.state / "images").iterdir():
+        for sub in ("staging", "trash"):
+            assert not (image / sub).exists() or os.listdir(image / sub) == [], (image, sub)
+    assert os.listdir(env.state / "staging") == [] and os.listdir(env.state / "trash") == []
+    listed = {s.session.id for s in env.engine().list_sessions()}
+    for target in mounts_under(env.run / "mnt"):
+        sid = target[len(str(env.run / "mnt")) + 1 :].split("/", 1)[0]
+        assert sid in listed, f"mount {target} belongs to no session"
