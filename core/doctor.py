@@ -47,6 +47,10 @@ def check(eng: Engine) -> list[str]:
                 problems.append(f"leftover temporary file {os.path.join(directory, name)}")
 
     # images and generations
+    for entry in _listdir(store.images_dir):
+        path = os.path.join(store.images_dir, entry)
+        if os.path.islink(path) or not os.path.isdir(path):
+            problems.append(f"{path} is not an image directory (a symlink or a file); remove it")
     for name in store.image_names():
         where = f"image {name}"
         if not os.path.isfile(store.image_yaml(name)):

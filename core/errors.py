@@ -26,6 +26,13 @@ EXIT_NOT_FOUND = 4
 EXIT_SYSTEM = 5
 
 
+def one_line(text: str) -> str:
+    """*text* with every line break and control character escaped, so it prints as one line."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in text)
+
+
 class RoostError(Exception):
     """Base of every error roost reports to its user."""
 
@@ -36,7 +43,7 @@ class RoostError(Exception):
         self.message = message
 
     def __str__(self) -> str:
-        return self.message
+        return one_line(self.message)
 
 
 class BadInput(RoostError):

@@ -103,7 +103,13 @@ def load_config(eng: Engine, name: str) -> ImageConfig:
 
 
 def exists(eng: Engine, name: str) -> bool:
-    return os.path.isdir(eng.store.image_dir(name))
+    """An image is a real directory: a symlink planted in images/ is not one."""
+    import stat
+
+    try:
+        return stat.S_ISDIR(os.lstat(eng.store.image_dir(name)).st_mode)
+    except FileNotFoundError:
+        return False
 
 
 def require(eng: Engine, name: str) -> ImageConfig:

@@ -140,7 +140,11 @@ class Lock:
         wait_file: str | None = None
         try:
             while True:
-                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+                try:
+                    fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+                except OSError as e:
+                    hint = " (a symlink planted there?)" if e.errno == errno.ELOOP else ""
+                    raise SystemFailure(f"cannot open lock file {self.path}: {e.strerror}{hint}") from None
                 try:
                     fcntl.flock(fd, mode | fcntl.LOCK_NB)
                 except BlockingIOError:

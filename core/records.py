@@ -92,10 +92,13 @@ def record_path(sessions_dir: str, session_id: str) -> str:
 def read(sessions_dir: str, session_id: str) -> Session:
     path = record_path(sessions_dir, session_id)
     try:
-        with open(path, encoding="utf-8", errors="surrogateescape") as f:
-            raw = f.read()
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        with open(fd, encoding="utf-8", errors="surrogateescape") as f:
+            raw = f.read(1 << 20)
     except FileNotFoundError:
         raise NotFound(f"no session {session_id!r}") from None
+    except OSError as e:
+        raise SystemFailure(f"{path}: {e.strerror} (not a plain session record)") from None
     try:
         data = fastjson.loads(raw)
     except ValueError:

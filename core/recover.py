@@ -15,7 +15,7 @@ import os
 from . import backends, faults, generations, images, locks, mounts, procs, records, sessions
 from .errors import Conflict, NotFound, RoostError
 from .fsutil import is_temp_name, remove_tree
-from .names import is_valid_name
+from .names import check_name, is_valid_name
 from .records import Session
 
 TYPE_CHECKING = False
@@ -29,9 +29,7 @@ def recover(eng: Engine, sid: str | None = None) -> list[str]:
     eng.ready()
     report: list[str] = []
     if sid is not None:
-        session = records.read(eng.store.sessions_dir, sid) if is_valid_name(sid) else None
-        if session is None:
-            raise NotFound(f"no session {sid!r}")
+        session = records.read(eng.store.sessions_dir, check_name(sid, "session id"))
         _image(eng, session.image, report)
         _session(eng, sid, report)
         return report

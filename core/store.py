@@ -100,10 +100,10 @@ class Store:
         from .names import is_valid_name
 
         try:
-            names = os.listdir(self.images_dir)
+            entries = list(os.scandir(self.images_dir))
         except FileNotFoundError:
             return []
-        return sorted(n for n in names if is_valid_name(n))
+        return sorted(e.name for e in entries if is_valid_name(e.name) and e.is_dir(follow_symlinks=False))
 
     # --- sessions ---------------------------------------------------------------
 

@@ -207,7 +207,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise UsageError(f"unexpected {args.command[0]!r} before '--'")
             args.after_dashes = after
     except UsageError as e:
-        print(f"{PROG}: {e}", file=sys.stderr)
+        from core.errors import one_line
+
+        print(f"{PROG}: {one_line(str(e))}", file=sys.stderr)
         return 2
     if args.group is None:
         if args.headless:

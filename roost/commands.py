@@ -386,3 +386,14 @@ def execute(func: Callable[[Context], int], args: Any) -> int:
         return 130
     except BrokenPipeError:
         return 0
+    except OSError as e:
+        # An error the engine did not expect (a full disk, an I/O error): one line, not a
+        # traceback; ROOST_DEBUG=1 shows where it came from.
+        import os
+
+        if os.environ.get("ROOST_DEBUG"):
+            raise
+        ctx.progress.done()
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"{PROG}: {where}{e.strerror or e}", file=sys.stderr)
+        return 5

@@ -72,6 +72,9 @@ class Env:
     profiles: Path
     environ: dict[str, str] = field(default_factory=dict)
 
+    def __repr__(self) -> str:
+        return f"Env({self.base})"
+
     def roost(
         self, *args: str, input: str | None = None, check: bool = False, timeout: float = 120, **kw: Any
     ) -> Result:

@@ -128,7 +128,7 @@ def test_a_symlink_planted_as_a_lock_file_is_not_followed(tmp_path: Path) -> Non
     victim = tmp_path / "victim"
     victim.write_text("precious\n")
     (lock_dir / "image.demo.lock").symlink_to(victim)
-    with pytest.raises(OSError):
+    with pytest.raises(SystemFailure, match="symlink planted"):
         Lock(str(lock_dir), "image.demo", Actor.current(), timeout=1).acquire("x")
     assert victim.read_text() == "precious\n"
 
