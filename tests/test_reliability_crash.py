@@ -186,7 +186,7 @@ def test_soak_random_kills(bb: Env, busybox_tree: Path) -> None:
             assert b"Traceback" not in err, err
         report = engine.recover()
         assert all("cannot" not in line for line in report), report
-        consistent(bb)
+        consistent(bb, cli=False)
         # every session still clones exactly one complete generation
         history = {g.generation: g for g in engine.image_history("bb")}
         for g in history.values():
