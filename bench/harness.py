@@ -95,10 +95,14 @@ class Roost:
 @contextmanager
 def roost_install(base: Path) -> Iterator[Roost]:
     """A temporary state and runtime root, and the launcher scripts/install writes."""
+    import sysconfig
+
     launcher = base / "roost"
-    text = (REPO / "bin" / "roost").read_text().splitlines()
-    text[0] = f"#!{sys.executable} -I"
-    launcher.write_text("\n".join(text) + "\n")
+    paths = [sysconfig.get_path("purelib"), str(REPO)]  # the repository: an editable install's .pth is not read
+    text = (REPO / "bin" / "roost").read_text()
+    text = text.replace("#!/usr/bin/python3 -IS", f"#!{sys.executable} -IS", 1)
+    text = text.replace("sys.path.extend(PATHS)", f"sys.path.extend({paths!r})", 1)
+    launcher.write_text(text)
     launcher.chmod(0o755)
     (base / "roost.yaml").write_text("# benchmark configuration: defaults\n")
     env = {k: v for k, v in os.environ.items() if not k.startswith("ROOST_")}
