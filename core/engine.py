@@ -76,7 +76,7 @@ class Engine:
 
     def journal(self, operation: str, **fields: Any) -> None:
         try:
-            journal.append(self.store.journal_path, self.actor, operation, **fields)
+            journal.append(self.store.journal_path, self.actor, operation, log_to=self.settings.syslog, **fields)
         except OSError:
             pass  # the journal is history, not state: never fail an operation over it
 
