@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import images, journal, locks, mounts, recover, sessions
 from .actor import Actor
@@ -19,6 +19,9 @@ from .records import Session
 from .settings import Settings
 from .settings import load as load_settings
 from .store import Store
+
+if TYPE_CHECKING:
+    from .exports import ExportResult
 
 Progress = Callable[[float | None, str], None]
 
@@ -110,6 +113,12 @@ class Engine:
 
     def gc(self, name: str | None = None, *, keep: int | None = None, dry_run: bool = False) -> list[images.GcResult]:
         return images.gc(self, name, keep=keep, dry_run=dry_run)
+
+    def export_image(self, name: str, path: str, *, generation: int | None = None, force: bool = False) -> ExportResult:
+        """Write a generation (default: current) as a tarball that ``--from-tar`` restores exactly."""
+        from . import exports
+
+        return exports.export(self, name, path, generation=generation, force=force)
 
     # --- sessions ---------------------------------------------------------------
 

@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from . import backends, faults, generations, importers, locks, records
+from . import backends, faults, generations, importers, locks, pins, records
 from .actor import now_iso
 from .errors import BadInput, Conflict, NotFound, RoostError, SystemFailure
 from .fsutil import atomic_write, ensure_dir, fsync_dir, remove_tree, sync_filesystem
@@ -339,6 +339,7 @@ def remove(eng: Engine, name: str, *, force: bool) -> None:
     eng.ready()
     from . import sessions as session_ops
 
+    _refuse_pinned(eng, name)
     mine = _sessions_by_image(eng).get(name, [])
     if mine and not force:
         ids = ", ".join(s.id for s in mine[:5]) + (" …" if len(mine) > 5 else "")
@@ -356,6 +357,7 @@ def remove(eng: Engine, name: str, *, force: bool) -> None:
         left = _sessions_by_image(eng).get(name, [])
         if left:
             raise Conflict(f"sessions of {name} began while it was being removed: {', '.join(s.id for s in left[:5])}")
+        _refuse_pinned(eng, name, sweep=True)
         tx_lock = eng.lock(store.tx_lock_name(tx), f"remove {name}")
         try:
             trash = ensure_dir(os.path.join(store.trash_dir, tx), 0o700)
@@ -370,6 +372,12 @@ def remove(eng: Engine, name: str, *, force: bool) -> None:
     finally:
         lock.release()
     eng.journal("image remove", image=name, forced=force or None, ended=len(mine) or None)
+
+
+def _refuse_pinned(eng: Engine, name: str, *, sweep: bool = False) -> None:
+    held = pins.pinned(eng, name, sweep=sweep)
+    if held:
+        raise Conflict(f"image {name} is being read ({pins.describe(held)}); try again when that is done")
 
 
 def _delete_image_tree(path: str, backend_name: str) -> None:
@@ -413,6 +421,7 @@ def _gc_one(eng: Engine, name: str, keep: int | None, dry_run: bool) -> GcResult
         cur = generations.current(store, name)
         roots = {cur, *done[-retention:]}
         roots |= _in_use(eng, name, _sessions_by_image(eng).get(name, []))
+        roots |= set(pins.pinned(eng, name, sweep=not dry_run))  # generations being exported
         keep_set: set[int] = set()
         metas = {n: generations.read_meta(store, name, n) for n in done}
         for n in roots:

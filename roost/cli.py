@@ -89,6 +89,13 @@ def build_parser() -> Parser:
     p.add_argument("--dry-run", action="store_true", help="only say what would be deleted")
     _add_json(p)
     p.set_defaults(func=cmd_image_gc)
+    p = isub.add_parser("export", help="write a generation as a tarball that image create --from-tar restores exactly")
+    p.add_argument("name")
+    p.add_argument("file", help="FILE.tar, .tar.gz, .tar.xz, .tar.zst or .tar.bz2 (the suffix picks the compression)")
+    p.add_argument("--generation", metavar="N", help="the generation to export (default: current)")
+    p.add_argument("--force", action="store_true", help="replace FILE if it exists")
+    _add_json(p)
+    p.set_defaults(func=cmd_image_export)
 
     # session ...
     session = sub.add_parser("session", help="begin, use, promote and end sessions")
@@ -316,6 +323,27 @@ def cmd_image_gc(ctx: Context) -> int:
     for r in results:
         gens = ", ".join(map(str, r.removed)) or "nothing"
         print(f"{r.image}: {verb} {gens} ({human_size(r.freed)})")
+    return 0
+
+
+def cmd_image_export(ctx: Context) -> int:
+    from core.names import check_generation
+
+    from .output import emit_json, human_size
+
+    a = ctx.args
+    gen = check_generation(a.generation) if a.generation is not None else None
+    try:
+        r = ctx.engine.export_image(a.name, a.file, generation=gen, force=a.force)
+    finally:
+        ctx.progress.done()
+    if ctx.json:
+        emit_json(r.to_json())
+    elif not ctx.quiet:
+        print(
+            f"exported {r.image} generation {r.generation} to {r.path} ({human_size(r.size)}, {r.compression})",
+            file=sys.stderr,
+        )
     return 0
 
 

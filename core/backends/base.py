@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from ..records import Session
@@ -71,3 +73,22 @@ class Backend:
         from ..fsutil import remove_tree
 
         remove_tree(directory)
+
+    @contextlib.contextmanager
+    def view(self, lowers: list[str], scratch: str) -> Iterator[str]:
+        """A read-only view of one generation's complete tree, given its layers (topmost first).
+
+        *scratch* is an empty directory the backend may mount on; nothing stays
+        mounted when the context ends. A single layer is its own view.
+        """
+        if len(lowers) == 1:
+            yield lowers[0]
+            return
+        from .. import mounts
+        from .overlayfs import mount_overlay
+
+        try:
+            mount_overlay(scratch, lowers)
+            yield scratch
+        finally:
+            mounts.unmount_tree(scratch, force=True)
