@@ -21,6 +21,7 @@ from .settings import load as load_settings
 from .store import Store
 
 if TYPE_CHECKING:
+    from .batch import Plan, Report, StepResult
     from .exports import ExportResult
 
 Progress = Callable[[float | None, str], None]
@@ -173,6 +174,20 @@ class Engine:
         from . import doctor
 
         return doctor.check(self)
+
+    # --- batch plans ------------------------------------------------------------
+
+    def run_plan(
+        self,
+        plan: Plan,
+        *,
+        on_result: Callable[[StepResult], None] | None = None,
+        output: int = 1,
+    ) -> Report:
+        """Run a parsed batch plan (:func:`core.batch.parse`); see docs/batch.md."""
+        from . import batch
+
+        return batch.run(self, plan, on_result=on_result, output=output)
 
     # --- locks ------------------------------------------------------------------
 
