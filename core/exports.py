@@ -47,9 +47,10 @@ TAR_CREATE = [
     "--create",
     "--file=-",
     "--format=posix",
-    "--pax-option=delete=atime,delete=ctime",
+    "--pax-option=exthdr.name=%d/PaxHeaders/%f,delete=atime,delete=ctime",  # no pid, no access times
     "--sort=name",
     "--sparse",
+    "--sparse-version=0.0",  # later versions put the pid in member names: not reproducible
     *TAR_KEEP,
 ]
 
