@@ -614,6 +614,10 @@ def _step_line(r: Any) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["__complete"]:  # hidden: what the shell completion scripts call
+        from .complete import main as complete
+
+        return complete(argv[1:])
     from core.errors import RoostError
 
     # Everything after the first "--" is a command to run, never options for roost.
