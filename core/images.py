@@ -289,7 +289,7 @@ def _size(tree: str) -> int:
 def _config_yaml(config: ImageConfig) -> str:
     from .yamlio import dump_yaml
 
-    header = "# roost image configuration (see roost(1), FILES). Edit freely; roost validates it on use.\n"
+    header = "# roost image configuration (see roost(8), FILES). Edit freely; roost validates it on use.\n"
     return header + dump_yaml(config.to_yaml_dict())
 
 
