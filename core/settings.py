@@ -144,6 +144,8 @@ def _parse(path: str, text: str) -> dict[str, object]:
             known = ", ".join(sorted(_KEYS))
             raise ConfigError(f"{path}: unknown setting {key!r} (known: {known})")
         attr, kind, _ = _KEYS[key]
+        if key == "syslog" and value is False:
+            value = "off"  # YAML reads a bare off as false
         if kind is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
         if not isinstance(value, kind) or isinstance(value, bool):
