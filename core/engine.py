@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from . import images, journal, locks, mounts, recover, sessions
 from .actor import Actor
@@ -19,10 +19,6 @@ from .records import Session
 from .settings import Settings
 from .settings import load as load_settings
 from .store import Store
-
-if TYPE_CHECKING:
-    from .batch import Plan, Report, StepResult
-    from .exports import ExportResult
 
 Progress = Callable[[float | None, str], None]
 
@@ -115,8 +111,11 @@ class Engine:
     def gc(self, name: str | None = None, *, keep: int | None = None, dry_run: bool = False) -> list[images.GcResult]:
         return images.gc(self, name, keep=keep, dry_run=dry_run)
 
-    def export_image(self, name: str, path: str, *, generation: int | None = None, force: bool = False) -> ExportResult:
-        """Write a generation (default: current) as a tarball that ``--from-tar`` restores exactly."""
+    def export_image(self, name: str, path: str, *, generation: int | None = None, force: bool = False) -> Any:
+        """Write a generation (default: current) as a tarball that ``--from-tar`` restores exactly.
+
+        Returns a :class:`core.exports.ExportResult`.
+        """
         from . import exports
 
         return exports.export(self, name, path, generation=generation, force=force)
@@ -177,14 +176,12 @@ class Engine:
 
     # --- batch plans ------------------------------------------------------------
 
-    def run_plan(
-        self,
-        plan: Plan,
-        *,
-        on_result: Callable[[StepResult], None] | None = None,
-        output: int = 1,
-    ) -> Report:
-        """Run a parsed batch plan (:func:`core.batch.parse`); see docs/batch.md."""
+    def run_plan(self, plan: Any, *, on_result: Callable[[Any], None] | None = None, output: int = 1) -> Any:
+        """Run a plan parsed by :func:`core.batch.parse` (docs/batch.md); returns a :class:`core.batch.Report`.
+
+        *on_result* gets each :class:`core.batch.StepResult` as it is known; the
+        commands of ``run`` steps write their output to the descriptor *output*.
+        """
         from . import batch
 
         return batch.run(self, plan, on_result=on_result, output=output)

@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from . import backends, faults, generations, importers, locks, pins, records
+from . import backends, faults, generations, importers, locks, records
 from .actor import now_iso
 from .errors import BadInput, Conflict, NotFound, RoostError, SystemFailure
 from .fsutil import atomic_write, ensure_dir, fsync_dir, remove_tree, sync_filesystem
@@ -374,7 +374,16 @@ def remove(eng: Engine, name: str, *, force: bool) -> None:
     eng.journal("image remove", image=name, forced=force or None, ended=len(mine) or None)
 
 
+def _pinned(eng: Engine, name: str, *, sweep: bool = False) -> set[int]:
+    """Generations of *name* a reader (an export) has pinned; see core/pins.py."""
+    from . import pins
+
+    return set(pins.pinned(eng, name, sweep=sweep))
+
+
 def _refuse_pinned(eng: Engine, name: str, *, sweep: bool = False) -> None:
+    from . import pins
+
     held = pins.pinned(eng, name, sweep=sweep)
     if held:
         raise Conflict(f"image {name} is being read ({pins.describe(held)}); try again when that is done")
@@ -421,7 +430,7 @@ def _gc_one(eng: Engine, name: str, keep: int | None, dry_run: bool) -> GcResult
         cur = generations.current(store, name)
         roots = {cur, *done[-retention:]}
         roots |= _in_use(eng, name, _sessions_by_image(eng).get(name, []))
-        roots |= set(pins.pinned(eng, name, sweep=not dry_run))  # generations being exported
+        roots |= _pinned(eng, name, sweep=not dry_run)  # generations being exported
         keep_set: set[int] = set()
         metas = {n: generations.read_meta(store, name, n) for n in done}
         for n in roots:

@@ -47,15 +47,13 @@ def append(
     }
     entry.update({k: v for k, v in detail.items() if v is not None})
     line = json.dumps(entry, ensure_ascii=False, separators=(",", ":")) + "\n"
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
-        try:
-            os.write(fd, line.encode("utf-8", "surrogateescape"))
-        finally:
-            os.close(fd)
+        os.write(fd, line.encode("utf-8", "surrogateescape"))
     finally:
-        if log_to is not None and log_to != "off":
-            send_syslog(log_to, syslog_message(entry), error=result != "ok")
+        os.close(fd)
+    if log_to is not None and log_to != "off":
+        send_syslog(log_to, syslog_message(entry), error=result != "ok")
     return entry
 
 
@@ -64,12 +62,22 @@ _PRI_INFO = 1 * 8 + 6
 _PRI_ERR = 1 * 8 + 3
 _MAX_MESSAGE = 4096
 _SIMPLE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.,:/+@-")
+_ESCAPES = {'"': '\\"', "\\": "\\\\", "\n": "\\n", "\t": "\\t", "\r": "\\r"}
 
 
 def _value(value: Any) -> str:
-    if isinstance(value, str):
-        return value if value and set(value) <= _SIMPLE else json.dumps(value, ensure_ascii=False)
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    """A value as ``key=value`` shows it: bare when plain, else quoted like JSON; lists in brackets."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return str(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(_value(v) for v in value) + "]"
+    text = str(value)
+    if text and set(text) <= _SIMPLE:
+        return text
+    quoted = "".join(_ESCAPES.get(c, c if c >= " " else f"\\u{ord(c):04x}") for c in text)
+    return f'"{quoted}"'
 
 
 def syslog_message(entry: dict[str, Any]) -> str:

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 from ..records import Session
@@ -74,21 +72,40 @@ class Backend:
 
         remove_tree(directory)
 
-    @contextlib.contextmanager
-    def view(self, lowers: list[str], scratch: str) -> Iterator[str]:
+    def view(self, lowers: list[str], scratch: str) -> LayersView:
         """A read-only view of one generation's complete tree, given its layers (topmost first).
 
-        *scratch* is an empty directory the backend may mount on; nothing stays
-        mounted when the context ends. A single layer is its own view.
+        Use it as a context manager; it yields the tree's path. *scratch* is an
+        empty directory the backend may mount on; nothing stays mounted when the
+        context ends. Backends that keep generations otherwise override this.
         """
-        if len(lowers) == 1:
-            yield lowers[0]
-            return
-        from .. import mounts
+        return LayersView(lowers, scratch)
+
+
+class LayersView:
+    """A single complete layer is its own view; a stack is mounted read-only as overlay."""
+
+    def __init__(self, lowers: list[str], scratch: str) -> None:
+        self.lowers = lowers
+        self.scratch = scratch
+        self.mounted = False
+
+    def __enter__(self) -> str:
+        if len(self.lowers) == 1:
+            return self.lowers[0]
         from .overlayfs import mount_overlay
 
+        self.mounted = True  # even a half-made mount is taken down on the way out
         try:
-            mount_overlay(scratch, lowers)
-            yield scratch
-        finally:
-            mounts.unmount_tree(scratch, force=True)
+            mount_overlay(self.scratch, self.lowers)
+        except BaseException:
+            self.__exit__()
+            raise
+        return self.scratch
+
+    def __exit__(self, *exc: object) -> None:
+        if self.mounted:
+            from .. import mounts
+
+            self.mounted = False
+            mounts.unmount_tree(self.scratch, force=True)
