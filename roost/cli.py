@@ -535,11 +535,12 @@ def cmd_profile_show(ctx: Context) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["__complete"]:  # hidden: what the shell completion scripts call
+    words = sys.argv[1:] if argv is None else argv
+    if words and words[0] == "__complete":  # hidden: what the shell completion scripts call
         from .complete import main as complete
 
-        return complete(argv[1:])
+        return complete(words[1:])
+    argv = list(sys.argv[1:] if argv is None else argv)
     from core.errors import RoostError
 
     # Everything after the first "--" is a command to run, never options for roost.
