@@ -554,14 +554,17 @@ class _Runner:
         self.output = output
         self.report = Report(file=plan.where, description=plan.description)
         self.interrupted = False
+        self.failures = 0  # failed steps so far (clean-ups not counted)
         self.closed_later = _closed_later(plan.steps)
 
     # results
 
     def emit(self, result: StepResult) -> None:
         self.report.results.append(result)
-        if not result.ok and self.report.failed is None and not result.cleanup:
-            self.report.failed = result
+        if not result.ok and not result.cleanup:
+            self.failures += 1
+            if self.report.failed is None:
+                self.report.failed = result
         if self.on_result is not None:
             self.on_result(result)
 
@@ -580,23 +583,23 @@ class _Runner:
     def loop(self, step: Step, scope: _Scope) -> bool:
         started, clock = now_iso(), time.monotonic()
         names = list(self.eng.store.image_names()) if step.every_image else list(step.images or ())
-        failures_before = sum(1 for r in self.report.results if not r.ok and not r.cleanup)
+        first_result = len(self.report.results)
+        ran: list[str] = []
         failed_images: list[str] = []
         for name in names:
             inner = _Scope(scope)
-            before = sum(1 for r in self.report.results if not r.ok and not r.cleanup)
-            completed = self.steps(step.steps, inner, name)
-            if not completed or before != sum(1 for r in self.report.results if not r.ok and not r.cleanup):
+            before = self.failures
+            ran.append(name)
+            try:
+                completed = self.steps(step.steps, inner, name)
+            finally:
+                self.clean(inner)  # this image's sessions, whatever happened
+            if not completed or self.failures != before:
                 failed_images.append(name)
-            self.clean(inner)
             if self.interrupted or (failed_images and step.on_failure == "stop"):
                 break
-        ran = len(names)
-        detail = f"{ran} image{'s' if ran != 1 else ''}" + (f": {', '.join(names)}" if names else "")
-        first = next(
-            (r for r in self.report.results[failures_before:] if not r.ok and not r.cleanup),
-            None,
-        )
+        detail = f"{len(ran)} image{'s' if len(ran) != 1 else ''}" + (f": {', '.join(ran)}" if ran else "")
+        first = next((r for r in self.report.results[first_result:] if not r.ok and not r.cleanup), None)
         result = StepResult(
             step=step.index,
             kind=step.kind,
@@ -606,7 +609,7 @@ class _Runner:
             error=f"failed for {', '.join(failed_images)}" if failed_images else None,
             started=started,
             seconds=time.monotonic() - clock,
-            data={"images": names, "failed_images": failed_images},
+            data={"images": ran, "failed_images": failed_images},
         )
         # the loop's own line is not the plan's first failure: the step inside it is
         self.report.results.append(result)
@@ -806,15 +809,18 @@ def run(
     eng.ready()
     runner = _Runner(eng, plan, on_result, output)
     top = _Scope()
+    finished = False
     try:
         runner.steps(plan.steps, top, None)
+        finished = True
     except KeyboardInterrupt:
         runner.interrupted = True
         stop = StepResult(step="-", kind="interrupt", status="interrupted", exit_code=EXIT_INTERRUPTED)
         stop.error = "interrupted"
         runner.emit(stop)
     finally:
-        if runner.report.failed is not None or runner.interrupted:
+        # a failure, an interrupt, or (a bug) anything else: end what the plan began
+        if not finished or runner.report.failed is not None:
             runner.clean(top)
     runner.report.open_sessions = list(top.open.values())
     failed = runner.report.failed

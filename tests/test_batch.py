@@ -465,3 +465,35 @@ def test_an_interrupted_plan_ends_what_it_began(bb: Env, sig: signal.Signals) ->
     assert err.decode().strip().endswith("failed: interrupted")
     assert sessions(bb) == []
     assert [g["generation"] for g in bb.roost("image", "history", "bb", "--json").json()] == [1]
+
+
+def test_even_an_unexpected_error_ends_what_the_plan_began(bb: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    plan = batch.parse(
+        b"""
+steps:
+  - begin: {image: bb, as: outer}
+  - for-each-image:
+      images: [bb]
+      steps:
+        - begin: {as: inner, maintenance: true}
+        - promote: inner
+  - end: outer
+""",
+        "plan.yaml",
+    )
+    eng = bb.engine()
+
+    def broken(*args: object, **kwargs: object) -> int:
+        raise RuntimeError("a bug in promote")
+
+    monkeypatch.setattr(eng, "promote", broken)
+    seen: list[tuple[str, str, str]] = []
+    with pytest.raises(RuntimeError, match="a bug in promote"):
+        eng.run_plan(plan, on_result=lambda r: seen.append((r.step, r.kind, r.status)))
+    assert seen == [
+        ("1", "begin", "ok"),
+        ("2.1", "begin", "ok"),
+        ("cleanup", "end", "ok"),
+        ("cleanup", "end", "ok"),
+    ]
+    assert sessions(bb) == []
