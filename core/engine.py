@@ -80,7 +80,7 @@ class Engine:
 
     def journal(self, operation: str, **fields: Any) -> None:
         try:
-            journal.append(self.store.journal_path, self.actor, operation, **fields)
+            journal.append(self.store.journal_path, self.actor, operation, log_to=self.settings.syslog, **fields)
         except OSError:
             pass  # the journal is history, not state: never fail an operation over it
 
@@ -114,6 +114,15 @@ class Engine:
 
     def gc(self, name: str | None = None, *, keep: int | None = None, dry_run: bool = False) -> list[images.GcResult]:
         return images.gc(self, name, keep=keep, dry_run=dry_run)
+
+    def export_image(self, name: str, path: str, *, generation: int | None = None, force: bool = False) -> Any:
+        """Write a generation (default: current) as a tarball that ``--from-tar`` restores exactly.
+
+        Returns a :class:`core.exports.ExportResult`.
+        """
+        from . import exports
+
+        return exports.export(self, name, path, generation=generation, force=force)
 
     # --- sessions ---------------------------------------------------------------
 
@@ -170,6 +179,18 @@ class Engine:
         from . import doctor
 
         return doctor.check(self)
+
+    # --- batch plans ------------------------------------------------------------
+
+    def run_plan(self, plan: Any, *, on_result: Callable[[Any], None] | None = None, output: int = 1) -> Any:
+        """Run a plan parsed by :func:`core.batch.parse` (docs/batch.md); returns a :class:`core.batch.Report`.
+
+        *on_result* gets each :class:`core.batch.StepResult` as it is known; the
+        commands of ``run`` steps write their output to the descriptor *output*.
+        """
+        from . import batch
+
+        return batch.run(self, plan, on_result=on_result, output=output)
 
     # --- locks ------------------------------------------------------------------
 

@@ -297,7 +297,7 @@ def _size(tree: str) -> int:
 def _config_yaml(config: ImageConfig) -> str:
     from .yamlio import dump_yaml
 
-    header = "# roost image configuration (see roost(1), FILES). Edit freely; roost validates it on use.\n"
+    header = "# roost image configuration (see roost(8), FILES). Edit freely; roost validates it on use.\n"
     return header + dump_yaml(config.to_yaml_dict())
 
 
@@ -347,6 +347,7 @@ def remove(eng: Engine, name: str, *, force: bool) -> None:
     eng.ready()
     from . import sessions as session_ops
 
+    _refuse_pinned(eng, name)
     mine = _sessions_by_image(eng).get(name, [])
     if mine and not force:
         ids = ", ".join(s.id for s in mine[:5]) + (" …" if len(mine) > 5 else "")
@@ -364,6 +365,7 @@ def remove(eng: Engine, name: str, *, force: bool) -> None:
         left = _sessions_by_image(eng).get(name, [])
         if left:
             raise Conflict(f"sessions of {name} began while it was being removed: {', '.join(s.id for s in left[:5])}")
+        _refuse_pinned(eng, name, sweep=True)
         tx_lock = eng.lock(store.tx_lock_name(tx), f"remove {name}")
         try:
             trash = ensure_dir(os.path.join(store.trash_dir, tx), 0o700)
@@ -378,6 +380,21 @@ def remove(eng: Engine, name: str, *, force: bool) -> None:
     finally:
         lock.release()
     eng.journal("image remove", image=name, forced=force or None, ended=len(mine) or None)
+
+
+def _pinned(eng: Engine, name: str, *, sweep: bool = False) -> set[int]:
+    """Generations of *name* a reader (an export) has pinned; see core/pins.py."""
+    from . import pins
+
+    return set(pins.pinned(eng, name, sweep=sweep))
+
+
+def _refuse_pinned(eng: Engine, name: str, *, sweep: bool = False) -> None:
+    from . import pins
+
+    held = pins.pinned(eng, name, sweep=sweep)
+    if held:
+        raise Conflict(f"image {name} is being read ({pins.describe(held)}); try again when that is done")
 
 
 def _delete_image_tree(path: str, backend_name: str) -> None:
@@ -421,6 +438,7 @@ def _gc_one(eng: Engine, name: str, keep: int | None, dry_run: bool) -> GcResult
         cur = generations.current(store, name)
         roots = {cur, *done[-retention:]}
         roots |= _in_use(eng, name, _sessions_by_image(eng).get(name, []))
+        roots |= _pinned(eng, name, sweep=not dry_run)  # generations being exported
         keep_set: set[int] = set()
         metas = {n: generations.read_meta(store, name, n) for n in done}
         for n in roots:

@@ -503,6 +503,7 @@ def launch(
     preserve_env: bool,
     environ: Mapping[str, str] | None,
     caller_cwd: str | None,
+    extra_env: Mapping[str, str] | None = None,
 ) -> process.Launch:
     """Resolve a command (or a login shell when *argv* is None) for *sid*, recovering it if needed."""
     eng.require_root("session run")
@@ -525,6 +526,7 @@ def launch(
         preserve_env=preserve_env,
         environ=environ,
         caller_cwd=caller_cwd,
+        extra_env=extra_env,
     )
 
 
@@ -593,6 +595,7 @@ def run_in(
     stdout: int = 1,
     stderr: int = 2,
     forward_signals: bool = True,
+    extra_env: Mapping[str, str] | None = None,
 ) -> int:
     """Run *argv* in session *sid* in a child process and return its exit code."""
     spec = launch(
@@ -604,6 +607,7 @@ def run_in(
         preserve_env=preserve_env,
         environ=environ,
         caller_cwd=caller_cwd,
+        extra_env=extra_env,
     )
     pid = process.spawn(spec, stdin=stdin, stdout=stdout, stderr=stderr)
     return _wait(pid, forward_signals)

@@ -14,6 +14,7 @@ DEFAULT_CONFIG = "/etc/roost/roost.yaml"
 DEFAULT_STATE_ROOT = "/var/lib/roost"
 DEFAULT_RUN_ROOT = "/run/roost"
 DEFAULT_PROFILES_DIR = "/etc/roost/profiles"
+DEFAULT_SYSLOG = "/dev/log"
 
 # key in roost.yaml -> (attribute, type, default)
 _KEYS: dict[str, tuple[str, type, object]] = {
@@ -25,6 +26,7 @@ _KEYS: dict[str, tuple[str, type, object]] = {
     "overlay-max-depth": ("overlay_max_depth", int, 16),
     "end-grace": ("end_grace", float, 5.0),
     "lock-timeout": ("lock_timeout", float, 60.0),
+    "syslog": ("syslog", str, DEFAULT_SYSLOG),
 }
 
 
@@ -41,6 +43,7 @@ class Settings:
         "retention",
         "run_root",
         "state_root",
+        "syslog",
     )
 
     config_path: str
@@ -52,6 +55,7 @@ class Settings:
     overlay_max_depth: int
     end_grace: float
     lock_timeout: float
+    syslog: str
 
     def __init__(self, **values: object) -> None:
         self.config_path = DEFAULT_CONFIG
@@ -140,11 +144,15 @@ def _parse(path: str, text: str) -> dict[str, object]:
             known = ", ".join(sorted(_KEYS))
             raise ConfigError(f"{path}: unknown setting {key!r} (known: {known})")
         attr, kind, _ = _KEYS[key]
+        if key == "syslog" and value is False:
+            value = "off"  # YAML reads a bare off as false
         if kind is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
         if not isinstance(value, kind) or isinstance(value, bool):
             raise ConfigError(f"{path}: {key} must be a {kind.__name__}, not {value!r}")
-        if kind is str and key != "default-backend" and not str(value).startswith("/"):
+        if key == "syslog" and value != "off" and not str(value).startswith("/"):
+            raise ConfigError(f"{path}: syslog must be the absolute path of a socket, or off")
+        if kind is str and key not in ("default-backend", "syslog") and not str(value).startswith("/"):
             raise ConfigError(f"{path}: {key} must be an absolute path")
         if kind in (int, float) and isinstance(value, (int, float)) and value < (1 if kind is int else 0):
             raise ConfigError(f"{path}: {key} must be positive")
@@ -182,11 +190,13 @@ def load(root: str | None = None, environ: os._Environ[str] | dict[str, str] | N
         values["run_root"] = env["ROOST_RUN"]
     if env.get("ROOST_PROFILES"):
         values["profiles_dir"] = env["ROOST_PROFILES"]
+    if env.get("ROOST_SYSLOG"):
+        values["syslog"] = env["ROOST_SYSLOG"]
     if root:
         values["state_root"] = root
     settings = Settings(**values)
-    for attr in ("state_root", "run_root", "profiles_dir"):
+    for attr in ("state_root", "run_root", "profiles_dir", "syslog"):
         value = getattr(settings, attr)
-        if not value.startswith("/"):
+        if not value.startswith("/") and not (attr == "syslog" and value == "off"):
             setattr(settings, attr, os.path.abspath(value))
     return settings

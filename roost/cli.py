@@ -60,6 +60,8 @@ def _add_json(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> Parser:
+    from .ops import cmd_batch, cmd_image_export
+
     parser = Parser(
         prog=PROG,
         description="Chroot session manager for Linux build hosts.",
@@ -114,6 +116,13 @@ def build_parser() -> Parser:
     p.add_argument("--dry-run", action="store_true", help="only say what would be deleted")
     _add_json(p)
     p.set_defaults(func=cmd_image_gc)
+    p = isub.add_parser("export", help="write a generation as a tarball that image create --from-tar restores exactly")
+    p.add_argument("name")
+    p.add_argument("file", help="FILE.tar, .tar.gz, .tar.xz, .tar.zst or .tar.bz2 (the suffix picks the compression)")
+    p.add_argument("--generation", metavar="N", help="the generation to export (default: current)")
+    p.add_argument("--force", action="store_true", help="replace FILE if it exists")
+    _add_json(p)
+    p.set_defaults(func=cmd_image_export)
 
     # session ...
     session = sub.add_parser("session", help="begin, use, promote and end sessions")
@@ -179,6 +188,11 @@ def build_parser() -> Parser:
     p.add_argument("name")
     _add_json(p)
     p.set_defaults(func=cmd_profile_show)
+    p = sub.add_parser("batch", help="run a plan: steps such as begin, run, promote, end, gc from a YAML file")
+    p.add_argument("plan", metavar="PLAN", help="the plan file (schema: docs/batch.md)")
+    p.add_argument("--check", action="store_true", help="only check the plan; run nothing")
+    _add_json(p)
+    p.set_defaults(func=cmd_batch)
     return parser
 
 
@@ -192,6 +206,11 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    words = sys.argv[1:] if argv is None else argv
+    if words and words[0] == "__complete":  # hidden: what the shell completion scripts call
+        from .complete import main as complete
+
+        return complete(words[1:])
     argv = list(sys.argv[1:] if argv is None else argv)
     # Everything after the first "--" is a command to run, never options for roost.
     after: list[str] | None = None

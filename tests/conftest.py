@@ -127,6 +127,8 @@ def make_env(base: Path) -> Env:
         ROOST_RUN=str(run),
         ROOST_CONFIG=str(config),
         ROOST_PROFILES=str(profiles),
+        # syslog goes to a socket a test may bind (tests/test_ops.py), never to the host's
+        ROOST_SYSLOG=str(base / "syslog.sock"),
         PYTHONPATH=str(REPO),
     )
     return Env(base=base, state=state, run=run, config=config, profiles=profiles, environ=environ)

@@ -70,3 +70,41 @@ class Backend:
         from ..fsutil import remove_tree
 
         remove_tree(directory)
+
+    def view(self, lowers: list[str], scratch: str) -> LayersView:
+        """A read-only view of one generation's complete tree, given its layers (topmost first).
+
+        Use it as a context manager; it yields the tree's path. *scratch* is an
+        empty directory the backend may mount on; nothing stays mounted when the
+        context ends. Backends that keep generations otherwise override this.
+        """
+        return LayersView(lowers, scratch)
+
+
+class LayersView:
+    """A single complete layer is its own view; a stack is mounted read-only as overlay."""
+
+    def __init__(self, lowers: list[str], scratch: str) -> None:
+        self.lowers = lowers
+        self.scratch = scratch
+        self.mounted = False
+
+    def __enter__(self) -> str:
+        if len(self.lowers) == 1:
+            return self.lowers[0]
+        from .overlayfs import mount_overlay
+
+        self.mounted = True  # even a half-made mount is taken down on the way out
+        try:
+            mount_overlay(self.scratch, self.lowers)
+        except BaseException:
+            self.__exit__()
+            raise
+        return self.scratch
+
+    def __exit__(self, *exc: object) -> None:
+        if self.mounted:
+            from .. import mounts
+
+            self.mounted = False
+            mounts.unmount_tree(self.scratch, force=True)
