@@ -147,13 +147,13 @@ def _write(eng: Engine, tree: str, dest: str, compressor: list[str] | None, esti
     done = False
     try:
         errs.append(tempfile.TemporaryFile())  # noqa: SIM115 - closed below
-        tar = subprocess.Popen(
+        tar = commands.popen(
             [*TAR_CREATE, f"--directory={tree}", "."], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=errs[0]
         )
         sink = fd
         if compressor is not None:
             errs.append(tempfile.TemporaryFile())  # noqa: SIM115 - closed below
-            squeeze = subprocess.Popen(compressor, stdin=subprocess.PIPE, stdout=fd, stderr=errs[1])
+            squeeze = commands.popen(compressor, stdin=subprocess.PIPE, stdout=fd, stderr=errs[1])
             assert squeeze.stdin is not None
             sink = squeeze.stdin.fileno()
         streamed = _pump(eng, tar, sink, dest, estimate)

@@ -328,7 +328,7 @@ def rollback(eng: Engine, name: str, generation: int | None) -> int:
         if generation not in generations.complete(eng.store, name):
             raise NotFound(f"image {name} has no generation {generation}")
         if generation == cur:
-            raise BadInput(f"generation {generation} is already current for {name}")
+            return generation  # already there: rolling back is idempotent, nothing to record
         writer = _live_writer(eng, name)
         if writer is not None:
             raise Conflict(f"{name} is being maintained by {writer.describe()}: promote or end it first")

@@ -95,18 +95,23 @@ def syslog_message(entry: dict[str, Any]) -> str:
 
 def send_syslog(target: str, message: str, *, error: bool = False) -> bool:
     """Send *message* to the syslog socket at *target* (RFC 3164, like syslog(3)); True if sent."""
-    import socket
+    import _socket  # the socket module imports enum and selectors: milliseconds on every begin
     import time
 
     stamp = time.strftime("%b %e %H:%M:%S")
     data = f"<{_PRI_ERR if error else _PRI_INFO}>{stamp} roost[{os.getpid()}]: {message}"
     raw = data.encode("utf-8", "replace")[:_MAX_MESSAGE]
     try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
-            sock.settimeout(0.5)
-            sock.sendto(raw, target)
+        sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_DGRAM | _socket.SOCK_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        sock.settimeout(0.5)
+        sock.sendto(raw, target)
     except OSError:
         return False  # no syslog daemon, or a stuck one: the journal file still has the entry
+    finally:
+        sock.close()
     return True
 
 

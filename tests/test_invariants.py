@@ -209,6 +209,22 @@ def test_headless_and_hot_paths_never_import_textual(bb: Env) -> None:
     imported = {line.split("|")[-1].strip() for line in r.stderr.splitlines() if "|" in line}
     for heavy in ("textual", "yaml", "json", "argparse", "core.engine", "subprocess", "typing", "dataclasses"):
         assert heavy not in imported, f"session run imported {heavy}"
+    # begin and end load the engine, but nothing heavy (parsed YAML comes from the cache)
+    for args in (["session", "begin", "bb"], ["session", "end", "SID"]):
+        args = [sid if a == "SID" else a for a in args]
+        r = subprocess.run(
+            [sys.executable, "-X", "importtime", "-m", "roost", *args],
+            env=bb.environ,
+            capture_output=True,
+            text=True,
+            cwd="/",
+        )
+        assert r.returncode == 0, r.stderr
+        imported = {line.split("|")[-1].strip() for line in r.stderr.splitlines() if "|" in line}
+        heavy = {"textual", "yaml", "json", "argparse", "typing", "dataclasses", "socket", "enum", "subprocess", "re"}
+        assert not heavy & imported, f"{args[:2]} imported {heavy & imported}"
+        if args[1] == "begin":
+            sid = r.stdout.strip()
     for s in bb.roost("session", "list", "--json").json():
         bb.ok("session", "end", s["id"])
     time.sleep(0)

@@ -67,6 +67,7 @@ def test_32_processes_on_one_image(bb: Env) -> None:
             elif choice < 0.8:
                 history = bb.roost("image", "history", "bb", "--json")
                 gens = [g["generation"] for g in history.json() if not g["current"]]
+                # the target may have become current meanwhile: rollback is idempotent
                 r = bb.roost("image", "rollback", "bb", str(rng.choice(gens)))
                 note("rollback", r.code, (0, 3), r.err)
             elif choice < 0.9:
