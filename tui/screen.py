@@ -100,8 +100,7 @@ class MainScreen(Screen[None]):
         yield Footer(compact=True)
 
     def on_mount(self) -> None:
-        self._activate(self.active)
-        self.call_after_refresh(self.action_show_pane, self.active)
+        self.action_show_pane(self.active)
 
     def pane(self, name: str) -> Pane:
         return {

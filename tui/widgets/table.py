@@ -100,6 +100,11 @@ class DiffTable(DataTable[Cell]):
         self._last_key: str | None = None
 
     def on_mount(self) -> None:
+        self._ensure_columns()
+
+    def _ensure_columns(self) -> None:
+        if self.columns:
+            return
         for col in self.column_specs:
             self.add_column(self.label_for(col), width=col.render_width, key=col.key)
         self.set_sort(self.sort_column, self.reverse)
@@ -182,6 +187,7 @@ class DiffTable(DataTable[Cell]):
 
     def sync(self, rows: Mapping[str, Row]) -> None:
         """Show exactly *rows*, in sort order, changing only what differs."""
+        self._ensure_columns()
         keep = self.selected_key
         model = self.model
         gone = [k for k in model if k not in rows]
