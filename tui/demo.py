@@ -380,6 +380,8 @@ def scenes() -> dict[str, Callable[[Any], Any]]:
         await pilot.press("p")
         await wait_for_screen(pilot, "PromptDialog")
         await pilot.press(*"install ccache 4.8")
+        pilot.app.screen.query_one("#prompt").cursor_blink = False  # a still picture: the cursor shown
+        await pilot.pause(0.1)
 
     async def end(pilot: Any) -> None:
         await settle(pilot)

@@ -102,6 +102,18 @@ class MainScreen(Screen[None]):
     def on_mount(self) -> None:
         self.action_show_pane(self.active)
 
+    def on_resize(self, event: events.Resize) -> None:
+        # Crossing the narrow/wide breakpoint hides and shows panes, which can take
+        # the focus away; the active pane gets it back once the layout settled.
+        self.call_after_refresh(self._refocus)
+
+    def on_screen_resume(self) -> None:
+        self.call_after_refresh(self._refocus)
+
+    def _refocus(self) -> None:
+        if self.focused is None and self.is_current:
+            self.pane(self.active).table.focus()
+
     def pane(self, name: str) -> Pane:
         return {
             "images": self.images_pane,

@@ -14,9 +14,9 @@ from textual.screen import ModalScreen
 from textual.widgets import Static
 
 NAVIGATION = [
-    ("↑ ↓ pgup pgdn home end", "move in the focused pane"),
-    ("1 2 3 4, tab, shift+tab", "go to a pane: images, sessions, history, locks"),
-    ("mouse", "optional: click rows and buttons, scroll"),
+    ("↑ ↓", "move in the focused pane (pgup, pgdn, home and end too)"),
+    ("1 2 3 4", "go to a pane: images, sessions, history, locks (tab, shift+tab: the next, the previous)"),
+    ("mouse", "optional: click rows, buttons and the pane names on the top line"),
 ]
 
 
@@ -44,7 +44,7 @@ class HelpScreen(ModalScreen[None]):
 
     def compose(self) -> ComposeResult:
         table = Table.grid(padding=(0, 2))
-        table.add_column(style="bold", no_wrap=True, min_width=10)
+        table.add_column(style="bold", no_wrap=True, min_width=8, max_width=12)
         table.add_column()
         for title, bindings, note in self.sections:
             table.add_row(Text(title, style="bold underline"), "")
@@ -53,7 +53,7 @@ class HelpScreen(ModalScreen[None]):
                     continue
                 text = Text(b.description)
                 if b.tooltip:
-                    text.append(f" — {b.tooltip}", style="dim")
+                    text.append(f": {b.tooltip[0].lower()}{b.tooltip[1:]}", style="dim")
                 table.add_row(self.key_name(b), text)
             if note:
                 key, _, what = note.partition(": ")
