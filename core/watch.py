@@ -222,7 +222,8 @@ class Watcher:
         session_map: Mapping[str, SessionInfo]
         if prev is None or records_changed or mounts_changed or locks_changed:
             session_map = self._session_infos(prev.sessions if prev else {})
-            if prev is not None and _same_mapping(session_map, prev.sessions):
+            broken = tuple(sorted(self._broken))
+            if prev is not None and _same_mapping(session_map, prev.sessions) and broken == prev.broken:
                 session_map = prev.sessions
             else:
                 changed.add("sessions")

@@ -23,6 +23,7 @@ class Tmux:
         self.socket = f"roost-test-{os.getpid()}-{time.monotonic_ns()}"
         self.env = env
         self.run("new-session", "-d", "-s", "console", "-x", "120", "-y", "40", *command)
+        self.path = self.run("display-message", "-p", "#{socket_path}").strip()
 
     def run(self, *args: str) -> str:
         proc = subprocess.run(
@@ -56,7 +57,10 @@ class Tmux:
             time.sleep(0.1)
 
     def kill(self) -> None:
+        """Stop the server (if the console's exit has not already) and remove its socket."""
         subprocess.run(["tmux", "-L", self.socket, "kill-server"], env=self.env.environ, capture_output=True)
+        if self.path:
+            Path(self.path).unlink(missing_ok=True)
 
 
 @pytest.fixture
