@@ -161,6 +161,8 @@ class Watcher:
         self._images: dict[str, _Image] = {}
         self._journal_at: tuple[int, int] | None = None  # (inode, offset)
         self._proc_locks = b""
+        self._kernel: dict[int, list[tuple[int, str, bool]]] | None = None
+        self._flocks: list[LockState] | None = None
         self._mounts: MountTable | None = None
         self._snapshot: Snapshot | None = None
         self._errors: list[str] = []
@@ -208,8 +210,10 @@ class Watcher:
             if mounts_changed:
                 self._mounts.read()
         proc_locks = _read_proc_locks()
-        locks_changed = proc_locks != self._proc_locks
-        self._proc_locks = proc_locks
+        locks_changed = proc_locks != self._proc_locks or self._kernel is None
+        if locks_changed:
+            self._proc_locks = proc_locks
+            self._kernel = locks.kernel_flocks(proc_locks.decode("ascii", "replace"))
 
         records_changed = self._dir_changed("sessions", self.store.sessions_dir, now) and self._scan_records(now)
         images_changed = self._scan_images(now)
@@ -245,8 +249,10 @@ class Watcher:
             image_map = prev.images
 
         lock_list: tuple[LockState, ...]
+        if self._flocks is None or locks_changed or lock_dir_changed:
+            self._flocks = self._lock_states()
         if prev is None or locks_changed or lock_dir_changed or images_changed or "sessions" in changed:
-            lock_list = tuple(self._lock_states())
+            lock_list = tuple(self._flocks + self._leases())
             if prev is not None and lock_list == prev.locks:
                 lock_list = prev.locks
             else:
@@ -307,7 +313,7 @@ class Watcher:
                     if not name.endswith(".json") or is_temp_name(name):
                         continue
                     sid = name[:-5]
-                    if not is_valid_name(sid):
+                    if sid not in self._records and not is_valid_name(sid):
                         continue
                     try:
                         st = entry.stat(follow_symlinks=False)
@@ -358,7 +364,7 @@ class Watcher:
                 state = "mounted" if os.path.normpath(session.mountpoint) in targets else "needs-recovery"
             else:
                 if held is None:
-                    held = set(locks.kernel_flocks())
+                    held = set(self._kernel if self._kernel is not None else locks.kernel_flocks())
                 state = sessions.display_state(session, [], held, self.store.lock_dir)
             old = previous.get(sid)
             if old is not None and old.session is session and old.state == state:
@@ -479,12 +485,25 @@ class Watcher:
     # --- locks -------------------------------------------------------------------------
 
     def _lock_states(self) -> list[LockState]:
+        """The flocks in the lock directory: held, stale, waited for."""
+        lock_dir = self.store.lock_dir
         try:
-            states = images.lock_view(self.engine)
+            states = locks.lock_states(lock_dir, self._kernel)
         except OSError as e:
             self._errors.append(f"cannot read the locks: {e.strerror}")
             return []
-        return states + kernel_waiters(self.store.lock_dir, states)
+        return states + kernel_waiters(lock_dir, states, self._kernel)
+
+    def _leases(self) -> list[LockState]:
+        """The writer leases, from the image cache; stale when their session is gone."""
+        out = []
+        for name in sorted(self._images):
+            lease = self._images[name].lease
+            if lease is None:
+                continue
+            stale = lease.session == "?" or lease.session not in self._records
+            out.append(LockState(f"writer.{name}", None, lease.user, lease.operation, lease.since, stale, "lease"))
+        return out
 
     # --- journal -----------------------------------------------------------------------
 
@@ -535,14 +554,17 @@ def _read_proc_locks() -> bytes:
         return b""
 
 
-def kernel_waiters(lock_dir: str, known: Iterable[LockState]) -> list[LockState]:
+def kernel_waiters(
+    lock_dir: str, known: Iterable[LockState], kernel: dict[int, list[tuple[int, str, bool]]] | None = None
+) -> list[LockState]:
     """Processes the kernel shows blocked on a lock file (``flock`` without LOCK_NB).
 
     roost's own waiters poll and announce themselves in ``<lock>.wait-<pid>``
     files; a process that blocks in the kernel instead (``flock(1)`` in a cron
     job, say) is only visible in ``/proc/locks``.
     """
-    kernel = locks.kernel_flocks()
+    if kernel is None:
+        kernel = locks.kernel_flocks()
     blocked = {ino: [pid for pid, _, b in entries if b] for ino, entries in kernel.items()}
     blocked = {ino: pids for ino, pids in blocked.items() if pids}
     if not blocked:

@@ -9,6 +9,7 @@ two seconds: processes and disk use per session, within a time budget).
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import socket
@@ -53,24 +54,40 @@ class UsageUpdate(Message):
 
 @dataclass
 class RefreshStats:
-    """How long the last refreshes took: the poll (in a worker) and showing it (on the event loop)."""
+    """How long refreshes took: the poll (in a worker) and showing it (on the event loop).
 
-    polls: deque[float] = field(default_factory=lambda: deque(maxlen=2000))
-    shows: deque[float] = field(default_factory=lambda: deque(maxlen=2000))
-    changes: int = 0
+    The first refresh (everything read and shown from nothing) is kept apart
+    from the ones after it, which show only what changed; ``usage`` is showing
+    new per-session figures.
+    """
+
+    first: tuple[float, float] | None = None
+    polls: deque[float] = field(default_factory=lambda: deque(maxlen=5000))
+    shows: deque[float] = field(default_factory=lambda: deque(maxlen=5000))
+    usage: deque[float] = field(default_factory=lambda: deque(maxlen=5000))
+
+    def add(self, poll: float, show: float) -> None:
+        if self.first is None:
+            self.first = (poll, show)
+        else:
+            self.polls.append(poll)
+            self.shows.append(show)
 
     def summary(self) -> dict[str, Any]:
         def figures(samples: deque[float]) -> dict[str, float]:
             if not samples:
                 return {}
+            ordered = sorted(samples)
             return {
-                "median_ms": statistics.median(samples) * 1000,
-                "min_ms": min(samples) * 1000,
-                "max_ms": max(samples) * 1000,
-                "count": len(samples),
+                "median_ms": statistics.median(ordered) * 1000,
+                "p95_ms": ordered[min(len(ordered) - 1, int(len(ordered) * 0.95))] * 1000,
+                "min_ms": ordered[0] * 1000,
+                "max_ms": ordered[-1] * 1000,
+                "count": len(ordered),
             }
 
-        return {"poll": figures(self.polls), "show": figures(self.shows), "changes": self.changes}
+        first = {"poll_ms": self.first[0] * 1000, "show_ms": self.first[1] * 1000} if self.first else {}
+        return {"first": first, "poll": figures(self.polls), "show": figures(self.shows), "usage": figures(self.usage)}
 
 
 class RoostConsole(App[int]):
@@ -128,6 +145,9 @@ class RoostConsole(App[int]):
         return screen
 
     def on_mount(self) -> None:
+        # The workers (polls, tree walks) share the GIL with the event loop: hand it back
+        # to the event loop sooner than Python's default 5 ms, so keys are answered at once.
+        sys.setswitchinterval(0.001)
         self._kick()
         self.set_timer(0.05, self._usage_kick)
         self.set_interval(self.tick_interval, self.main.tick)
@@ -184,11 +204,12 @@ class RoostConsole(App[int]):
                 self._report(error)
             with self.batch_update():
                 self.main.apply(snapshot)
-            self.stats.changes += 1
-            self.stats.polls.append(message.seconds)
-            self.stats.shows.append(time.perf_counter() - started)
+            self.stats.add(message.seconds, time.perf_counter() - started)
             if not self.loaded and (snapshot.history_image is not None or not snapshot.images):
                 self.loaded = True
+                # What the first, full read built lives as long as the console: keep it out of
+                # the collector's full passes, which would otherwise stall key presses.
+                gc.freeze()
         self._fetching = False
         if self._again:
             self._again = False
@@ -227,8 +248,10 @@ class RoostConsole(App[int]):
             for gone in set(self.usage) - self.snapshot.sessions.keys():
                 del self.usage[gone]
             if message.figures:
+                started = time.perf_counter()
                 with self.batch_update():
                     self.main.apply_usage()
+                self.stats.usage.append(time.perf_counter() - started)
             if self.snapshot.sessions.keys() <= self.usage.keys():
                 self.usage_loaded = all(f.measured for f in self.usage.values())
         self.set_timer(self.usage_interval if self.snapshot else 0.1, self._usage_kick)

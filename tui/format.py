@@ -44,12 +44,12 @@ def epoch(iso: str) -> float | None:
 
 
 def duration(seconds: float | None) -> str:
-    """``45s``, ``12m``, ``3h``, ``2d``: at most 4 characters."""
+    """``<1m``, ``12m``, ``3h``, ``2d``: at most 4 characters, changing at most once a minute."""
     if seconds is None:
         return "?"
     s = max(0, int(seconds))
-    if s < 120:
-        return f"{s}s"
+    if s < 60:
+        return "<1m"
     if s < 120 * 60:
         return f"{s // 60}m"
     if s < 48 * 3600:

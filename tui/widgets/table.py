@@ -17,7 +17,7 @@ from rich.text import Text
 from textual.coordinate import Coordinate
 from textual.message import Message
 from textual.widgets import DataTable
-from textual.widgets.data_table import CellDoesNotExist, RowDoesNotExist
+from textual.widgets.data_table import CellDoesNotExist, ColumnKey, RowDoesNotExist, RowKey
 
 
 class C(NamedTuple):
@@ -199,6 +199,7 @@ class DiffTable(DataTable[Cell]):
         for key in gone:
             self.remove_row(key)
             del model[key]
+        changed = False
         for key, row in rows.items():
             old = model.get(key)
             if old is None:
@@ -208,17 +209,29 @@ class DiffTable(DataTable[Cell]):
             elif old != row:
                 for i, (a, b) in enumerate(zip(old, row, strict=True)):
                     if a != b:
-                        spec = self.column_specs[i]
-                        self.update_cell(key, spec.key, Cell(b, spec))
+                        self._set_cell(key, self.column_specs[i], b)
                         if i == sort_index:
                             resort = True
                 model[key] = row
+                changed = True
         if resort:
             self._sort()
+        elif changed:
+            self.refresh()
         if keep is not None and keep in model:
             self.select_key(keep)
         else:
             self._announce()
+
+    def _set_cell(self, key: str, spec: Column, cell: C) -> None:
+        """update_cell without its refresh: one refresh follows the whole diff.
+
+        (DataTable.update_cell refreshes the widget on every call, which costs a
+        thousand region computations when a thousand ages tick over at once.
+        Textual is pinned, so its internals here are known.)
+        """
+        self._data[RowKey(key)][ColumnKey(spec.key)] = Cell(cell, spec)
+        self._update_count += 1
 
     def _rebuild(self, rows: Mapping[str, Row], keep: str | None) -> None:
         index = self.cursor_row
