@@ -419,6 +419,44 @@ def test_engine_errors_become_notifications_not_crashes(bb2: Env) -> None:
     assert set(sessions(env)) == {maint}
 
 
+def test_end_offers_force_when_a_mount_is_kept_busy_from_outside(bb2: Env) -> None:
+    env = bb2
+    sid = env.begin()
+    holder = subprocess.Popen(["sleep", "60"], cwd=env.run / "mnt" / sid / "root")  # outside, cwd inside
+
+    async def scenario(pilot: Pilot[Any], app: RoostConsole) -> None:
+        await until(pilot, lambda: sid in app.main.sessions_pane.table.model)
+        _select(app, sid)
+        await pilot.press("d")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmDialog))
+        await pilot.press("y")
+        await until(pilot, lambda: "Force end" in screen_text(app))
+        assert str(holder.pid) in screen_text(app)
+        assert sid in sessions(env)  # refused: nothing changed yet
+        await pilot.press("y")
+        await until(pilot, lambda: sid not in app.main.sessions_pane.table.model)
+
+    try:
+        drive(env, scenario)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert sid not in sessions(env)
+
+
+def test_run_console_reports_a_bad_configuration_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "roost.yaml"
+    bad.write_text("retention: many\n")
+    monkeypatch.setenv("ROOST_CONFIG", str(bad))
+    from tui.app import run_console
+
+    assert run_console() == 2
+    err = capsys.readouterr().err
+    assert err.startswith("roost: ") and "retention" in err and err.count("\n") == 1
+
+
 # --- keys, help, palette, filter --------------------------------------------------------------
 
 

@@ -45,11 +45,13 @@ class Operations:
         what: str,
         fn: Callable[[], T],
         done: Callable[[T], None] | None = None,
+        failed: Callable[[RoostError], bool] | None = None,
     ) -> bool:
         """Run *fn* in a thread worker; *done* gets its result on the event loop.
 
-        Engine errors become error notifications; so does anything unexpected
-        (with its type), so the console never dies of an operation.
+        Engine errors become error notifications (unless *failed* handles them
+        and returns True); so does anything unexpected (with its type), so the
+        console never dies of an operation.
         """
         if target in self.busy:
             self.app.notify(f"{target}: {self.busy[target]} is still running", severity="warning")
@@ -61,7 +63,7 @@ class Operations:
             try:
                 result = fn()
             except RoostError as e:
-                app.call_from_thread(self._finish, target, None, None, f"{what}: {e}")
+                app.call_from_thread(self._failed, target, f"{what}: {e}", e, failed)
             except Exception as e:  # noqa: BLE001 - an operation must never take the console down
                 app.call_from_thread(self._finish, target, None, None, f"{what}: {type(e).__name__}: {e}")
             else:
@@ -69,6 +71,15 @@ class Operations:
 
         app.run_worker(work, thread=True, exit_on_error=False, group="operations", name=f"{what} {target}")
         return True
+
+    def _failed(
+        self, target: str, message: str, error: RoostError, failed: Callable[[RoostError], bool] | None
+    ) -> None:
+        if failed is not None and failed(error):
+            self.busy.pop(target, None)
+            self.app.request_refresh()
+            return
+        self._finish(target, None, None, message)
 
     def _finish(self, target: str, done: Callable[[Any], None] | None, result: Any, error: str | None) -> None:
         self.busy.pop(target, None)
@@ -166,9 +177,30 @@ class Operations:
 
             def answer(yes: bool | None) -> None:
                 if yes:
-                    self.run(sid, "end", lambda: self.engine.end(sid), lambda _: self.say(f"ended session {sid}"))
+                    self.run(sid, "end", lambda: self.engine.end(sid), ended, offer_force)
 
             self.app.push_screen(ConfirmDialog(f"End {sid}", lines, "End session"), answer)
+
+        def ended(_: object) -> None:
+            self.say(f"ended session {sid}")
+
+        def offer_force(error: RoostError) -> bool:
+            """A mount kept busy from outside the session: offer what `session end --force` does."""
+            if not isinstance(error, Conflict) or "busy" not in str(error):
+                return False
+            lines: list[str | Text] = [
+                Text.assemble("Session ", (sid, "bold"), " could not be unmounted:"),
+                Text(str(error), style="italic"),
+                "Force detaches the busy mounts: whoever holds them keeps seeing the files until",
+                "they let go, but the session, its record and its changes are gone.",
+            ]
+
+            def answer(yes: bool | None) -> None:
+                if yes:
+                    self.run(sid, "end", lambda: self.engine.end(sid, force=True), ended)
+
+            self.app.push_screen(ConfirmDialog(f"Force end {sid}", lines, "Force end"), answer)
+            return True
 
         self.run(sid, "end", lambda: self.engine.session_info(sid, details=True), ask)
 
