@@ -313,7 +313,7 @@ def main() -> int:
         ["resident memory of the console", f"{rss / 1024:8.1f} MiB", "", ""],
     ]
     print(table(rows, ["what", "median (min–max)", "p95", "samples"]))
-    print(f"(the console exited with {code}; the refresh figures include its first, full read)")
+    print(f"(the console exited with {code})")
     return 0
 
 

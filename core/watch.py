@@ -293,13 +293,6 @@ class Watcher:
         self._snapshot = snapshot
         return snapshot
 
-    def history(self, image: str) -> list[GenerationInfo]:
-        """The generations of *image* from the cache (polls first if it is unknown)."""
-        if image not in self._images:
-            self.poll(image=image)
-        by_image = [i.session for i in (self._snapshot.sessions.values() if self._snapshot else ())]
-        return self._history(image, [s for s in by_image if s.image == image])
-
     # --- sessions ----------------------------------------------------------------------
 
     def _scan_records(self, now: float) -> bool:

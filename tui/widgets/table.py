@@ -17,6 +17,7 @@ from rich.text import Text
 from textual.coordinate import Coordinate
 from textual.message import Message
 from textual.widgets import DataTable
+from textual.widgets._data_table import Row as DataRow
 from textual.widgets.data_table import CellDoesNotExist, ColumnKey, RowDoesNotExist, RowKey
 
 
@@ -194,6 +195,9 @@ class DiffTable(DataTable[Cell]):
         if len(gone) > self.REBUILD_AT and len(gone) > len(model) // 4:
             self._rebuild(rows, keep)
             return
+        if not model and len(rows) > self.REBUILD_AT:
+            self._rebuild(rows, keep)
+            return
         resort = False
         sort_index = next((i for i, c in enumerate(self.column_specs) if c.key == self.sort_column), None)
         for key in gone:
@@ -214,6 +218,7 @@ class DiffTable(DataTable[Cell]):
                             resort = True
                 model[key] = row
                 changed = True
+        self._skip_measuring()
         if resort:
             self._sort()
         elif changed:
@@ -233,13 +238,42 @@ class DiffTable(DataTable[Cell]):
         self._data[RowKey(key)][ColumnKey(spec.key)] = Cell(cell, spec)
         self._update_count += 1
 
+    def _skip_measuring(self) -> None:
+        """Every column has a fixed width and every row one line: new rows need no measuring.
+
+        (DataTable measures every cell of every new row when idle, to fit
+        auto-width columns: nine thousand measurements for a thousand sessions.
+        It still recomputes the table's size, which is all this table needs.)
+        """
+        self._new_rows.clear()
+
+    def _add_rows(self, rows: Mapping[str, Row]) -> None:
+        """add_row for many rows at once, into an empty table.
+
+        (add_row re-validates the cursor and checks for idle on every call; for
+        a thousand rows that is most of the first refresh. This does what it
+        does for rows of one line without labels, once.)
+        """
+        columns = [ColumnKey(spec.key) for spec in self.column_specs]
+        start = self.row_count
+        for offset, (key, row) in enumerate(rows.items()):
+            row_key = RowKey(key)
+            self._row_locations[row_key] = start + offset
+            self._data[row_key] = dict(zip(columns, self._cells(row), strict=True))
+            self.rows[row_key] = DataRow(row_key, 1, None, False)
+        self._require_update_dimensions = True
+        self._update_count += 1
+        self.cursor_coordinate = self.cursor_coordinate
+        if start == 0 and self.row_count and self.show_cursor and self.cursor_type != "none":
+            self._highlight_cursor()
+        self.check_idle()
+        self.refresh()
+
     def _rebuild(self, rows: Mapping[str, Row], keep: str | None) -> None:
         index = self.cursor_row
         self.clear()
-        self.model = {}
-        for key, row in rows.items():
-            self.add_row(*self._cells(row), key=key)
-            self.model[key] = row
+        self.model = dict(rows)
+        self._add_rows(rows)
         self._sort()
         if keep is not None and keep in self.model:
             self.select_key(keep)
