@@ -635,8 +635,13 @@ class Usage:
         *,
         budget: float = 0.2,
         first: str | None = None,
+        again_after: float = 30.0,
     ) -> dict[str, Figures]:
-        """Measure; returns the figures of the sessions whose figures changed."""
+        """Measure; returns the figures of the sessions whose figures changed.
+
+        A session's disk use is measured again once it is *again_after*
+        seconds old (the *first* one every time).
+        """
         known = {s.id: s for s in sessions_}
         changed: set[str] = set()
         for gone in set(self.processes) - known.keys():
@@ -651,9 +656,10 @@ class Usage:
                 self.processes[sid] = n
                 changed.add(sid)
         order = sorted(known, key=lambda sid: (sid != first, sid in self.measured, self.measured.get(sid, 0.0)))
-        deadline = self.clock() + budget
+        now = self.clock()
+        deadline = now + budget
         for sid in order:
-            if sid != first and self.clock() >= deadline:
+            if sid != first and (self.clock() >= deadline or now - self.measured.get(sid, -again_after) < again_after):
                 break
             size = changes_size(known[sid])
             fresh = sid not in self.measured

@@ -176,6 +176,9 @@ def test_usage_counts_processes_and_measures_changes_within_a_budget(bb: Env) ->
         assert figures[a].disk is not None and figures[a].disk >= 1 << 20
         assert usage.figures(a).processes == 0
         assert usage.measure(sessions, budget=5.0) == {}  # nothing changed since
+        bb.sh(a, "dd if=/dev/zero of=/root/more bs=64k count=16 2>/dev/null")
+        assert usage.measure(sessions, budget=5.0) == {}  # measured less than 30 s ago: not yet again
+        assert usage.measure(sessions, budget=5.0, again_after=0.0)[a].disk >= 2 << 20  # type: ignore[operator]
     finally:
         sleeper.kill()
         sleeper.wait()
