@@ -19,7 +19,8 @@ the benchmark measures, as an operator over SSH would see it:
   change the state several times a second;
 * refresh: how long each refresh took, as the console measured it itself
   (ROOST_CONSOLE_STATS): the poll in its worker thread, and showing what
-  changed in the panes on the event loop;
+  changed in the panes on the event loop; and how long key presses waited
+  between the terminal's input thread and the event loop;
 * the console's resident memory after all that.
 """
 
@@ -285,7 +286,7 @@ def main() -> int:
                 term.quit()
             state.close()
         stats = json.loads(stats_file.read_text()) if stats_file.exists() else {}
-    poll, show, usage, first = (stats.get(k, {}) for k in ("poll", "show", "usage", "first"))
+    poll, show, usage, first, waits = (stats.get(k, {}) for k in ("poll", "show", "usage", "first", "keys"))
 
     def ms(figures: dict[str, float]) -> str:
         if not figures:
@@ -300,6 +301,7 @@ def main() -> int:
     rows = [
         ["key press to render, state quiet", quiet.show(), quiet.p95(), f"{len(quiet.samples)} keys"],
         ["key press to render, state changing", busy.show(), busy.p95(), f"{len(busy.samples)} keys"],
+        ["key waited for the event loop", ms(waits), p95(waits), f"{waits.get('count', 0)} keys"],
         ["refresh: poll (worker thread)", ms(poll), p95(poll), f"{poll.get('count', 0)} refreshes"],
         ["refresh: show what changed (event loop)", ms(show), p95(show), f"{show.get('count', 0)} refreshes"],
         ["usage: show new figures (event loop)", ms(usage), p95(usage), f"{usage.get('count', 0)} updates"],

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from textual import events
 from textual.app import App
 from textual.binding import Binding
 from textual.message import Message
@@ -58,13 +59,15 @@ class RefreshStats:
 
     The first refresh (everything read and shown from nothing) is kept apart
     from the ones after it, which show only what changed; ``usage`` is showing
-    new per-session figures.
+    new per-session figures; ``keys`` is how long key presses waited, from the
+    terminal's input thread to the event loop taking them.
     """
 
     first: tuple[float, float] | None = None
     polls: deque[float] = field(default_factory=lambda: deque(maxlen=5000))
     shows: deque[float] = field(default_factory=lambda: deque(maxlen=5000))
     usage: deque[float] = field(default_factory=lambda: deque(maxlen=5000))
+    keys: deque[float] = field(default_factory=lambda: deque(maxlen=5000))
 
     def add(self, poll: float, show: float) -> None:
         if self.first is None:
@@ -87,7 +90,13 @@ class RefreshStats:
             }
 
         first = {"poll_ms": self.first[0] * 1000, "show_ms": self.first[1] * 1000} if self.first else {}
-        return {"first": first, "poll": figures(self.polls), "show": figures(self.shows), "usage": figures(self.usage)}
+        return {
+            "first": first,
+            "poll": figures(self.polls),
+            "show": figures(self.shows),
+            "usage": figures(self.usage),
+            "keys": figures(self.keys),
+        }
 
 
 class RoostConsole(App[int]):
@@ -134,6 +143,11 @@ class RoostConsole(App[int]):
         self._timer: Timer | None = None
         self._shown_errors: set[str] = set()
         engine.on_wait = lambda message: self.notify(message, timeout=4, markup=False)
+
+    async def on_event(self, event: events.Event) -> None:
+        if isinstance(event, events.Key):
+            self.stats.keys.append(time.monotonic() - event.time)
+        await super().on_event(event)
 
     def get_default_screen(self) -> MainScreen:
         return MainScreen()

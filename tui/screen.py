@@ -79,6 +79,7 @@ class MainScreen(Screen[None]):
         self.detail = DetailPanel()
         self.events = EventLog(self._clock)
         self._pending_session: str | None = None
+        self._footer_state: tuple[bool | None, ...] = ()
 
     def _clock(self) -> float:
         return self.console.clock()
@@ -146,7 +147,7 @@ class MainScreen(Screen[None]):
             self.events.add(snapshot.events)
         if changed - {"events"}:
             self.show_detail()
-            self.refresh_bindings()
+            self._update_footer()
 
     def apply_usage(self) -> None:
         app = self.console
@@ -207,7 +208,7 @@ class MainScreen(Screen[None]):
             self.show_detail()
         if table is self.sessions_pane.table:
             self.console.usage_first = key
-        self.refresh_bindings()
+        self._update_footer()
 
     def on_descendant_focus(self, event: events.DescendantFocus) -> None:
         node: Widget | None = event.widget
@@ -225,7 +226,7 @@ class MainScreen(Screen[None]):
             panes.set_class(other == name, f"-show-{other}")
         self.query_one(TopBar).show_active(name)
         self.show_detail()
-        self.refresh_bindings()
+        self._update_footer()
 
     def action_show_pane(self, name: str) -> None:
         if name not in PANES:
@@ -260,6 +261,13 @@ class MainScreen(Screen[None]):
         )
 
     # --- verbs -----------------------------------------------------------------------------
+
+    def _update_footer(self) -> None:
+        """Refresh the footer only when what the verbs allow changed (it rebuilds itself each time)."""
+        state = tuple(self.check_action(a, ()) for a in (*IMAGE_VERBS, *SESSION_VERBS, "rollback"))
+        if state != self._footer_state:
+            self._footer_state = state
+            self.refresh_bindings()
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action in IMAGE_VERBS:
