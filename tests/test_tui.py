@@ -339,6 +339,29 @@ def test_run_a_command_and_show_its_output(bb2: Env) -> None:
     assert env.sh(sid, "test -e /root/ran").code == 0
 
 
+def test_closing_the_output_stops_a_command_that_keeps_running(bb2: Env) -> None:
+    env = bb2
+    sid = env.begin()
+
+    async def scenario(pilot: Pilot[Any], app: RoostConsole) -> None:
+        await until(pilot, lambda: sid in app.main.sessions_pane.table.model)
+        _select(app, sid)
+        await pilot.press("x")
+        await until(pilot, lambda: isinstance(app.screen, PromptDialog))
+        await pilot.press(*"trap '' TERM; echo started; sleep 300 & wait", "enter")
+        await until(pilot, lambda: isinstance(app.screen, OutputDialog) and "started" in screen_text(app))
+        dialog = app.screen
+        assert isinstance(dialog, OutputDialog) and dialog.pid is not None
+        started.append(dialog.pid)
+        await pilot.press("escape")
+        await until(pilot, lambda: "run" not in app.operations.busy.values())
+
+    started: list[int] = []
+    drive(env, scenario)
+    with pytest.raises(ProcessLookupError):  # the shell ignored TERM, so it got KILL, and was reaped
+        os.kill(started[0], 0)
+
+
 def test_enter_hands_the_terminal_to_a_login_shell_and_comes_back(bb2: Env, tmp_path: Path) -> None:
     env = bb2
     sid = env.begin()

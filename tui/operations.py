@@ -9,6 +9,9 @@ being ended is told so instead of racing the first.
 from __future__ import annotations
 
 import os
+import select
+import signal
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -350,6 +353,11 @@ class Operations:
         pending = b""
         try:
             while True:
+                ready, _, _ = select.select([read_end], [], [], 0.2)
+                if not ready:
+                    if dialog.closed:
+                        break  # nobody reads any more: stop, even if something inside keeps the pipe
+                    continue
                 chunk = os.read(read_end, 1 << 16)
                 if not chunk:
                     break
@@ -363,8 +371,32 @@ class Operations:
                 app.call_from_thread(dialog.add, pending.decode("utf-8", "replace"))
         finally:
             os.close(read_end)
-            _, status = os.waitpid(pid, 0)
-        return process.exit_code(status)
+            code = _reap(pid, dialog)
+        return code
+
+
+def _reap(pid: int, dialog: OutputDialog) -> int:
+    """Wait for the command; once its dialog is closed, TERM it, then KILL it 2 s later."""
+    deadline: float | None = None
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return process.exit_code(status)
+        if dialog.closed:
+            now = time.monotonic()
+            if deadline is None:
+                deadline = now + 2.0
+                _kill(pid, signal.SIGTERM)
+            elif now > deadline:
+                _kill(pid, signal.SIGKILL)
+        time.sleep(0.05)
+
+
+def _kill(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
 
 
 def _status(code: int, interrupted: bool) -> str:

@@ -114,6 +114,7 @@ class OutputDialog(ModalScreen[None]):
         self.pid: int | None = None
         self.finished = False
         self.interrupted = False
+        self.closed = False
 
     def compose(self) -> ComposeResult:
         with Vertical(id="output-box") as box:
@@ -142,6 +143,7 @@ class OutputDialog(ModalScreen[None]):
 
     def action_close(self) -> None:
         self._signal()
+        self.closed = True
         self.dismiss(None)
 
     def _signal(self) -> None:
