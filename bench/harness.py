@@ -47,6 +47,10 @@ class Figure:
     def show(self) -> str:
         return f"{self.median * 1000:8.1f} ms ({self.low * 1000:.1f}–{self.high * 1000:.1f})"
 
+    def p95(self) -> str:
+        ordered = sorted(self.samples)
+        return f"{ordered[min(len(ordered) - 1, int(len(ordered) * 0.95))] * 1000:.1f} ms"
+
 
 def timed(argv: Sequence[str], env: dict[str, str] | None = None, capture: bool = False) -> tuple[float, str]:
     """Run a whole process; its wall time and (optionally) its stdout. Fails loudly."""

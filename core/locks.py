@@ -268,15 +268,16 @@ class LockState(Struct, frozen=True):
         }
 
 
-def kernel_flocks() -> dict[int, list[tuple[int, str, bool]]]:
-    """Inode -> [(pid, "WRITE"|"READ", blocked)] from /proc/locks, flock entries only."""
+def kernel_flocks(text: str | None = None) -> dict[int, list[tuple[int, str, bool]]]:
+    """Inode -> [(pid, "WRITE"|"READ", blocked)] from /proc/locks (or *text* read from it), flock entries only."""
     table: dict[int, list[tuple[int, str, bool]]] = {}
-    try:
-        with open("/proc/locks", encoding="ascii", errors="replace") as f:
-            lines = f.read().splitlines()
-    except OSError:
-        return table
-    for line in lines:
+    if text is None:
+        try:
+            with open("/proc/locks", encoding="ascii", errors="replace") as f:
+                text = f.read()
+        except OSError:
+            return table
+    for line in text.splitlines():
         parts = line.split()
         blocked = len(parts) > 1 and parts[1] == "->"
         if blocked:
@@ -292,13 +293,14 @@ def kernel_flocks() -> dict[int, list[tuple[int, str, bool]]]:
     return table
 
 
-def lock_states(lock_dir: str) -> list[LockState]:
-    """Every lock in *lock_dir* that is held, stale or waited for."""
+def lock_states(lock_dir: str, kernel: dict[int, list[tuple[int, str, bool]]] | None = None) -> list[LockState]:
+    """Every lock in *lock_dir* that is held, stale or waited for (*kernel*: a :func:`kernel_flocks` table)."""
     try:
         names = sorted(os.listdir(lock_dir))
     except FileNotFoundError:
         return []
-    kernel = kernel_flocks()
+    if kernel is None:
+        kernel = kernel_flocks()
     out: list[LockState] = []
     for name in names:
         path = os.path.join(lock_dir, name)
@@ -313,10 +315,12 @@ def lock_states(lock_dir: str) -> list[LockState]:
             continue
         lock = name.removesuffix(LOCK_SUFFIX)
         try:
-            inode = os.stat(path, follow_symlinks=False).st_ino
+            st = os.stat(path, follow_symlinks=False)
         except FileNotFoundError:
             continue
-        rec = _read_record(path)
+        inode = st.st_ino
+        # Released locks are empty files (a session's stays until it ends): nothing to read.
+        rec = _read_record(path) if st.st_size else None
         holders = [h for h in kernel.get(inode, []) if not h[2]]
         writers = [h for h in holders if h[1] == "WRITE"]
         if writers:

@@ -224,11 +224,18 @@ def exec_launch(launch: Launch) -> None:
     _fail(f"{program}: {error.strerror}", 126)
 
 
-def spawn(launch: Launch, *, stdin: int = 0, stdout: int = 1, stderr: int = 2) -> int:
-    """Fork a child that runs *launch*; returns its pid (wait for it with os.waitpid)."""
+def spawn(launch: Launch, *, stdin: int = 0, stdout: int = 1, stderr: int = 2, foreground: int | None = None) -> int:
+    """Fork a child that runs *launch*; returns its pid (wait for it with os.waitpid).
+
+    With *foreground* (a terminal's descriptor), the child becomes a process
+    group of its own and the terminal's foreground group, as a shell starts a
+    job: see :func:`run_foreground`.
+    """
     pid = os.fork()
     if pid == 0:
         try:
+            if foreground is not None:
+                _become_foreground(foreground)
             for target, fd in ((0, stdin), (1, stdout), (2, stderr)):
                 if fd != target:
                     os.dup2(fd, target)
@@ -239,6 +246,54 @@ def spawn(launch: Launch, *, stdin: int = 0, stdout: int = 1, stderr: int = 2) -
             finally:
                 os._exit(127)
     return pid
+
+
+def _become_foreground(tty: int) -> None:
+    """In a child: a process group of its own, in the foreground of *tty* (SIGTTOU ignored meanwhile)."""
+    import _signal
+
+    old = _signal.signal(_signal.SIGTTOU, _signal.SIG_IGN)
+    try:
+        os.setpgid(0, 0)
+        os.tcsetpgrp(tty, os.getpid())
+    except OSError:
+        pass
+    finally:
+        _signal.signal(_signal.SIGTTOU, old)
+
+
+def run_foreground(launch: Launch, *, stdin: int = 0, stdout: int = 1, stderr: int = 2) -> int:
+    """Run *launch* as the terminal's foreground job, wait for it, take the terminal back.
+
+    What a shell does for a command: the child gets a process group of its
+    own and the terminal, so the keys that send signals (ctrl+c, ctrl+\\,
+    ctrl+z) reach it and not the caller; when it exits, the caller's group is
+    put back in the foreground. Without a terminal on *stdin* it is a plain
+    fork and wait. Returns the exit code as a shell reports it.
+    """
+    import signal
+
+    tty = stdin if os.isatty(stdin) else None
+    pid = spawn(launch, stdin=stdin, stdout=stdout, stderr=stderr, foreground=tty)
+    if tty is not None:
+        # Both sides set the group, as shells do: whichever runs first wins the race.
+        try:
+            os.setpgid(pid, pid)
+            os.tcsetpgrp(tty, pid)
+        except OSError:
+            pass
+    try:
+        _, status = os.waitpid(pid, 0)
+    finally:
+        if tty is not None:
+            old = signal.signal(signal.SIGTTOU, signal.SIG_IGN)
+            try:
+                os.tcsetpgrp(tty, os.getpgrp())
+            except OSError:
+                pass
+            finally:
+                signal.signal(signal.SIGTTOU, old)
+    return exit_code(status)
 
 
 def exit_code(status: int) -> int:

@@ -1,0 +1,561 @@
+"""The console driven by Pilot against real state roots with real (overlay, busybox) sessions.
+
+Every test asserts on the engine's state afterwards, not only on the screen.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import html
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from textual.pilot import Pilot
+
+from tests.conftest import Env
+from tui.app import RoostConsole
+from tui.widgets.dialogs import ConfirmDialog, OutputDialog, PromptDialog
+from tui.widgets.help import HelpScreen
+
+Scenario = Callable[[Pilot[Any], RoostConsole], Awaitable[None]]
+
+
+def drive(env: Env, scenario: Scenario, *, size: tuple[int, int] = (160, 48), **kw: Any) -> RoostConsole:
+    """Run the console on *env*'s state root and play *scenario* against it."""
+    app = RoostConsole(env.engine(), host="test-host", interval=0.1, usage_interval=0.3, **kw)
+
+    async def main() -> None:
+        async with app.run_test(size=size) as pilot:
+            await until(pilot, lambda: app.loaded)
+            await scenario(pilot, app)
+            await app.workers.wait_for_complete()
+
+    asyncio.run(main())
+    return app
+
+
+async def until(pilot: Pilot[Any], predicate: Callable[[], object], timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {predicate}")
+        await pilot.pause(0.05)
+
+
+async def shown(pilot: Pilot[Any], app: RoostConsole, screen: type) -> str:
+    """Wait for a screen of type *screen*, let it draw, and return the terminal's text."""
+    await until(pilot, lambda: isinstance(app.screen, screen))
+    await pilot.pause(0.2)
+    return screen_text(app)
+
+
+def sessions(env: Env) -> dict[str, dict[str, Any]]:
+    return {s["id"]: s for s in env.roost("session", "list", "--json").json()}
+
+
+def notes(app: RoostConsole) -> list[str]:
+    return [n.message for n in app._notifications]
+
+
+def screen_text(app: RoostConsole) -> str:
+    """What the terminal shows (all screens composited), as plain text."""
+    svg = app.export_screenshot()
+    lines = re.findall(r"<text [^>]*>(.*?)</text>", svg)
+    return html.unescape(" ".join(lines)).replace("\xa0", " ")
+
+
+def end_all(env: Env) -> None:
+    for sid in sessions(env):
+        env.ok("session", "end", sid)
+
+
+@pytest.fixture
+def bb2(bb: Env) -> Iterator[Env]:
+    """Image bb, ended sessions cleaned up after the test."""
+    yield bb
+    end_all(bb)
+
+
+# --- what it shows ---------------------------------------------------------------------------
+
+
+def test_console_shows_images_sessions_locks_history_and_follows_other_processes(bb2: Env) -> None:
+    env = bb2
+    first = env.begin()
+    maint = env.begin("bb", "--maintenance")
+    other: dict[str, str] = {}
+
+    async def scenario(pilot: Pilot[Any], app: RoostConsole) -> None:
+        main = app.main
+        await until(pilot, lambda: {first, maint} <= set(main.sessions_pane.table.model))
+        assert set(main.images_pane.table.model) == {"bb"}
+        assert main.images_pane.images["bb"].sessions == 2
+        assert [g.generation for g in main.history_pane.generations] == [1]
+        assert any(s.lock == "writer.bb" and s.mode == "lease" for s in main.locks_pane.locks)
+        # Another process begins and ends sessions: the console follows on its own.
+        other["sid"] = env.begin()
+        await until(pilot, lambda: other["sid"] in main.sessions_pane.table.model)
+        env.ok("session", "end", other["sid"])
+        await until(pilot, lambda: other["sid"] not in main.sessions_pane.table.model)
+        # Journal events of other processes show up in the event log.
+        await until(pilot, lambda: any(e.get("session") == other["sid"] for e in main.events.entries))
+        # Processes and disk use are measured in the background.
+        await until(pilot, lambda: first in app.usage and app.usage[first].measured)
+        assert "mounted" in screen_text(app)
+
+    drive(env, scenario)
+    assert set(sessions(env)) == {first, maint}
+
+
+def test_locks_pane_shows_holders_stale_records_and_kernel_waiters(bb2: Env) -> None:
+    env = bb2
+    lock_dir = env.run / "locks"
+    path = lock_dir / "image.bb.lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    os.pwrite(fd, json.dumps({"pid": os.getpid(), "user": "alice", "operation": "gc", "since": "x"}).encode(), 0)
+    waiter = subprocess.Popen(
+        [sys.executable, "-c", f"import fcntl,os; fd=os.open({str(path)!r}, os.O_RDWR); fcntl.flock(fd, fcntl.LOCK_EX)"]
+    )
+    stale = lock_dir / "image.gone.lock"
+    stale.write_text(
+        json.dumps({"pid": 999999, "user": "bob", "operation": "promote", "since": "2026-01-01T00:00:00Z"})
+    )
+
+    async def scenario(pilot: Pilot[Any], app: RoostConsole) -> None:
+        def states() -> dict[tuple[str, str], Any]:
+            return {(s.lock, s.mode): s for s in app.main.locks_pane.locks}
+
+        await until(pilot, lambda: ("image.bb", "waiting") in states())
+        held = states()[("image.bb", "exclusive")]
+        assert held.pid == os.getpid() and held.user == "alice" and not held.stale
+        assert states()[("image.bb", "waiting")].pid == waiter.pid
+        gone = states()[("image.gone", "exclusive")]
+        assert gone.stale and gone.user == "bob"
+        await pilot.press("4")
+        assert app.main.active == "locks"
+
+    try:
+        drive(env, scenario)
+    finally:
+        os.close(fd)
+        waiter.wait(timeout=10)
+        stale.unlink()
+
+
+# --- what it does: images ---------------------------------------------------------------------
+
+
+def test_begin_ordinary_and_maintenance_sessions_from_the_images_pane(bb2: Env) -> None:
+    env = bb2
+
+    async def scenario(pilot: Pilot[Any], app: RoostConsole) -> None:
+        await pilot.press("1")
+        await until(pilot, lambda: app.main.images_pane.selected == "bb")
+        await pilot.press("b")
+        await until(pilot, lambda: len(app.main.sessions_pane.sessions) == 1)
+        await pilot.press("1", "m")
+        await until(pilot, lambda: len(app.main.sessions_pane.sessions) == 2)
+        # The new session is highlighted in the sessions pane.
+        await until(pilot, lambda: app.main.active == "sessions")
+
+    drive(env, scenario)
+    kinds = sorted(s["kind"] for s in sessions(env).values())
+    assert kinds == ["maintenance", "ordinary"]
+    assert all(s["state"] == "mounted" for s in sessions(env).values())
+    assert env.roost("image", "info", "bb", "--json").json()["writer"] is not None
+
+
+def _promote_times(env: Env, n: int) -> None:
+    for i in range(n):
+        sid = env.begin("bb", "--maintenance")
+        env.sh(sid, f"echo {i} > /root/gen-{i}")
+        env.ok("session", "promote", sid, "-m", f"step {i}")
+
+
+def test_rollback_from_the_history_pane_after_confirmation(bb2: Env) -> None:
+    env = bb2
+    _promote_times(env, 2)  # generations 1, 2, 3
+
+    async def scenario(pilot: Pilot[Any], app: RoostConsole) -> None:
+        await pilot.press("3")
+        await until(pilot, lambda: len(app.main.history_pane.generations) == 3)
+        app.main.history_pane.table.select_key("1")
+        await pilot.press("r")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmDialog))
+        assert "generation 1" in screen_text(app) and "bb" in screen_text(app)
+        await pilot.press("n")  # cancelled: nothing changes
+        await pilot.pause(0.2)
+        assert env.roost("image", "info", "bb", "--json").json()["current"] == 3
+        await pilot.press("r")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmDialog))
+        await pilot.press("y")
+        await until(pilot, lambda: app.main.images_pane.images["bb"].current == 1)
+        await until(pilot, lambda: next(g for g in app.main.history_pane.generations if g.current).generation == 1)
+
+    drive(env, scenario)
+    history = env.roost("image", "history", "bb", "--json").json()
+    assert [g["generation"] for g in history if g["current"]] == [1]
+
+
+def test_gc_names_what_it_deletes_and_deletes_it(bb2: Env) -> None:
+    env = bb2
+    env.config.write_text(env.config.read_text() + "retention: 1\n")
+    _promote_times(env, 2)  # 1, 2, 3
+    env.ok("image", "rollback", "bb", "1")
+    _promote_times(env, 1)  # 4 on top of 1: 2 and 3 are a dead branch
+
+    async def scenario(pilot: Pilot[Any], app: RoostConsole) -> None:
+        await pilot.press("1", "g")
+        text = await shown(pilot, app, ConfirmDialog)
+        assert "2, 3" in text and "bb" in text
+        await pilot.press("y")
+        await until(pilot, lambda: len(app.main.history_pane.generations) == 2)
+
+    drive(env, scenario)
+    assert [g["generation"] for g in env.roost("image", "history", "bb", "--json").json()] == [1, 4]
+
+
+# --- what it does: sessions -------------------------------------------------------------------
+
+
+def _select(app: RoostConsole, sid: str) -> None:
+    app.main.action_show_pane("sessions")
+    assert app.main.sessions_pane.table.select_key(sid)
+
+
+def test_end_session_names_what_is_lost_and_leaves_nothing(bb2: Env) -> None:
+    env = bb2
+    sid = env.begin()
+    env.sh(sid, "dd if=/dev/zero of=/root/big bs=64k count=32 2>/dev/null")
+
+    async def scenario(pilot: Pilot[Any], app: RoostConsole) -> None:
+        await until(pilot, lambda: sid in app.main.sessions_pane.table.model)
+        _select(app, sid)
+        await pilot.press("d")
+        text = await shown(pilot, app, ConfirmDialog)
+        assert sid in text and "Lost for good" in text and "MiB written since it began" in text
+        await pilot.press("n")
+        await pilot.pause(0.2)
+        assert sid in sessions(env)
+        await pilot.press("d")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmDialog))
+        await pilot.press("y")
+        await until(pilot, lambda: sid not in app.main.sessions_pane.table.model)
+
+    drive(env, scenario)
+    assert sid not in sessions(env)
+    assert not (env.run / "mnt" / sid).exists()
+    assert not (env.state / "sessions" / sid).exists()
+
+
+def test_promote_asks_for_a_message_and_makes_the_next_generation(bb2: Env) -> None:
+    env = bb2
+    sid = env.begin("bb", "--maintenance")
+    env.sh(sid, "echo promoted > /root/marker")
+
+    async def scenario(pilot: Pilot[Any], app: RoostConsole) -> None:
+        await until(pilot, lambda: sid in app.main.sessions_pane.table.model)
+        _select(app, sid)
+        await pilot.press("p")
+        await until(pilot, lambda: isinstance(app.screen, PromptDialog))
+        assert "generation 2" in screen_text(app) and sid in screen_text(app)
+        await pilot.press(*"add marker", "enter")
+        await until(pilot, lambda: app.main.images_pane.images["bb"].current == 2)
+
+    drive(env, scenario)
+    history = env.roost("image", "history", "bb", "--json").json()
+    assert history[-1]["generation"] == 2 and history[-1]["message"] == "add marker" and history[-1]["current"]
+    assert sid not in sessions(env)
+    probe = env.begin()
+    assert env.sh(probe, "cat /root/marker").out == "promoted\n"
+
+
+def test_promote_is_refused_clearly_when_the_base_is_no_longer_current(bb2: Env) -> None:
+    env = bb2
+    old = env.begin()  # cloned from generation 1
+    _promote_times(env, 1)  # bb is now at generation 2
+
+    async def scenario(pilot: Pilot[Any], app: RoostConsole) -> None:
+        await until(pilot, lambda: old in app.main.sessions_pane.table.model)
+        _select(app, old)
+        await pilot.press("p")
+        await until(pilot, lambda: any("not" in n or "cannot promote" in n for n in notes(app)))
+        assert not isinstance(app.screen, PromptDialog)
+        message = next(n for n in notes(app) if "cannot promote" in n)
+        assert "generation 1" in message and "generation 2" in message
+
+    drive(env, scenario)
+    assert env.roost("image", "info", "bb", "--json").json()["current"] == 2
+    assert old in sessions(env)
+
+
+def test_recover_remounts_a_session_that_needs_it(bb2: Env) -> None:
+    env = bb2
+    sid = env.begin()
+    env.sh(sid, "echo kept > /root/kept")
+    subprocess.run(["umount", "-R", str(env.run / "mnt" / sid)], check=True)
+    assert sessions(env)[sid]["state"] == "needs-recovery"
+
+    async def scenario(pilot: Pilot[Any], app: RoostConsole) -> None:
+        await until(pilot, lambda: app.main.sessions_pane.sessions.get(sid) is not None)
+        _select(app, sid)
+        await until(pilot, lambda: app.main.selected_session() is not None)
+        assert app.main.selected_session().state == "needs-recovery"  # type: ignore[union-attr]
+        await pilot.press("r")
+        await until(pilot, lambda: app.main.sessions_pane.sessions[sid].state == "mounted")
+
+    drive(env, scenario)
+    assert sessions(env)[sid]["state"] == "mounted"
+    assert env.sh(sid, "cat /root/kept").out == "kept\n"
+
+
+def test_run_a_command_and_show_its_output(bb2: Env) -> None:
+    env = bb2
+    sid = env.begin()
+
+    async def scenario(pilot: Pilot[Any], app: RoostConsole) -> None:
+        await until(pilot, lambda: sid in app.main.sessions_pane.table.model)
+        _select(app, sid)
+        await pilot.press("x")
+        await until(pilot, lambda: isinstance(app.screen, PromptDialog))
+        await pilot.press(*"echo hello; echo oops >&2; touch /root/ran; exit 3", "enter")
+        await until(pilot, lambda: isinstance(app.screen, OutputDialog) and app.screen.finished)
+        text = screen_text(app)
+        assert "hello" in text and "oops" in text and "exit status 3" in text
+        await pilot.press("escape")
+
+    drive(env, scenario)
+    assert env.sh(sid, "test -e /root/ran").code == 0
+
+
+def test_closing_the_output_stops_a_command_that_keeps_running(bb2: Env) -> None:
+    env = bb2
+    sid = env.begin()
+
+    async def scenario(pilot: Pilot[Any], app: RoostConsole) -> None:
+        await until(pilot, lambda: sid in app.main.sessions_pane.table.model)
+        _select(app, sid)
+        await pilot.press("x")
+        await until(pilot, lambda: isinstance(app.screen, PromptDialog))
+        await pilot.press(*"trap '' TERM; echo started; sleep 300 & wait", "enter")
+        await until(pilot, lambda: isinstance(app.screen, OutputDialog) and "started" in screen_text(app))
+        dialog = app.screen
+        assert isinstance(dialog, OutputDialog) and dialog.pid is not None
+        started.append(dialog.pid)
+        await pilot.press("escape")
+        await until(pilot, lambda: "run" not in app.operations.busy.values())
+
+    started: list[int] = []
+    drive(env, scenario)
+    with pytest.raises(ProcessLookupError):  # the shell ignored TERM, so it got KILL, and was reaped
+        os.kill(started[0], 0)
+
+
+def test_enter_hands_the_terminal_to_a_login_shell_and_comes_back(bb2: Env, tmp_path: Path) -> None:
+    env = bb2
+    sid = env.begin()
+    script = tmp_path / "typed"
+    script.write_text("echo inside > /root/entered\nexit 7\n")
+    out = tmp_path / "shell-output"
+    suspended: list[bool] = []
+
+    @contextlib.contextmanager
+    def suspend() -> Iterator[None]:  # what App.suspend does on a real terminal, minus the terminal
+        suspended.append(True)
+        yield
+
+    async def scenario(pilot: Pilot[Any], app: RoostConsole) -> None:
+        await until(pilot, lambda: sid in app.main.sessions_pane.table.model)
+        stdin = os.open(script, os.O_RDONLY)
+        stdout = os.open(out, os.O_WRONLY | os.O_CREAT, 0o600)
+        app.terminal = {"stdin": stdin, "stdout": stdout, "stderr": stdout}
+        app.suspend = suspend  # type: ignore[method-assign]
+        try:
+            _select(app, sid)
+            await pilot.press("e")
+            await until(pilot, lambda: any("back from session" in n for n in notes(app)))
+        finally:
+            os.close(stdin)
+            os.close(stdout)
+        assert any("exited with 7" in n for n in notes(app))
+
+    drive(env, scenario)
+    assert suspended == [True]
+    assert env.sh(sid, "cat /root/entered").out == "inside\n"
+
+
+def test_enter_where_the_terminal_cannot_be_handed_over_says_what_to_run(bb2: Env) -> None:
+    env = bb2
+    sid = env.begin()
+
+    async def scenario(pilot: Pilot[Any], app: RoostConsole) -> None:
+        await until(pilot, lambda: sid in app.main.sessions_pane.table.model)
+        _select(app, sid)
+        await pilot.press("enter")  # same as e
+        await until(pilot, lambda: any("roost session enter" in n for n in notes(app)))
+
+    drive(env, scenario)
+    assert sessions(env)[sid]["state"] == "mounted"
+
+
+def test_engine_errors_become_notifications_not_crashes(bb2: Env) -> None:
+    env = bb2
+    _promote_times(env, 1)  # generations 1 and 2
+    maint = env.begin("bb", "--maintenance")
+
+    async def scenario(pilot: Pilot[Any], app: RoostConsole) -> None:
+        # The engine refuses a rollback while a maintenance session holds the writer lock.
+        await pilot.press("3")
+        await until(pilot, lambda: len(app.main.history_pane.generations) == 2)
+        app.main.history_pane.table.select_key("1")
+        await pilot.press("r")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmDialog))
+        await pilot.press("y")
+        await until(pilot, lambda: any("being maintained" in n for n in notes(app)))
+        error = next(n for n in app._notifications if "being maintained" in n.message)
+        assert error.severity == "error" and maint in error.message
+        assert app.is_running
+        # A session that vanished behind the console's back.
+        ghost = env.begin()
+        await until(pilot, lambda: ghost in app.main.sessions_pane.table.model)
+        app.operations.end(ghost)
+        env.ok("session", "end", ghost)
+        await until(pilot, lambda: isinstance(app.screen, ConfirmDialog) or any(ghost in n for n in notes(app)))
+        if isinstance(app.screen, ConfirmDialog):
+            await pilot.press("y")
+        await until(pilot, lambda: any(f"no session '{ghost}'" in n for n in notes(app)))
+        assert app.is_running
+
+    drive(env, scenario)
+    assert env.roost("image", "info", "bb", "--json").json()["current"] == 2
+    assert set(sessions(env)) == {maint}
+
+
+def test_end_offers_force_when_a_mount_is_kept_busy_from_outside(bb2: Env) -> None:
+    env = bb2
+    sid = env.begin()
+    holder = subprocess.Popen(["sleep", "60"], cwd=env.run / "mnt" / sid / "root")  # outside, cwd inside
+
+    async def scenario(pilot: Pilot[Any], app: RoostConsole) -> None:
+        await until(pilot, lambda: sid in app.main.sessions_pane.table.model)
+        _select(app, sid)
+        await pilot.press("d")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmDialog))
+        await pilot.press("y")
+        await until(pilot, lambda: "Force end" in screen_text(app))
+        assert str(holder.pid) in screen_text(app)
+        assert sid in sessions(env)  # refused: nothing changed yet
+        await pilot.press("y")
+        await until(pilot, lambda: sid not in app.main.sessions_pane.table.model)
+
+    try:
+        drive(env, scenario)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert sid not in sessions(env)
+
+
+def test_run_console_reports_a_bad_configuration_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "roost.yaml"
+    bad.write_text("retention: many\n")
+    monkeypatch.setenv("ROOST_CONFIG", str(bad))
+    from tui.app import run_console
+
+    assert run_console() == 2
+    err = capsys.readouterr().err
+    assert err.startswith("roost: ") and "retention" in err and err.count("\n") == 1
+
+
+# --- keys, help, palette, filter --------------------------------------------------------------
+
+
+def test_filter_and_sort_sessions(bb2: Env) -> None:
+    env = bb2
+    a = env.begin("bb", "--name", "alpha-1")
+    b = env.begin("bb", "--name", "beta-2")
+    c = env.begin("bb", "--maintenance", "--name", "gamma-3")
+
+    async def scenario(pilot: Pilot[Any], app: RoostConsole) -> None:
+        table = app.main.sessions_pane.table
+        await until(pilot, lambda: {a, b, c} <= set(table.model))
+        await pilot.press("slash", *"maint")
+        await until(pilot, lambda: set(table.model) == {c})
+        await pilot.press("enter")
+        assert table.has_focus
+        await pilot.press("escape")
+        await until(pilot, lambda: set(table.model) == {a, b, c})
+        assert table.sort_column == "id"
+        order = [table.coordinate_to_cell_key((i, 0)).row_key.value for i in range(3)]  # type: ignore[arg-type]
+        assert order == [a, b, c]
+        await pilot.press("S")
+        order = [table.coordinate_to_cell_key((i, 0)).row_key.value for i in range(3)]  # type: ignore[arg-type]
+        assert order == [c, b, a]
+        await pilot.press("s")
+        assert table.sort_column == "image"
+
+    drive(env, scenario)
+    assert set(sessions(env)) == {a, b, c}
+
+
+def test_help_lists_every_key_and_the_palette_offers_every_action(bb2: Env) -> None:
+    env = bb2
+    sid = env.begin()
+
+    async def scenario(pilot: Pilot[Any], app: RoostConsole) -> None:
+        await until(pilot, lambda: sid in app.main.sessions_pane.table.model)
+        await pilot.press("question_mark")
+        text = await shown(pilot, app, HelpScreen)
+        for word in ("Begin", "Maintain", "GC", "Enter", "Run", "Promote", "End", "Recover", "Filter", "Rollback"):
+            assert word in text, word
+        await pilot.press("escape")
+        from tui.commands import commands
+
+        _select(app, sid)
+        names = [name for name, _, _ in commands(app.main)]
+        for verb in ("Begin a session", "maintenance", "Garbage-collect", "Enter session", "Run a command", "Promote"):
+            assert any(verb in n for n in names), verb
+        assert any(n == f"End session {sid}" for n in names)
+        # Through the palette: end the selected session.
+        await pilot.press("ctrl+p")
+        await pilot.press(*f"End session {sid}")
+        await pilot.pause(0.5)
+        await pilot.press("enter")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmDialog))
+        await pilot.press("y")
+        await until(pilot, lambda: sid not in app.main.sessions_pane.table.model)
+
+    drive(env, scenario)
+    assert sid not in sessions(env)
+
+
+def test_works_at_80x24_with_no_color(bb2: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    env = bb2
+    sid = env.begin()
+    monkeypatch.setenv("NO_COLOR", "1")
+
+    async def scenario(pilot: Pilot[Any], app: RoostConsole) -> None:
+        assert app.no_color
+        await until(pilot, lambda: sid in app.main.sessions_pane.table.model)
+        text = screen_text(app)
+        assert sid[:8] in text and "Sessions" in text
+        # Narrow: one pane at a time; 1-4 switch.
+        await pilot.press("1")
+        assert app.main.images_pane.display and not app.main.sessions_pane.display
+        await pilot.press("tab")
+        assert app.main.active == "sessions"
+
+    drive(env, scenario, size=(80, 24))

@@ -1,0 +1,102 @@
+"""The console's pieces that need no state root: the diffing table, formats, cutting."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from textual.app import App, ComposeResult
+
+from tui import format as fmt
+from tui.widgets.pane import cut
+from tui.widgets.table import C, Column, DiffTable
+
+
+class TableApp(App[None]):
+    def __init__(self) -> None:
+        super().__init__()
+        self.table = DiffTable(
+            [Column("name", "NAME", 10), Column("size", "SIZE", 6, "right", gap=False)], sort_column="name"
+        )
+
+    def compose(self) -> ComposeResult:
+        yield self.table
+
+
+def rows(*items: tuple[str, int]) -> dict[str, tuple[C, ...]]:
+    return {name: (C(name), C(fmt.size(n), sort=n)) for name, n in items}
+
+
+def run(scenario: Any) -> None:
+    async def main() -> None:
+        app = TableApp()
+        async with app.run_test() as pilot:
+            await scenario(pilot, app.table)
+
+    asyncio.run(main())
+
+
+def test_diff_table_changes_only_what_differs_and_keeps_the_selection() -> None:
+    async def scenario(pilot: Any, table: DiffTable) -> None:
+        table.sync(rows(("b", 1), ("c", 2), ("a", 3)))
+        assert [table.coordinate_to_cell_key((i, 0)).row_key.value for i in range(3)] == ["a", "b", "c"]
+        assert table.select_key("b")
+        count = table._update_count
+        data_a = table._data[next(k for k in table._data if k.value == "a")]
+        table.sync(rows(("b", 1), ("c", 2048), ("a", 3), ("aa", 4)))  # c changed, aa added
+        assert table.selected_key == "b"  # the highlighted row stayed on its key
+        assert table._data[next(k for k in table._data if k.value == "a")] is data_a  # untouched row
+        assert str(table.get_cell("c", "size")).strip() == "2.0K"
+        assert table._update_count > count
+        table.sync(rows(("c", 2048), ("aa", 4)))  # b (selected) and a gone
+        assert table.selected_key in {"c", "aa"} and table.row_count == 2
+        table.set_sort("size", reverse=True)
+        assert [table.coordinate_to_cell_key((i, 0)).row_key.value for i in range(2)] == ["c", "aa"]
+
+    run(scenario)
+
+
+def test_diff_table_rebuilds_when_most_rows_go_and_fills_an_empty_table_at_once() -> None:
+    async def scenario(pilot: Any, table: DiffTable) -> None:
+        many = rows(*((f"s{i:04d}", i) for i in range(500)))
+        table.sync(many)
+        assert table.row_count == 500 and table.selected_key == "s0000"
+        assert table.select_key("s0250")
+        table.sync({k: v for k, v in many.items() if k in ("s0250", "s0499")})
+        assert table.row_count == 2 and table.selected_key == "s0250"
+
+    run(scenario)
+
+
+def test_formats_are_short_and_stable() -> None:
+    assert [fmt.size(n) for n in (None, 0, 512, 4096, 12_900_000, 1 << 30)] == [
+        "-",
+        "0",
+        "512B",
+        "4.0K",
+        "12.3M",
+        "1.0G",
+    ]
+    assert [fmt.duration(s) for s in (None, 5, 59, 60, 7199, 7200, 47 * 3600, 49 * 3600)] == [
+        "?",
+        "<1m",
+        "<1m",
+        "1m",
+        "119m",
+        "2h",
+        "47h",
+        "2d",
+    ]
+    assert fmt.stamp("2026-11-23T20:20:11Z") == "2026-11-23 20:20"
+    now = fmt.epoch("2026-11-24T09:30:00Z")
+    assert now is not None
+    assert fmt.when("2026-11-24T09:27:15Z", now) == "09:27" and fmt.when("2026-11-21T18:11:27Z", now) == "11-21"
+    assert fmt.event_target({"image": "bb", "generation": 3}) == "bb@3"
+    assert fmt.event_target({"session": "bb-1", "image": "bb"}) == "bb-1"
+
+
+def test_cut_keeps_the_unique_end_of_ids() -> None:
+    assert cut("bookworm-amd64-3f9c2a1e", 20, middle=True) == "bookworm-…4-3f9c2a1e"
+    assert cut("short", 20, middle=True) == "short"
+    assert cut("apt-get upgrade: Debian 12.9", 12) == "apt-get upg…"
+    assert len(cut("x" * 100, 7, middle=True)) == 7

@@ -1,0 +1,348 @@
+"""The main screen: four panes, the detail panel, the event log, and the verbs on the selection.
+
+Wide terminals show all four panes in a grid; narrow ones (under 120 columns)
+show one at a time, chosen with 1-4, tab or a click on the top line. Every
+verb is a screen action, so a key in the footer, a line in the help screen
+and a command in the palette all run the same code, and ``check_action``
+greys out what does not apply to the selection.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from textual import events, on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Container, Horizontal
+from textual.screen import Screen
+from textual.widget import Widget
+from textual.widgets import Footer
+
+from core.images import GenerationInfo, ImageInfo
+from core.sessions import SessionInfo
+from core.watch import Snapshot
+
+from .widgets.detail import DetailPanel, generation_detail, image_detail, lock_detail, session_detail
+from .widgets.events import EventLog
+from .widgets.help import HelpScreen
+from .widgets.history import HistoryPane
+from .widgets.images import ImagesPane
+from .widgets.locks import LocksPane
+from .widgets.pane import Pane
+from .widgets.sessions import SessionsPane
+from .widgets.table import DiffTable
+from .widgets.topbar import TopBar
+
+if TYPE_CHECKING:
+    from .app import RoostConsole
+
+PANES = ("images", "sessions", "history", "locks")
+
+HINTS = {
+    "images": "No images yet. Create one in a shell: sudo roost image create NAME --mmdebstrap bookworm",
+    "sessions": "No sessions. Pick an image (1) and press b to begin one, m for a maintenance session.",
+    "history": "Pick an image (1) to see its generations.",
+    "locks": "Nobody holds or waits for a lock.",
+}
+
+#: Which verbs need what kind of selection.
+IMAGE_VERBS = {"begin", "begin_maintenance", "gc"}
+SESSION_VERBS = {"enter_session", "run_command", "promote", "end_session", "recover"}
+
+
+class MainScreen(Screen[None]):
+    AUTO_FOCUS = None
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (120, "-wide")]
+
+    BINDINGS: ClassVar = [
+        Binding("1", "show_pane('images')", "Images", show=False, id="pane.images"),
+        Binding("2", "show_pane('sessions')", "Sessions", show=False, id="pane.sessions"),
+        Binding("3", "show_pane('history')", "History", show=False, id="pane.history"),
+        Binding("4", "show_pane('locks')", "Locks", show=False, id="pane.locks"),
+        Binding("tab", "next_pane", "Next pane", show=False, id="pane.next"),
+        Binding("shift+tab", "previous_pane", "Previous pane", show=False, id="pane.previous"),
+        Binding("slash", "filter", "Filter", show=False, key_display="/", id="filter"),
+        Binding("ctrl+r", "refresh", "Refresh", show=False, id="refresh", tooltip="Read everything again now"),
+        Binding("colon", "app.command_palette", "Commands", show=False, key_display=":", id="palette"),
+        Binding("question_mark", "help", "Help", key_display="?", id="help"),
+        Binding("q", "app.quit", "Quit", id="quit"),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.active = "sessions"
+        self.images_pane = ImagesPane()
+        self.sessions_pane = SessionsPane()
+        self.history_pane = HistoryPane()
+        self.locks_pane = LocksPane()
+        self.detail = DetailPanel()
+        self.events = EventLog(self._clock)
+        self._pending_session: str | None = None
+        self._footer_state: tuple[bool | None, ...] = ()
+
+    def _clock(self) -> float:
+        return self.console.clock()
+
+    @property
+    def console(self) -> RoostConsole:
+        return self.app  # type: ignore[return-value]
+
+    def compose(self) -> ComposeResult:
+        yield TopBar(self.console.host, self.console.engine.store.root)
+        with Container(id="panes", classes=f"-show-{self.active}"):
+            yield self.images_pane
+            yield self.sessions_pane
+            yield self.history_pane
+            yield self.locks_pane
+        with Horizontal(id="bottom"):
+            yield self.detail
+            yield self.events
+        yield Footer(compact=True)
+
+    def on_mount(self) -> None:
+        self.action_show_pane(self.active)
+
+    def on_resize(self, event: events.Resize) -> None:
+        # Crossing the narrow/wide breakpoint hides and shows panes, which can take
+        # the focus away; the active pane gets it back once the layout settled.
+        self.call_after_refresh(self._refocus)
+
+    def on_screen_resume(self) -> None:
+        self.call_after_refresh(self._refocus)
+
+    def _refocus(self) -> None:
+        if self.focused is None and self.is_current:
+            self.pane(self.active).table.focus()
+
+    def pane(self, name: str) -> Pane:
+        return {
+            "images": self.images_pane,
+            "sessions": self.sessions_pane,
+            "history": self.history_pane,
+            "locks": self.locks_pane,
+        }[name]
+
+    # --- data ----------------------------------------------------------------------------
+
+    def apply(self, snapshot: Snapshot) -> None:
+        """Show what changed; unchanged panes are not touched."""
+        app = self.console
+        now = app.clock()
+        changed = snapshot.changed
+        if "images" in changed:
+            self.images_pane.show(snapshot.images)
+            if app.history_image is None and self.images_pane.selected is not None:
+                app.history_image = self.images_pane.selected
+                app.request_refresh()
+        if "sessions" in changed:
+            self.sessions_pane.show(snapshot.sessions, app.usage, now)
+            if self._pending_session is not None and self.sessions_pane.table.select_key(self._pending_session):
+                self._pending_session = None
+        if "history" in changed:
+            self.history_pane.show(snapshot.history_image, snapshot.history)
+        if "locks" in changed:
+            self.locks_pane.show(snapshot.locks, now)
+        if snapshot.events:
+            self.events.add(snapshot.events)
+        if changed - {"events"}:
+            self.show_detail()
+            self._update_footer()
+
+    def apply_usage(self) -> None:
+        app = self.console
+        self.sessions_pane.show(self.sessions_pane.sessions, app.usage, app.clock())
+        if self.active == "sessions":
+            self.show_detail()
+
+    def tick(self) -> None:
+        """Time passed: ages and held-for durations (only cells whose text changes are redrawn)."""
+        now = self.console.clock()
+        self.sessions_pane.show(self.sessions_pane.sessions, self.console.usage, now)
+        self.locks_pane.show(self.locks_pane.locks, now)
+
+    def select_session(self, sid: str) -> None:
+        """Highlight *sid* in the sessions pane, now or as soon as a refresh shows it."""
+        self.action_show_pane("sessions")
+        if not self.sessions_pane.table.select_key(sid):
+            self._pending_session = sid
+
+    # --- selection and detail ----------------------------------------------------------
+
+    def selected_image(self) -> ImageInfo | None:
+        key = self.images_pane.selected
+        return self.images_pane.images.get(key) if key is not None else None
+
+    def selected_session(self) -> SessionInfo | None:
+        return self.sessions_pane.selected_info()
+
+    def selected_generation(self) -> tuple[str, GenerationInfo] | None:
+        g = self.history_pane.selected_generation()
+        image = self.history_pane.image
+        return (image, g) if g is not None and image is not None else None
+
+    def show_detail(self) -> None:
+        now = self.console.clock()
+        item: Any = None
+        if self.active == "images":
+            image = self.selected_image()
+            item = image_detail(image) if image else None
+        elif self.active == "sessions":
+            info = self.selected_session()
+            item = session_detail(info, self.console.usage.get(info.session.id), now) if info else None
+        elif self.active == "history":
+            found = self.selected_generation()
+            item = generation_detail(*found) if found else None
+        else:
+            lock = self.locks_pane.selected_lock()
+            item = lock_detail(lock, now) if lock else None
+        self.detail.show(item if item is not None else HINTS[self.active])
+
+    @on(DiffTable.SelectionChanged)
+    def _selection_changed(self, event: DiffTable.SelectionChanged) -> None:
+        table, key = event.table, event.key
+        if table is self.images_pane.table and key is not None and self.console.history_image != key:
+            self.console.history_image = key
+            self.console.request_refresh()
+        if table is self.pane(self.active).table:
+            self.show_detail()
+        if table is self.sessions_pane.table:
+            self.console.usage_first = key
+        self._update_footer()
+
+    def on_descendant_focus(self, event: events.DescendantFocus) -> None:
+        node: Widget | None = event.widget
+        while node is not None and not isinstance(node, Pane):
+            node = node.parent  # type: ignore[assignment]
+        if node is not None and self.active != node.PANE:
+            self._activate(node.PANE)
+
+    # --- panes -----------------------------------------------------------------------------
+
+    def _activate(self, name: str) -> None:
+        self.active = name
+        panes = self.query_one("#panes")
+        for other in PANES:
+            panes.set_class(other == name, f"-show-{other}")
+        self.query_one(TopBar).show_active(name)
+        self.show_detail()
+        self._update_footer()
+
+    def action_show_pane(self, name: str) -> None:
+        if name not in PANES:
+            return
+        self._activate(name)
+        self.pane(name).table.focus()
+
+    def action_next_pane(self) -> None:
+        self.action_show_pane(PANES[(PANES.index(self.active) + 1) % len(PANES)])
+
+    def action_previous_pane(self) -> None:
+        self.action_show_pane(PANES[(PANES.index(self.active) - 1) % len(PANES)])
+
+    def action_filter(self) -> None:
+        self.action_show_pane("sessions")
+        self.sessions_pane.action_filter()
+
+    def action_refresh(self) -> None:
+        self.console.request_refresh(force=True)
+        self.notify("reading everything again", timeout=1.5)
+
+    def action_help(self) -> None:
+        self.app.push_screen(
+            HelpScreen(
+                [
+                    ("Images (1)", ImagesPane.BINDINGS, ImagesPane.HELP),
+                    ("Sessions (2)", SessionsPane.BINDINGS, SessionsPane.HELP),
+                    ("History (3)", HistoryPane.BINDINGS, HistoryPane.HELP),
+                    ("Everywhere", [*self.BINDINGS, *self.app.BINDINGS], ""),
+                ]
+            )
+        )
+
+    # --- verbs -----------------------------------------------------------------------------
+
+    def _update_footer(self) -> None:
+        """Refresh the footer only when what the verbs allow changed (it rebuilds itself each time)."""
+        state = tuple(self.check_action(a, ()) for a in (*IMAGE_VERBS, *SESSION_VERBS, "rollback"))
+        if state != self._footer_state:
+            self._footer_state = state
+            self.refresh_bindings()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action in IMAGE_VERBS:
+            return True if self.selected_image() is not None else None
+        if action in SESSION_VERBS:
+            info = self.selected_session()
+            if info is None:
+                return None
+            if action == "recover":
+                return True if info.state == "needs-recovery" else None
+            if action in ("enter_session", "run_command", "promote") and info.state not in (
+                "mounted",
+                "needs-recovery",
+            ):
+                return None
+            return True
+        if action == "rollback":
+            found = self.selected_generation()
+            return True if found is not None and not found[1].current else None
+        return True
+
+    def _image(self) -> str | None:
+        image = self.selected_image()
+        if image is None:
+            self.notify("select an image first (1)", severity="warning")
+            return None
+        return image.name
+
+    def _session(self) -> str | None:
+        info = self.selected_session()
+        if info is None:
+            self.notify("select a session first (2)", severity="warning")
+            return None
+        return info.session.id
+
+    def action_begin(self) -> None:
+        if (name := self._image()) is not None:
+            self.console.operations.begin(name, maintenance=False)
+
+    def action_begin_maintenance(self) -> None:
+        if (name := self._image()) is not None:
+            self.console.operations.begin(name, maintenance=True)
+
+    def action_gc(self) -> None:
+        if (name := self._image()) is not None:
+            self.console.operations.gc(name)
+
+    def action_rollback(self) -> None:
+        found = self.selected_generation()
+        if found is None:
+            self.notify("select a generation in the history pane first (3)", severity="warning")
+            return
+        image, g = found
+        if g.current:
+            self.notify(f"generation {g.generation} is already current for {image}", severity="warning")
+            return
+        current = next((x.generation for x in self.history_pane.generations if x.current), 0)
+        self.console.operations.rollback(image, g.generation, current)
+
+    def action_enter_session(self) -> None:
+        if (sid := self._session()) is not None:
+            self.console.operations.enter(sid)
+
+    def action_run_command(self) -> None:
+        if (sid := self._session()) is not None:
+            self.console.operations.run_command(sid)
+
+    def action_promote(self) -> None:
+        if (sid := self._session()) is not None:
+            self.console.operations.promote(sid)
+
+    def action_end_session(self) -> None:
+        if (sid := self._session()) is not None:
+            self.console.operations.end(sid)
+
+    def action_recover(self) -> None:
+        if (sid := self._session()) is not None:
+            self.console.operations.recover(sid)
