@@ -17,7 +17,6 @@ waits for it (their pids differ per run, so snapshot tests leave them out).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import shutil
@@ -213,7 +212,7 @@ class Demo:
         """Rewrite what people read (times, sizes, authors, messages) to the demo's fixed story."""
         for image, number, when, author, message, mib in HISTORY:
             meta = generations.read_meta(store, image, number)
-            fixed = dataclasses.replace(meta, created=when, author=author, message=message, size=int(mib * MIB))
+            fixed = meta.replace(created=when, author=author, message=message, size=int(mib * MIB))
             generations.write_meta(store, image, fixed)
         for sid, *_rest in SESSIONS:
             session = records.read(store.sessions_dir, sid)
@@ -226,7 +225,7 @@ class Demo:
                 lease = locks.read_lease(store.writer_lease(session.image))
                 assert lease is not None
                 locks.write_lease(
-                    store.writer_lease(session.image), dataclasses.replace(lease, since=created, pid=None)
+                    store.writer_lease(session.image), lease.replace(since=created, pid=None)
                 )
         name, record, since = STALE_LOCK
         with open(os.path.join(store.lock_dir, name + locks.LOCK_SUFFIX), "w", encoding="utf-8") as f:
