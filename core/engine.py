@@ -13,6 +13,7 @@ from typing import Any
 
 from . import images, journal, locks, mounts, recover, sessions
 from .actor import Actor
+from .backends.base import Site
 from .errors import NotPermitted
 from .importers import Source
 from .records import Session
@@ -74,6 +75,14 @@ class Engine:
     def session_lock(self, session: str, operation: str, *, wait: bool = True) -> locks.Lock:
         return self.lock(self.store.session_lock_name(session), operation, wait=wait)
 
+    def site(self) -> Site:
+        """What backends need to know about this host's roots and pools."""
+        return Site(
+            state_root=self.store.root,
+            run_root=self.store.run,
+            zfs_dataset=self.settings.zfs_dataset or None,
+        )
+
     def journal(self, operation: str, **fields: Any) -> None:
         try:
             journal.append(self.store.journal_path, self.actor, operation, **fields)
@@ -92,6 +101,9 @@ class Engine:
         description: str = "",
     ) -> images.ImageInfo:
         return images.create(self, name, source, backend=backend, profile=profile, description=description)
+
+    def convert_image(self, name: str, backend: str, *, new_name: str | None = None) -> images.ImageInfo:
+        return images.convert(self, name, backend, new_name=new_name)
 
     def list_images(self) -> list[images.ImageInfo]:
         return images.list_images(self)
@@ -164,6 +176,19 @@ class Engine:
         from . import doctor
 
         return doctor.check(self)
+
+    def backends(self) -> list[tuple[str, str | None, str]]:
+        """(backend, why it cannot be used here or None, what it is), and which new images get."""
+        from . import backends
+
+        return backends.report(self.site())
+
+    def default_backend(self) -> str:
+        """The backend ``image create`` uses when none is given (``default-backend``, or the best here)."""
+        from . import backends
+
+        name = self.settings.default_backend
+        return backends.best(self.site()).name if name == backends.AUTO else name
 
     # --- locks ------------------------------------------------------------------
 

@@ -28,6 +28,7 @@ POINTS: dict[str, tuple[str, ...]] = {
         "ended",
     ),
     "rollback": ("switched",),
+    "convert": ("staged", "exchanged"),
     "gc": ("trashed",),
     "remove": ("sessions-ended", "trashed"),
     "recover": ("session",),

@@ -2,7 +2,7 @@
 
 ::
 
-    backend: overlay            # overlay | dir (more in later releases)
+    backend: overlay            # overlay | dir | btrfs | zfs | squashfs | erofs
     description: Debian bookworm for amd64 builds
     profile: sbuild             # which profile sessions get
     users: [alice]              # may begin sessions and run commands as themselves
@@ -27,7 +27,7 @@ from typing import Any
 from .errors import ConfigError
 from .names import is_valid_name
 
-BACKENDS = ("overlay", "dir")
+BACKENDS = ("overlay", "dir", "btrfs", "zfs", "squashfs", "erofs")
 PERSONALITIES = ("linux", "linux32", "linux64", "undefined")
 
 

@@ -20,12 +20,16 @@ _KEYS: dict[str, tuple[str, type, object]] = {
     "state-root": ("state_root", str, DEFAULT_STATE_ROOT),
     "run-root": ("run_root", str, DEFAULT_RUN_ROOT),
     "profiles-dir": ("profiles_dir", str, DEFAULT_PROFILES_DIR),
-    "default-backend": ("default_backend", str, "overlay"),
+    "default-backend": ("default_backend", str, "auto"),
     "retention": ("retention", int, 5),
     "overlay-max-depth": ("overlay_max_depth", int, 16),
     "end-grace": ("end_grace", float, 5.0),
     "lock-timeout": ("lock_timeout", float, 60.0),
+    "zfs-dataset": ("zfs_dataset", str, ""),
 }
+
+#: String settings that are not paths.
+_NOT_PATHS = frozenset(("default-backend", "zfs-dataset"))
 
 
 class Settings:
@@ -41,6 +45,7 @@ class Settings:
         "retention",
         "run_root",
         "state_root",
+        "zfs_dataset",
     )
 
     config_path: str
@@ -52,6 +57,7 @@ class Settings:
     overlay_max_depth: int
     end_grace: float
     lock_timeout: float
+    zfs_dataset: str
 
     def __init__(self, **values: object) -> None:
         self.config_path = DEFAULT_CONFIG
@@ -144,12 +150,20 @@ def _parse(path: str, text: str) -> dict[str, object]:
             value = float(value)
         if not isinstance(value, kind) or isinstance(value, bool):
             raise ConfigError(f"{path}: {key} must be a {kind.__name__}, not {value!r}")
-        if kind is str and key != "default-backend" and not str(value).startswith("/"):
+        if kind is str and key not in _NOT_PATHS and not str(value).startswith("/"):
             raise ConfigError(f"{path}: {key} must be an absolute path")
+        if key == "zfs-dataset" and not _dataset_name(str(value)):
+            raise ConfigError(f"{path}: zfs-dataset must be a dataset name like tank/roost, not {value!r}")
         if kind in (int, float) and isinstance(value, (int, float)) and value < (1 if kind is int else 0):
             raise ConfigError(f"{path}: {key} must be positive")
         values[attr] = value
     return values
+
+
+def _dataset_name(value: str) -> bool:
+    allowed = set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.:-/")
+    parts = value.split("/")
+    return bool(value) and set(value) <= allowed and all(p and p[0].isalnum() for p in parts) and len(value) < 200
 
 
 def load(root: str | None = None, environ: os._Environ[str] | dict[str, str] | None = None) -> Settings:

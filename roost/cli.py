@@ -60,10 +60,18 @@ def build_parser() -> Parser:
     p.add_argument("--mirror", help="mmdebstrap mirror URL")
     p.add_argument("--include", help="mmdebstrap: extra packages, comma-separated")
     p.add_argument("--arch", help="mmdebstrap: architecture")
-    p.add_argument("--backend", help="overlay (default) or dir")
+    p.add_argument(
+        "--backend", help="overlay, dir, btrfs, zfs, squashfs or erofs (default: default-backend, else the best here)"
+    )
     p.add_argument("--profile", default="default", help="profile sessions get (default: default)")
     p.add_argument("--description", default="")
     p.set_defaults(func=cmd_image_create)
+    p = isub.add_parser("convert", help="write an image's current generation into another backend")
+    p.add_argument("name")
+    p.add_argument("--backend", required=True, help="overlay, dir, btrfs, zfs, squashfs or erofs")
+    p.add_argument("--to", metavar="NEW", help="make a new image NEW (default: replace NAME, which must be idle)")
+    _add_json(p)
+    p.set_defaults(func=cmd_image_convert)
     p = isub.add_parser("list", help="list images")
     _add_json(p)
     p.set_defaults(func=cmd_image_list)
@@ -142,7 +150,9 @@ def build_parser() -> Parser:
     _add_json(p)
     p.set_defaults(func=cmd_locks)
     p = sub.add_parser("doctor", help="check the host and the state root")
-    p.add_argument("--check", action="store_true", help="compare the state root with the mount table and records")
+    what = p.add_mutually_exclusive_group()
+    what.add_argument("--check", action="store_true", help="only compare the state root with mounts and records")
+    what.add_argument("--backends", action="store_true", help="only say which backends this host supports")
     _add_json(p)
     p.set_defaults(func=cmd_doctor)
     profile = sub.add_parser("profile", help="list and show profiles")
@@ -230,6 +240,21 @@ def cmd_image_create(ctx: Context) -> int:
     return 0
 
 
+def cmd_image_convert(ctx: Context) -> int:
+    a = ctx.args
+    try:
+        info = ctx.engine.convert_image(a.name, a.backend, new_name=a.to)
+    finally:
+        ctx.progress.done()
+    if ctx.json:
+        from .output import emit_json
+
+        emit_json(info.to_json())
+    elif not ctx.quiet:
+        print(f"converted {a.name} into image {info.name} (generation 1, {info.backend})", file=sys.stderr)
+    return 0
+
+
 def cmd_image_list(ctx: Context) -> int:
     from .output import emit_json, human_size, table
 
@@ -257,6 +282,7 @@ def cmd_image_info(ctx: Context) -> int:
             ("Name", i.name),
             ("Description", i.description or None),
             ("Backend", i.backend),
+            ("Storage", i.storage or None),
             ("Current generation", i.current),
             ("Generations", i.generations),
             ("Size", human_size(i.size)),
@@ -462,14 +488,37 @@ def cmd_locks(ctx: Context) -> int:
 
 
 def cmd_doctor(ctx: Context) -> int:
-    from .output import emit_json
+    from .output import emit_json, table
 
-    problems = ctx.engine.check()
+    a = ctx.args
+    report = [] if a.check else ctx.engine.backends()
+    default = None if a.check else ctx.engine.default_backend()
+    problems = [] if a.backends else ctx.engine.check()
     if ctx.json:
-        emit_json({"problems": problems})
+        out: dict[str, Any] = {}
+        if not a.check:
+            out["backends"] = [
+                {"name": n, "available": why is None, "why": why, "summary": what} for n, why, what in report
+            ]
+            out["default"] = default
+        if not a.backends:
+            out["problems"] = problems
+        emit_json(out)
     else:
+        if report:
+            table(
+                ["BACKEND", "AVAILABLE", "WHY NOT / WHAT IT IS"],
+                [
+                    [n, "no" if why else ("yes (default)" if n == default else "yes"), why or what]
+                    for n, why, what in report
+                ],
+            )
+            if not a.backends:
+                print()
         for line in problems:
             print(line)
+    if a.backends:
+        return 0
     if problems:
         print(f"{PROG}: {len(problems)} problem(s) found", file=sys.stderr)
         return 5
