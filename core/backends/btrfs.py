@@ -74,7 +74,7 @@ def create_subvolume(path: str) -> None:
     try:
         args = _VolArgsV2()
         args.name = _name(path)
-        fcntl.ioctl(parent, IOC_SUBVOL_CREATE_V2, bytes(args))
+        fcntl.ioctl(parent, IOC_SUBVOL_CREATE_V2, bytearray(args))
     except OSError as e:
         raise SystemFailure(f"cannot create subvolume {path}: {e.strerror}") from None
     finally:
@@ -91,7 +91,7 @@ def snapshot(source: str, dest: str, *, readonly: bool) -> None:
             args.fd = src
             args.flags = SUBVOL_RDONLY if readonly else 0
             args.name = _name(dest)
-            fcntl.ioctl(parent, IOC_SNAP_CREATE_V2, bytes(args))
+            fcntl.ioctl(parent, IOC_SNAP_CREATE_V2, bytearray(args))
         finally:
             os.close(parent)
     except OSError as e:
@@ -137,7 +137,7 @@ def delete_subvolume(path: str) -> None:
         try:
             args = _VolArgs()
             args.name = _name(path)
-            fcntl.ioctl(parent, IOC_SNAP_DESTROY, bytes(args))
+            fcntl.ioctl(parent, IOC_SNAP_DESTROY, bytearray(args))
             return
         except OSError as e:
             if e.errno == errno.ENOENT:

@@ -70,7 +70,7 @@ def _attach(backing: int, path: str) -> int:
             config.info.lo_flags = LO_FLAGS_READ_ONLY | LO_FLAGS_AUTOCLEAR
             config.info.lo_file_name = os.fsencode(path)[: _NAME - 1]
             try:
-                fcntl.ioctl(dev, LOOP_CONFIGURE, bytes(config))
+                fcntl.ioctl(dev, LOOP_CONFIGURE, bytearray(config))
             except OSError as e:
                 os.close(dev)
                 if e.errno == errno.EBUSY:

@@ -32,6 +32,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -50,10 +51,30 @@ def encode(name: str) -> str:
     return name.replace("+", ":")
 
 
+#: How long a destroy or rename waits for a dataset that was just unmounted: the
+#: unmount is done by the kernel at once, but zfs-fuse learns of it a moment later.
+BUSY_WAIT = 20.0
+
+
 def zfs(*args: str, what: str | None = None) -> str:
-    """Run zfs(8) and return its standard output."""
-    proc = commands.run(["zfs", *args], what=what or f"zfs {args[0]}", stdout=subprocess.PIPE)
-    return proc.stdout.decode(errors="surrogateescape")
+    """Run zfs(8) and return its standard output.
+
+    A destroy or rename refused with "dataset is busy" is retried for up to
+    :data:`BUSY_WAIT` seconds (growing pauses): a FUSE unmount reaches the
+    zfs-fuse daemon asynchronously.
+    """
+    pause = 0.01
+    deadline = time.monotonic() + BUSY_WAIT
+    while True:
+        try:
+            proc = commands.run(["zfs", *args], what=what or f"zfs {args[0]}", stdout=subprocess.PIPE)
+        except SystemFailure as e:
+            if args[0] in ("destroy", "rename") and "busy" in str(e) and time.monotonic() < deadline:
+                time.sleep(pause)
+                pause = min(pause * 2, 0.5)
+                continue
+            raise
+        return proc.stdout.decode(errors="surrogateescape")
 
 
 def exists(name: str) -> bool:

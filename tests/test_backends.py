@@ -1,0 +1,317 @@
+"""One conformance suite for every backend, on real file systems.
+
+Each scenario runs against overlay and dir (on the test's own state root),
+btrfs (a state root on a loop-mounted btrfs), zfs (datasets in a file-backed
+pool served by zfs-fuse) and squashfs and erofs (image files on loop
+devices). After each test, the image is removed and nothing of the backend
+may remain: no mount, loop device, subvolume or dataset.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from core.faults import POINTS
+from tests import pools
+from tests.conftest import Env, assert_no_leaks, make_env, need_root
+
+BACKENDS = ["overlay", "dir", "btrfs", "zfs", "squashfs", "erofs"]
+
+
+# --- pools, once per test run ---------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def btrfs_mnt(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    need_root()
+    try:
+        with pools.btrfs_mount(tmp_path_factory.mktemp("btrfs")) as mnt:
+            yield mnt
+    except pools.Unavailable as e:
+        pytest.skip(str(e))
+
+
+@pytest.fixture(scope="session")
+def zfs_pool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    need_root()
+    try:
+        with pools.zfs_pool(tmp_path_factory.mktemp("zfs")) as name:
+            yield name
+    except pools.Unavailable as e:
+        pytest.skip(str(e))
+
+
+# --- one environment per test, on the backend's file system ---------------------------
+
+
+@dataclass
+class Store:
+    env: Env
+    backend: str
+    btrfs: Path | None = None
+    dataset: str | None = None
+
+    def leftovers(self) -> list[str]:
+        """Backend data that outlived every image and session (must be empty at the end)."""
+        found = [f"loop device {d}" for d in _loops_below(self.env.base)]
+        if self.btrfs is not None:
+            found += [f"subvolume {s}" for s in pools.btrfs_subvolumes(self.btrfs, self.env.base)]
+        if self.dataset is not None:
+            containers = {self.dataset, f"{self.dataset}/gen", f"{self.dataset}/session"}
+            found += [f"dataset {d}" for d in pools.zfs_datasets(self.dataset) if d not in containers]
+        return found
+
+
+def _loops_below(base: Path) -> list[str]:
+    from core.backends.loop import devices_backed_by
+
+    return devices_backed_by(str(base))
+
+
+@pytest.fixture(params=BACKENDS)
+def store(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
+    need_root()
+    backend = request.param
+    btrfs = dataset = None
+    if backend == "btrfs":
+        btrfs = request.getfixturevalue("btrfs_mnt")
+        base = Path(tempfile.mkdtemp(prefix="roost-test-", dir=btrfs))
+    else:
+        base = Path(tempfile.mkdtemp(prefix="roost-test-", dir=tmp_path_factory.getbasetemp()))
+    env = make_env(base)
+    if backend == "zfs":
+        pool = request.getfixturevalue("zfs_pool")
+        dataset = f"{pool}/{base.name.replace('roost-test-', 't')}"
+        subprocess.run(["zfs", "create", "-o", "mountpoint=none", "-o", "canmount=off", dataset], check=True)
+        with open(env.config, "a", encoding="utf-8") as f:
+            f.write(f"zfs-dataset: {dataset}\n")
+    s = Store(env, backend, btrfs, dataset)
+    try:
+        yield s
+        for session in env.roost("session", "list", "--json").json():
+            env.ok("session", "end", "--force", session["id"])
+        for image in env.roost("image", "list", "--json").json():
+            env.ok("image", "remove", "--force", image["name"])
+        assert env.roost("doctor", "--check").code == 0
+        assert s.leftovers() == []
+        assert_no_leaks(base)
+    finally:
+        if dataset is not None:
+            subprocess.run(["zfs", "destroy", "-r", dataset], capture_output=True, check=False)
+        subprocess.run(["rm", "-rf", "--one-file-system", str(base)], check=False)
+
+
+@pytest.fixture
+def img(store: Store, busybox_tree: Path) -> Store:
+    """*store* with image ``bb`` (busybox) created in its backend."""
+    store.env.ok("image", "create", "bb", "--from-dir", str(busybox_tree), "--backend", store.backend)
+    return store
+
+
+def current(env: Env, image: str = "bb") -> int:
+    return int(env.roost("image", "info", image, "--json").json()["current"])
+
+
+def consistent(env: Env) -> None:
+    r = env.roost("doctor", "--check")
+    assert r.code == 0, r.out + r.err
+    for image in (env.state / "images").iterdir():
+        for sub in ("staging", "trash"):
+            assert not (image / sub).exists() or os.listdir(image / sub) == [], (image, sub)
+    assert os.listdir(env.state / "staging") == [] and os.listdir(env.state / "trash") == []
+
+
+def mounts_under(path: Path) -> list[str]:
+    prefix = str(path) + "/"
+    with open("/proc/self/mountinfo", encoding="utf-8") as f:
+        return [line.split()[4] for line in f if line.split()[4].startswith(prefix)]
+
+
+# --- the scenarios ----------------------------------------------------------------------
+
+
+def test_create_begin_many_sessions_write_and_isolation(img: Store) -> None:
+    env = img.env
+    info = env.roost("image", "info", "bb", "--json").json()
+    assert info["backend"] == img.backend and info["current"] == 1 and info["size"] > 0
+    ids = [env.begin() for _ in range(4)]
+    for n, sid in enumerate(ids):
+        r = env.sh(sid, f"echo {n} > /etc/mine; rm /etc/hostname; mkdir -p /opt/{n}; cat /etc/mine")
+        assert r.code == 0 and r.out == f"{n}\n", r.err
+    for n, sid in enumerate(ids):
+        assert env.sh(sid, "cat /etc/mine; ls /opt; test -e /etc/hostname || echo gone").out == f"{n}\n{n}\ngone\n"
+    fresh = env.begin()
+    assert env.sh(fresh, "cat /etc/hostname; test -e /etc/mine || echo clean").out == "busybox\nclean\n"
+    listed = {s["id"]: s for s in env.roost("session", "list", "--json").json()}
+    assert set(listed) == {*ids, fresh} and {s["state"] for s in listed.values()} == {"mounted"}
+    assert {s["backend"] for s in listed.values()} == {img.backend}
+    for sid in [*ids, fresh]:
+        env.ok("session", "end", sid)
+        # invariant 7: nothing of the session remains
+        assert mounts_under(env.run / "mnt" / sid) == [] and not (env.run / "mnt" / sid).exists()
+        assert not (env.state / "sessions" / sid).exists()
+    assert _loops_below(env.base) == []
+    consistent(env)
+
+
+def test_maintenance_promote_and_compare_and_swap(img: Store) -> None:
+    env = img.env
+    late = env.begin()
+    env.sh(late, "echo late > /etc/late")
+    m = env.begin("bb", "--maintenance")
+    assert env.sh(m, "echo two > /etc/version; rm /etc/hostname; mkdir -p /usr/lib/x; echo y > /usr/lib/x/y").code == 0
+    env.ok("session", "promote", m, "-m", "two")
+    assert current(env) == 2
+    assert env.roost("session", "list", "--json").json()[0]["id"] == late
+    new = env.begin()
+    assert env.sh(new, "cat /etc/version /usr/lib/x/y; test -e /etc/hostname || echo gone").out == "two\ny\ngone\n"
+    env.ok("session", "end", new)
+    # compare-and-swap: a session cloned from generation 1 cannot overwrite generation 2
+    r = env.roost("session", "promote", late)
+    assert r.code == 3 and "not a fast-forward" in r.err and len(r.err.strip().splitlines()) == 1
+    assert current(env) == 2
+    assert env.sh(late, "cat /etc/late /etc/hostname").out == "late\nbusybox\n"
+    env.ok("session", "end", late)
+    history = env.roost("image", "history", "bb", "--json").json()
+    assert [(g["generation"], g["parent"], g["current"]) for g in history] == [(1, None, False), (2, 1, True)]
+    assert history[1]["message"] == "two" and history[1]["session"] == m
+    consistent(env)
+
+
+def _promote(env: Env, content: str) -> int:
+    sid = env.begin("bb", "--maintenance")
+    assert env.sh(sid, f"echo {content} > /etc/version").code == 0
+    env.ok("session", "promote", sid, "-m", content)
+    return current(env)
+
+
+def test_rollback_and_gc_with_sessions_holding_old_generations(img: Store) -> None:
+    env = img.env
+    assert _promote(env, "g2") == 2
+    holder = env.begin()  # holds generation 2
+    assert _promote(env, "g3") == 3
+    assert _promote(env, "g4") == 4
+    env.ok("image", "rollback", "bb")  # back to 3
+    assert current(env) == 3
+    s3 = env.begin()
+    assert env.sh(s3, "cat /etc/version").out == "g3\n"
+    env.ok("session", "end", s3)
+    assert _promote(env, "g5") == 5  # 5 on 3: 4 is a dead branch
+    r = env.roost("image", "gc", "bb", "--keep", "1", "--json").json()
+    # an overlay generation stands on the layers of its parents; every other backend's is complete
+    kept = [1, 2, 3, 5] if img.backend == "overlay" else [2, 5]
+    assert r[0]["kept"] == kept and r[0]["removed"] == sorted({1, 2, 3, 4, 5} - set(kept)), r
+    assert [g["generation"] for g in env.roost("image", "history", "bb", "--json").json()] == kept
+    # the session on generation 2 kept everything it needs, and so did generation 5
+    assert env.sh(holder, "cat /etc/version; cat /bin/busybox > /dev/null && echo ok").out == "g2\nok\n"
+    s5 = env.begin()
+    assert env.sh(s5, "cat /etc/version /etc/hostname").out == "g5\nbusybox\n"
+    env.ok("session", "end", s5)
+    env.ok("session", "end", holder)
+    env.ok("image", "rollback", "bb", "2")
+    s2 = env.begin()
+    assert env.sh(s2, "cat /etc/version").out == "g2\n"
+    env.ok("session", "end", s2)
+    r = env.roost("image", "gc", "bb", "--keep", "1", "--json").json()
+    assert r[0]["removed"] == [] and r[0]["kept"] == kept  # current, the newest, and what they stand on
+    consistent(env)
+
+
+def test_recover_after_the_mounts_are_torn_down(img: Store) -> None:
+    env = img.env
+    sid = env.begin()
+    m = env.begin("bb", "--maintenance")
+    env.sh(sid, "echo precious > /root/work")
+    env.sh(m, "echo maintained > /etc/m")
+    # a reboot: every mount gone (and with them the loop devices), the runtime root wiped
+    for target in sorted(mounts_under(env.run), key=len, reverse=True):
+        subprocess.run(["umount", target], check=True)
+    subprocess.run(["rm", "-rf", "--one-file-system", str(env.run)], check=True)
+    assert _loops_below(env.base) == []
+    states = {s["id"]: s["state"] for s in env.roost("session", "list", "--json").json()}
+    assert states == {sid: "needs-recovery", m: "needs-recovery"}
+    report = env.ok("session", "recover", "--all")
+    assert f"session {sid}: remounted" in report and f"session {m}: remounted" in report
+    assert env.sh(sid, "cat /root/work").out == "precious\n"
+    assert env.ok("session", "recover", "--all") == ""  # idempotent
+    env.ok("session", "promote", m)
+    s = env.begin()
+    assert env.sh(s, "cat /etc/m").out == "maintained\n"
+    for x in (s, sid):
+        env.ok("session", "end", x)
+    consistent(env)
+
+
+def test_end_with_processes_still_running(img: Store) -> None:
+    env = img.env
+    sid = env.begin()
+    env.sh(sid, "trap '' TERM; (trap '' TERM; sleep 1000) >/dev/null 2>&1 & sleep 1000 >/dev/null 2>&1 & echo")
+    assert env.roost("session", "info", sid, "--json").json()["processes"] >= 2
+    env.ok("session", "end", sid)
+    assert mounts_under(env.run / "mnt") == []
+    assert not (env.state / "sessions" / sid).exists()
+    assert _loops_below(env.base) == []
+    consistent(env)
+
+
+@pytest.mark.parametrize("step", POINTS["promote"])
+def test_promote_killed_at_each_step_then_recover(img: Store, step: str) -> None:
+    env = img.env
+    sid = env.begin("bb", "--maintenance")
+    env.sh(sid, "echo new > /etc/new; rm /etc/hostname; mkdir -p /usr/lib/x && echo y > /usr/lib/x/y")
+    r = env.roost("session", "promote", sid, "-m", "crash", env={"ROOST_CRASH_AT": f"promote:{step}"})
+    assert r.code == -9, (step, r)
+    report = env.ok("session", "recover", "--all")
+    sessions = env.roost("session", "list", "--json").json()
+    if current(env) == 2:
+        assert sessions == [], (step, report)
+    else:
+        assert current(env) == 1, step
+        assert [(s["id"], s["state"]) for s in sessions] == [(sid, "mounted")], (step, report)
+        assert env.sh(sid, "cat /etc/new").out == "new\n"
+        env.ok("session", "promote", sid)
+    consistent(env)
+    new = env.begin()
+    assert env.sh(new, "cat /etc/new /usr/lib/x/y; test -e /etc/hostname || echo gone").out == "new\ny\ngone\n"
+    env.ok("session", "end", new)
+    assert [g["generation"] for g in env.roost("image", "history", "bb", "--json").json()] == [1, 2]
+    consistent(env)
+
+
+def test_convert_to_another_backend_and_back(img: Store) -> None:
+    env = img.env
+    _promote(env, "converted")
+    other = "squashfs" if img.backend == "overlay" else "overlay"
+    info = env.roost("image", "convert", "bb", "--backend", other, "--to", "copy", "--json").json()
+    assert info["name"] == "copy" and info["backend"] == other and info["current"] == 1
+    history = env.roost("image", "history", "copy", "--json").json()
+    assert len(history) == 1 and "generation 2 of bb" in history[0]["message"]
+    s = env.begin("copy")
+    assert env.sh(s, "cat /etc/version /etc/hostname").out == "converted\nbusybox\n"
+    r = env.roost("image", "convert", "copy", "--backend", img.backend)
+    assert r.code == 3 and s in r.err  # in place only while idle
+    env.ok("session", "end", s)
+    env.ok("image", "convert", "copy", "--backend", img.backend)  # in place
+    assert env.roost("image", "info", "copy", "--json").json()["backend"] == img.backend
+    s = env.begin("copy")
+    assert env.sh(s, "cat /etc/version").out == "converted\n"
+    env.ok("session", "end", s)
+    consistent(env)
+
+
+def test_image_remove_leaves_nothing_behind(img: Store) -> None:
+    env = img.env
+    _promote(env, "two")
+    env.begin()
+    env.ok("image", "remove", "bb", "--force")
+    assert env.roost("image", "list", "--json").json() == []
+    assert img.leftovers() == []
+    assert mounts_under(env.run / "mnt") == []
+    consistent(env)
