@@ -315,3 +315,108 @@ def test_image_remove_leaves_nothing_behind(img: Store) -> None:
     assert img.leftovers() == []
     assert mounts_under(env.run / "mnt") == []
     consistent(env)
+
+
+# --- choosing a backend -------------------------------------------------------------------
+
+
+@pytest.fixture
+def on_btrfs(btrfs_mnt: Path) -> Iterator[Env]:
+    base = Path(tempfile.mkdtemp(prefix="roost-test-", dir=btrfs_mnt))
+    env = make_env(base)
+    yield env
+    for image in env.roost("image", "list", "--json").json():
+        env.ok("image", "remove", "--force", image["name"])
+    assert pools.btrfs_subvolumes(btrfs_mnt, base) == []
+    assert_no_leaks(base)
+    subprocess.run(["rm", "-rf", "--one-file-system", str(base)], check=False)
+
+
+def test_doctor_reports_every_backend_and_why_not(env: Env) -> None:
+    report = env.roost("doctor", "--backends", "--json").json()
+    backends = {b["name"]: b for b in report["backends"]}
+    assert list(backends) == BACKENDS
+    assert report["default"] == "overlay"  # a state root on neither btrfs nor zfs
+    assert backends["overlay"]["available"] and backends["dir"]["available"]
+    assert backends["squashfs"]["available"] and backends["erofs"]["available"]
+    assert not backends["btrfs"]["available"] and "not btrfs" in backends["btrfs"]["why"]
+    assert not backends["zfs"]["available"] and "zfs-dataset" in backends["zfs"]["why"]
+    text = env.ok("doctor")
+    assert text.splitlines()[0].split()[:2] == ["BACKEND", "AVAILABLE"]
+    assert "yes (default)" in next(line for line in text.splitlines() if line.startswith("overlay"))
+
+
+def test_an_unavailable_backend_is_one_line_and_changes_nothing(env: Env, busybox_tree: Path) -> None:
+    for backend, why in (("btrfs", "not btrfs"), ("zfs", "zfs-dataset")):
+        r = env.roost("image", "create", "x", "--from-dir", str(busybox_tree), "--backend", backend)
+        assert r.code == 2 and why in r.err and len(r.err.strip().splitlines()) == 1, r
+    assert env.roost("image", "create", "x", "--from-dir", str(busybox_tree), "--backend", "zfs2").code == 2
+    assert env.roost("image", "list", "--json").json() == []
+    assert not (env.state / "images" / "x").exists()
+    with open(env.config, "a", encoding="utf-8") as f:
+        f.write("zfs-dataset: no-such-pool/roost\n")
+    r = env.roost("image", "create", "x", "--from-dir", str(busybox_tree), "--backend", "zfs")
+    assert r.code == 2 and "no-such-pool/roost" in r.err and len(r.err.strip().splitlines()) == 1, r
+    env.config.write_text("zfs-dataset: /not/a/dataset\n")
+    r = env.roost("image", "list")
+    assert r.code == 2 and "zfs-dataset" in r.err
+    env.config.write_text("end-grace: 2\n")
+    env.ok("image", "create", "x", "--from-dir", str(busybox_tree))
+    r = env.roost("image", "convert", "x", "--backend", "btrfs")
+    assert r.code == 2 and "not btrfs" in r.err
+    r = env.roost("image", "convert", "x", "--backend", "overlay")
+    assert r.code == 2 and "already" in r.err
+    assert [g["generation"] for g in env.roost("image", "history", "x", "--json").json()] == [1]
+
+
+def test_the_best_backend_is_the_default_btrfs(on_btrfs: Env, busybox_tree: Path) -> None:
+    env = on_btrfs
+    assert env.roost("doctor", "--backends", "--json").json()["default"] == "btrfs"
+    env.ok("image", "create", "auto", "--from-dir", str(busybox_tree))
+    info = env.roost("image", "info", "auto", "--json").json()
+    assert info["backend"] == "btrfs" and "btrfs" in info["storage"]
+    assert "Storage" in env.ok("image", "info", "auto")
+    with open(env.config, "a", encoding="utf-8") as f:
+        f.write("default-backend: dir\n")  # the setting still wins
+    env.ok("image", "create", "chosen", "--from-dir", str(busybox_tree))
+    assert env.roost("image", "info", "chosen", "--json").json()["backend"] == "dir"
+
+
+def test_the_best_backend_is_the_default_zfs(env: Env, zfs_pool: str, busybox_tree: Path) -> None:
+    dataset = f"{zfs_pool}/{env.base.name.replace('roost-test-', 'd')}"
+    subprocess.run(["zfs", "create", "-o", "mountpoint=none", "-o", "canmount=off", dataset], check=True)
+    try:
+        with open(env.config, "a", encoding="utf-8") as f:
+            f.write(f"zfs-dataset: {dataset}\n")
+        assert env.roost("doctor", "--backends", "--json").json()["default"] == "zfs"
+        env.ok("image", "create", "auto", "--from-dir", str(busybox_tree))
+        info = env.roost("image", "info", "auto", "--json").json()
+        assert info["backend"] == "zfs" and dataset in info["storage"]
+        env.ok("image", "remove", "auto")
+        assert pools.zfs_datasets(dataset) == [dataset, f"{dataset}/gen", f"{dataset}/session"]
+    finally:
+        subprocess.run(["zfs", "destroy", "-r", dataset], capture_output=True, check=False)
+
+
+def test_orphan_datasets_are_found_and_destroyed(env: Env, zfs_pool: str, busybox_tree: Path) -> None:
+    dataset = f"{zfs_pool}/{env.base.name.replace('roost-test-', 'o')}"
+    subprocess.run(["zfs", "create", "-o", "mountpoint=none", "-o", "canmount=off", dataset], check=True)
+    try:
+        with open(env.config, "a", encoding="utf-8") as f:
+            f.write(f"zfs-dataset: {dataset}\n")
+        env.ok("image", "create", "z", "--from-dir", str(busybox_tree))
+        orphans = [f"{dataset}/gen/z.lost", f"{dataset}/session/forgotten"]
+        for orphan in orphans:
+            subprocess.run(["zfs", "create", "-o", f"roost:state={env.state}", orphan], check=True)
+        foreign = f"{dataset}/session/other-state-root"
+        subprocess.run(["zfs", "create", "-o", "roost:state=/elsewhere", foreign], check=True)
+        r = env.roost("doctor", "--check")
+        assert r.code == 5
+        assert sorted(r.out.splitlines()) == [f"dataset {o} belongs to no generation or session" for o in orphans]
+        report = env.ok("session", "recover", "--all")
+        assert all(f"destroyed orphan dataset {o}" in report for o in orphans)
+        assert env.roost("doctor", "--check").code == 0
+        env.ok("image", "remove", "z")
+        assert pools.zfs_datasets(dataset) == [dataset, f"{dataset}/gen", f"{dataset}/session", foreign]
+    finally:
+        subprocess.run(["zfs", "destroy", "-r", dataset], capture_output=True, check=False)
