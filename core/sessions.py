@@ -401,7 +401,7 @@ def _stage_and_commit(eng: Engine, session: Session, backend: backends.Backend, 
     finally:
         os.rmdir(scratch)
     faults.crashpoint("promote", "staged")
-    size = backend.generation_size(staging)
+    size = backend.staged_size(session, staging)
     backend.sync(staging)
     faults.crashpoint("promote", "synced")
     with eng.image_lock(image, f"promote {session.id}"):

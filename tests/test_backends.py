@@ -182,6 +182,7 @@ def test_maintenance_promote_and_compare_and_swap(img: Store) -> None:
     history = env.roost("image", "history", "bb", "--json").json()
     assert [(g["generation"], g["parent"], g["current"]) for g in history] == [(1, None, False), (2, 1, True)]
     assert history[1]["message"] == "two" and history[1]["session"] == m
+    assert history[1]["size"] > 0  # measured, without walking the tree where the backend can
     consistent(env)
 
 

@@ -155,6 +155,10 @@ class Backend:
         """
         raise NotImplementedError
 
+    def staged_size(self, session: Session, staging: str) -> int:
+        """Bytes the generation staged from *session* adds (what history shows as its size)."""
+        return self.generation_size(staging)
+
     def unstage(self, session: Session, staging: str) -> None:
         """Undo :meth:`stage` so the session is as it was (the caller then removes *staging*).
 

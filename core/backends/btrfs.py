@@ -18,6 +18,7 @@ import errno
 import fcntl
 import os
 import stat
+import struct
 
 from .. import mounts, syscalls
 from ..errors import SystemFailure
@@ -251,10 +252,141 @@ class BtrfsBackend(Backend):
         snapshot(session.clone, GenerationPaths(staging).tree, readonly=True)
         return True
 
+    def staged_size(self, session: Session, staging: str) -> int:
+        # what the session wrote (like an overlay layer), found without walking the tree
+        return written_since(GenerationPaths(staging).tree, created_transid(session.clone))
+
+    def changes(self, session: Session) -> int | None:
+        try:
+            return written_since(session.clone, created_transid(session.clone))
+        except (OSError, SystemFailure):
+            return None
+
     def unstage(self, session: Session, staging: str) -> None:
         tree = GenerationPaths(staging).tree
         if is_subvolume(tree):
             delete_subvolume(tree)
+
+
+class _SearchKey(ctypes.Structure):
+    _fields_ = [
+        ("tree_id", ctypes.c_uint64),
+        ("min_objectid", ctypes.c_uint64),
+        ("max_objectid", ctypes.c_uint64),
+        ("min_offset", ctypes.c_uint64),
+        ("max_offset", ctypes.c_uint64),
+        ("min_transid", ctypes.c_uint64),
+        ("max_transid", ctypes.c_uint64),
+        ("min_type", ctypes.c_uint32),
+        ("max_type", ctypes.c_uint32),
+        ("nr_items", ctypes.c_uint32),
+        ("unused", ctypes.c_uint32),
+        ("unused1", ctypes.c_uint64 * 4),
+    ]
+
+
+class _SearchArgs(ctypes.Structure):
+    _fields_ = [("key", _SearchKey), ("buf", ctypes.c_char * (4096 - ctypes.sizeof(_SearchKey)))]
+
+
+class _Timespec(ctypes.Structure):
+    _fields_ = [("sec", ctypes.c_uint64), ("nsec", ctypes.c_uint32)]
+
+
+class _SubvolInfo(ctypes.Structure):
+    _fields_ = [
+        ("treeid", ctypes.c_uint64),
+        ("name", ctypes.c_char * 256),
+        ("parent_id", ctypes.c_uint64),
+        ("dirid", ctypes.c_uint64),
+        ("generation", ctypes.c_uint64),
+        ("flags", ctypes.c_uint64),
+        ("uuid", ctypes.c_uint8 * 16),
+        ("parent_uuid", ctypes.c_uint8 * 16),
+        ("received_uuid", ctypes.c_uint8 * 16),
+        ("ctransid", ctypes.c_uint64),
+        ("otransid", ctypes.c_uint64),
+        ("stransid", ctypes.c_uint64),
+        ("rtransid", ctypes.c_uint64),
+        ("ctime", _Timespec),
+        ("otime", _Timespec),
+        ("stime", _Timespec),
+        ("rtime", _Timespec),
+        ("reserved", ctypes.c_uint64 * 8),
+    ]
+
+
+IOC_TREE_SEARCH = (3 << 30) | (ctypes.sizeof(_SearchArgs) << 16) | (_MAGIC << 8) | 17
+IOC_GET_SUBVOL_INFO = _ior(60, ctypes.sizeof(_SubvolInfo))
+_EXTENT_DATA_KEY = 108
+_HEADER = 32  # struct btrfs_ioctl_search_header: transid, objectid, offset (u64); type, len (u32)
+_FILE_EXTENT_INLINE = 0
+
+
+def created_transid(path: str) -> int:
+    """The transaction in which the subvolume (or snapshot) at *path* was created."""
+    fd = os.open(path, _DIR)
+    try:
+        info = _SubvolInfo()
+        buf = bytearray(info)
+        fcntl.ioctl(fd, IOC_GET_SUBVOL_INFO, buf)
+        return int(_SubvolInfo.from_buffer(buf).otransid)
+    finally:
+        os.close(fd)
+
+
+def written_since(path: str, transid: int) -> int:
+    """Bytes of file data the subvolume at *path* got after transaction *transid*.
+
+    Walks only what changed: the tree search skips every node older than
+    *transid* (this is ``btrfs subvolume find-new``), so the cost follows the
+    size of the change, not of the tree.
+    """
+    fd = os.open(path, _DIR)
+    total = 0
+    try:
+        args = _SearchArgs()
+        key = args.key
+        key.tree_id = 0  # the subvolume of fd
+        key.max_objectid = key.max_offset = key.max_transid = (1 << 64) - 1
+        key.min_transid = transid + 1
+        key.min_type = key.max_type = _EXTENT_DATA_KEY
+        while True:
+            key.nr_items = 4096
+            buf = bytearray(args)
+            fcntl.ioctl(fd, IOC_TREE_SEARCH, buf)
+            done = _SearchArgs.from_buffer(buf)
+            count = done.key.nr_items
+            if count == 0:
+                return total
+            data = bytes(buf[ctypes.sizeof(_SearchKey) :])
+            pos = 0
+            objectid = offset = 0
+            item_type = _EXTENT_DATA_KEY
+            for _ in range(count):
+                _, objectid, offset, item_type, length = struct.unpack_from("<QQQII", data, pos)
+                item = data[pos + _HEADER : pos + _HEADER + length]
+                pos += _HEADER + length
+                if item_type != _EXTENT_DATA_KEY or len(item) < 21:
+                    continue
+                generation, ram_bytes = struct.unpack_from("<QQ", item)
+                if generation <= transid:
+                    continue
+                if item[20] == _FILE_EXTENT_INLINE:
+                    total += ram_bytes
+                elif len(item) >= 53:
+                    total += struct.unpack_from("<Q", item, 45)[0]  # num_bytes
+            key.min_objectid, key.min_type, key.min_offset = objectid, item_type, offset
+            if offset < (1 << 64) - 1:
+                key.min_offset = offset + 1
+            elif objectid < (1 << 64) - 1:
+                key.min_objectid, key.min_type, key.min_offset = objectid + 1, 0, 0
+            else:
+                return total
+    except OSError as e:
+        raise SystemFailure(f"cannot measure {path}: {e.strerror}") from None
+    finally:
+        os.close(fd)
 
 
 def _kernel_has(fstype: str) -> bool:
