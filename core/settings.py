@@ -28,6 +28,9 @@ _KEYS: dict[str, tuple[str, type, object]] = {
     "zfs-dataset": ("zfs_dataset", str, ""),
 }
 
+#: Values of default-backend (core.backends has the backends themselves; this module stays light).
+_BACKENDS = ("auto", "overlay", "dir", "btrfs", "zfs", "squashfs", "erofs")
+
 #: String settings that are not paths.
 _NOT_PATHS = frozenset(("default-backend", "zfs-dataset"))
 
@@ -152,6 +155,8 @@ def _parse(path: str, text: str) -> dict[str, object]:
             raise ConfigError(f"{path}: {key} must be a {kind.__name__}, not {value!r}")
         if kind is str and key not in _NOT_PATHS and not str(value).startswith("/"):
             raise ConfigError(f"{path}: {key} must be an absolute path")
+        if key == "default-backend" and value not in _BACKENDS:
+            raise ConfigError(f"{path}: default-backend must be one of {', '.join(_BACKENDS)}, not {value!r}")
         if key == "zfs-dataset" and not _dataset_name(str(value)):
             raise ConfigError(f"{path}: zfs-dataset must be a dataset name like tank/roost, not {value!r}")
         if kind in (int, float) and isinstance(value, (int, float)) and value < (1 if kind is int else 0):

@@ -361,6 +361,9 @@ def test_an_unavailable_backend_is_one_line_and_changes_nothing(env: Env, busybo
     env.config.write_text("zfs-dataset: /not/a/dataset\n")
     r = env.roost("image", "list")
     assert r.code == 2 and "zfs-dataset" in r.err
+    env.config.write_text("default-backend: btrf\n")
+    r = env.roost("image", "list")
+    assert r.code == 2 and "default-backend must be one of auto, overlay" in r.err
     env.config.write_text("end-grace: 2\n")
     env.ok("image", "create", "x", "--from-dir", str(busybox_tree))
     r = env.roost("image", "convert", "x", "--backend", "btrfs")
@@ -421,3 +424,66 @@ def test_orphan_datasets_are_found_and_destroyed(env: Env, zfs_pool: str, busybo
         assert pools.zfs_datasets(dataset) == [dataset, f"{dataset}/gen", f"{dataset}/session", foreign]
     finally:
         subprocess.run(["zfs", "destroy", "-r", dataset], capture_output=True, check=False)
+
+
+# --- every other crash point, on every backend ----------------------------------------------
+
+
+@pytest.mark.parametrize("op,step", [("begin", s) for s in POINTS["begin"]] + [("end", s) for s in POINTS["end"]])
+def test_begin_and_end_killed_at_each_step_then_recover(img: Store, op: str, step: str) -> None:
+    env = img.env
+    crash = {"ROOST_CRASH_AT": f"{op}:{step}"}
+    if op == "begin":
+        assert env.roost("session", "begin", "bb", "--maintenance", env=crash).code == -9
+    else:
+        sid = env.begin("bb", "--maintenance")
+        env.sh(sid, "sleep 1000 >/dev/null 2>&1 & echo")
+        assert env.roost("session", "end", sid, env=crash).code == -9
+    env.ok("session", "recover", "--all")
+    assert env.roost("session", "list", "--json").json() == []
+    assert mounts_under(env.run / "mnt") == [] and _loops_below(env.base) == []
+    consistent(env)
+    m = env.begin("bb", "--maintenance")  # nothing stale blocks the writer lock
+    assert env.sh(m, "cat /etc/hostname").out == "busybox\n"
+    env.ok("session", "end", m)
+
+
+@pytest.mark.parametrize(
+    "op,step",
+    [("create", s) for s in POINTS["create"]]
+    + [("gc", "trashed")]
+    + [("remove", s) for s in POINTS["remove"]]
+    + [("convert", s) for s in POINTS["convert"]],
+)
+def test_image_operations_killed_at_each_step_then_recover(img: Store, busybox_tree: Path, op: str, step: str) -> None:
+    env = img.env
+    for n in (2, 3):
+        _promote(env, str(n))
+    env.ok("image", "rollback", "bb", "2")
+    _promote(env, "4")  # 4 on 2: 3 is a dead branch gc can take, 1 is old
+    other = "squashfs" if img.backend == "overlay" else "overlay"
+    argv = {
+        "create": ("image", "create", "second", "--from-dir", str(busybox_tree), "--backend", img.backend),
+        "gc": ("image", "gc", "bb", "--keep", "1"),
+        "remove": ("image", "remove", "bb", "--force"),
+        "convert": ("image", "convert", "bb", "--backend", other),
+    }[op]
+    if op == "remove":
+        env.begin()
+    r = env.roost(*argv, env={"ROOST_CRASH_AT": f"{op}:{step}"})
+    assert r.code == -9, r
+    env.ok("session", "recover", "--all")
+    consistent(env)
+    assert mounts_under(env.run / "mnt") == [] and _loops_below(env.base) == []
+    images = {i["name"]: i["backend"] for i in env.roost("image", "list", "--json").json()}
+    if op == "convert":
+        assert images == {"bb": other if step == "exchanged" else img.backend}
+    for image in images:
+        sid = env.begin(image)
+        assert env.sh(sid, "cat /etc/hostname").out == "busybox\n"
+        if image == "bb":
+            assert env.sh(sid, "cat /etc/version").out == "4\n"
+        env.ok("session", "end", sid)
+    for image in images:
+        env.ok("image", "remove", image)
+    assert img.leftovers() == []
