@@ -81,6 +81,7 @@ class Engine:
             state_root=self.store.root,
             run_root=self.store.run,
             zfs_dataset=self.settings.zfs_dataset or None,
+            btrfs_pool=self.settings.btrfs_pool or None,
         )
 
     def journal(self, operation: str, **fields: Any) -> None:

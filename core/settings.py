@@ -26,6 +26,7 @@ _KEYS: dict[str, tuple[str, type, object]] = {
     "end-grace": ("end_grace", float, 5.0),
     "lock-timeout": ("lock_timeout", float, 60.0),
     "zfs-dataset": ("zfs_dataset", str, ""),
+    "btrfs-pool": ("btrfs_pool", str, ""),
 }
 
 #: Values of default-backend (core.backends has the backends themselves; this module stays light).
@@ -39,6 +40,7 @@ class Settings:
     """Resolved settings; precedence: command line > environment > roost.yaml > default."""
 
     __slots__ = (
+        "btrfs_pool",
         "config_path",
         "default_backend",
         "end_grace",
@@ -61,6 +63,7 @@ class Settings:
     end_grace: float
     lock_timeout: float
     zfs_dataset: str
+    btrfs_pool: str
 
     def __init__(self, **values: object) -> None:
         self.config_path = DEFAULT_CONFIG

@@ -23,6 +23,8 @@ from tests import pools
 from tests.conftest import Env, assert_no_leaks, make_env, need_root
 
 BACKENDS = ["overlay", "dir", "btrfs", "zfs", "squashfs", "erofs"]
+#: Every backend, and btrfs a second time with a pool beside a state root on another file system.
+VARIANTS = ["overlay", "dir", "btrfs", "btrfs-pool", "zfs", "squashfs", "erofs"]
 
 
 # --- pools, once per test run ---------------------------------------------------------
@@ -57,12 +59,15 @@ class Store:
     backend: str
     btrfs: Path | None = None
     dataset: str | None = None
+    pool: Path | None = None
 
     def leftovers(self) -> list[str]:
         """Backend data that outlived every image and session (must be empty at the end)."""
         found = [f"loop device {d}" for d in _loops_below(self.env.base)]
         if self.btrfs is not None:
-            found += [f"subvolume {s}" for s in pools.btrfs_subvolumes(self.btrfs, self.env.base)]
+            for where in (self.env.base, self.pool):
+                if where is not None and where.is_relative_to(self.btrfs):
+                    found += [f"subvolume {s}" for s in pools.btrfs_subvolumes(self.btrfs, where)]
         if self.dataset is not None:
             containers = {self.dataset, f"{self.dataset}/gen", f"{self.dataset}/session"}
             found += [f"dataset {d}" for d in pools.zfs_datasets(self.dataset) if d not in containers]
@@ -75,24 +80,30 @@ def _loops_below(base: Path) -> list[str]:
     return devices_backed_by(str(base))
 
 
-@pytest.fixture(params=BACKENDS)
+@pytest.fixture(params=VARIANTS)
 def store(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
     need_root()
-    backend = request.param
-    btrfs = dataset = None
-    if backend == "btrfs":
+    variant = request.param
+    backend = "btrfs" if variant == "btrfs-pool" else variant
+    btrfs = dataset = pool = None
+    if variant == "btrfs":
         btrfs = request.getfixturevalue("btrfs_mnt")
         base = Path(tempfile.mkdtemp(prefix="roost-test-", dir=btrfs))
     else:
         base = Path(tempfile.mkdtemp(prefix="roost-test-", dir=tmp_path_factory.getbasetemp()))
     env = make_env(base)
+    if variant == "btrfs-pool":
+        btrfs = request.getfixturevalue("btrfs_mnt")
+        pool = Path(tempfile.mkdtemp(prefix="roost-pool-", dir=btrfs))
+        with open(env.config, "a", encoding="utf-8") as f:
+            f.write(f"btrfs-pool: {pool}\n")
     if backend == "zfs":
         pool = request.getfixturevalue("zfs_pool")
         dataset = f"{pool}/{base.name.replace('roost-test-', 't')}"
         subprocess.run(["zfs", "create", "-o", "mountpoint=none", "-o", "canmount=off", dataset], check=True)
         with open(env.config, "a", encoding="utf-8") as f:
             f.write(f"zfs-dataset: {dataset}\n")
-    s = Store(env, backend, btrfs, dataset)
+    s = Store(env, backend, btrfs, dataset, pool)
     try:
         yield s
         for session in env.roost("session", "list", "--json").json():
@@ -106,6 +117,8 @@ def store(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
         if dataset is not None:
             subprocess.run(["zfs", "destroy", "-r", dataset], capture_output=True, check=False)
         subprocess.run(["rm", "-rf", "--one-file-system", str(base)], check=False)
+        if pool is not None:
+            subprocess.run(["rm", "-rf", "--one-file-system", str(pool)], check=False)
 
 
 @pytest.fixture
@@ -352,6 +365,10 @@ def test_an_unavailable_backend_is_one_line_and_changes_nothing(env: Env, busybo
         r = env.roost("image", "create", "x", "--from-dir", str(busybox_tree), "--backend", backend)
         assert r.code == 2 and why in r.err and len(r.err.strip().splitlines()) == 1, r
     assert env.roost("image", "create", "x", "--from-dir", str(busybox_tree), "--backend", "zfs2").code == 2
+    with open(env.config, "a", encoding="utf-8") as f:
+        f.write(f"btrfs-pool: {env.base}\n")
+    r = env.roost("image", "create", "x", "--from-dir", str(busybox_tree), "--backend", "btrfs")
+    assert r.code == 2 and f"btrfs-pool {env.base} is on" in r.err and "not btrfs" in r.err, r
     assert env.roost("image", "list", "--json").json() == []
     assert not (env.state / "images" / "x").exists()
     with open(env.config, "a", encoding="utf-8") as f:
@@ -429,6 +446,8 @@ def test_orphan_datasets_are_found_and_destroyed(env: Env, zfs_pool: str, busybo
 # --- every other crash point, on every backend ----------------------------------------------
 
 
+# overlay's are in test_invariants.py, and dir clones and mounts sessions exactly as overlay does
+@pytest.mark.parametrize("store", ["btrfs", "btrfs-pool", "zfs", "squashfs", "erofs"], indirect=True)
 @pytest.mark.parametrize("op,step", [("begin", s) for s in POINTS["begin"]] + [("end", s) for s in POINTS["end"]])
 def test_begin_and_end_killed_at_each_step_then_recover(img: Store, op: str, step: str) -> None:
     env = img.env

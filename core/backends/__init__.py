@@ -41,7 +41,7 @@ def names() -> tuple[str, ...]:
 def best(site: Site) -> Backend:
     """The backend a new image gets when nobody chose one.
 
-    btrfs when the state root is on btrfs, zfs when a parent dataset is
+    btrfs when the state root (or btrfs-pool) is on btrfs, zfs when a parent dataset is
     configured and usable, else overlay (which works on any file system
     with overlayfs).
     """
@@ -64,17 +64,24 @@ def discard(path: str) -> None:
     subvolumes; the rest is removed with :func:`~core.fsutil.remove_tree`.
     Pointers are only looked for where roost writes them (``<n>/snapshot``,
     ``<tx>/snapshot``, ``<image>/generations/<n>/snapshot``, a zfs clone's
-    ``dataset``), never inside a tree an image or a session could fill.
+    ``dataset``, a ``layer`` or clone link into a btrfs pool), never inside a
+    tree an image or a session could fill.
     """
     from ..fsutil import remove_tree
     from . import btrfs, zfs
 
     if not os.path.lexists(path):
         return
+    if os.path.islink(path) and os.path.basename(os.path.dirname(path)) == "sessions":
+        btrfs.remove_linked(path)  # a btrfs session clone in a pool
+        return
     if os.path.isdir(path) and not os.path.islink(path):
         for directory in _structural_dirs(path):
             if os.path.isfile(os.path.join(directory, zfs.POINTER)):
                 _REGISTRY["zfs"].remove_generation(directory)
+            layer = os.path.join(directory, "layer")
+            if os.path.islink(layer):
+                btrfs.remove_linked(layer)  # a btrfs generation in a pool
         if os.path.isdir(path) and not btrfs.is_subvolume(path) and os.listdir(path) == ["dataset"]:
             zfs.destroy_session_dataset(os.path.join(path, "dataset"))
         if os.path.isdir(path) and btrfs.on_btrfs(path):

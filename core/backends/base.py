@@ -28,6 +28,7 @@ class Site:
     state_root: str
     run_root: str
     zfs_dataset: str | None = None
+    btrfs_pool: str | None = None
 
 
 class Backend:

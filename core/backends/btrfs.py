@@ -4,7 +4,11 @@
 ``sessions/<id>`` is a writable snapshot of it (O(1)), bind-mounted at the
 session's mount point. Promote takes a read-only snapshot of the session
 into the staging directory (O(1)); the engine renames it into place. All of
-it must be on one btrfs file system: the state root's.
+it must be on one btrfs file system: the state root's, or a pool directory
+(``btrfs-pool:`` in roost.yaml) when the state root is elsewhere. With a
+pool, the subvolumes live in ``<pool>/gen/<image>.<tx>`` and
+``<pool>/session/<id>``, and ``layer`` and the clone are symbolic links to
+them, made before the subvolume (so a crash leaves a link recover follows).
 
 Subvolumes are created, snapshotted and deleted with the kernel's btrfs
 ioctls (what ``btrfs subvolume`` and libbtrfsutil call), never with a
@@ -19,6 +23,8 @@ import fcntl
 import os
 import stat
 import struct
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from .. import mounts, syscalls
 from ..errors import SystemFailure
@@ -201,6 +207,26 @@ def remove_tree_and_subvolumes(path: str) -> None:
     remove_tree(path)
 
 
+def _real(path: str) -> str:
+    return os.path.realpath(path) if os.path.islink(path) else path
+
+
+def _pool_of(subvolume: str) -> str | None:
+    """The pool a pool subvolume (``<pool>/gen/x`` or ``<pool>/session/x``) lies in."""
+    parent = os.path.dirname(subvolume)
+    if os.path.basename(parent) in ("gen", "session"):
+        return os.path.dirname(parent)
+    return None
+
+
+def remove_linked(link: str) -> None:
+    """Remove a ``layer`` or clone link into a pool, and the subvolume it names."""
+    target = os.readlink(link)
+    if os.path.isabs(target) and _pool_of(target) is not None and is_subvolume(target):
+        delete_subvolume(target)
+    os.unlink(link)
+
+
 class BtrfsBackend(Backend):
     name = "btrfs"
     always_flatten = True
@@ -209,63 +235,112 @@ class BtrfsBackend(Backend):
     def unavailable(self, site: Site) -> str | None:
         if not os.path.exists("/proc/fs/btrfs") and not _kernel_has("btrfs"):
             return "the kernel has no btrfs support (modprobe btrfs)"
-        probe = site.state_root
-        while not os.path.exists(probe):
-            probe = os.path.dirname(probe)
-        m = mounts.containing(os.path.realpath(probe))
-        fstype = m.fstype if m is not None else "unknown"
+        if site.btrfs_pool:
+            if not os.path.isdir(site.btrfs_pool):
+                return f"btrfs-pool {site.btrfs_pool} is not a directory"
+            fstype = _fstype(site.btrfs_pool)
+            return None if fstype == "btrfs" else f"btrfs-pool {site.btrfs_pool} is on {fstype}, not btrfs"
+        fstype = _fstype(site.state_root)
         if fstype != "btrfs":
-            return f"the state root {site.state_root} is on {fstype}, not btrfs"
+            return f"the state root {site.state_root} is on {fstype}, not btrfs (nor is btrfs-pool: set)"
         return None
 
     def storage(self, site: Site) -> str:
-        return f"read-only subvolumes in {os.path.join(site.state_root, 'images')} (btrfs)"
+        where = site.btrfs_pool or os.path.join(site.state_root, "images")
+        return f"read-only subvolumes in {where} (btrfs)"
 
     def init_generation(self, directory: str, site: Site, label: str) -> str:
         self.require(site)
         os.mkdir(directory, 0o700)
         tree = GenerationPaths(directory).tree
+        if site.btrfs_pool:
+            gens = os.path.join(site.btrfs_pool, "gen")
+            os.makedirs(gens, mode=0o700, exist_ok=True)
+            target = os.path.join(gens, label)
+            os.symlink(target, tree)
+            tree = target
         create_subvolume(tree)
         os.chmod(tree, 0o755)
         return tree
 
     def finish_generation(self, directory: str) -> None:
-        set_readonly(GenerationPaths(directory).tree)
+        set_readonly(_real(GenerationPaths(directory).tree))
+
+    def generation_size(self, directory: str) -> int:
+        from ..fsutil import tree_size
+
+        return tree_size(_real(GenerationPaths(directory).tree))
 
     def create_clone(self, session: Session) -> None:
-        snapshot(session.lowers[0], session.clone, readonly=False)
+        source = _real(session.lowers[0])
+        pool = _pool_of(source) if source != session.lowers[0] else None
+        if pool is None:
+            snapshot(source, session.clone, readonly=False)
+            return
+        sessions = os.path.join(pool, "session")
+        os.makedirs(sessions, mode=0o700, exist_ok=True)
+        target = os.path.join(sessions, session.id)
+        os.symlink(target, session.clone)
+        snapshot(source, target, readonly=False)
 
     def has_clone(self, session: Session) -> bool:
-        return is_subvolume(session.clone)
+        return is_subvolume(_real(session.clone))
 
     def mount(self, session: Session) -> None:
+        clone = _real(session.clone)
         try:
-            syscalls.mount(session.clone, session.mountpoint, None, syscalls.MS_BIND)
+            syscalls.mount(clone, session.mountpoint, None, syscalls.MS_BIND)
             syscalls.mount(None, session.mountpoint, None, syscalls.MS_PRIVATE)
         except OSError as e:
-            raise SystemFailure(f"cannot bind {session.clone} at {session.mountpoint}: {e.strerror}") from None
+            raise SystemFailure(f"cannot bind {clone} at {session.mountpoint}: {e.strerror}") from None
 
     def remove_clone(self, session: Session) -> None:
-        remove_tree_and_subvolumes(session.clone)
+        if os.path.islink(session.clone):
+            remove_linked(session.clone)
+        else:
+            remove_tree_and_subvolumes(session.clone)
 
     def stage(self, session: Session, staging: str, *, flatten: bool, scratch: str) -> bool:
-        snapshot(session.clone, GenerationPaths(staging).tree, readonly=True)
+        tree = GenerationPaths(staging).tree
+        clone = _real(session.clone)
+        pool = _pool_of(clone) if clone != session.clone else None
+        if pool is not None:
+            target = os.path.join(pool, "gen", f"{session.image}.{os.path.basename(staging)}")
+            os.symlink(target, tree)
+            tree = target
+        snapshot(clone, tree, readonly=True)
         return True
 
     def staged_size(self, session: Session, staging: str) -> int:
         # what the session wrote (like an overlay layer), found without walking the tree
-        return written_since(GenerationPaths(staging).tree, created_transid(session.clone))
+        tree = _real(GenerationPaths(staging).tree)
+        return written_since(tree, created_transid(_real(session.clone)))
 
     def changes(self, session: Session) -> int | None:
         try:
-            return written_since(session.clone, created_transid(session.clone))
+            clone = _real(session.clone)
+            return written_since(clone, created_transid(clone))
         except (OSError, SystemFailure):
             return None
 
     def unstage(self, session: Session, staging: str) -> None:
         tree = GenerationPaths(staging).tree
-        if is_subvolume(tree):
+        if os.path.islink(tree):
+            remove_linked(tree)
+        elif is_subvolume(tree):
             delete_subvolume(tree)
+
+    @contextmanager
+    def view(self, directory: str, lowers: list[str], scratch: str) -> Iterator[str]:
+        yield _real(lowers[0])
+
+
+def _fstype(path: str) -> str:
+    probe = path
+    while not os.path.exists(probe):
+        probe = os.path.dirname(probe)
+    m = mounts.containing(os.path.realpath(probe))
+    return m.fstype if m is not None else "unknown"
 
 
 class _SearchKey(ctypes.Structure):
