@@ -19,10 +19,7 @@ from .. import syscalls
 from ..errors import SystemFailure
 
 LOOP_CTL_GET_FREE = 0x4C82
-LOOP_CONFIGURE = 0x4C0A
-LOOP_SET_FD = 0x4C00
-LOOP_SET_STATUS64 = 0x4C04
-LOOP_CLR_FD = 0x4C01
+LOOP_CONFIGURE = 0x4C0A  # Linux 5.8: attach and set flags in one call
 LO_FLAGS_READ_ONLY = 1
 LO_FLAGS_AUTOCLEAR = 4
 _NAME = 64
