@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import subprocess
 import tempfile
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -506,3 +507,54 @@ def test_image_operations_killed_at_each_step_then_recover(img: Store, busybox_t
     for image in images:
         env.ok("image", "remove", image)
     assert img.leftovers() == []
+
+
+# --- invariant 1 on every backend ------------------------------------------------------------
+
+
+# overlay's (longer) run is test_invariants.py's
+@pytest.mark.parametrize("store", ["dir", "btrfs", "btrfs-pool", "zfs", "squashfs", "erofs"], indirect=True)
+def test_invariant_1_a_session_clones_exactly_one_complete_generation(img: Store) -> None:
+    """While one process promotes and rolls back, another begins sessions in a loop."""
+    env = img.env
+    stop = threading.Event()
+    observed: list[tuple[int, str]] = []
+    errors: list[str] = []
+
+    def writer() -> None:
+        try:
+            for i in range(8):
+                sid = env.begin("bb", "--maintenance")
+                script = f"rm -rf /gen; mkdir /gen; echo t{i} > /gen/a; echo t{i} > /gen/b"
+                assert env.sh(sid, script).code == 0
+                env.ok("session", "promote", sid, "-m", f"t{i}")
+                if i % 3 == 2:
+                    env.ok("image", "rollback", "bb")
+        except BaseException as e:  # noqa: BLE001 - reported by the main thread
+            errors.append(f"writer: {e!r}")
+        finally:
+            stop.set()
+
+    def reader() -> None:
+        try:
+            while not stop.is_set():
+                r = env.roost("session", "begin", "bb", "--json")
+                assert r.code == 0, r.err
+                sid, generation = r.json()["id"], r.json()["generation"]
+                observed.append((generation, env.sh(sid, "cat /gen/a /gen/b 2>/dev/null").out))
+                env.ok("session", "end", sid)
+        except BaseException as e:  # noqa: BLE001
+            errors.append(f"reader: {e!r}")
+
+    threads = [threading.Thread(target=writer), threading.Thread(target=reader)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=600)
+    assert not errors, errors
+    tokens = {g["generation"]: g["message"] for g in env.roost("image", "history", "bb", "--json").json()}
+    assert len(observed) >= 3
+    for generation, seen in observed:
+        expected = "" if generation == 1 else f"{tokens[generation]}\n{tokens[generation]}\n"
+        assert seen == expected, (generation, seen)
+    consistent(env)

@@ -271,6 +271,14 @@ class BtrfsBackend(Backend):
 
         return tree_size(_real(GenerationPaths(directory).tree))
 
+    def sync(self, directory: str) -> None:
+        from ..fsutil import sync_filesystem
+
+        sync_filesystem(directory)
+        tree = GenerationPaths(directory).tree
+        if os.path.islink(tree):
+            sync_filesystem(_real(tree))  # the pool is another file system
+
     def create_clone(self, session: Session) -> None:
         source = _real(session.lowers[0])
         pool = _pool_of(source) if source != session.lowers[0] else None
