@@ -204,10 +204,6 @@ def destroy_session_dataset(pointer: str) -> None:
     os.unlink(pointer)
 
 
-def _is_mounted_dataset(path: str) -> bool:
-    return mounts.is_mounted(path)
-
-
 class ZfsBackend(Backend):
     name = "zfs"
     always_flatten = True
@@ -248,7 +244,7 @@ class ZfsBackend(Backend):
             f"{STATE_PROPERTY}={site.state_root}",
             dataset,
         )
-        if not _is_mounted_dataset(tree):
+        if not mounts.is_mounted(tree):
             zfs("mount", dataset)
         return tree
 
@@ -304,7 +300,7 @@ class ZfsBackend(Backend):
             dataset,
         )
         try:
-            if not _is_mounted_dataset(scratch):
+            if not mounts.is_mounted(scratch):
                 zfs("mount", dataset)
             yield scratch
         finally:
@@ -352,7 +348,7 @@ class ZfsBackend(Backend):
             return None
 
     def mount(self, session: Session) -> None:
-        if not _is_mounted_dataset(session.mountpoint):
+        if not mounts.is_mounted(session.mountpoint):
             zfs("mount", self._dataset(session), what=f"mounting {self._dataset(session)}")
         syscalls.mount(None, session.mountpoint, None, syscalls.MS_PRIVATE)
 
