@@ -99,7 +99,7 @@ def check(eng: Engine) -> list[str]:
         if not mounts.is_mounted(s.mountpoint, table):
             problems.append(f"{where}: not mounted (needs recovery)")
         for lower in s.lowers:
-            if not os.path.isdir(lower):
+            if not os.path.exists(lower):
                 problems.append(f"{where}: layer {lower} is missing")
     for name in _listdir(store.mnt_dir):
         path = os.path.join(store.mnt_dir, name)
@@ -118,7 +118,18 @@ def check(eng: Engine) -> list[str]:
             and not busy(store.session_lock_name(name))
         ):
             problems.append(f"clone {path} belongs to no session")
+    problems += _backend_leftovers(eng)
     return problems
+
+
+def _backend_leftovers(eng: Engine) -> list[str]:
+    """Data a backend keeps outside the state root that nothing names (zfs datasets)."""
+    from .recover import zfs_leftovers
+
+    try:
+        return [f"dataset {d} belongs to no generation or session" for d in zfs_leftovers(eng)]
+    except RoostError as e:
+        return [f"cannot list the zfs datasets: {e}"]
 
 
 def _listdir(path: str) -> list[str]:

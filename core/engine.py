@@ -11,6 +11,7 @@ import os
 
 from . import images, journal, locks, mounts, sessions
 from .actor import Actor
+from .backends.base import Site
 from .errors import NotPermitted
 from .records import Session
 from .settings import Settings
@@ -78,6 +79,15 @@ class Engine:
     def session_lock(self, session: str, operation: str, *, wait: bool = True) -> locks.Lock:
         return self.lock(self.store.session_lock_name(session), operation, wait=wait)
 
+    def site(self) -> Site:
+        """What backends need to know about this host's roots and pools."""
+        return Site(
+            state_root=self.store.root,
+            run_root=self.store.run,
+            zfs_dataset=self.settings.zfs_dataset or None,
+            btrfs_pool=self.settings.btrfs_pool or None,
+        )
+
     def journal(self, operation: str, **fields: Any) -> None:
         try:
             journal.append(self.store.journal_path, self.actor, operation, log_to=self.settings.syslog, **fields)
@@ -96,6 +106,9 @@ class Engine:
         description: str = "",
     ) -> images.ImageInfo:
         return images.create(self, name, source, backend=backend, profile=profile, description=description)
+
+    def convert_image(self, name: str, backend: str, *, new_name: str | None = None) -> images.ImageInfo:
+        return images.convert(self, name, backend, new_name=new_name)
 
     def list_images(self) -> list[images.ImageInfo]:
         return images.list_images(self)
@@ -191,6 +204,19 @@ class Engine:
         from . import batch
 
         return batch.run(self, plan, on_result=on_result, output=output)
+
+    def backends(self) -> list[tuple[str, str | None, str]]:
+        """(backend, why it cannot be used here or None, what it is), and which new images get."""
+        from . import backends
+
+        return backends.report(self.site())
+
+    def default_backend(self) -> str:
+        """The backend ``image create`` uses when none is given (``default-backend``, or the best here)."""
+        from . import backends
+
+        name = self.settings.default_backend
+        return backends.best(self.site()).name if name == backends.AUTO else name
 
     # --- locks ------------------------------------------------------------------
 

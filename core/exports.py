@@ -122,7 +122,7 @@ def export(eng: Engine, image: str, path: str, *, generation: int | None = None,
         try:
             os.mkdir(scratch, 0o700)
             try:
-                with backend.view(lowers, scratch) as tree:
+                with backend.view(store.generation_dir(image, number), lowers, scratch) as tree:
                     size, streamed = _write(eng, tree, dest, compressor, estimate)
             finally:
                 os.rmdir(scratch)

@@ -27,6 +27,7 @@ POINTS: dict[str, tuple[str, ...]] = {
         "ended",
     ),
     "rollback": ("switched",),
+    "convert": ("staged", "exchanged"),
     "gc": ("trashed",),
     "remove": ("sessions-ended", "trashed"),
     "recover": ("session",),

@@ -2,7 +2,7 @@
 
 ::
 
-    backend: overlay            # overlay | dir (more in later releases)
+    backend: overlay            # overlay | dir | btrfs | zfs | squashfs | erofs
     description: Debian bookworm for amd64 builds
     profile: sbuild             # which profile sessions get
     users: [alice]              # may begin sessions and run commands as themselves
@@ -29,7 +29,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing and collections cost milliseconds at start-up
     from typing import Any
 
-BACKENDS = ("overlay", "dir")
+BACKENDS = ("overlay", "dir", "btrfs", "zfs", "squashfs", "erofs")
 PERSONALITIES = ("linux", "linux32", "linux64", "undefined")
 
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import os
 
-from . import backends, faults, generations, locks, records
+from . import backends, faults, generations, locks, mounts, records, syscalls
 from .actor import now_iso
 from .errors import BadInput, Conflict, NotFound, RoostError, SystemFailure
-from .fsutil import atomic_write, ensure_dir, fsync_dir, remove_tree, sync_filesystem
+from .fsutil import atomic_write, ensure_dir, fsync_dir, sync_filesystem
 from .generations import GenerationMeta
 from .imageconf import ImageConfig, parse_image_config
 from .names import check_name
@@ -35,9 +35,11 @@ class ImageInfo(Struct, frozen=True):
     size: int = 0
     writer: str | None = None
     config: ImageConfig | None = None
+    storage: str = ""
 
     def to_json(self) -> dict[str, Any]:
         return {
+            "storage": self.storage,
             "name": self.name,
             "backend": self.backend,
             "current": self.current,
@@ -157,7 +159,15 @@ def info(eng: Engine, name: str, by_image: dict[str, list[records.Session]] | No
         size=size,
         writer=_writer(eng, name, {s.id for s in mine}),
         config=config,
+        storage=_storage(eng, config.backend),
     )
+
+
+def _storage(eng: Engine, backend: str) -> str:
+    try:
+        return backends.get(backend).storage(eng.site())
+    except RoostError:
+        return ""
 
 
 def list_images(eng: Engine) -> list[ImageInfo]:
@@ -222,7 +232,7 @@ def create(
 ) -> ImageInfo:
     eng.require_root("image create")
     check_name(name, "image name")
-    backend_obj = backends.get(backend or eng.settings.default_backend)
+    backend_obj = choose_backend(eng, backend)
     try:
         profile_path(profile, eng.settings.profiles_dir)
     except NotFound as e:
@@ -248,12 +258,14 @@ def create(
             try:
                 os.mkdir(staging, 0o755)
                 os.mkdir(os.path.join(staging, "generations"), 0o755)
-                tree = backend_obj.init_generation(os.path.join(staging, "generations", "1"))
+                gen_dir = os.path.join(staging, "generations", "1")
+                tree = backend_obj.init_generation(gen_dir, eng.site(), f"{name}.{tx}")
                 from .importers import fill
 
                 fill(source, tree, eng.progress)
                 eng.progress(None, "syncing")
-                size = _size(tree)
+                backend_obj.finish_generation(gen_dir)
+                size = backend_obj.generation_size(gen_dir)
                 meta = GenerationMeta(
                     generation=1,
                     parent=None,
@@ -278,8 +290,7 @@ def create(
                 fsync_dir(store.images_dir)
                 faults.crashpoint("create", "renamed")
             except BaseException as e:
-                if os.path.exists(staging):
-                    remove_tree(staging)
+                _discard_staging(staging)
                 eng.journal("image create", image=name, result="failed", error=str(e))
                 raise
         finally:
@@ -288,10 +299,22 @@ def create(
     return info(eng, name)
 
 
-def _size(tree: str) -> int:
-    from .fsutil import tree_size
+def choose_backend(eng: Engine, backend: str | None) -> backends.Backend:
+    """The backend a new image gets: the one asked for, else ``default-backend`` (``auto``: the best here).
 
-    return tree_size(tree)
+    Raises :class:`BadInput` (one line, nothing changed) when it cannot work on this host.
+    """
+    name = backend or eng.settings.default_backend
+    site = eng.site()
+    chosen = backends.best(site) if name == backends.AUTO else backends.get(name)
+    chosen.require(site)
+    return chosen
+
+
+def _discard_staging(staging: str) -> None:
+    if os.path.lexists(staging):
+        mounts.unmount_tree(staging, force=True)  # a tree mounted to be filled (zfs)
+        backends.discard(staging)
 
 
 def _config_yaml(config: ImageConfig) -> str:
@@ -299,6 +322,108 @@ def _config_yaml(config: ImageConfig) -> str:
 
     header = "# roost image configuration (see roost(8), FILES). Edit freely; roost validates it on use.\n"
     return header + dump_yaml(config.to_yaml_dict())
+
+
+# --- convert -------------------------------------------------------------------------
+
+
+def convert(eng: Engine, name: str, backend: str, *, new_name: str | None) -> ImageInfo:
+    """Write the current generation of *name* into *backend* as a new image.
+
+    With *new_name*, a new image of that name; without, *name* itself is
+    replaced (refused while it has sessions): the new image is built beside
+    it and swapped in with one atomic exchange, so a crash leaves either the
+    old image or the new one. History does not follow: the new image starts
+    at generation 1, whose message names where it came from.
+    """
+    eng.require_root("image convert")
+    config = require(eng, name)
+    target = new_name or name
+    check_name(target, "image name")
+    backend_obj = choose_backend(eng, backend)
+    in_place = target == name
+    if in_place and backend_obj.name == config.backend:
+        raise BadInput(f"image {name} already uses the {config.backend} backend")
+    if not in_place and exists(eng, target):
+        raise Conflict(f"image {target} already exists")
+    if in_place:
+        _refuse_sessions(eng, name, "convert")
+    eng.ready()
+    store = eng.store
+    source_backend = backends.get(config.backend)
+    new_config = config.replace(backend=backend_obj.name)
+    tx = new_tx()
+    staging = os.path.join(store.staging_dir, tx)
+    tx_lock = eng.lock(store.tx_lock_name(tx), f"convert {name}")
+    scratch = os.path.join(store.mnt_dir, f".stage-{tx}")
+    try:
+        try:
+            with eng.image_lock(name, f"convert {name}", exclusive=False):
+                number = generations.current(store, name)
+                stack = list(generations.read_meta(store, name, number).stack)
+                gen_dir = store.generation_dir(name, number)
+                lowers = source_backend.lowers(store.generations_dir(name), stack)
+                os.mkdir(staging, 0o755)
+                os.mkdir(os.path.join(staging, "generations"), 0o755)
+                new_dir = os.path.join(staging, "generations", "1")
+                tree = backend_obj.init_generation(new_dir, eng.site(), f"{target}.{tx}")
+                os.makedirs(scratch, exist_ok=True)
+                with source_backend.view(gen_dir, lowers, scratch) as view:
+                    from .importers import Source, fill
+
+                    fill(Source("dir", path=view), tree, eng.progress)
+            eng.progress(None, "syncing")
+            backend_obj.finish_generation(new_dir)
+            meta = GenerationMeta(
+                generation=1,
+                parent=None,
+                created=now_iso(),
+                author=eng.actor.user,
+                message=f"converted from generation {number} of {name} ({config.backend})",
+                session=None,
+                size=backend_obj.generation_size(new_dir),
+                backend=backend_obj.name,
+                stack=(1,),
+                flattened=True,
+            )
+            atomic_write(os.path.join(new_dir + ".yaml"), meta.to_yaml())
+            atomic_write(os.path.join(staging, "image.yaml"), _config_yaml(new_config))
+            os.symlink("generations/1", os.path.join(staging, "current"))
+            sync_filesystem(staging)
+            faults.crashpoint("convert", "staged")
+            if in_place:
+                with eng.image_lock(name, f"convert {name}"):
+                    _refuse_sessions(eng, name, "convert")
+                    syscalls.exchange(staging, store.image_dir(name))
+                    fsync_dir(store.images_dir)
+                    faults.crashpoint("convert", "exchanged")
+                _delete_image_tree(staging, config.backend)  # the old image, now in staging
+            else:
+                with eng.image_lock(target, "create"):
+                    try:
+                        os.rename(staging, store.image_dir(target))
+                    except OSError as e:
+                        raise Conflict(f"image {target} already exists ({e.strerror})") from None
+                    fsync_dir(store.images_dir)
+        except BaseException as e:
+            _discard_staging(staging)
+            eng.journal("image convert", image=name, result="failed", error=str(e))
+            raise
+        finally:
+            if os.path.isdir(scratch):
+                mounts.unmount_tree(scratch, force=True)
+                os.rmdir(scratch)
+    finally:
+        tx_lock.release(remove=True)
+    eng.journal("image convert", image=name, target=target, backend=backend_obj.name, generation=number)
+    return info(eng, target)
+
+
+def _refuse_sessions(eng: Engine, name: str, verb: str) -> None:
+    mine = _sessions_by_image(eng).get(name, [])
+    if mine:
+        ids = ", ".join(s.id for s in mine[:5]) + (" …" if len(mine) > 5 else "")
+        raise Conflict(f"cannot {verb} {name} in place while it has sessions ({ids}): end them first")
 
 
 # --- rollback ------------------------------------------------------------------------
@@ -408,7 +533,7 @@ def _delete_image_tree(path: str, backend_name: str) -> None:
         for entry in os.listdir(gens):
             if entry.isdigit():
                 backend.remove_generation(os.path.join(gens, entry))
-    remove_tree(path)
+    backends.discard(path)
 
 
 # --- gc ------------------------------------------------------------------------------
@@ -464,7 +589,7 @@ def _gc_one(eng: Engine, name: str, keep: int | None, dry_run: bool) -> GcResult
             backend = backends.get(config.backend)
             for n in victims:
                 backend.remove_generation(os.path.join(trash, str(n)))
-            remove_tree(trash)
+            backends.discard(trash)
         finally:
             tx_lock.release(remove=True)
     finally:

@@ -1,7 +1,8 @@
 """Filling a new image's first generation: from a directory, a tarball or mmdebstrap.
 
 Each importer writes a complete tree into a directory that does not exist
-yet, reporting progress as it goes (a fraction when it can be known).
+yet, or exists and is empty (a btrfs subvolume, a mounted zfs dataset),
+reporting progress as it goes (a fraction when it can be known).
 """
 
 from __future__ import annotations
@@ -140,7 +141,8 @@ def _from_tar(path: str, dest: str, progress: Progress) -> None:
 
     size = max(os.path.getsize(path), 1)
     argv, package = _decompressor(path)
-    os.mkdir(dest, 0o755)
+    if not os.path.isdir(dest):  # a backend may have made it already (a subvolume, a mounted dataset)
+        os.mkdir(dest, 0o755)
     tar = ["tar", "--extract", "--file=-", f"--directory={dest}", "--same-owner", "--preserve-permissions", *TAR_KEEP]
     pipeline = [argv, tar] if argv is not None else [tar]
     if argv is not None:

@@ -97,34 +97,15 @@ def _store(eng: Engine, report: list[str]) -> None:
 
 
 def _remove_leftover_tree(path: str) -> None:
-    """Remove a staging or trash tree, letting the backend delete generation-like parts.
+    """Remove a staging or trash tree; its backend deletes generation-like parts (datasets, subvolumes).
 
     Whatever an interrupted helper left running or mounted in it goes first
     (mmdebstrap mounts /proc and /dev in its target and chroots into it).
     """
-    procs.kill_in_root(path, 0.5)
-    mounts.unmount_tree(path, force=True)
-    if not os.path.isdir(path):
-        try:
-            os.unlink(path)
-        except FileNotFoundError:
-            pass
-        return
-    # A trashed image holds generations/<n>; let its backend delete them.
-    for entry in os.listdir(path):
-        gens = os.path.join(path, entry, "generations")
-        image_yaml = os.path.join(path, entry, "image.yaml")
-        if os.path.isdir(gens):
-            backend = "overlay"
-            try:
-                with open(image_yaml, encoding="utf-8") as f:
-                    for line in f:
-                        if line.startswith("backend:"):
-                            backend = line.split(":", 1)[1].strip()
-            except OSError:
-                pass
-            images._delete_image_tree(os.path.join(path, entry), backend)
-    remove_tree(path)
+    if os.path.isdir(path) and not os.path.islink(path):
+        procs.kill_in_root(path, 0.5)
+        mounts.unmount_tree(path, force=True)
+    backends.discard(path)
 
 
 def _promoting_txs(eng: Engine, image: str) -> set[str]:
@@ -166,7 +147,7 @@ def _image(eng: Engine, name: str, report: list[str]) -> None:
                 for entry in os.listdir(path):
                     if entry.isdigit():
                         backend.remove_generation(os.path.join(path, entry))
-                remove_tree(path)
+                backends.discard(path)
                 report.append(f"image {name}: emptied trash/{tx}")
         done, dirs_only, metas_only = generations.scan(store, name)
         try:
@@ -247,7 +228,7 @@ def _session_locked(eng: Engine, session: Session, report: list[str]) -> bool:
         backend = backends.get(session.backend)
         if os.path.isdir(staging):
             backend.unstage(session, staging)
-            remove_tree(staging)
+            backends.discard(staging)
         sessions._abandon_promote(eng, session)
         report.append(f"session {sid}: interrupted promote undone, session kept")
     if session.auto and not procs.alive(session.creator_pid, session.creator_start):
@@ -289,13 +270,64 @@ def _broken_record(eng: Engine, sid: str, report: list[str]) -> None:
     mounts.unmount_tree(mountpoint, force=True)
     if os.path.isdir(mountpoint):
         os.rmdir(mountpoint)
-    remove_tree(store.session_clone(sid))
+    backends.discard(store.session_clone(sid))
     records.remove(store.sessions_dir, sid)
     report.append(f"session {sid}: removed an unreadable record and its leftovers")
 
 
+def zfs_leftovers(eng: Engine) -> list[str]:
+    """Datasets of this state root's zfs parent that no generation, staging entry or record names.
+
+    Pointers are read in the order things move (store staging, then each
+    image's staging, generations and trash, then store trash), after the
+    datasets were listed, so a generation moved by a concurrent promote,
+    gc, create or remove is always seen in one of its places.
+    """
+    from .backends import zfs
+
+    site = eng.site()
+    if not site.zfs_dataset or backends.get("zfs").unavailable(site) is not None:
+        return []
+    listed = zfs.datasets_of(site)
+    if not listed:
+        return []
+    named: set[str] = set()
+    store = eng.store
+
+    def pointers(directory: str) -> None:
+        for path in backends.pointer_dirs(directory):
+            snapshot = zfs.read_pointer(path)
+            if snapshot is not None:
+                named.add(snapshot.split("@", 1)[0])
+
+    pointers(store.staging_dir)
+    for name in store.image_names():
+        pointers(store.image_dir(name))
+    pointers(store.trash_dir)
+    found, _ = records.read_all(store.sessions_dir)
+    named |= {str(s.backend_data.get("dataset")) for s in found if s.backend_data.get("dataset")}
+    for name in os.listdir(store.sessions_dir):
+        pointer = os.path.join(store.sessions_dir, name, "dataset")
+        if os.path.isfile(pointer):
+            with open(pointer, encoding="utf-8") as f:
+                named.add(f.read().strip())
+    return [d for d in listed if d not in named and not zfs.is_live_view(d)]
+
+
+def _zfs_orphans(eng: Engine, report: list[str]) -> None:
+    from .backends import zfs
+
+    for dataset in zfs_leftovers(eng):
+        if "/session/" in dataset:
+            zfs.zfs("destroy", "-r", dataset)
+        else:
+            zfs.destroy_dataset(dataset)
+        report.append(f"destroyed orphan dataset {dataset}")
+
+
 def _orphans(eng: Engine, report: list[str]) -> None:
-    """Mounts, mount points, clones and lock files that no record names."""
+    """Mounts, mount points, clones, datasets and lock files that no record names."""
+    _zfs_orphans(eng, report)
     store = eng.store
     known = set(records.ids(store.sessions_dir))
     try:
@@ -324,7 +356,7 @@ def _orphans(eng: Engine, report: list[str]) -> None:
                 continue
             try:
                 if not os.path.exists(store.session_record(name)):
-                    remove_tree(path)
+                    backends.discard(path)
                     report.append(f"removed orphan clone {path}")
             finally:
                 lock.release(remove=True)

@@ -8,7 +8,6 @@ import sys
 from . import access, backends, faults, generations, images, locks, mounts, process, procs, records
 from .actor import now_iso
 from .errors import BadInput, Conflict, RoostError, SystemFailure
-from .fsutil import remove_tree, sync_filesystem, tree_size
 from .generations import GenerationMeta
 from .names import check_name
 from .profiles import Profile, load_profile
@@ -151,6 +150,7 @@ def begin(eng: Engine, image: str, *, name: str | None, maintenance: bool, auto:
                 holder = images._live_writer(eng, image)
                 if holder is not None:
                     raise Conflict(f"{image} is already being maintained by {holder.describe()}")
+            backend.prepare(session)
             try:
                 records.write(store.sessions_dir, session, create=True)
             except FileExistsError:
@@ -396,20 +396,20 @@ def _stage_and_commit(eng: Engine, session: Session, backend: backends.Backend, 
         flattened = backend.stage(session, staging, flatten=bool(info.get("flatten")), scratch=scratch)
     except BaseException:
         backend.unstage(session, staging)
-        remove_tree(staging)
+        backends.discard(staging)
         _abandon_promote(eng, session)
         raise
     finally:
         os.rmdir(scratch)
     faults.crashpoint("promote", "staged")
-    size = tree_size(os.path.join(staging, "layer"))
-    sync_filesystem(staging)
+    size = backend.staged_size(session, staging)
+    backend.sync(staging)
     faults.crashpoint("promote", "synced")
     with eng.image_lock(image, f"promote {session.id}"):
         cur = generations.current(store, image)
         if cur != base:
             backend.unstage(session, staging)
-            remove_tree(staging)
+            backends.discard(staging)
             _abandon_promote(eng, session)
             raise Conflict(f"{image} moved to generation {cur} during the promote of {session.id}: nothing promoted")
         number = generations.highest(store, image) + 1
@@ -485,8 +485,7 @@ def info(eng: Engine, sid: str, *, details: bool) -> SessionInfo:
     if not details:
         return SessionInfo(session, state)
     count = procs.count_in_roots([session.mountpoint])[session.mountpoint.rstrip("/")]
-    upper = os.path.join(session.clone, "upper")
-    changes = tree_size(upper) if os.path.isdir(upper) else None
+    changes = backends.get(session.backend).changes(session)
     return SessionInfo(session, state, processes=count, changes=changes)
 
 

@@ -21,19 +21,28 @@ _KEYS: dict[str, tuple[str, type, object]] = {
     "state-root": ("state_root", str, DEFAULT_STATE_ROOT),
     "run-root": ("run_root", str, DEFAULT_RUN_ROOT),
     "profiles-dir": ("profiles_dir", str, DEFAULT_PROFILES_DIR),
-    "default-backend": ("default_backend", str, "overlay"),
+    "default-backend": ("default_backend", str, "auto"),
     "retention": ("retention", int, 5),
     "overlay-max-depth": ("overlay_max_depth", int, 16),
     "end-grace": ("end_grace", float, 5.0),
     "lock-timeout": ("lock_timeout", float, 60.0),
     "syslog": ("syslog", str, DEFAULT_SYSLOG),
+    "zfs-dataset": ("zfs_dataset", str, ""),
+    "btrfs-pool": ("btrfs_pool", str, ""),
 }
+
+#: Values of default-backend (core.backends has the backends themselves; this module stays light).
+_BACKENDS = ("auto", "overlay", "dir", "btrfs", "zfs", "squashfs", "erofs")
+
+#: String settings that are not paths.
+_NOT_PATHS = frozenset(("default-backend", "zfs-dataset", "syslog"))
 
 
 class Settings:
     """Resolved settings; precedence: command line > environment > roost.yaml > default."""
 
     __slots__ = (
+        "btrfs_pool",
         "config_path",
         "default_backend",
         "end_grace",
@@ -44,6 +53,7 @@ class Settings:
         "run_root",
         "state_root",
         "syslog",
+        "zfs_dataset",
     )
 
     config_path: str
@@ -56,6 +66,8 @@ class Settings:
     end_grace: float
     lock_timeout: float
     syslog: str
+    zfs_dataset: str
+    btrfs_pool: str
 
     def __init__(self, **values: object) -> None:
         self.config_path = DEFAULT_CONFIG
@@ -152,12 +164,22 @@ def _parse(path: str, text: str) -> dict[str, object]:
             raise ConfigError(f"{path}: {key} must be a {kind.__name__}, not {value!r}")
         if key == "syslog" and value != "off" and not str(value).startswith("/"):
             raise ConfigError(f"{path}: syslog must be the absolute path of a socket, or off")
-        if kind is str and key not in ("default-backend", "syslog") and not str(value).startswith("/"):
+        if kind is str and key not in _NOT_PATHS and not str(value).startswith("/"):
             raise ConfigError(f"{path}: {key} must be an absolute path")
+        if key == "default-backend" and value not in _BACKENDS:
+            raise ConfigError(f"{path}: default-backend must be one of {', '.join(_BACKENDS)}, not {value!r}")
+        if key == "zfs-dataset" and not _dataset_name(str(value)):
+            raise ConfigError(f"{path}: zfs-dataset must be a dataset name like tank/roost, not {value!r}")
         if kind in (int, float) and isinstance(value, (int, float)) and value < (1 if kind is int else 0):
             raise ConfigError(f"{path}: {key} must be positive")
         values[attr] = value
     return values
+
+
+def _dataset_name(value: str) -> bool:
+    allowed = set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.:-/")
+    parts = value.split("/")
+    return bool(value) and set(value) <= allowed and all(p and p[0].isalnum() for p in parts) and len(value) < 200
 
 
 def load(root: str | None = None, environ: os._Environ[str] | dict[str, str] | None = None) -> Settings:

@@ -153,3 +153,14 @@ def mount_id(fd: int) -> int:
     if not buf.stx_mask & _STATX_MNT_ID:
         raise OSError(95, "statx: the kernel does not report mount ids", f"fd {fd}")
     return int(buf.stx_mnt_id)
+
+
+RENAME_EXCHANGE = 2
+_libc.renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+_AT_FDCWD = -100
+
+
+def exchange(a: str, b: str) -> None:
+    """renameat2(RENAME_EXCHANGE): swap two paths atomically (both must exist)."""
+    if _libc.renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), RENAME_EXCHANGE) != 0:
+        _raise("renameat2", a)

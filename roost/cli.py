@@ -18,6 +18,7 @@ from . import __version__
 from .commands import (
     PROG,
     cmd_doctor,
+    cmd_image_convert,
     cmd_image_create,
     cmd_image_gc,
     cmd_image_history,
@@ -87,10 +88,18 @@ def build_parser() -> Parser:
     p.add_argument("--mirror", help="mmdebstrap mirror URL")
     p.add_argument("--include", help="mmdebstrap: extra packages, comma-separated")
     p.add_argument("--arch", help="mmdebstrap: architecture")
-    p.add_argument("--backend", help="overlay (default) or dir")
+    p.add_argument(
+        "--backend", help="overlay, dir, btrfs, zfs, squashfs or erofs (default: default-backend, else the best here)"
+    )
     p.add_argument("--profile", default="default", help="profile sessions get (default: default)")
     p.add_argument("--description", default="")
     p.set_defaults(func=cmd_image_create)
+    p = isub.add_parser("convert", help="write an image's current generation into another backend")
+    p.add_argument("name")
+    p.add_argument("--backend", required=True, help="overlay, dir, btrfs, zfs, squashfs or erofs")
+    p.add_argument("--to", metavar="NEW", help="make a new image NEW (default: replace NAME, which must be idle)")
+    _add_json(p)
+    p.set_defaults(func=cmd_image_convert)
     p = isub.add_parser("list", help="list images")
     _add_json(p)
     p.set_defaults(func=cmd_image_list)
@@ -176,7 +185,9 @@ def build_parser() -> Parser:
     _add_json(p)
     p.set_defaults(func=cmd_locks)
     p = sub.add_parser("doctor", help="check the host and the state root")
-    p.add_argument("--check", action="store_true", help="compare the state root with the mount table and records")
+    what = p.add_mutually_exclusive_group()
+    what.add_argument("--check", action="store_true", help="only compare the state root with mounts and records")
+    what.add_argument("--backends", action="store_true", help="only say which backends this host supports")
     _add_json(p)
     p.set_defaults(func=cmd_doctor)
     profile = sub.add_parser("profile", help="list and show profiles")

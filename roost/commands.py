@@ -82,6 +82,21 @@ def cmd_image_create(ctx: Context) -> int:
     return 0
 
 
+def cmd_image_convert(ctx: Context) -> int:
+    a = ctx.args
+    try:
+        info = ctx.engine.convert_image(a.name, a.backend, new_name=a.to)
+    finally:
+        ctx.progress.done()
+    if ctx.json:
+        from .output import emit_json
+
+        emit_json(info.to_json())
+    elif not ctx.quiet:
+        print(f"converted {a.name} into image {info.name} (generation 1, {info.backend})", file=sys.stderr)
+    return 0
+
+
 def cmd_image_list(ctx: Context) -> int:
     from .output import emit_json, human_size, table
 
@@ -109,6 +124,7 @@ def cmd_image_info(ctx: Context) -> int:
             ("Name", i.name),
             ("Description", i.description or None),
             ("Backend", i.backend),
+            ("Storage", i.storage or None),
             ("Current generation", i.current),
             ("Generations", i.generations),
             ("Size", human_size(i.size)),
@@ -314,14 +330,37 @@ def cmd_locks(ctx: Context) -> int:
 
 
 def cmd_doctor(ctx: Context) -> int:
-    from .output import emit_json
+    from .output import emit_json, table
 
-    problems = ctx.engine.check()
+    a = ctx.args
+    report = [] if a.check else ctx.engine.backends()
+    default = None if a.check else ctx.engine.default_backend()
+    problems = [] if a.backends else ctx.engine.check()
     if ctx.json:
-        emit_json({"problems": problems})
+        out: dict[str, Any] = {}
+        if not a.check:
+            out["backends"] = [
+                {"name": n, "available": why is None, "why": why, "summary": what} for n, why, what in report
+            ]
+            out["default"] = default
+        if not a.backends:
+            out["problems"] = problems
+        emit_json(out)
     else:
+        if report:
+            table(
+                ["BACKEND", "AVAILABLE", "WHY NOT / WHAT IT IS"],
+                [
+                    [n, "no" if why else ("yes (default)" if n == default else "yes"), why or what]
+                    for n, why, what in report
+                ],
+            )
+            if not a.backends:
+                print()
         for line in problems:
             print(line)
+    if a.backends:
+        return 0
     if problems:
         print(f"{PROG}: {len(problems)} problem(s) found", file=sys.stderr)
         return 5

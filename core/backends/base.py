@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 
 from ..records import Session
 from ..struct import Struct
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing and collections cost milliseconds at start-up
+    from collections.abc import Iterator
 
 
 class GenerationPaths(Struct, frozen=True):
@@ -18,27 +23,113 @@ class GenerationPaths(Struct, frozen=True):
         return os.path.join(self.directory, "layer")
 
 
+class Site(Struct, frozen=True):
+    """What a backend may need to know about the host: roots and pools from roost.yaml / image.yaml."""
+
+    state_root: str
+    run_root: str
+    zfs_dataset: str | None = None
+    btrfs_pool: str | None = None
+
+
 class Backend:
     """How one storage technology keeps generations and clones sessions.
 
     A generation is written in a staging directory and renamed into place by
     the engine; a backend only fills directories it is given and mounts
-    sessions. Generation *stacks* (for layered backends) are lists of
-    generation numbers, newest first, resolved to paths by :meth:`lowers`.
+    sessions. ``generations/<n>/`` always exists as a directory: it holds the
+    data itself (overlay, dir, btrfs: a ``layer`` tree or subvolume;
+    squashfs/erofs: one image file) or names it (zfs: the snapshot), so the
+    engine's commit protocol (metadata, rename, switch) is the same for all.
+    Generation *stacks* (for layered backends) are lists of generation
+    numbers, newest first, resolved to paths by :meth:`lowers`.
     """
 
     name = ""
-    #: True when a promote always writes a complete tree (no layering).
+    #: True when a promote always writes a complete generation (no layering).
     always_flatten = False
+    #: One line for ``roost doctor``: what a generation and a session are.
+    summary = ""
 
-    def init_generation(self, directory: str) -> str:
-        """Create an empty generation directory; return where its tree must be written."""
+    # --- the host ---------------------------------------------------------------
+
+    def unavailable(self, site: Site) -> str | None:
+        """Why this backend cannot be used for *site* (one line), or None if it can."""
+        return None
+
+    def require(self, site: Site) -> None:
+        """Raise :class:`BadInput` (one line, nothing changed) if the backend is unusable here."""
+        why = self.unavailable(site)
+        if why is not None:
+            from ..errors import BadInput
+
+            raise BadInput(f"backend {self.name} is not available: {why}")
+
+    def storage(self, site: Site) -> str:
+        """Where this backend keeps its data, for ``image info``."""
+        return os.path.join(site.state_root, "images")
+
+    # --- generations ------------------------------------------------------------
+
+    def init_generation(self, directory: str, site: Site, label: str) -> str:
+        """Create an empty generation directory; return the directory its tree must be written to.
+
+        *label* is unique (image name and transaction) for backends that
+        name things outside the directory. The caller fills the tree, then
+        calls :meth:`finish_generation`.
+        """
         os.mkdir(directory, 0o700)
         return GenerationPaths(directory).tree
 
+    def finish_generation(self, directory: str) -> None:
+        """The tree of a new generation is complete: seal it (read-only, compressed, snapshot)."""
+
+    def generation_size(self, directory: str) -> int:
+        """Bytes the generation (or its own layer) takes."""
+        from ..fsutil import tree_size
+
+        return tree_size(GenerationPaths(directory).tree)
+
+    def sync(self, directory: str) -> None:
+        """Make a staged generation durable (one syncfs, DESIGN.md §7)."""
+        from ..fsutil import sync_filesystem
+
+        sync_filesystem(directory)
+
     def lowers(self, generations_dir: str, stack: list[int]) -> list[str]:
-        """Real paths of the layers of a generation, topmost first."""
+        """Real paths of the layers of a generation, topmost first (recorded in sessions)."""
         return [GenerationPaths(os.path.join(generations_dir, str(n))).tree for n in stack]
+
+    def remove_generation(self, directory: str) -> None:
+        """Delete a generation directory (or a staging or trash directory) and what it names."""
+        from . import discard
+
+        discard(directory)
+
+    @contextmanager
+    def view(self, directory: str, lowers: list[str], scratch: str) -> Iterator[str]:
+        """A read-only directory showing the complete tree of a generation.
+
+        *lowers* are the generation's layers (as :meth:`lowers` returns them);
+        *scratch* is an empty directory the backend may mount on.
+        """
+        from .overlayfs import mount_overlay
+
+        if len(lowers) == 1:
+            yield lowers[0]
+            return
+        from .. import mounts
+
+        try:
+            mount_overlay(scratch, lowers)
+            yield scratch
+        finally:  # a half-made mount is taken down too
+            mounts.unmount_tree(scratch, force=True)
+
+    # --- sessions ---------------------------------------------------------------
+
+    def prepare(self, session: Session) -> None:
+        """Fill ``session.backend_data`` before the record is first written (names of clones …)."""
 
     def create_clone(self, session: Session) -> None:
         raise NotImplementedError
@@ -53,58 +144,26 @@ class Backend:
     def has_clone(self, session: Session) -> bool:
         raise NotImplementedError
 
-    def stage(self, session: Session, staging: str, *, flatten: bool, scratch: str) -> bool:
-        """Write the session's state as a generation tree into *staging* (which exists).
+    def changes(self, session: Session) -> int | None:
+        """Bytes the session has written, if the backend can tell cheaply."""
+        return None
 
-        The session is unmounted. Returns True if the tree is complete
+    def stage(self, session: Session, staging: str, *, flatten: bool, scratch: str) -> bool:
+        """Write the session's state as a generation into *staging* (which exists).
+
+        The session is unmounted. Returns True if the generation is complete
         (flattened), False if it is a layer on top of the session's stack.
         *scratch* is an empty directory the backend may mount on.
         """
         raise NotImplementedError
 
+    def staged_size(self, session: Session, staging: str) -> int:
+        """Bytes the generation staged from *session* adds (what history shows as its size)."""
+        return self.generation_size(staging)
+
     def unstage(self, session: Session, staging: str) -> None:
-        """Undo :meth:`stage` so the session is as it was (the caller then removes *staging*)."""
-        raise NotImplementedError
+        """Undo :meth:`stage` so the session is as it was (the caller then removes *staging*).
 
-    def remove_generation(self, directory: str) -> None:
-        from ..fsutil import remove_tree
-
-        remove_tree(directory)
-
-    def view(self, lowers: list[str], scratch: str) -> LayersView:
-        """A read-only view of one generation's complete tree, given its layers (topmost first).
-
-        Use it as a context manager; it yields the tree's path. *scratch* is an
-        empty directory the backend may mount on; nothing stays mounted when the
-        context ends. Backends that keep generations otherwise override this.
+        Must cope with every point a crash can interrupt :meth:`stage` at.
         """
-        return LayersView(lowers, scratch)
-
-
-class LayersView:
-    """A single complete layer is its own view; a stack is mounted read-only as overlay."""
-
-    def __init__(self, lowers: list[str], scratch: str) -> None:
-        self.lowers = lowers
-        self.scratch = scratch
-        self.mounted = False
-
-    def __enter__(self) -> str:
-        if len(self.lowers) == 1:
-            return self.lowers[0]
-        from .overlayfs import mount_overlay
-
-        self.mounted = True  # even a half-made mount is taken down on the way out
-        try:
-            mount_overlay(self.scratch, self.lowers)
-        except BaseException:
-            self.__exit__()
-            raise
-        return self.scratch
-
-    def __exit__(self, *exc: object) -> None:
-        if self.mounted:
-            from .. import mounts
-
-            self.mounted = False
-            mounts.unmount_tree(self.scratch, force=True)
+        raise NotImplementedError

@@ -14,3 +14,4 @@ from .overlay import OverlayBackend
 class DirBackend(OverlayBackend):
     name = "dir"
     always_flatten = True
+    summary = "a generation is a complete directory tree; a session is an overlay mount over it"

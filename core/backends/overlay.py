@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 
-from ..fsutil import remove_tree
+from ..fsutil import remove_tree, tree_size
 from ..records import Session
 from .base import Backend
 from .overlayfs import materialize, mount_overlay
@@ -18,6 +18,7 @@ from .overlayfs import materialize, mount_overlay
 
 class OverlayBackend(Backend):
     name = "overlay"
+    summary = "a generation is a layer on its parent's stack; a session is an overlay mount"
 
     @staticmethod
     def _upper(session: Session) -> str:
@@ -34,6 +35,10 @@ class OverlayBackend(Backend):
 
     def has_clone(self, session: Session) -> bool:
         return os.path.isdir(self._upper(session))
+
+    def changes(self, session: Session) -> int | None:
+        upper = self._upper(session)
+        return tree_size(upper) if os.path.isdir(upper) else None
 
     def mount(self, session: Session) -> None:
         mount_overlay(session.mountpoint, session.lowers, self._upper(session), self._work(session))
