@@ -11,15 +11,42 @@ from __future__ import annotations
 import os
 
 from .base import Backend, GenerationPaths, Site
-from .btrfs import BtrfsBackend
-from .dir import DirBackend
-from .imagefile import ErofsBackend, SquashfsBackend
-from .overlay import OverlayBackend
-from .zfs import ZfsBackend
 
-_REGISTRY: dict[str, Backend] = {
-    b.name: b for b in (OverlayBackend(), DirBackend(), BtrfsBackend(), ZfsBackend(), SquashfsBackend(), ErofsBackend())
-}
+#: Every backend, in the order listings show them. A backend's module is imported
+#: the first time it is asked for: a session of an overlay image never pays for
+#: the zfs backend's imports.
+_NAMES = ("overlay", "dir", "btrfs", "zfs", "squashfs", "erofs")
+_LOADED: dict[str, Backend] = {}
+
+
+def _load(name: str) -> Backend:
+    backend: Backend
+    if name == "overlay":
+        from .overlay import OverlayBackend
+
+        backend = OverlayBackend()
+    elif name == "dir":
+        from .dir import DirBackend
+
+        backend = DirBackend()
+    elif name == "btrfs":
+        from .btrfs import BtrfsBackend
+
+        backend = BtrfsBackend()
+    elif name == "zfs":
+        from .zfs import ZfsBackend
+
+        backend = ZfsBackend()
+    elif name == "squashfs":
+        from .imagefile import SquashfsBackend
+
+        backend = SquashfsBackend()
+    else:
+        from .imagefile import ErofsBackend
+
+        backend = ErofsBackend()
+    _LOADED[name] = backend
+    return backend
 
 #: The value of ``default-backend`` that lets roost choose (see :func:`best`).
 AUTO = "auto"
@@ -28,14 +55,13 @@ AUTO = "auto"
 def get(name: str) -> Backend:
     from ..errors import BadInput
 
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise BadInput(f"unknown backend {name!r} (known: {', '.join(names())})") from None
+    if name not in _NAMES:
+        raise BadInput(f"unknown backend {name!r} (known: {', '.join(names())})")
+    return _LOADED.get(name) or _load(name)
 
 
 def names() -> tuple[str, ...]:
-    return tuple(_REGISTRY)
+    return _NAMES
 
 
 def best(site: Site) -> Backend:
@@ -46,14 +72,14 @@ def best(site: Site) -> Backend:
     with overlayfs).
     """
     for name in ("btrfs", "zfs"):
-        if _REGISTRY[name].unavailable(site) is None:
-            return _REGISTRY[name]
-    return _REGISTRY["overlay"]
+        if get(name).unavailable(site) is None:
+            return get(name)
+    return get("overlay")
 
 
 def report(site: Site) -> list[tuple[str, str | None, str]]:
     """(backend, why it is unavailable or None, what it is) for every backend."""
-    return [(b.name, b.unavailable(site), b.summary) for b in _REGISTRY.values()]
+    return [(b.name, b.unavailable(site), b.summary) for b in map(get, _NAMES)]
 
 
 def discard(path: str) -> None:
@@ -78,7 +104,7 @@ def discard(path: str) -> None:
     if os.path.isdir(path) and not os.path.islink(path):
         for directory in _structural_dirs(path):
             if os.path.isfile(os.path.join(directory, zfs.POINTER)):
-                _REGISTRY["zfs"].remove_generation(directory)
+                get("zfs").remove_generation(directory)
             layer = os.path.join(directory, "layer")
             if os.path.islink(layer):
                 btrfs.remove_linked(layer)  # a btrfs generation in a pool
