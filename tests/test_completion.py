@@ -97,7 +97,7 @@ def test_names_come_from_the_state_root(bb: Env) -> None:
     assert ask("image", "export", "bb", "x.tar", "--generation", "") == ["2", "1"]
     assert ask("session", "list", "--image", "") == ["bb"]
     assert ask("profile", "show", "s") == ["sbuild"]
-    assert ask("image", "create", "x", "--backend", "") == ["overlay", "dir"]
+    assert ask("image", "create", "x", "--backend", "") == ["overlay", "dir", "btrfs", "zfs", "squashfs", "erofs"]
     assert ask("--root", str(bb.base / "elsewhere"), "image", "info", "") == []
     bash = bb.ok("__complete", "bash", "roost image create x --backend=o").splitlines()
     assert bash == ["words", "overlay\tbackend"]  # bash replaces only what follows the '='

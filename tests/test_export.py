@@ -79,7 +79,7 @@ def merged_view(env: Env, image: str, number: int) -> Iterator[Path]:
     lowers = backend.lowers(eng.store.generations_dir(image), list(meta.stack))
     scratch = tempfile.mkdtemp(dir=env.run / "mnt", prefix=".view-")  # a private mount directory
     try:
-        with backend.view(lowers, scratch) as tree:
+        with backend.view(str(eng.store.generation_dir(image, number)), lowers, scratch) as tree:
             yield Path(tree)
     finally:
         os.rmdir(scratch)
