@@ -224,9 +224,7 @@ class Demo:
             if session.maintenance:
                 lease = locks.read_lease(store.writer_lease(session.image))
                 assert lease is not None
-                locks.write_lease(
-                    store.writer_lease(session.image), lease.replace(since=created, pid=None)
-                )
+                locks.write_lease(store.writer_lease(session.image), lease.replace(since=created, pid=None))
         name, record, since = STALE_LOCK
         with open(os.path.join(store.lock_dir, name + locks.LOCK_SUFFIX), "w", encoding="utf-8") as f:
             json.dump({**record, "since": since}, f)

@@ -48,6 +48,7 @@ def _load(name: str) -> Backend:
     _LOADED[name] = backend
     return backend
 
+
 #: The value of ``default-backend`` that lets roost choose (see :func:`best`).
 AUTO = "auto"
 
