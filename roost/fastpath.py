@@ -139,51 +139,24 @@ def dispatch(argv: Sequence[str]) -> int | None:
 
 def parse(argv: Sequence[str]) -> tuple[str | None, str, list[str], str | None, str | None, bool] | None:
     """(root, id, command, user, directory, preserve) for a plain ``session run``, else None."""
-    i = 0
-    root = None
-    n = len(argv)
-    while i < n and argv[i].startswith("--"):
-        arg = argv[i]
-        if arg == "--headless":
-            i += 1
-        elif arg == "--root" and i + 1 < n:
-            root = argv[i + 1]
-            i += 2
-        elif arg.startswith("--root="):
-            root = arg[7:]
-            i += 1
-        else:
-            return None
+    parsed = _globals(argv)
+    if parsed is None:
+        return None
+    opts, i = parsed
     if argv[i : i + 2] != ["session", "run"]:
         return None
-    i += 2
-    sid = user = directory = None
-    preserve = False
-    while i < n:
-        arg = argv[i]
-        if arg == "--":
-            i += 1
-            break
-        if arg in ("-u", "--user") and i + 1 < n:
-            user = argv[i + 1]
-            i += 2
-        elif arg in ("-d", "--directory") and i + 1 < n:
-            directory = argv[i + 1]
-            i += 2
-        elif arg in ("-p", "--preserve-environment"):
-            preserve = True
-            i += 1
-        elif arg.startswith("-"):
-            return None
-        elif sid is None:
-            sid = arg
-            i += 1
-        else:
-            break
-    command = list(argv[i:])
-    if sid is None or not command:
+    sid = _run_options(argv, i + 2, opts)
+    if sid is None:
         return None
-    return root, sid, command, user, directory, preserve
+    root = opts["root"]
+    return (
+        root if isinstance(root, str) else None,
+        sid,
+        list(opts["command"]),  # type: ignore[call-overload]
+        opts["user"],  # type: ignore[return-value]
+        opts["directory"],  # type: ignore[return-value]
+        bool(opts["preserve_environment"]),
+    )
 
 
 def run(argv: Sequence[str]) -> None:

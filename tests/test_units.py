@@ -153,7 +153,7 @@ def test_fast_path_parses_only_plain_session_run() -> None:
         ["session", "run", "--help"],
         ["session", "run", "s"],
         ["image", "run"],
-        ["--json", "session", "run", "s", "--", "x"],
+        ["--bogus", "session", "run", "s", "--", "x"],
     ):
         assert fastpath.parse(other) is None
 
