@@ -18,11 +18,11 @@ from contextlib import contextmanager
 
 from .. import commands, mounts
 from ..errors import SystemFailure
-from ..fsutil import remove_tree, tree_size
+from ..fsutil import remove_tree
 from ..records import Session
 from .base import Backend, Site
 from .loop import mount_image
-from .overlayfs import mount_overlay
+from .overlayfs import UpperClone, mount_overlay
 
 
 def _filesystems() -> set[str]:
@@ -33,7 +33,7 @@ def _filesystems() -> set[str]:
         return set()
 
 
-class ImageFileBackend(Backend):
+class ImageFileBackend(UpperClone, Backend):
     always_flatten = True
     fstype = ""
     program = ""
@@ -96,26 +96,6 @@ class ImageFileBackend(Backend):
 
     # --- sessions ---------------------------------------------------------------
 
-    @staticmethod
-    def _upper(session: Session) -> str:
-        return os.path.join(session.clone, "upper")
-
-    @staticmethod
-    def _work(session: Session) -> str:
-        return os.path.join(session.clone, "work")
-
-    def create_clone(self, session: Session) -> None:
-        os.mkdir(session.clone, 0o700)
-        os.mkdir(self._upper(session), 0o755)
-        os.mkdir(self._work(session), 0o700)
-
-    def has_clone(self, session: Session) -> bool:
-        return os.path.isdir(self._upper(session))
-
-    def changes(self, session: Session) -> int | None:
-        upper = self._upper(session)
-        return tree_size(upper) if os.path.isdir(upper) else None
-
     def mount(self, session: Session) -> None:
         # The image is mounted at the session's mount point and the overlay is
         # stacked on the same point, its lower resolved before it covers the
@@ -127,9 +107,6 @@ class ImageFileBackend(Backend):
         except SystemFailure:
             mounts.unmount_tree(session.mountpoint, force=True)
             raise
-
-    def remove_clone(self, session: Session) -> None:
-        remove_tree(session.clone)
 
     def stage(self, session: Session, staging: str, *, flatten: bool, scratch: str) -> bool:
         mount_image(session.lowers[0], scratch, self.fstype)

@@ -1,4 +1,4 @@
-"""overlayfs mounts shared by the overlay and dir backends."""
+"""overlayfs mounts and clones shared by the overlay, dir, squashfs and erofs backends."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ import os
 
 from .. import commands, mounts, syscalls
 from ..errors import SystemFailure
+from ..fsutil import remove_tree, tree_size
+from ..records import Session
 
 #: Options every session mount gets (DESIGN.md §7): redirect_dir=on so dpkg can
 #: rename directories that live in lower layers (the EXDEV failure of Debian
@@ -56,3 +58,30 @@ def is_mountpoint(path: str) -> bool:
         return os.stat(path).st_dev != os.stat(os.path.dirname(path)).st_dev or mounts.is_mounted(path)
     except FileNotFoundError:
         return False
+
+
+class UpperClone:
+    """A session clone that is an overlay upper and work directory (overlay, dir, squashfs, erofs)."""
+
+    @staticmethod
+    def _upper(session: Session) -> str:
+        return os.path.join(session.clone, "upper")
+
+    @staticmethod
+    def _work(session: Session) -> str:
+        return os.path.join(session.clone, "work")
+
+    def create_clone(self, session: Session) -> None:
+        os.mkdir(session.clone, 0o700)
+        os.mkdir(self._upper(session), 0o755)
+        os.mkdir(self._work(session), 0o700)
+
+    def has_clone(self, session: Session) -> bool:
+        return os.path.isdir(self._upper(session))
+
+    def changes(self, session: Session) -> int | None:
+        upper = self._upper(session)
+        return tree_size(upper) if os.path.isdir(upper) else None
+
+    def remove_clone(self, session: Session) -> None:
+        remove_tree(session.clone)
