@@ -339,7 +339,7 @@ def plan(entry: Entry, eng: Engine, *, schroot_dir: str = SCHROOT_DIR) -> Plan:
             p.error = "type=btrfs-snapshot without btrfs-source-subvolume="
             return p
         p.source = Source("dir", path=path)
-        p.notes.append("btrfs-snapshot: the subvolume's tree is copied into an image of roost's default backend")
+        p.notes.append("btrfs-snapshot: the subvolume's tree is copied (into roost's default backend, or --backend)")
     else:  # zfs-snapshot
         dataset = keys.get("zfs-dataset", "")
         mounted = _zfs_mountpoint(dataset) if dataset else None

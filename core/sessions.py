@@ -46,6 +46,8 @@ class SessionInfo(Struct, frozen=True):
             "profile": s.profile,
             "mountpoint": s.mountpoint,
             "auto": s.auto,
+            "alias": s.alias,
+            "failed": s.failed,
         }
         if self.processes is not None:
             out["processes"] = self.processes

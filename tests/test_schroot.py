@@ -155,6 +155,8 @@ def test_session_begin_run_end(bb: Env) -> None:
     assert "  Session Purged         true\n" in out and "  Selected Chroot Name   busy\n" in out
     assert s(bb, "--location", "-c", f"session:{sid}")[1] == f"{bb.run / 'mnt' / sid}\n"
     assert s(bb, "-l", "--all-sessions")[1] == f"session:{sid}\n"
+    listed = bb.roost("session", "list", "--json").json()
+    assert [(x["id"], x["alias"], x["failed"]) for x in listed] == [(sid, "busy", None)]
     code, out, _ = s(bb, "-r", "-c", sid, "-d", "/", "--", "sh", "-c", "echo $SCHROOT_SESSION_ID $SCHROOT_ALIAS_NAME")
     assert (code, out) == (0, f"{sid} busy\n")
     assert s(bb, "-r", "-c", f"session:{sid}", "--", "sh", "-c", "exit 4")[0] == 4
@@ -199,7 +201,7 @@ def test_source_session_with_a_failed_command_is_not_promoted(bb: Env) -> None:
     assert s(bb, "-r", "-c", sid, "--", "sh", "-c", "touch /half; exit 100")[0] == 100
     assert s(bb, "-r", "-c", sid, "--", "true")[0] == 0  # a later success does not undo the mark
     info = bb.roost("session", "info", sid, "--json").json()
-    assert info["kind"] == "maintenance"
+    assert (info["kind"], info["failed"]) == ("maintenance", "sh -c 'touch /half; exit 100' exited 100")
     code, out, _ = s(bb, "-i", "-c", f"session:{sid}")
     assert "  Roost Failed           sh -c 'touch /half; exit 100' exited 100\n" in out
     code, out, err = s(bb, "-e", "-c", sid)
