@@ -588,7 +588,12 @@ def adjust_launch(
     else:
         launch.env["PATH"] = ROOT_PATH if launch.uid == 0 else USER_PATH
     if not opts.command:
-        shell = opts.shell or (env_in.get("SHELL") if opts.preserve else None) or launch.program
+        # schroot's choice: -s, else $SHELL (with -p), the user's shell, /bin/bash, /bin/sh, the
+        # first that exists in the session (a hint only: exec resolves it inside)
+        candidates = [env_in.get("SHELL", "") if opts.preserve else "", launch.program, "/bin/bash", "/bin/sh"]
+        shell = opts.shell or next(
+            (c for c in candidates if c.startswith("/") and os.path.exists(launch.root + c)), "/bin/sh"
+        )
         launch.program = shell
         launch.env["SHELL"] = shell
         # with -p the shell is not a login shell, so it does not reset the preserved environment

@@ -252,6 +252,15 @@ def test_environment_inside(bb: Env) -> None:
     assert env["PATH"] == "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
+def test_login_shell_choice(bb: Env) -> None:
+    """-s, else $SHELL with -p, else the user's shell, /bin/bash, /bin/sh: the first that exists inside."""
+    script = "echo $0 $SHELL\n"
+    assert s(bb, "-c", "bb", input=script)[1] == "-sh /bin/sh\n"
+    assert s(bb, "-c", "bb", "-p", input=script, env={"SHELL": "/bin/zsh"})[1] == "/bin/sh /bin/sh\n"
+    assert s(bb, "-c", "bb", "-p", input=script, env={"SHELL": "/bin/ash"})[1] == "/bin/ash /bin/ash\n"
+    assert s(bb, "-c", "bb", "-s", "/bin/ash", input=script)[1] == "-ash /bin/ash\n"
+
+
 def test_errors_are_one_line_and_exit_1(bb: Env) -> None:
     for argv in (
         ["-c", "nope", "--", "true"],

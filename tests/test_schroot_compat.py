@@ -289,10 +289,14 @@ def test_login_shell_directory(pair: Pair, case: tuple[str, tuple[str, ...], dic
 
 
 @pytest.mark.parametrize(
-    "options", [(), ("-p",), ("-s", "/bin/sh"), ("-u", "nobody", "-s", "/bin/sh")], ids=lambda o: " ".join(o) or "plain"
-)
-def test_login_shell_environment(pair: Pair, options: tuple[str, ...]) -> None:
-    s, r = pair.both("-c", pair.name, *options, input="echo $0; env\n", extra={"FOO": "bar"})
+    ("options", "shell"),
+    [((), None), (("-p",), None), (("-p",), "/bin/zsh"), (("-p",), "/bin/sh"), (("-s", "/bin/sh"), None),
+     (("-u", "nobody", "-s", "/bin/sh"), None)],
+    ids=["plain", "preserve", "preserve-missing-shell", "preserve-shell", "shell", "user-shell"],
+)  # fmt: skip
+def test_login_shell_environment(pair: Pair, options: tuple[str, ...], shell: str | None) -> None:
+    extra = {"FOO": "bar", **({"SHELL": shell} if shell else {})}
+    s, r = pair.both("-c", pair.name, *options, input="echo $0; env\n", extra=extra)
     assert s.code == r.code == 0, (s.err, r.err)
     assert s.out.splitlines()[0] == r.out.splitlines()[0]
     assert parse_env(s.out, pair) == parse_env(r.out, pair)
