@@ -30,13 +30,23 @@ pytestmark = pytest.mark.slow
 #: Variables roost sets that schroot does not (docs/schroot.md, "Environment").
 ROOST_ONLY_VARIABLES = ("ROOST_SESSION_ID", "ROOST_IMAGE")
 
-#: Differences kept on purpose, by case: what schroot does, what roost does, why.
+#: Differences kept on purpose (docs/schroot.md, "Deliberate differences"); each is asserted below.
 DELIBERATE = {
     "source-failed-command": (
         "schroot keeps whatever a source chroot command changed, even when it failed; roost does not "
         "promote a source: session in which a command failed (-e says so and exits 1), so the image "
         "stays at its generation"
     ),
+    "source-seen-at-end": (
+        "schroot writes a source chroot's changes into its tree at once; roost's source: session is a "
+        "clone promoted when it ends, so new sessions see the changes only then"
+    ),
+    "one-source-session": "schroot lets two source sessions write one tree; roost refuses a second writer",
+    "profile-environment": "the roost profile's environment.keep variables pass without -p too",
+    "session-ids": "generated session ids are IMAGE-8hex, not CHROOT-UUID",
+    "roost-variables": "ROOST_SESSION_ID and ROOST_IMAGE are set inside as well",
+    "config": "--config is refused: roost images are configured in image.yaml",
+    "info-fields": "-i prints the fields roost has a meaning for (sbuild's all agree), Type is roost-BACKEND",
 }
 
 
@@ -444,6 +454,54 @@ def test_source_failed_command_is_a_deliberate_difference(pair: Pair) -> None:
     assert (theirs.code, ours.code) == (0, 1)
     assert pair.schroot("-c", f"source:{pair.name}", "--", "rm", mark).code == 0
     assert "source-failed-command" in DELIBERATE
+
+
+def test_source_changes_are_seen_when_the_session_ends(pair: Pair) -> None:
+    mark = f"/compat-seen-{os.getpid()}"
+    s, r = pair.both("-b", "-c", f"source:{pair.name}")
+    assert s.code == r.code == 0
+    sids = {"schroot": s.out.strip(), "roost": r.out.strip()}
+    try:
+        assert pair.schroot("-r", "-c", sids["schroot"], "--", "touch", mark).code == 0
+        assert pair.roost("-r", "-c", sids["roost"], "--", "touch", mark).code == 0
+        theirs, ours = pair.both("-c", pair.name, "--", "test", "-e", mark)
+        assert (theirs.code, ours.code) == (0, 1)  # DELIBERATE["source-seen-at-end"]
+        # DELIBERATE["one-source-session"]
+        theirs, ours = pair.both("-b", "-c", f"source:{pair.name}")
+        assert (theirs.code, ours.code) == (0, 1) and "already being maintained" in ours.err
+        assert pair.schroot("-e", "-c", theirs.out.strip()).code == 0
+    finally:
+        assert pair.schroot("-e", "-c", sids["schroot"]).code == 0
+        assert pair.roost("-e", "-c", sids["roost"]).code == 0
+    same(*pair.both("-c", pair.name, "--", "test", "-e", mark))  # both: 0
+    same(*pair.both("-c", f"source:{pair.name}", "--", "rm", mark))
+
+
+def test_profile_environment_is_a_deliberate_difference(pair: Pair) -> None:
+    extra = {"DEB_BUILD_OPTIONS": "nocheck", "UNLISTED": "x"}
+    s, r = pair.both("-c", pair.name, "--", "env", extra=extra)
+    theirs, ours = parse_env(s.out, pair), parse_env(r.out, pair)
+    assert "DEB_BUILD_OPTIONS" not in theirs and ours.pop("DEB_BUILD_OPTIONS") == "nocheck"  # DELIBERATE[...]
+    assert theirs == ours and "UNLISTED" not in ours
+    s, r = pair.both("-c", pair.name, "-p", "--", "env", extra=extra)
+    assert parse_env(s.out, pair) == parse_env(r.out, pair)  # with -p both pass everything
+    assert "profile-environment" in DELIBERATE
+
+
+def test_roost_variables_and_config_are_deliberate_differences(pair: Pair) -> None:
+    s, r = pair.both("-c", pair.name, "--", "env")
+    ours = dict(line.split("=", 1) for line in r.out.splitlines())
+    theirs = dict(line.split("=", 1) for line in s.out.splitlines())
+    assert ours["ROOST_IMAGE"] == pair.name and ours["ROOST_SESSION_ID"] == ours["SCHROOT_SESSION_ID"]
+    assert not any(k.startswith("ROOST_S") or k == "ROOST_IMAGE" for k in theirs)  # DELIBERATE["roost-variables"]
+    theirs_, ours_ = pair.both("--config", "-c", pair.name)
+    assert (theirs_.code, ours_.code) == (0, 1) and f"[{pair.name}]" in theirs_.out  # DELIBERATE["config"]
+    same(*pair.both("-o", "foo=bar", "-c", pair.name, "--", "true"))  # no modifiable keys: 1 for both
+    s, r = pair.both("-i", "-c", pair.name)
+    theirs_type = re.search(r"^  Type +(\S+)$", s.out, re.M)
+    ours_type = re.search(r"^  Type +(\S+)$", r.out, re.M)
+    assert theirs_type and ours_type and (theirs_type.group(1), ours_type.group(1)) == ("directory", "roost-overlay")
+    assert {"roost-variables", "config", "info-fields", "session-ids"} <= set(DELIBERATE)
 
 
 def test_no_sessions_left(pair: Pair) -> None:
