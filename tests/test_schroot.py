@@ -98,14 +98,21 @@ def test_request_detection() -> None:
     assert schroot.request(["session", "run", "x", "--", "schroot"]) is None
 
 
-def test_help_and_version_need_nothing() -> None:
+def installed_launcher(directory: Path) -> Path:
+    """bin/roost-schroot as scripts/install writes it (a PATHS placeholder becomes this checkout)."""
+    text = (REPO / "bin" / "roost-schroot").read_text()
+    launcher = directory / "roost-schroot"
+    launcher.write_text(text.replace("sys.path.extend(PATHS)", f"sys.path.append({str(REPO)!r})"))
+    return launcher
+
+
+def test_help_and_version_need_nothing(tmp_path: Path) -> None:
     env = {"PYTHONPATH": str(REPO), "PATH": os.environ["PATH"]}
     r = subprocess.run([sys.executable, "-m", "roost", "schroot", "--help"], capture_output=True, text=True, env=env)
     assert r.returncode == 0 and "--begin-session" in r.stdout and "source:NAME" in r.stdout
-    r = subprocess.run(
-        [sys.executable, str(REPO / "bin" / "roost-schroot"), "-V"], capture_output=True, text=True, env=env
-    )
-    assert r.returncode == 0 and "schroot 1.6" in r.stdout
+    launcher = str(installed_launcher(tmp_path))
+    r = subprocess.run([sys.executable, launcher, "-V"], capture_output=True, text=True, env=env)
+    assert r.returncode == 0 and "schroot 1.6" in r.stdout, r.stderr
 
 
 # --- on a busybox image ------------------------------------------------------------------
@@ -340,7 +347,7 @@ def test_run_fast_path_agrees_with_the_engine(bb: Env) -> None:
 
 def test_roost_schroot_entry_point(bb: Env) -> None:
     r = subprocess.run(
-        [sys.executable, str(REPO / "bin" / "roost-schroot"), "-c", "bb", "--", "echo", "ok"],
+        [sys.executable, str(installed_launcher(bb.base)), "-c", "bb", "--", "echo", "ok"],
         env=bb.environ,
         capture_output=True,
         text=True,
