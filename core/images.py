@@ -6,7 +6,7 @@ import os
 
 from . import backends, faults, generations, locks, mounts, records, syscalls
 from .actor import now_iso
-from .errors import BadInput, Conflict, NotFound, RoostError, SystemFailure
+from .errors import BadInput, ConfigError, Conflict, NotFound, RoostError, SystemFailure
 from .fsutil import atomic_write, ensure_dir, fsync_dir, sync_filesystem
 from .generations import GenerationMeta
 from .imageconf import ImageConfig, parse_image_config
@@ -18,6 +18,7 @@ from .yamlio import read_yaml
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing and collections cost milliseconds at start-up
+    from collections.abc import Mapping
     from typing import Any
 
     from .engine import Engine
@@ -119,6 +120,43 @@ def require(eng: Engine, name: str) -> ImageConfig:
     if not exists(eng, name):
         raise NotFound(f"no image {name!r}")
     return load_config(eng, name)
+
+
+def aliases(eng: Engine) -> dict[str, list[str]]:
+    """Every alias named in an image.yaml, with the images that claim it."""
+    out: dict[str, list[str]] = {}
+    for image in eng.store.image_names():
+        try:
+            config = load_config(eng, image)
+        except NotFound:
+            continue  # removed while we looked
+        for alias in config.aliases:
+            out.setdefault(alias, []).append(image)
+    return out
+
+
+def resolve(eng: Engine, name: str) -> str:
+    """The image called *name*, or the one image that has *name* among its aliases."""
+    check_name(name, "image name or alias")
+    if exists(eng, name):
+        return name
+    owners = aliases(eng).get(name, [])
+    if not owners:
+        raise NotFound(f"no image or alias {name!r}")
+    if len(owners) > 1:
+        raise ConfigError(f"alias {name} is claimed by several images ({', '.join(owners)}): keep it in one image.yaml")
+    return owners[0]
+
+
+def _check_aliases(eng: Engine, name: str, wanted: tuple[str, ...]) -> None:
+    """Refuse aliases that already name another image or another image's alias."""
+    taken = aliases(eng)
+    for alias in wanted:
+        if alias == name or exists(eng, alias):
+            raise Conflict(f"alias {alias} is already the name of an image")
+        others = [i for i in taken.get(alias, []) if i != name]
+        if others:
+            raise Conflict(f"alias {alias} is already an alias of image {others[0]}")
 
 
 def _sessions_by_image(eng: Engine) -> dict[str, list[records.Session]]:
@@ -229,7 +267,9 @@ def create(
     backend: str | None,
     profile: str,
     description: str,
+    settings: Mapping[str, Any] | None = None,
 ) -> ImageInfo:
+    """A new image from *source*; *settings* are further image.yaml keys (users, aliases …)."""
     eng.require_root("image create")
     check_name(name, "image name")
     backend_obj = choose_backend(eng, backend)
@@ -239,18 +279,25 @@ def create(
         raise BadInput(str(e)) from None
     if len(description) > 4096 or "\x00" in description:
         raise BadInput("description is too long or holds a NUL")
+    root_users = [] if eng.actor.uid == 0 else [eng.actor.user]
+    wanted: dict[str, Any] = {"root-users": root_users, **(settings or {})}
+    if eng.actor.uid != 0 and eng.actor.user not in wanted["root-users"]:
+        wanted["root-users"] = [*wanted["root-users"], eng.actor.user]
+    wanted.update(backend=backend_obj.name, description=description, profile=profile)
+    try:
+        config = parse_image_config(wanted, "image settings", backends.names())
+    except ConfigError as e:
+        raise BadInput(str(e)) from None
     source.check()
     eng.ready()
     if exists(eng, name):
         raise Conflict(f"image {name} already exists")
+    _check_aliases(eng, name, config.aliases)
     store = eng.store
-    root_users = [] if eng.actor.uid == 0 else [eng.actor.user]
-    config = ImageConfig(
-        backend=backend_obj.name, description=description, profile=profile, root_users=tuple(root_users)
-    )
     with eng.image_lock(name, "create"):
         if exists(eng, name):
             raise Conflict(f"image {name} already exists")
+        _check_aliases(eng, name, config.aliases)
         tx = new_tx()
         tx_lock = eng.lock(store.tx_lock_name(tx), f"create {name}")
         try:

@@ -35,7 +35,19 @@ class Launch:
     (``argv[0]`` is ``-bash`` for a login shell).
     """
 
-    __slots__ = ("argv", "cwd", "cwd_fallbacks", "env", "gid", "groups", "personality", "program", "root", "uid")
+    __slots__ = (
+        "argv",
+        "cwd",
+        "cwd_fallbacks",
+        "env",
+        "failure_code",
+        "gid",
+        "groups",
+        "personality",
+        "program",
+        "root",
+        "uid",
+    )
 
     def __init__(
         self,
@@ -60,6 +72,8 @@ class Launch:
         self.cwd_fallbacks = cwd_fallbacks
         self.env = env
         self.personality = personality
+        #: Exit code for every failure before the exec (None: 2, 126 or 127 as a shell would).
+        self.failure_code: int | None = None
 
 
 def resolve_user(user: str | None, default_uid: int) -> pwd.struct_passwd:
@@ -183,8 +197,10 @@ def exec_launch(launch: Launch) -> None:
 
     Failures after the chroot cannot raise to the caller any more: they print
     one line and exit with 2 (a directory that does not exist in the session),
-    126 (not executable) or 127 (not found), like a shell.
+    126 (not executable) or 127 (not found), like a shell, or with
+    ``launch.failure_code`` when that is set.
     """
+    code = launch.failure_code
     # Nothing below the chroot may import a module: the host's Python is gone.
     if launch.personality:
         _set_personality(launch.personality)
@@ -203,7 +219,7 @@ def exec_launch(launch: Launch) -> None:
     else:
         _fail(
             f"cannot change to directory {launch.cwd!r} in the session: {cd_error.strerror} (use -d to choose another)",
-            2,
+            code or 2,
         )
     _restore_signals()
     program = launch.program
@@ -220,8 +236,8 @@ def exec_launch(launch: Launch) -> None:
         except OSError as e:
             error = e  # remember EACCES and the like, but keep searching like a shell
     if isinstance(error, FileNotFoundError):
-        _fail(f"{program}: command not found in the session", 127)
-    _fail(f"{program}: {error.strerror}", 126)
+        _fail(f"{program}: command not found in the session", code or 127)
+    _fail(f"{program}: {error.strerror}", code or 126)
 
 
 def spawn(launch: Launch, *, stdin: int = 0, stdout: int = 1, stderr: int = 2, foreground: int | None = None) -> int:

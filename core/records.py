@@ -63,6 +63,10 @@ class Session(Struct):
     command_prefix: list[str] = []
     promote: dict[str, Any] | None = None
     backend_data: dict[str, Any] = {}
+    #: The name the session was asked for by (an alias of its image), if not the image's own.
+    alias: str | None = None
+    #: Why the session must not be promoted automatically (a command in it failed), if so.
+    failed: str | None = None
 
     @property
     def maintenance(self) -> bool:

@@ -46,6 +46,8 @@ class SessionInfo(Struct, frozen=True):
             "profile": s.profile,
             "mountpoint": s.mountpoint,
             "auto": s.auto,
+            "alias": s.alias,
+            "failed": s.failed,
         }
         if self.processes is not None:
             out["processes"] = self.processes
@@ -95,11 +97,17 @@ def stack_of(eng: Engine, image: str, number: int) -> list[int]:
 # --- begin -----------------------------------------------------------------------
 
 
-def begin(eng: Engine, image: str, *, name: str | None, maintenance: bool, auto: bool) -> Session:
+def begin(
+    eng: Engine, image: str, *, name: str | None, maintenance: bool, auto: bool, alias: str | None = None
+) -> Session:
     eng.require_root("session begin")
     config = images.require(eng, image)
     if name is not None:
         check_name(name, "session name")
+    if alias == image:
+        alias = None
+    if alias is not None and alias not in config.aliases:
+        raise BadInput(f"{alias!r} is not an alias of image {image}")
     profile: Profile = load_profile(config.profile, eng.settings.profiles_dir, eng.store.cache_dir)
     a = eng.actor
     level = access.check_begin(a.user, a.uid, a.groups, _access_lists(config), image)
@@ -145,6 +153,7 @@ def begin(eng: Engine, image: str, *, name: str | None, maintenance: bool, auto:
                 access=_access_lists(config),
                 personality=config.personality,
                 command_prefix=list(config.command_prefix),
+                alias=alias,
             )
             if maintenance:
                 holder = images._live_writer(eng, image)
@@ -263,6 +272,33 @@ def end_locked(eng: Engine, session: Session, *, force: bool) -> None:
     faults.crashpoint("end", "marked")
     _tear_down(eng, session, force=force)
     _finish(eng, session)
+
+
+# --- failure mark ----------------------------------------------------------------
+
+
+def mark_failed(eng: Engine, sid: str, reason: str) -> bool:
+    """Record that *sid* must not be promoted automatically; False if it already was marked.
+
+    Front doors that promote on success (the schroot front door's ``source:``
+    sessions) mark a session when a command in it fails; the first reason stays.
+    """
+    eng.require_root("session mark")
+    reason = reason.replace("\x00", "")[:4096] or "failed"
+    session = _read(eng, sid)
+    _check(eng, session, "mark")
+    eng.ready()
+    slock = eng.session_lock(sid, "mark failed")
+    try:
+        session = _read(eng, sid)
+        if session.failed is not None:
+            return False
+        session.failed = reason
+        _write(eng, session)
+    finally:
+        slock.release()
+    eng.journal("session mark failed", image=session.image, session=sid, reason=reason)
+    return True
 
 
 # --- promote ---------------------------------------------------------------------

@@ -22,6 +22,7 @@ from .commands import (
     cmd_image_create,
     cmd_image_gc,
     cmd_image_history,
+    cmd_image_import_schroot,
     cmd_image_info,
     cmd_image_list,
     cmd_image_remove,
@@ -100,6 +101,16 @@ def build_parser() -> Parser:
     p.add_argument("--to", metavar="NEW", help="make a new image NEW (default: replace NAME, which must be idle)")
     _add_json(p)
     p.set_defaults(func=cmd_image_convert)
+    p = isub.add_parser("import-schroot", help="create images from schroot's chroots (schroot.conf, chroot.d)")
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("files", nargs="*", default=[], metavar="FILE", help="schroot key files to read")
+    what.add_argument("--all", action="store_true", help="schroot.conf and every chroot.d file")
+    p.add_argument("--schroot-dir", metavar="DIR", help="schroot's configuration directory (default /etc/schroot)")
+    p.add_argument("--chroot", action="append", metavar="NAME", help="only this chroot (repeatable)")
+    p.add_argument("--backend", help="backend of the new images (default from roost.yaml)")
+    p.add_argument("--dry-run", action="store_true", help="only say what would be imported")
+    _add_json(p)
+    p.set_defaults(func=cmd_image_import_schroot)
     p = isub.add_parser("list", help="list images")
     _add_json(p)
     p.set_defaults(func=cmd_image_list)
@@ -181,6 +192,8 @@ def build_parser() -> Parser:
     _add_run_options(p)
     p.add_argument("command", nargs="*", help="-- COMMAND [ARGS…]")
     p.set_defaults(func=cmd_run)
+    # Listed for --help only: main() hands `roost schroot …` to roost.schroot before argparse.
+    sub.add_parser("schroot", help="the schroot 1.6 command line sbuild uses (roost schroot --help)", add_help=False)
     p = sub.add_parser("locks", help="list lock holders (stale ones included)")
     _add_json(p)
     p.set_defaults(func=cmd_locks)
@@ -223,6 +236,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return complete(words[1:])
     argv = list(sys.argv[1:] if argv is None else argv)
+    from . import schroot
+
+    front = schroot.request(argv)
+    if front is not None:
+        return schroot.main(front[1], root=front[0])
     # Everything after the first "--" is a command to run, never options for roost.
     after: list[str] | None = None
     if "--" in argv:

@@ -97,6 +97,39 @@ def cmd_image_convert(ctx: Context) -> int:
     return 0
 
 
+def cmd_image_import_schroot(ctx: Context) -> int:
+    a = ctx.args
+    eng = ctx.engine
+    plans, skipped = eng.plan_schroot_import(a.files or None, schroot_dir=a.schroot_dir, chroots=a.chroot)
+    if not a.dry_run:
+        try:
+            eng.import_schroot(plans, backend=a.backend)
+        finally:
+            ctx.progress.done()
+    if ctx.json:
+        from .output import emit_json
+
+        emit_json({"chroots": [p.to_json() for p in plans], "skipped": skipped})
+    else:
+        for p in plans:
+            source = p.source.describe() if p.source else "-"
+            if p.error is not None:
+                print(f"not imported: {p.chroot} ({p.where}): {p.error}")
+            elif p.imported:
+                where = f"generation {p.generation}, profile {p.profile}"
+                print(f"imported: {p.chroot} as image {p.image} ({where}) from {source}")
+            else:
+                print(f"would import: {p.chroot} as image {p.image} (profile {p.profile}) from {source}")
+            for note in p.notes:
+                print(f"  note: {note}")
+        for path in skipped:
+            print(f"skipped: {path} (schroot does not read it either)")
+    if not plans and not ctx.quiet:
+        print(f"{PROG}: no schroot chroots found", file=sys.stderr)
+    failed = [p for p in plans if p.error is not None]
+    return failed[0].error_code if failed else 0
+
+
 def cmd_image_list(ctx: Context) -> int:
     from .output import emit_json, human_size, table
 

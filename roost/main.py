@@ -11,6 +11,12 @@ import sys
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
+    if "schroot" in args[:4]:
+        from . import schroot
+
+        front = schroot.request(args)
+        if front is not None:
+            return schroot.main(front[1], root=front[0])
     from . import fastpath
 
     if "session" in args and "run" in args:
