@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import os
-from contextlib import contextmanager
 
 from ..records import Session
 from ..struct import Struct
 
 TYPE_CHECKING = False
-if TYPE_CHECKING:  # typing and collections cost milliseconds at start-up
-    from collections.abc import Iterator
+if TYPE_CHECKING:  # typing, collections and contextlib cost milliseconds at start-up
+    from contextlib import AbstractContextManager
 
 
 class GenerationPaths(Struct, frozen=True):
@@ -106,25 +105,13 @@ class Backend:
 
         discard(directory)
 
-    @contextmanager
-    def view(self, directory: str, lowers: list[str], scratch: str) -> Iterator[str]:
+    def view(self, directory: str, lowers: list[str], scratch: str) -> AbstractContextManager[str]:
         """A read-only directory showing the complete tree of a generation.
 
         *lowers* are the generation's layers (as :meth:`lowers` returns them);
         *scratch* is an empty directory the backend may mount on.
         """
-        from .overlayfs import mount_overlay
-
-        if len(lowers) == 1:
-            yield lowers[0]
-            return
-        from .. import mounts
-
-        try:
-            mount_overlay(scratch, lowers)
-            yield scratch
-        finally:  # a half-made mount is taken down too
-            mounts.unmount_tree(scratch, force=True)
+        return _StackedView(lowers, scratch)
 
     # --- sessions ---------------------------------------------------------------
 
@@ -167,3 +154,38 @@ class Backend:
         Must cope with every point a crash can interrupt :meth:`stage` at.
         """
         raise NotImplementedError
+
+
+class _StackedView:
+    """The default view: the single layer itself, or the layers stacked read-only on a scratch directory.
+
+    A class rather than ``contextlib.contextmanager``: importing contextlib (and
+    with it collections and functools) would cost every begin and end a
+    millisecond.
+    """
+
+    def __init__(self, lowers: list[str], scratch: str) -> None:
+        self.lowers = lowers
+        self.scratch = scratch
+        self.mounted = False
+
+    def __enter__(self) -> str:
+        if len(self.lowers) == 1:
+            return self.lowers[0]
+        from .. import mounts
+        from .overlayfs import mount_overlay
+
+        try:
+            mount_overlay(self.scratch, self.lowers)
+        except BaseException:  # a half-made mount is taken down too
+            mounts.unmount_tree(self.scratch, force=True)
+            raise
+        self.mounted = True
+        return self.scratch
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self.mounted:
+            from .. import mounts
+
+            self.mounted = False
+            mounts.unmount_tree(self.scratch, force=True)
