@@ -1,6 +1,6 @@
 """roost's benchmark: every session operation against schroot and systemd-nspawn, one table.
 
-    sudo .venv/bin/python bench/run.py [--runs 20] [--parallel 32] [--no-scale]
+    sudo ./scripts/bench [--runs 20] [--parallel 32] [--no-scale] [--no-btrfs] [--no-zfs]
 
 Peers are installed from Debian and measured in the same run, on the same
 Debian bookworm minbase root (mmdebstrap):
@@ -10,6 +10,11 @@ Debian bookworm minbase root (mmdebstrap):
   the roost btrfs backend uses;
 * systemd-nspawn, non-boot, ``--volatile=overlay --read-only`` and
   ``--ephemeral`` on that btrfs.
+
+roost runs the overlay backend on the temporary directory, the btrfs backend
+with ``btrfs-pool:`` on that loop btrfs, and the zfs backend in a file-backed
+pool under zfs-fuse (no schroot peer there: schroot mounts its zfs clones
+with ``mount -t zfs``, which zfs-fuse does not provide).
 
 Whole-process figures are medians (min–max) of N runs; roost's are also
 given as ratios to the peer's. Engine-level figures time the operation
@@ -40,7 +45,7 @@ from harness import (
     workdir,
 )
 
-from core import backends
+from tests import pools
 
 
 def ratio(mine: Figure, theirs: Figure | None) -> str:
@@ -70,23 +75,6 @@ class Report:
 
 
 # --- peers ------------------------------------------------------------------------------
-
-
-@contextmanager
-def loop_btrfs(base: Path, size_gb: int = 8) -> Iterator[Path]:
-    """A btrfs on a sparse file, loop-mounted at base/btrfs; detached afterwards."""
-    image = base / "btrfs.img"
-    mnt = base / "btrfs"
-    mnt.mkdir()
-    with open(image, "wb") as f:
-        f.truncate(size_gb << 30)
-    subprocess.run(["mkfs.btrfs", "-q", str(image)], check=True)
-    subprocess.run(["mount", "-o", "loop", str(image), str(mnt)], check=True)
-    try:
-        yield mnt
-    finally:
-        subprocess.run(["umount", "-R", str(mnt)], check=False)
-        image.unlink()
 
 
 def nspawn(root: Path, *extra: str) -> list[str]:
@@ -236,6 +224,7 @@ def grow(root: Path, dest: Path, extra_bytes: int) -> Path:
 
 
 def scaling(report: Report, roost: Roost, small: str, large: str, label: str, runs: int) -> None:
+    os.sync()  # the write-back of the freshly created images is not promote's cost
     b_small, p_small = promote_small_change(roost, small, runs)
     b_large, p_large = promote_small_change(roost, large, runs)
     report.add(f"begin, 200 MB root [{label}]", b_small)
@@ -266,8 +255,10 @@ def main() -> int:
     parser.add_argument("--parallel", type=int, default=32)
     parser.add_argument("--no-scale", action="store_true", help="skip the 2 GB scaling rows")
     parser.add_argument("--no-btrfs", action="store_true", help="skip the btrfs peers and rows")
+    parser.add_argument("--no-zfs", action="store_true", help="skip the zfs rows")
     args = parser.parse_args()
     runs = args.runs
+    scale_runs = min(runs, 10)
     report = Report()
     started = time.time()
     with workdir() as base, ExitStack() as stack:
@@ -283,35 +274,126 @@ def main() -> int:
         )
         parallel(report, roost, "deb", peer.name, args.parallel)
         engine_level(report, roost, "deb", runs)
-        btrfs_mnt: Path | None = None
-        if not args.no_btrfs:
-            btrfs_mnt = stack.enter_context(loop_btrfs(base))
-            subvol = btrfs_mnt / "debian"
-            subprocess.run(["btrfs", "-q", "subvolume", "create", str(subvol)], check=True)
-            subprocess.run(["cp", "-a", "--reflink=auto", f"{root}/.", str(subvol)], check=True)
-            snapshots = btrfs_mnt / "snapshots"
-            snapshots.mkdir()
-            btrfs_peer = stack.enter_context(_schroot_btrfs(subvol, snapshots))
-            if "btrfs" in backends.names():
-                roost.ok(
-                    "image", "create", "deb-btrfs", "--from-dir", str(root), "--profile", "sbuild", "--backend", "btrfs"
-                )
-                whole_process(report, roost, "deb-btrfs", "schroot btrfs-snapshot", btrfs_peer, runs)
-                engine_level(report, roost, "deb-btrfs", runs)
-                automatic_vs_nspawn(
-                    report, roost, "deb-btrfs", subvol, ["--ephemeral"], "nspawn --ephemeral (btrfs)", runs
-                )
-            else:
-                automatic_vs_nspawn(report, roost, "deb", subvol, ["--ephemeral"], "nspawn --ephemeral (btrfs)", runs)
+        large: Path | None = None
         if not args.no_scale:
             large = grow(root, base / "debian-large", 1800 << 20)
             roost.ok("image", "create", "large", "--from-dir", str(large), "--profile", "sbuild")
             _config(roost, "large", "overlay-max-depth: 64\n")
-            scaling(report, roost, "deb", "large", "overlay", min(runs, 10))
+            scaling(report, roost, "deb", "large", "overlay", scale_runs)
+            roost.ok("image", "remove", "large")
+        if not args.no_btrfs:
+            btrfs_rows(report, roost, base, root, large, runs, scale_runs)
+        if not args.no_zfs:
+            zfs_rows(report, roost, base, root, large, runs, scale_runs)
         print(f"roost benchmark, {time.strftime('%Y-%m-%d')}, {runs} runs per row, {machine()}")
         print(f"root: Debian bookworm minbase; took {time.time() - started:.0f} s")
         report.print()
     return 0
+
+
+def btrfs_rows(
+    report: Report, roost: Roost, base: Path, root: Path, large: Path | None, runs: int, scale_runs: int
+) -> None:
+    """roost on btrfs (btrfs-pool on a loop btrfs) against schroot btrfs-snapshot and nspawn --ephemeral there."""
+    place = base / "btrfs"
+    place.mkdir()
+    with pools.btrfs_mount(place, size="8G") as mnt, _settings(roost, f"btrfs-pool: {mnt / 'pool'}\n"):
+        (mnt / "pool").mkdir()
+        subvol = mnt / "debian"
+        subprocess.run(["btrfs", "-q", "subvolume", "create", str(subvol)], check=True)
+        subprocess.run(["cp", "-a", "--reflink=auto", f"{root}/.", str(subvol)], check=True)
+        snapshots = mnt / "snapshots"
+        snapshots.mkdir()
+        made = []
+        try:
+            with _schroot_btrfs(subvol, snapshots) as btrfs_peer:
+                made.append("deb-btrfs")
+                roost.ok(
+                    "image", "create", "deb-btrfs", "--from-dir", str(root), "--profile", "sbuild", "--backend", "btrfs"
+                )
+                whole_process(report, roost, "deb-btrfs", "schroot btrfs-snapshot", btrfs_peer, runs)
+                automatic_vs_nspawn(
+                    report, roost, "deb-btrfs", subvol, ["--ephemeral"], "nspawn --ephemeral (btrfs)", runs
+                )
+                engine_level(report, roost, "deb-btrfs", runs)
+                if large is not None:
+                    made.append("large-btrfs")
+                    roost.ok(
+                        "image",
+                        "create",
+                        "large-btrfs",
+                        "--from-dir",
+                        str(large),
+                        "--profile",
+                        "sbuild",
+                        "--backend",
+                        "btrfs",
+                    )
+                    scaling(report, roost, "deb-btrfs", "large-btrfs", "btrfs", scale_runs)
+        finally:
+            _remove(roost, made)
+            subprocess.run(["btrfs", "-q", "subvolume", "delete", str(subvol)], check=False)
+
+
+def zfs_rows(
+    report: Report, roost: Roost, base: Path, root: Path, large: Path | None, runs: int, scale_runs: int
+) -> None:
+    """roost on zfs, in a file-backed pool under zfs-fuse.
+
+    No schroot peer: its zfs-snapshot chroots mount clones with ``mount -t zfs``,
+    which zfs-fuse does not provide.
+    """
+    place = base / "zfs"
+    place.mkdir()
+    with pools.zfs_pool(place, size="8G") as pool:
+        dataset = f"{pool}/roost"
+        subprocess.run(["zfs", "create", "-o", "mountpoint=none", "-o", "canmount=off", dataset], check=True)
+        made = []
+        with _settings(roost, f"zfs-dataset: {dataset}\n"):
+            try:
+                made.append("deb-zfs")
+                roost.ok(
+                    "image", "create", "deb-zfs", "--from-dir", str(root), "--profile", "sbuild", "--backend", "zfs"
+                )
+                whole_process(report, roost, "deb-zfs", "", None, runs)
+                engine_level(report, roost, "deb-zfs", runs)
+                if large is not None:
+                    made.append("large-zfs")
+                    roost.ok(
+                        "image",
+                        "create",
+                        "large-zfs",
+                        "--from-dir",
+                        str(large),
+                        "--profile",
+                        "sbuild",
+                        "--backend",
+                        "zfs",
+                    )
+                    scaling(report, roost, "deb-zfs", "large-zfs", "zfs", scale_runs)
+            finally:
+                _remove(roost, made)
+
+
+@contextmanager
+def _settings(roost: Roost, extra: str) -> Iterator[None]:
+    """roost.yaml with *extra* appended, for as long as the block runs."""
+    path = Path(roost.env["ROOST_CONFIG"])
+    before = path.read_text()
+    path.write_text(before + extra)
+    try:
+        yield
+    finally:
+        path.write_text(before)
+
+
+def _create(roost: Roost, name: str, tree: Path, backend: str) -> None:
+    roost.ok("image", "create", name, "--from-dir", str(tree), "--profile", "sbuild", "--backend", backend)
+
+
+def _remove(roost: Roost, images: list[str]) -> None:
+    for image in images:
+        subprocess.run(roost.argv("image", "remove", "--force", image), env=roost.env, capture_output=True)
 
 
 def _config(roost: Roost, image: str, extra: str) -> None:
