@@ -66,6 +66,22 @@ class GenerationInfo(Struct, frozen=True):
     in_use: bool
     layers: int = 1
 
+    @classmethod
+    def of(cls, n: int, meta: GenerationMeta, *, current: bool, in_use: bool) -> GenerationInfo:
+        """Generation *n* as history shows it, from its meta.yaml."""
+        return cls(
+            generation=n,
+            parent=meta.parent,
+            created=meta.created,
+            author=meta.author,
+            message=meta.message,
+            session=meta.session,
+            size=meta.size,
+            current=current,
+            in_use=in_use,
+            layers=len(meta.stack),
+        )
+
     def to_json(self) -> dict[str, Any]:
         return {
             "generation": self.generation,
@@ -236,24 +252,10 @@ def history(eng: Engine, name: str) -> list[GenerationInfo]:
     require(eng, name)
     cur = generations.current(eng.store, name)
     used = _in_use(eng, name, _sessions_by_image(eng).get(name, []))
-    out = []
-    for n in generations.complete(eng.store, name):
-        meta = generations.read_meta(eng.store, name, n)
-        out.append(
-            GenerationInfo(
-                generation=n,
-                parent=meta.parent,
-                created=meta.created,
-                author=meta.author,
-                message=meta.message,
-                session=meta.session,
-                size=meta.size,
-                current=n == cur,
-                in_use=n in used,
-                layers=len(meta.stack),
-            )
-        )
-    return out
+    return [
+        GenerationInfo.of(n, generations.read_meta(eng.store, name, n), current=n == cur, in_use=n in used)
+        for n in generations.complete(eng.store, name)
+    ]
 
 
 # --- create --------------------------------------------------------------------------

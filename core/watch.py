@@ -454,26 +454,11 @@ class Watcher:
         if entry is None:
             return []
         used = images._in_use(self.engine, name, mine)
-        out = []
-        for n in entry.complete:
-            meta = entry.metas.get(n)
-            if meta is None:
-                continue
-            out.append(
-                GenerationInfo(
-                    generation=n,
-                    parent=meta.parent,
-                    created=meta.created,
-                    author=meta.author,
-                    message=meta.message,
-                    session=meta.session,
-                    size=meta.size,
-                    current=n == entry.current,
-                    in_use=n in used,
-                    layers=len(meta.stack),
-                )
-            )
-        return out
+        return [
+            GenerationInfo.of(n, meta, current=n == entry.current, in_use=n in used)
+            for n in entry.complete
+            if (meta := entry.metas.get(n)) is not None
+        ]
 
     # --- locks -------------------------------------------------------------------------
 

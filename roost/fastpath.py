@@ -21,7 +21,11 @@ import os
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import pwd
     from collections.abc import Sequence
+
+    from core.actor import Actor
+    from core.settings import Settings
 
 
 def _globals(argv: Sequence[str]) -> tuple[dict[str, object], int] | None:
@@ -165,52 +169,82 @@ def run(argv: Sequence[str]) -> None:
     if parsed is None or os.geteuid() != 0:
         return
     root, sid, command, user, directory, preserve = parsed
-    from core import access, fastjson, names, process, settings
+    from core import process
     from core.actor import Actor
     from core.errors import RoostError
 
-    if not names.is_valid_name(sid):
+    found = live_session(root, sid)
+    if found is None:
         return
+    conf, record = found
     try:
-        conf = settings.load(root)
-    except RoostError:
-        return
-    record_path = os.path.join(conf.state_root, "sessions", sid + ".json")
-    try:
-        with open(record_path, encoding="utf-8") as f:
-            record = fastjson.loads(f.read())
-    except (OSError, ValueError):
-        return
-    if not isinstance(record, dict) or record.get("state") != "active" or record.get("id") != sid:
-        return
-    mountpoint = record.get("mountpoint")
-    if not isinstance(mountpoint, str):
-        return
-    try:
-        if os.stat(mountpoint).st_dev == os.stat(os.path.dirname(mountpoint)).st_dev:
-            return  # not mounted: needs recovery
-    except OSError:
-        return
-    actor = Actor.current()
-    try:
-        target = process.resolve_user(user, actor.uid)
-        access.check_session(
-            actor.user,
-            actor.uid,
-            actor.groups,
-            record.get("access") or {},
-            int(record.get("uid", 0)),
-            sid,
-            as_uid=target.pw_uid,
-            verb="run in",
-        )
+        target = may_run(Actor.current(), record, sid, user)
         launch = process.prepare(record, command, user=target, directory=directory, preserve_env=preserve)
     except (RoostError, TypeError, ValueError):
         return
-    lock = _shared_lock(os.path.join(conf.run_root, "locks", f"session.{sid}.lock"))
+    lock = shared_session_lock(conf.run_root, sid)
     if lock is None:
         return
     process.exec_launch(launch)  # the lock's descriptor is close-on-exec
+
+
+def live_session(root: str | None, sid: str) -> tuple[Settings, dict[str, object]] | None:
+    """(settings, record) of session *sid* if it is active and mounted; None when the engine must decide.
+
+    Reads the record with the C JSON scanner and never raises: a bad name, an
+    unreadable configuration or record, a session in another state or whose
+    clone is not mounted (it needs recovery) all leave the decision, and the
+    message, to the engine.
+    """
+    from core import fastjson, names, settings
+    from core.errors import RoostError
+
+    if not names.is_valid_name(sid):
+        return None
+    try:
+        conf = settings.load(root)
+        with open(os.path.join(conf.state_root, "sessions", sid + ".json"), encoding="utf-8") as f:
+            record = fastjson.loads(f.read())
+    except (OSError, ValueError, RoostError):
+        return None
+    if not isinstance(record, dict) or record.get("state") != "active" or record.get("id") != sid:
+        return None
+    mountpoint = record.get("mountpoint")
+    if not isinstance(mountpoint, str):
+        return None
+    try:
+        if os.stat(mountpoint).st_dev == os.stat(os.path.dirname(mountpoint)).st_dev:
+            return None  # not mounted: needs recovery
+    except OSError:
+        return None
+    return conf, record
+
+
+def may_run(actor: Actor, record: dict[str, object], sid: str, user: str | None) -> pwd.struct_passwd:
+    """The passwd entry to run as in *record*'s session, if *actor* may; raises NotPermitted or NotFound."""
+    from core import access, process
+
+    target = process.resolve_user(user, actor.uid)
+    session_access = record.get("access") or {}
+    owner = record.get("uid", 0)
+    if not isinstance(session_access, dict) or not isinstance(owner, int | str):
+        raise TypeError("malformed session record")
+    access.check_session(
+        actor.user,
+        actor.uid,
+        actor.groups,
+        session_access,
+        int(owner),
+        sid,
+        as_uid=target.pw_uid,
+        verb="run in",
+    )
+    return target
+
+
+def shared_session_lock(run_root: str, sid: str) -> int | None:
+    """Session *sid*'s lock, shared, if it can be had at once (see :func:`_shared_lock`)."""
+    return _shared_lock(os.path.join(run_root, "locks", f"session.{sid}.lock"))
 
 
 def _shared_lock(path: str) -> int | None:

@@ -753,47 +753,27 @@ def run_fast(opts: Options, root: str | None, environ: Mapping[str, str]) -> int
     if os.geteuid() != 0 or len(opts.chroots) != 1 or opts.selects_all or opts.options:
         return None
     namespace, sid = split_name(opts.chroots[0], "session")
-    from core import access, fastjson, names, process, settings
+    from core import process
     from core.actor import Actor
     from core.errors import RoostError
 
-    from .fastpath import _shared_lock
+    from .fastpath import live_session, may_run, shared_session_lock
 
-    if namespace != "session" or not names.is_valid_name(sid):
+    if namespace != "session":
         return None
-    try:
-        conf = settings.load(root)
-        with open(os.path.join(conf.state_root, "sessions", sid + ".json"), encoding="utf-8") as f:
-            record = fastjson.loads(f.read())
-    except (OSError, ValueError, RoostError):
+    found = live_session(root, sid)
+    if found is None:
         return None
-    if not isinstance(record, dict) or record.get("state") != "active" or record.get("id") != sid:
-        return None
-    mountpoint = record.get("mountpoint")
+    conf, record = found
     image = record.get("image")
     alias = record.get("alias")
-    if not isinstance(mountpoint, str) or not isinstance(image, str) or not isinstance(alias, str | None):
-        return None
-    try:
-        if os.stat(mountpoint).st_dev == os.stat(os.path.dirname(mountpoint)).st_dev:
-            return None  # not mounted: needs recovery
-    except OSError:
+    if not isinstance(image, str) or not isinstance(alias, str | None):
         return None
     actor = Actor.current(environ)  # type: ignore[arg-type]
     cwd = _caller_cwd()
     env_in = filtered_environment(environ)
     try:
-        target = process.resolve_user(opts.user, actor.uid)
-        access.check_session(
-            actor.user,
-            actor.uid,
-            actor.groups,
-            record.get("access") or {},
-            int(record.get("uid", 0)),
-            sid,
-            as_uid=target.pw_uid,
-            verb="run in",
-        )
+        target = may_run(actor, record, sid, opts.user)
         launch = process.prepare(
             record,
             list(opts.command) or None,
@@ -812,7 +792,7 @@ def run_fast(opts: Options, root: str | None, environ: Mapping[str, str]) -> int
         cwd,
         lambda command: schroot_environment(actor.uid, actor.user, image, alias, sid, command),
     )
-    lock = _shared_lock(os.path.join(conf.run_root, "locks", f"session.{sid}.lock"))
+    lock = shared_session_lock(conf.run_root, sid)
     if lock is None:
         return None
     try:
