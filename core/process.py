@@ -316,3 +316,49 @@ def exit_code(status: int) -> int:
     """A wait status as a shell would report it (128+N for a signal)."""
     code = os.waitstatus_to_exitcode(status)
     return 128 - code if code < 0 else code
+
+
+def relayed_signals() -> set[int]:
+    """The signals a waiting roost passes on to the command it runs: INT, TERM, HUP, QUIT."""
+    import _signal  # type: ignore[import-not-found]  # `signal` would import enum: not on the hot path
+
+    return {_signal.SIGINT, _signal.SIGTERM, _signal.SIGHUP, _signal.SIGQUIT}
+
+
+def wait_relaying(pid: int, *, unblock: bool = False) -> int:
+    """Wait for *pid* and return its wait status, relaying :func:`relayed_signals` to it meanwhile.
+
+    SIGINT is not relayed when it came from our terminal: the terminal sent it
+    to the whole foreground process group already. With *unblock*, the relayed
+    signals were blocked by the caller: they are unblocked while the child runs
+    (pending ones are relayed at once) and blocked again before returning.
+    """
+    import _signal
+
+    foreground = False
+    try:
+        foreground = os.isatty(0) and os.tcgetpgrp(0) == os.getpgrp()
+    except OSError:
+        pass
+    sigint = _signal.SIGINT
+
+    def relay(signum: int, frame: object) -> None:
+        if signum == sigint and foreground:
+            return
+        try:
+            os.kill(pid, signum)
+        except ProcessLookupError:
+            pass
+
+    relayed = relayed_signals()
+    old = {s: _signal.signal(s, relay) for s in relayed}
+    if unblock:
+        _signal.pthread_sigmask(_signal.SIG_UNBLOCK, relayed)
+    try:
+        _, status = os.waitpid(pid, 0)
+    finally:
+        if unblock:
+            _signal.pthread_sigmask(_signal.SIG_BLOCK, relayed)
+        for s, handler in old.items():
+            _signal.signal(s, handler)
+    return status

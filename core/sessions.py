@@ -565,50 +565,12 @@ def launch(
     )
 
 
-def _relayed() -> set[int]:
-    import signal
-
-    return {signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT}
-
-
 def _wait(pid: int, forward: bool, *, unblock: bool = False) -> int:
-    """Wait for *pid*; forward TERM/HUP/QUIT (and INT when it did not come from our terminal).
-
-    With *unblock*, the relayed signals were blocked by the caller: they are
-    unblocked while the child runs (pending ones are relayed at once) and
-    blocked again before returning.
-    """
+    """Wait for *pid*; relay signals to it (see :func:`process.wait_relaying`) when *forward*."""
     if not forward or _not_main_thread():
         _, status = os.waitpid(pid, 0)
         return process.exit_code(status)
-    import signal
-
-    foreground = False
-    try:
-        foreground = os.isatty(0) and os.tcgetpgrp(0) == os.getpgrp()
-    except OSError:
-        pass
-
-    def relay(signum: int, frame: object) -> None:
-        if signum == signal.SIGINT and foreground:
-            return  # the terminal sent it to the whole foreground group already
-        try:
-            os.kill(pid, signum)
-        except ProcessLookupError:
-            pass
-
-    relayed = _relayed()
-    old = {s: signal.signal(s, relay) for s in relayed}
-    if unblock:
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, relayed)
-    try:
-        _, status = os.waitpid(pid, 0)
-    finally:
-        if unblock:
-            signal.pthread_sigmask(signal.SIG_BLOCK, relayed)
-        for s, handler in old.items():
-            signal.signal(s, handler)
-    return process.exit_code(status)
+    return process.exit_code(process.wait_relaying(pid, unblock=unblock))
 
 
 def _not_main_thread() -> bool:
@@ -671,7 +633,7 @@ def run_auto(
 
     blocking = forward_signals and not _not_main_thread()
     if blocking:
-        signal.pthread_sigmask(signal.SIG_BLOCK, _relayed())
+        signal.pthread_sigmask(signal.SIG_BLOCK, process.relayed_signals())
     try:
         session = begin(eng, image, name=None, maintenance=False, auto=True)
         try:
@@ -691,4 +653,4 @@ def run_auto(
             end(eng, session.id, force=True)
     finally:
         if blocking:
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, _relayed())
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, process.relayed_signals())

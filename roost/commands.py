@@ -131,7 +131,9 @@ def cmd_image_import_schroot(ctx: Context) -> int:
 
 
 def cmd_image_list(ctx: Context) -> int:
-    from .output import emit_json, human_size, table
+    from core.units import human_size
+
+    from .output import emit_json, table
 
     images = ctx.engine.list_images()
     if ctx.json:
@@ -145,7 +147,9 @@ def cmd_image_list(ctx: Context) -> int:
 
 
 def cmd_image_info(ctx: Context) -> int:
-    from .output import emit_json, fields, human_size
+    from core.units import human_size
+
+    from .output import emit_json, fields
 
     i = ctx.engine.image_info(ctx.args.name)
     if ctx.json:
@@ -174,7 +178,9 @@ def cmd_image_info(ctx: Context) -> int:
 
 
 def cmd_image_history(ctx: Context) -> int:
-    from .output import emit_json, human_size, table
+    from core.units import human_size
+
+    from .output import emit_json, table
 
     gens = ctx.engine.image_history(ctx.args.name)
     if ctx.json:
@@ -207,7 +213,9 @@ def cmd_image_remove(ctx: Context) -> int:
 
 
 def cmd_image_gc(ctx: Context) -> int:
-    from .output import emit_json, human_size
+    from core.units import human_size
+
+    from .output import emit_json
 
     results = ctx.engine.gc(ctx.args.name, keep=ctx.args.keep, dry_run=ctx.args.dry_run)
     if ctx.json:
@@ -301,7 +309,9 @@ def cmd_session_list(ctx: Context) -> int:
 
 
 def cmd_session_info(ctx: Context) -> int:
-    from .output import emit_json, fields, human_size
+    from core.units import human_size
+
+    from .output import emit_json, fields
 
     i = ctx.engine.session_info(ctx.args.id)
     if ctx.json:

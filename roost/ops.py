@@ -18,8 +18,9 @@ PROG = "roost"
 
 def cmd_image_export(ctx: Any) -> int:
     from core.names import check_generation
+    from core.units import human_size
 
-    from .output import emit_json, human_size
+    from .output import emit_json
 
     a = ctx.args
     gen = check_generation(a.generation) if a.generation is not None else None

@@ -660,45 +660,14 @@ def _start(launch: Launch) -> int:
     return pid
 
 
-_RELAYED_NAMES = ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT")
-
-
 def _wait(pid: int, *, unblock: bool = False) -> int:
-    """Wait for *pid*, relaying TERM, HUP, QUIT (and INT when it did not come from the terminal).
+    """Wait for *pid*, relaying signals to it (see :func:`process.wait_relaying`).
 
-    With *unblock*, the relayed signals were blocked by the caller: they are
-    unblocked while the child runs (pending ones are relayed at once) and
-    blocked again before returning. A command killed by a signal makes the
-    status 1, as with schroot.
+    A command killed by a signal makes the status 1, as with schroot.
     """
-    import _signal  # type: ignore[import-not-found]  # `signal` would import enum: not on the hot path
+    from core import process
 
-    foreground = False
-    try:
-        foreground = os.isatty(0) and os.tcgetpgrp(0) == os.getpgrp()
-    except OSError:
-        pass
-    sigint = _signal.SIGINT
-
-    def relay(signum: int, frame: object) -> None:
-        if signum == sigint and foreground:
-            return  # the terminal sent it to the whole foreground group already
-        try:
-            os.kill(pid, signum)
-        except ProcessLookupError:
-            pass
-
-    relayed = {getattr(_signal, n) for n in _RELAYED_NAMES}
-    old = {s: _signal.signal(s, relay) for s in relayed}
-    if unblock:
-        _signal.pthread_sigmask(_signal.SIG_UNBLOCK, relayed)
-    try:
-        _, status = os.waitpid(pid, 0)
-    finally:
-        if unblock:
-            _signal.pthread_sigmask(_signal.SIG_BLOCK, relayed)
-        for s, handler in old.items():
-            _signal.signal(s, handler)
+    status = process.wait_relaying(pid, unblock=unblock)
     if os.WIFSIGNALED(status):
         import signal
 
@@ -970,6 +939,8 @@ class FrontDoor:
         """Begin, run, end (or promote) in every selected chroot, in turn."""
         import _signal  # type: ignore[import-not-found]
 
+        from core import process
+
         o = self.opts
         if o.session_name:
             raise UsageError("--session-name goes with --begin-session")
@@ -980,7 +951,7 @@ class FrontDoor:
             if target.session is not None:
                 status = self.run_in(target.session)
             else:
-                relayed = {getattr(_signal, n) for n in _RELAYED_NAMES}
+                relayed = process.relayed_signals()
                 # Signals that arrive while the session is set up or torn down wait until
                 # the command runs (and are then relayed to it): the session always ends.
                 _signal.pthread_sigmask(_signal.SIG_BLOCK, relayed)

@@ -22,18 +22,6 @@ def size(value: int | None) -> str:
     return f"{value}B"
 
 
-def long_size(value: int | None) -> str:
-    """``12.3 MiB``, for sentences and the detail panel."""
-    if value is None:
-        return "-"
-    amount = float(value)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if amount < 1024 or unit == "TiB":
-            return f"{amount:.0f} {unit}" if unit == "B" else f"{amount:.1f} {unit}"
-        amount /= 1024
-    return f"{value} B"
-
-
 @lru_cache(maxsize=8192)
 def epoch(iso: str) -> float | None:
     """Seconds since the epoch of an ISO 8601 UTC time as roost writes it, or None."""

@@ -21,8 +21,8 @@ from textual.app import SuspendNotSupported
 from core import process
 from core.errors import Conflict, RoostError
 from core.records import Session
+from core.units import human_size
 
-from . import format as fmt
 from .widgets.dialogs import ConfirmDialog, OutputDialog, PromptDialog
 
 if TYPE_CHECKING:
@@ -115,7 +115,7 @@ class Operations:
             gens = ", ".join(map(str, r.removed))
             lines: list[str | Text] = [
                 Text.assemble("Delete generation(s) ", (gens, "bold"), " of ", (image, "bold"), "?"),
-                f"This frees about {fmt.long_size(r.freed)}. They cannot be rolled back to afterwards.",
+                f"This frees about {human_size(r.freed)}. They cannot be rolled back to afterwards.",
                 f"Kept: {', '.join(map(str, r.kept))} (current, the newest, and every one a session uses).",
             ]
 
@@ -127,7 +127,7 @@ class Operations:
 
         def collected(results: list[Any]) -> None:
             r = results[0]
-            self.say(f"{image}: deleted generation(s) {', '.join(map(str, r.removed))}, {fmt.long_size(r.freed)} freed")
+            self.say(f"{image}: deleted generation(s) {', '.join(map(str, r.removed))}, {human_size(r.freed)} freed")
 
         self.run(image, "gc", lambda: self.engine.gc(image, dry_run=True), confirm)
 
@@ -161,7 +161,7 @@ class Operations:
             s = info.session
             lost = []
             if info.changes:
-                lost.append(f"its changes: {fmt.long_size(info.changes)} written since it began, never promoted")
+                lost.append(f"its changes: {human_size(info.changes)} written since it began, never promoted")
             else:
                 lost.append("its changes (none written yet)")
             if info.processes:

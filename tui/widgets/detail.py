@@ -11,6 +11,7 @@ from textual.widgets import Static
 from core.images import GenerationInfo, ImageInfo
 from core.locks import LockState
 from core.sessions import SessionInfo
+from core.units import human_size
 from core.watch import Figures
 
 from .. import format as fmt
@@ -48,7 +49,7 @@ def image_detail(i: ImageInfo) -> Table:
             ("description", i.description),
             ("backend", i.backend),
             ("current", f"generation {i.current} of {i.generations}"),
-            ("size", fmt.long_size(i.size)),
+            ("size", human_size(i.size)),
             ("profile", i.profile),
             ("sessions", str(i.sessions)),
             ("maintained", f"by session {i.writer}" if i.writer else None),
@@ -70,7 +71,7 @@ def session_detail(info: SessionInfo, figures: Figures | None, now: float) -> Ta
         elif figures.disk is None:
             changes = "no layer of its own"
         else:
-            changes = f"{fmt.long_size(figures.disk)} changed"
+            changes = f"{human_size(figures.disk)} changed"
         inside = f"{figures.processes} process(es), {changes}"
     age = f"{fmt.long_duration(now - created)} (since {fmt.stamp(s.created)[5:]})" if created else s.created
     return grid(
@@ -95,7 +96,7 @@ def generation_detail(image: str, g: GenerationInfo) -> Table:
             ("parent", str(g.parent) if g.parent is not None else "none (first)"),
             ("created", f"{fmt.stamp(g.created)} by {g.author}"),
             ("session", g.session),
-            ("size", fmt.long_size(g.size)),
+            ("size", human_size(g.size)),
             ("layers", str(g.layers)),
             ("message", g.message),
         ],
