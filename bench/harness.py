@@ -168,10 +168,7 @@ def schroot_chroot(root: Path, base: Path, *, profile: str = "sbuild") -> Iterat
     try:
         yield Schroot(name)
     finally:
-        listed = subprocess.run(["schroot", "--list", "--all-sessions"], capture_output=True, text=True).stdout
-        for line in listed.split():
-            if name in line:
-                subprocess.run(["schroot", "-e", "-c", line], capture_output=True)
+        end_schroot_sessions(name)
         conf.unlink()
         if made_build:
             build.rmdir()
@@ -180,6 +177,14 @@ def schroot_chroot(root: Path, base: Path, *, profile: str = "sbuild") -> Iterat
                     parent.rmdir()
                 except OSError:
                     pass
+
+
+def end_schroot_sessions(chroot: str) -> None:
+    """End every schroot session of *chroot* (those a failed measurement left)."""
+    listed = subprocess.run(["schroot", "--list", "--all-sessions"], capture_output=True, text=True).stdout
+    for line in listed.split():
+        if chroot in line:
+            subprocess.run(["schroot", "-e", "-c", line], capture_output=True)
 
 
 def debian_root(base: Path) -> Path:

@@ -37,6 +37,7 @@ from harness import (
     Figure,
     Roost,
     debian_root,
+    end_schroot_sessions,
     machine,
     roost_install,
     schroot_chroot,
@@ -412,10 +413,7 @@ def _schroot_btrfs(subvol: Path, snapshots: Path) -> Iterator[str]:
     try:
         yield name
     finally:
-        listed = subprocess.run(["schroot", "--list", "--all-sessions"], capture_output=True, text=True).stdout
-        for line in listed.split():
-            if name in line:
-                subprocess.run(["schroot", "-e", "-c", line], capture_output=True)
+        end_schroot_sessions(name)
         conf.unlink()
 
 
