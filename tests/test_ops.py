@@ -309,8 +309,18 @@ def test_the_manual_page_renders_cleanly_and_names_every_command() -> None:
     assert ("image", "export") in found and ("batch",) in found
     for words in found:
         assert "roost " + " ".join(words) in flat, words
-    for section in ("SYNOPSIS", "COMMANDS", "EXIT STATUS", "ENVIRONMENT", "FILES", "SEE ALSO"):
+    for section in ("SYNOPSIS", "COMMANDS", "SCHROOT COMPATIBILITY", "EXIT STATUS", "ENVIRONMENT", "FILES", "SEE ALSO"):
         assert f"\n{section}\n" in shown
+    # every option of the schroot front door, as its --help lists it
+    from roost.schroot import HELP
+
+    front_door = flat.split("SCHROOT COMPATIBILITY", 1)[1].split("EXIT STATUS", 1)[0]
+    options = [line.split()[0] for line in HELP.splitlines() if line.startswith("  -")]
+    assert len(options) >= 20 and "-c," in options
+    for option in options:
+        assert option in front_door, option
+    for long_option in ("--chroot=chroot", "--preserve-environment", "--recover-session", "--all-source-chroots"):
+        assert long_option in front_door, long_option
 
 
 def test_troff_escaping() -> None:
