@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 
-from . import generations, locks, mounts, records
+from . import generations, images, locks, mounts, records
 from .errors import RoostError
 from .fsutil import is_temp_name
 from .names import is_valid_name
@@ -29,6 +29,7 @@ def check(eng: Engine) -> list[str]:
     for sid in broken:
         problems.append(f"session {sid}: unreadable record")
     known = {s.id for s in sessions}
+    by_id = {s.id: s for s in sessions}
 
     def busy(lock_name: str) -> bool:
         try:
@@ -85,6 +86,12 @@ def check(eng: Engine) -> list[str]:
         lease = locks.read_lease(store.writer_lease(name))
         if lease is not None and lease.session not in known:
             problems.append(f"{where}: writer lock held by missing session {lease.session} (stale)")
+        elif (
+            lease is not None
+            and not images.lease_binds(by_id[lease.session])
+            and not busy(store.session_lock_name(lease.session))  # a promote is marking it
+        ):
+            problems.append(f"{where}: writer lock left by an interrupted promote of {lease.session} (stale)")
 
     # sessions against the mount table
     for s in sessions:

@@ -17,6 +17,7 @@ POINTS: dict[str, tuple[str, ...]] = {
     "begin": ("recorded", "cloned", "mounted", "profiled"),
     "end": ("marked", "killed", "unmounted", "removed", "unleased"),
     "promote": (
+        "leased",
         "marked",
         "unmounted",
         "staged",

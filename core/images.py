@@ -10,7 +10,7 @@ from .errors import BadInput, ConfigError, Conflict, NotFound, RoostError, Syste
 from .fsutil import atomic_write, ensure_dir, fsync_dir, sync_filesystem
 from .generations import GenerationMeta
 from .imageconf import ImageConfig, parse_image_config
-from .names import check_name
+from .names import check_name, is_valid_name
 from .profiles import profile_path
 from .store import new_tx
 from .struct import Struct
@@ -183,11 +183,23 @@ def _sessions_by_image(eng: Engine) -> dict[str, list[records.Session]]:
     return by_image
 
 
-def _writer(eng: Engine, name: str, live: set[str]) -> str | None:
+def _writer(eng: Engine, name: str, mine: list[records.Session]) -> str | None:
     lease = locks.read_lease(eng.store.writer_lease(name))
-    if lease is None or lease.session not in live:
+    if lease is None:
         return None
-    return lease.session
+    holder = next((s for s in mine if s.id == lease.session), None)
+    return lease.session if lease_binds(holder) else None
+
+
+def lease_binds(holder: records.Session | None) -> bool:
+    """Whether a writer lease still binds, given the record of the session it names (None: gone).
+
+    A maintenance session holds the lease for its whole life; an ordinary
+    session holds a temporary one only while its record says it is promoting.
+    Anything else is left over by a killed operation (a promote killed before
+    it marked its session, or while putting it back) and never blocks.
+    """
+    return holder is not None and (holder.maintenance or holder.state == "promoting")
 
 
 def info(eng: Engine, name: str, by_image: dict[str, list[records.Session]] | None = None) -> ImageInfo:
@@ -211,7 +223,7 @@ def info(eng: Engine, name: str, by_image: dict[str, list[records.Session]] | No
         description=config.description,
         generations=len(done),
         size=size,
-        writer=_writer(eng, name, {s.id for s in mine}),
+        writer=_writer(eng, name, mine),
         config=config,
         storage=_storage(eng, config.backend),
     )
@@ -479,13 +491,28 @@ def _refuse_sessions(eng: Engine, name: str, verb: str) -> None:
 
 
 def _live_writer(eng: Engine, name: str) -> locks.Lease | None:
-    """The writer lease of *name* if its session still exists (stale leases don't count)."""
+    """The writer lease of *name* if it binds (see :func:`lease_binds`; stale leases don't count)."""
     lease = locks.read_lease(eng.store.writer_lease(name))
     if lease is None:
         return None
-    if lease.session != "?" and os.path.exists(eng.store.session_record(lease.session)):
-        return lease
-    return None
+    return lease if lease_binds_on_disk(eng, lease) else None
+
+
+def lease_binds_on_disk(eng: Engine, lease: locks.Lease) -> bool:
+    """:func:`lease_binds`, reading the record of the session *lease* names.
+
+    An unreadable record keeps the lease binding: recover deals with the
+    record first, and nothing is lost by waiting for it.
+    """
+    if not is_valid_name(lease.session):
+        return False
+    try:
+        holder = records.read(eng.store.sessions_dir, lease.session)
+    except NotFound:
+        return False
+    except RoostError:
+        return True
+    return lease_binds(holder)
 
 
 def rollback(eng: Engine, name: str, generation: int | None) -> int:
@@ -658,7 +685,7 @@ def lock_view(eng: Engine) -> list[locks.LockState]:
         lease = locks.read_lease(eng.store.writer_lease(name))
         if lease is None:
             continue
-        stale = not os.path.exists(eng.store.session_record(lease.session)) if lease.session != "?" else True
+        stale = not lease_binds_on_disk(eng, lease)
         states.append(
             locks.LockState(
                 lock=f"writer.{name}",

@@ -173,9 +173,7 @@ def _image(eng: Engine, name: str, report: list[str]) -> None:
             report.append(f"image {name}: current does not name a complete generation (roost doctor --check)")
         lease_path = store.writer_lease(name)
         lease = locks.read_lease(lease_path)
-        if lease is not None and not os.path.exists(
-            store.session_record(lease.session) if is_valid_name(lease.session) else "/"
-        ):
+        if lease is not None and not images.lease_binds_on_disk(eng, lease):
             locks.clear_lease(lease_path)
             report.append(f"image {name}: released the stale writer lock of session {lease.session}")
 

@@ -343,6 +343,7 @@ def promote(eng: Engine, sid: str, message: str) -> int:
                 temporary = True
             base_stack = stack_of(eng, image, cur)
             flatten = backend.always_flatten or len(base_stack) + 1 > max_depth
+            faults.crashpoint("promote", "leased")  # an ordinary session's temporary lease, not yet marked
             tx = new_tx()
             session.state = "promoting"
             session.promote = {

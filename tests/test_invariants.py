@@ -111,7 +111,7 @@ def test_invariant_2_promote_killed_at_each_step_then_recover(bb: Env, step: str
     consistent(bb)
 
 
-@pytest.mark.parametrize("step", ["marked", "unmounted", "staged", "committed", "switched"])
+@pytest.mark.parametrize("step", ["leased", "marked", "unmounted", "staged", "committed", "switched"])
 def test_invariant_2_ordinary_promote_crash_releases_the_writer_lock(bb: Env, step: str) -> None:
     sid = bb.begin()
     bb.sh(sid, "echo x > /etc/x")
@@ -123,6 +123,27 @@ def test_invariant_2_ordinary_promote_crash_releases_the_writer_lock(bb: Env, st
     bb.ok("session", "end", m)
     for s in bb.roost("session", "list", "--json").json():
         bb.ok("session", "end", s["id"])
+    consistent(bb)
+
+
+def test_a_promote_killed_before_marking_its_session_leaves_no_binding_writer_lock(bb: Env) -> None:
+    """Found by the soak: killed between writing its temporary writer lease and marking the
+    session, the promote of an ordinary session left a lease naming a live session, and every
+    maintenance session, rollback and promote of the image was refused until that session ended."""
+    sid = bb.begin()
+    r = bb.roost("session", "promote", sid, env={"ROOST_CRASH_AT": "promote:leased"})
+    assert r.code == -9
+    assert (bb.state / "images" / "bb" / "writer.json").exists()  # the lease is there ...
+    writer = [lk for lk in bb.roost("locks", "--json").json() if lk["lock"] == "writer.bb"]
+    assert [lk["stale"] for lk in writer] == [True]  # ... shown as stale ...
+    check = bb.roost("doctor", "--check")
+    assert check.code != 0 and f"interrupted promote of {sid}" in check.out + check.err
+    m = bb.begin("bb", "--maintenance")  # ... and blocking nothing, even before recover
+    bb.ok("session", "end", m)
+    assert bb.sh(sid, "echo usable").out == "usable\n"
+    bb.ok("session", "promote", sid)  # the session itself can be promoted again
+    bb.ok("session", "recover", "--all")
+    assert not (bb.state / "images" / "bb" / "writer.json").exists()
     consistent(bb)
 
 
