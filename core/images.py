@@ -184,10 +184,14 @@ def _sessions_by_image(eng: Engine) -> dict[str, list[records.Session]]:
 
 
 def _writer(eng: Engine, name: str, mine: list[records.Session]) -> str | None:
-    lease = locks.read_lease(eng.store.writer_lease(name))
+    return writer_among(locks.read_lease(eng.store.writer_lease(name)), mine)
+
+
+def writer_among(lease: locks.Lease | None, sessions: list[records.Session]) -> str | None:
+    """The session holding *lease*, if the lease binds, judged against the records in *sessions*."""
     if lease is None:
         return None
-    holder = next((s for s in mine if s.id == lease.session), None)
+    holder = next((s for s in sessions if s.id == lease.session), None)
     return lease.session if lease_binds(holder) else None
 
 

@@ -431,9 +431,7 @@ class Watcher:
         for name in sorted(self._images):
             entry = self._images[name]
             mine = by_image.get(name, [])
-            writer = None
-            if entry.lease is not None and any(s.id == entry.lease.session for s in mine):
-                writer = entry.lease.session
+            writer = images.writer_among(entry.lease, mine)
             config = entry.config
             out[name] = ImageInfo(
                 name=name,
@@ -473,13 +471,14 @@ class Watcher:
         return states + kernel_waiters(lock_dir, states, self._kernel)
 
     def _leases(self) -> list[LockState]:
-        """The writer leases, from the image cache; stale when their session is gone."""
+        """The writer leases, from the image cache; stale unless they bind (images.lease_binds)."""
         out = []
         for name in sorted(self._images):
             lease = self._images[name].lease
             if lease is None:
                 continue
-            stale = lease.session == "?" or lease.session not in self._records
+            held = self._records.get(lease.session)
+            stale = not images.lease_binds(held[1] if held is not None else None)
             out.append(LockState(f"writer.{name}", None, lease.user, lease.operation, lease.since, stale, "lease"))
         return out
 
