@@ -142,7 +142,7 @@ def _category(key: tuple[str, int, str]) -> str:
     if "__build_class__" in name or "__new__ of type" in name or name == "<module>":
         return "module and class bodies run at import"
     if "builtins.compile" in name:
-        return "compiling the launcher script"
+        return "compiling the launcher (a first compile: python -c pass pays it too)"
     if file.endswith("core/syscalls.py") or "umount" in name or "mount" in name:
         return "mount and umount system calls"
     if "posix." in name or "_io." in name or "fcntl." in name:
