@@ -172,16 +172,9 @@ def _load_yaml(text: str, where: str) -> Any:
                     raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
             return super().construct_mapping(node, deep=deep)
 
-    try:
-        return yaml.load(text, Loader=StrictLoader)
-    except yaml.MarkedYAMLError as e:
-        mark = e.problem_mark
-        line = f" line {mark.line + 1}:" if mark is not None else ""
-        raise BadInput(f"{where}:{line} {e.problem or 'malformed YAML'}") from None
-    except yaml.YAMLError as e:
-        raise BadInput(f"{where}: malformed YAML ({str(e).splitlines()[0]})") from None
-    except RecursionError:
-        raise BadInput(f"{where}: nested too deeply") from None
+    from .yamlio import parse_yaml
+
+    return parse_yaml(text, where, loader=StrictLoader, error=BadInput)
 
 
 def _what(value: Any) -> str:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 
 from . import fastjson
-from .errors import ConfigError
+from .errors import ConfigError, RoostError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs milliseconds at start-up
@@ -24,20 +24,25 @@ if TYPE_CHECKING:  # typing costs milliseconds at start-up
 MAX_BYTES = 1 << 20
 
 
-def parse_yaml(text: str, where: str) -> Any:
+def parse_yaml(text: str, where: str, *, loader: Any = None, error: type[RoostError] = ConfigError) -> Any:
+    """The YAML document in *text* (read from *where*); malformed YAML raises *error* in one line.
+
+    *loader* defaults to PyYAML's safe loader (its C one when built).
+    """
     import yaml
 
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    if loader is None:
+        loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     try:
         return yaml.load(text, Loader=loader)
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark
-        line = f" line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"{where}:{line} {e.problem or 'malformed YAML'}") from None
+        line = f" line {mark.line + 1}:" if mark is not None else ""
+        raise error(f"{where}:{line} {e.problem or 'malformed YAML'}") from None
     except yaml.YAMLError as e:
-        raise ConfigError(f"{where}: malformed YAML ({e})") from None
+        raise error(f"{where}: malformed YAML ({str(e).splitlines()[0]})") from None
     except RecursionError:
-        raise ConfigError(f"{where}: nested too deeply") from None
+        raise error(f"{where}: nested too deeply") from None
 
 
 def _cache_path(cache_dir: str, path: str) -> str:
