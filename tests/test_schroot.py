@@ -167,8 +167,9 @@ def test_session_begin_run_end(bb: Env) -> None:
     code, out, _ = s(bb, "-r", "-c", sid, "-d", "/", "--", "sh", "-c", "echo $SCHROOT_SESSION_ID $SCHROOT_ALIAS_NAME")
     assert (code, out) == (0, f"{sid} busy\n")
     assert s(bb, "-r", "-c", f"session:{sid}", "--", "sh", "-c", "exit 4")[0] == 4
-    assert s(bb, "-r", "-c", sid, "--", "sh", "-c", "cat > /tmp/in", input="piped\n")[0] == 0
-    assert s(bb, "-r", "-c", sid, "-d", "/tmp", "--", "cat", "in")[1] == "piped\n"
+    # /root, not /tmp: the default profile binds the host's /tmp into the session
+    assert s(bb, "-r", "-c", sid, "--", "sh", "-c", "cat > /root/in", input="piped\n")[0] == 0
+    assert s(bb, "-r", "-c", sid, "-d", "/root", "--", "cat", "in")[1] == "piped\n"
     code, _, err = s(bb, "-r", "-c", sid, "--", "true", cwd="/usr/share")  # not in the busybox root
     assert code == 1 and "cannot change to directory" in err
     assert s(bb, "-r", "-c", f"chroot:{sid}", "--", "true")[0] == 1  # sessions live in session:
