@@ -775,11 +775,11 @@ def _closed_later(steps: tuple[Step, ...]) -> set[str]:
 
 def preflight(eng: Engine, plan: Plan) -> None:
     """What must hold before the first step runs: root, the named images, free session ids."""
-    eng.require_root("batch")
+    eng.ctx.require_privileged("batch")
     from . import images
 
     for step, name in plan.image_names():
-        if not images.exists(eng, name):
+        if not images.exists(eng.ctx, name):
             raise NotFound(f"{plan.where}: {step.label()}: no image {name!r}")
     for step in _walk(plan.steps):
         if step.name is not None and os.path.exists(eng.store.session_record(step.name)):
@@ -799,7 +799,7 @@ def run(
     (a file descriptor) and their errors to 2; their input is /dev/null.
     """
     preflight(eng, plan)
-    eng.ready()
+    eng.ctx.ready()
     runner = _Runner(eng, plan, on_result, output)
     top = _Scope()
     finished = False

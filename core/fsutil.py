@@ -85,13 +85,19 @@ def replace_symlink(target: str, link: str) -> None:
         raise
 
 
-def ensure_dir(path: str, mode: int = 0o755) -> str:
+def ensure_dir(path: str, mode: int = 0o755, *, exact: bool = False) -> str:
+    """Make directory *path* (mode *mode*); with *exact*, an existing one of ours gets that mode too."""
     try:
         os.mkdir(path, mode)
     except FileExistsError:
         st = os.lstat(path)
         if not stat.S_ISDIR(st.st_mode):
             raise SystemFailure(f"{path} exists and is not a directory") from None
+        if exact and stat.S_IMODE(st.st_mode) != mode and st.st_uid == os.geteuid():
+            os.chmod(path, mode, follow_symlinks=False)
+        return path
+    if exact:
+        os.chmod(path, mode)  # mkdir honours the umask
     return path
 
 

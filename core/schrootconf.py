@@ -31,6 +31,9 @@ from .importers import Source
 from .names import is_valid_name
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from .callerfs import CallerFiles
     from .engine import Engine
 
 SCHROOT_DIR = "/etc/schroot"
@@ -138,35 +141,32 @@ def parse(text: str, path: str) -> list[Entry]:
             continue
         if line.startswith("["):
             if not line.endswith("]") or len(line) < 3:
-                raise ConfigError(f"{path}:{number}: malformed group line {line[:80]!r}")
+                raise ConfigError(f"{path}:{number}: malformed group line")
             name = line[1:-1].strip()
             if name in seen:
-                raise ConfigError(f"{path}:{number}: chroot {name!r} is defined twice")
+                raise ConfigError(f"{path}:{number}: this chroot is defined twice in the file")
             seen.add(name)
             current = Entry(name, path, number, {})
             entries.append(current)
             continue
         key, eq, value = line.partition("=")
         if not eq:
-            raise ConfigError(f"{path}:{number}: expected key=value, got {line[:80]!r}")
+            raise ConfigError(f"{path}:{number}: expected key=value")
         if current is None:
-            raise ConfigError(f"{path}:{number}: key {key.strip()!r} outside a [chroot] group")
+            raise ConfigError(f"{path}:{number}: a key outside a [chroot] group")
         key = key.strip()
         if key in current.keys:
-            raise ConfigError(f"{path}:{number}: key {key!r} is set twice in [{current.name}]")
+            raise ConfigError(f"{path}:{number}: a key set twice in the same group")
         current.keys[key] = value.strip()
     return entries
 
 
-def read_file(path: str) -> list[Entry]:
-    try:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            text = f.read(1 << 20)
-    except FileNotFoundError:
-        raise BadInput(f"{path}: no such file") from None
-    except OSError as e:
-        raise BadInput(f"{path}: {e.strerror}") from None
-    return parse(text, path)
+def read_file(path: str, files: CallerFiles) -> list[Entry]:
+    """The chroots of one key file, read with the caller's rights (*files*)."""
+    data = files.read(path, 1 << 20)
+    if len(data) > 1 << 20:
+        raise BadInput(f"{path}: larger than 1 MiB")
+    return parse(data.decode("utf-8", "replace"), path)
 
 
 def _valid_chroot_d_name(name: str) -> bool:
@@ -178,26 +178,31 @@ def _valid_chroot_d_name(name: str) -> bool:
     return not any(name.endswith(s) for s in (".dpkg-old", ".dpkg-dist", ".dpkg-new", ".dpkg-tmp", ".dpkg-bak"))
 
 
-def read_all(schroot_dir: str = SCHROOT_DIR) -> tuple[list[Entry], list[str]]:
-    """Every chroot of schroot.conf and chroot.d (as schroot reads them), and the files skipped."""
+def read_all(schroot_dir: str, files: CallerFiles) -> tuple[list[Entry], list[str]]:
+    """Every chroot of schroot.conf and chroot.d (as schroot reads them), and the files skipped.
+
+    Everything is read with the caller's rights (*files*).
+    """
     entries: list[Entry] = []
     skipped: list[str] = []
     conf = os.path.join(schroot_dir, "schroot.conf")
-    if os.path.isfile(conf):
-        entries += read_file(conf)
+    if files.is_file(conf):
+        entries += read_file(conf, files)
     chroot_d = os.path.join(schroot_dir, "chroot.d")
     try:
-        names = sorted(os.listdir(chroot_d))
+        names = sorted(files.listdir(chroot_d))
     except FileNotFoundError:
         names = []
+    except OSError as error:
+        raise BadInput(f"{chroot_d}: {error.strerror}") from None
     for name in names:
         path = os.path.join(chroot_d, name)
-        if not os.path.isfile(path):
+        if not files.is_file(path):
             continue
         if not _valid_chroot_d_name(name):
             skipped.append(path)
             continue
-        entries += read_file(path)
+        entries += read_file(path, files)
     names_seen: dict[str, str] = {}
     for e in entries:
         if e.name in names_seen:
@@ -235,7 +240,9 @@ def _profile_name(entry: Entry) -> str | None:
     return None
 
 
-def _profile_notes(plan: Plan, schroot_profile: str, roost_profile: str, schroot_dir: str, site_dir: str) -> None:
+def _profile_notes(
+    plan: Plan, schroot_profile: str, roost_profile: str, schroot_dir: str, site_dir: str, files: CallerFiles
+) -> None:
     """Notes for what the schroot profile's fstab, copyfiles and nssdatabases have and the roost one lacks."""
     from .profiles import load_profile
 
@@ -245,7 +252,7 @@ def _profile_notes(plan: Plan, schroot_profile: str, roost_profile: str, schroot
         return
     base = os.path.join(schroot_dir, schroot_profile)
     mounted = {m.target for m in profile.mounts} | set(BASE_MOUNTS)
-    for line in _lines(os.path.join(base, "fstab")):
+    for line in _lines(os.path.join(base, "fstab"), files):
         fields = line.split()
         if len(fields) >= 2 and os.path.normpath(fields[1]) == "/dev" and profile.dev == "private":
             plan.notes.append(
@@ -258,22 +265,21 @@ def _profile_notes(plan: Plan, schroot_profile: str, roost_profile: str, schroot
                 f"which roost profile {roost_profile} does not"
             )
     copies = set(profile.copy_files)
-    for line in _lines(os.path.join(base, "copyfiles")):
+    for line in _lines(os.path.join(base, "copyfiles"), files):
         if os.path.normpath(line) not in copies and line not in ("/etc/resolv.conf",):
             plan.notes.append(f"profile {schroot_profile}: copies {line}, which roost profile {roost_profile} does not")
     databases = set(profile.nss_databases)
-    for line in _lines(os.path.join(base, "nssdatabases")):
+    for line in _lines(os.path.join(base, "nssdatabases"), files):
         if line not in databases:
             plan.notes.append(
                 f"profile {schroot_profile}: copies the {line} database, which roost profile {roost_profile} does not"
             )
 
 
-def _lines(path: str) -> list[str]:
+def _lines(path: str, files: CallerFiles) -> list[str]:
     try:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            text = f.read(1 << 20)
-    except OSError:
+        text = files.read(path, 1 << 20).decode("utf-8", "replace")
+    except BadInput:
         return []
     return [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.strip().startswith("#")]
 
@@ -288,7 +294,7 @@ def _zfs_mountpoint(dataset: str) -> str | None:
     return None
 
 
-def plan(entry: Entry, eng: Engine, *, schroot_dir: str = SCHROOT_DIR) -> Plan:
+def plan(entry: Entry, eng: Engine, files: CallerFiles, *, schroot_dir: str = SCHROOT_DIR) -> Plan:
     """Decide how *entry* becomes an image; nothing is changed."""
     from .profiles import profile_path
 
@@ -349,7 +355,7 @@ def plan(entry: Entry, eng: Engine, *, schroot_dir: str = SCHROOT_DIR) -> Plan:
         p.source = Source("dir", path=mounted)
         p.notes.append(f"zfs-snapshot: the tree of {dataset} (mounted at {mounted}) is copied")
     try:
-        p.source.check()
+        p.source.check(files)
     except BadInput as e:
         p.error = str(e).replace("--from-dir ", "").replace("--from-tar ", "")
         return p
@@ -371,7 +377,7 @@ def plan(entry: Entry, eng: Engine, *, schroot_dir: str = SCHROOT_DIR) -> Plan:
                 f"profile={schroot_profile} has no roost counterpart: using {p.profile} "
                 f"(write /etc/roost/profiles/{schroot_profile}.yaml and set profile: in image.yaml)"
             )
-        _profile_notes(p, schroot_profile, p.profile, schroot_dir, site)
+        _profile_notes(p, schroot_profile, p.profile, schroot_dir, site, files)
     for key in ("setup.fstab", "setup.copyfiles", "setup.nssdatabases"):
         value = keys.get(key, "")
         if value and (value.startswith("/") or value.split("/", 1)[0] != schroot_profile):
@@ -415,6 +421,36 @@ def plan(entry: Entry, eng: Engine, *, schroot_dir: str = SCHROOT_DIR) -> Plan:
         else:
             p.notes.append(f"{key}={value}: unknown to roost, not carried over")
     return p
+
+
+def plan_import(
+    eng: Engine,
+    files: Sequence[str] | None = None,
+    *,
+    schroot_dir: str | None = None,
+    chroots: Sequence[str] | None = None,
+) -> tuple[list[Plan], list[str]]:
+    """How schroot's chroots (in *files*, or all of *schroot_dir*) would become images; changes nothing.
+
+    Returns the plans and the chroot.d files schroot itself would skip.
+    """
+    from .callerfs import CallerFiles
+    from .errors import NotFound
+
+    reader = CallerFiles(eng.actor)  # schroot's files are read as the caller could read them
+    directory = schroot_dir or SCHROOT_DIR
+    skipped: list[str] = []
+    if files:
+        entries = [e for f in files for e in read_file(f, reader)]
+    else:
+        entries, skipped = read_all(directory, reader)
+    if chroots:
+        known = {e.name for e in entries}
+        for name in chroots:
+            if name not in known:
+                raise NotFound(f"no schroot chroot {name!r} in {', '.join(files or [directory])}")
+        entries = [e for e in entries if e.name in chroots]
+    return [plan(e, eng, reader, schroot_dir=directory) for e in entries], skipped
 
 
 def run(eng: Engine, plans: list[Plan], *, backend: str | None = None) -> list[Plan]:

@@ -242,33 +242,19 @@ def cmd_session_begin(ctx: Context) -> int:
 
 
 def cmd_session_run(ctx: Context) -> int:
-    from core import process
-    from core.errors import Conflict
-
     a = ctx.args
     argv = _command_argv(a)
     eng = ctx.engine
     launch = eng.launch(a.id, argv, user=a.user, directory=a.directory, preserve_env=a.preserve_environment)
-    # Hold the session's lock shared until exec, so end cannot unmount underneath.
-    lock = eng.lock(eng.store.session_lock_name(a.id), "run", exclusive=False)
-    if eng.session_info(a.id, details=False).state != "mounted":
-        lock.release()
-        raise Conflict(f"session {a.id} ended or changed while the command was starting")
-    sys.stdout.flush()
-    sys.stderr.flush()
-    process.exec_launch(launch)  # does not return; the lock is close-on-exec
-    return 127
+    eng.exec(a.id, launch)  # the run protocol: the session's lock is held shared until the exec
+    return 127  # not reached: exec replaces roost with the command
 
 
 def cmd_session_enter(ctx: Context) -> int:
-    from core import process
-
     a = ctx.args
     launch = ctx.engine.launch(a.id, None, user=a.user, directory=a.directory)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    process.exec_launch(launch)
-    return 127
+    ctx.engine.exec(a.id, launch)
+    return 127  # not reached
 
 
 def cmd_session_end(ctx: Context) -> int:

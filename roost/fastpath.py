@@ -178,7 +178,7 @@ def run(argv: Sequence[str]) -> None:
         return
     conf, record = found
     try:
-        target = may_run(Actor.current(), record, sid, user)
+        target = may_run(Actor.current(), record, sid, user, conf)
         launch = process.prepare(record, command, user=target, directory=directory, preserve_env=preserve)
     except (RoostError, TypeError, ValueError):
         return
@@ -196,22 +196,28 @@ def live_session(root: str | None, sid: str) -> tuple[Settings, dict[str, object
     clone is not mounted (it needs recovery) all leave the decision, and the
     message, to the engine.
     """
-    from core import fastjson, names, settings
+    from core import fastjson, names, settings, trust
     from core.errors import RoostError
 
-    if not names.is_valid_name(sid):
+    if not names.is_valid_name(sid) or names.is_reserved(sid):
         return None
     try:
         conf = settings.load(root)
-        with open(os.path.join(conf.state_root, "sessions", sid + ".json"), encoding="utf-8") as f:
+        sessions_dir = os.path.join(conf.state_root, "sessions")
+        for path, what in ((conf.state_root, "state root"), (sessions_dir, "session directory")):
+            trust.check_dir(path, what)
+        fd = os.open(os.path.join(sessions_dir, sid + ".json"), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        with open(fd, encoding="utf-8") as f:
+            if trust.unsafe_reason(os.fstat(fd), directory=False) is not None:
+                return None  # a record someone else could have written: the engine refuses it with its message
             record = fastjson.loads(f.read())
     except (OSError, ValueError, RoostError):
         return None
     if not isinstance(record, dict) or record.get("state") != "active" or record.get("id") != sid:
         return None
     mountpoint = record.get("mountpoint")
-    if not isinstance(mountpoint, str):
-        return None
+    if mountpoint != os.path.join(conf.run_root, "mnt", sid):
+        return None  # only a session's own mount point is ever entered
     try:
         if os.stat(mountpoint).st_dev == os.stat(os.path.dirname(mountpoint)).st_dev:
             return None  # not mounted: needs recovery
@@ -220,24 +226,19 @@ def live_session(root: str | None, sid: str) -> tuple[Settings, dict[str, object
     return conf, record
 
 
-def may_run(actor: Actor, record: dict[str, object], sid: str, user: str | None) -> pwd.struct_passwd:
-    """The passwd entry to run as in *record*'s session, if *actor* may; raises NotPermitted or NotFound."""
-    from core import access, process
+def may_run(actor: Actor, record: dict[str, object], sid: str, user: str | None, conf: Settings) -> pwd.struct_passwd:
+    """The passwd entry to run as in *record*'s session, if the policy lets *actor*; raises NotPermitted or NotFound."""
+    from core import policy, process
 
     target = process.resolve_user(user, actor.uid)
     session_access = record.get("access") or {}
     owner = record.get("uid", 0)
-    if not isinstance(session_access, dict) or not isinstance(owner, int | str):
+    image = record.get("image")
+    if not isinstance(session_access, dict) or not isinstance(owner, int) or not isinstance(image, str):
         raise TypeError("malformed session record")
-    access.check_session(
-        actor.user,
-        actor.uid,
-        actor.groups,
-        session_access,
-        int(owner),
-        sid,
-        as_uid=target.pw_uid,
-        verb="run in",
+    rules = policy.Policy(conf.admin_group)
+    rules.check(
+        actor, policy.SESSION_RUN, policy.SessionTarget(sid, image, owner, session_access), as_uid=target.pw_uid
     )
     return target
 

@@ -42,18 +42,12 @@ def cmd_batch(ctx: Any) -> int:
     import signal
 
     from core import batch
-    from core.errors import BadInput
+    from core.callerfs import CallerFiles
 
     from .output import emit_json
 
     path = ctx.args.plan
-    try:
-        with open(path, "rb") as f:
-            data = f.read(batch.MAX_PLAN_BYTES + 1)
-    except FileNotFoundError:
-        raise BadInput(f"{path}: no such file") from None
-    except OSError as e:
-        raise BadInput(f"{path}: {e.strerror}") from None
+    data = CallerFiles(ctx.engine.actor).read(path, batch.MAX_PLAN_BYTES)  # with the caller's rights
     plan = batch.parse(data, path)
     if ctx.args.check:
         if ctx.json:

@@ -333,26 +333,6 @@ def resolve(eng: Engine, given: str, default: str = "chroot") -> Target:
     return Target(namespace, given, name, image=image)
 
 
-def _level(eng: Engine, config: ImageConfig) -> str:
-    from core import access
-
-    a = eng.actor
-    lists = {
-        "users": config.users,
-        "groups": config.groups,
-        "root_users": config.root_users,
-        "root_groups": config.root_groups,
-    }
-    return access.level(a.user, a.uid, a.groups, lists)
-
-
-def _visible_session(eng: Engine, session: Session) -> bool:
-    from core import access
-
-    a = eng.actor
-    return session.uid == a.uid or access.level(a.user, a.uid, a.groups, session.access) == "root"
-
-
 class Catalogue:
     """Every image and session the caller may see, read once per command."""
 
@@ -363,23 +343,13 @@ class Catalogue:
 
     @classmethod
     def load(cls, eng: Engine, *, with_sessions: bool) -> Catalogue:
-        from core import images
-        from core.errors import RoostError
-
         configs: dict[str, ImageConfig] = {}
         levels: dict[str, str] = {}
-        for name in eng.store.image_names():
-            try:
-                config = images.load_config(eng, name)
-            except RoostError:
-                continue  # removed while we listed, or unreadable: `roost image list` says why
-            level = _level(eng, config)
-            if level != "none":
-                configs[name] = config
-                levels[name] = level
-        sessions = []
-        if with_sessions:
-            sessions = [i.session for i in eng.list_sessions() if _visible_session(eng, i.session)]
+        for info in eng.list_images():  # the policy lists what the caller may use
+            if info.config is not None:
+                configs[info.name] = info.config
+                levels[info.name] = "root" if info.access in ("root", "admin") else info.access
+        sessions = [i.session for i in eng.list_sessions()] if with_sessions else []
         return cls(configs, sessions, levels)
 
     def names(self, opts: Options) -> list[str]:
@@ -504,15 +474,15 @@ def info_text(eng: Engine, targets: Sequence[Target]) -> str:
         if t.namespace == "session":
             assert t.session is not None
             try:
-                description = images.load_config(eng, t.session.image).description
+                description = images.load_config(eng.ctx, t.session.image).description
             except RoostError:
                 description = ""
             blocks.append(format_section("Session", _session_rows(t.session, description)))
             continue
         assert t.image is not None
-        config = images.require(eng, t.image)
+        config = images.require(eng.ctx, t.image)
         try:
-            current: int | None = generations.current(eng.store, t.image)
+            current: int | None = generations.current(eng.ctx.store, t.image)
         except RoostError:
             current = None
         source = t.namespace == "source"
@@ -634,32 +604,6 @@ def prepare_launch(eng: Engine, session: Session, opts: Options, environ: Mappin
     return launch
 
 
-def _start(launch: Launch) -> int:
-    """Fork a child that execs *launch*; return its pid once it has exec'd (or died trying)."""
-    from core import process
-
-    started_r, started_w = os.pipe()  # close-on-exec: EOF once the child exec'd or died
-    sys.stdout.flush()
-    sys.stderr.flush()
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - the child never returns
-        try:
-            os.close(started_r)
-            process.exec_launch(launch)
-        except BaseException as e:  # noqa: BLE001 - the child must never return into the caller
-            try:
-                os.write(2, f"{PROG}: {e}\n".encode(errors="replace"))
-            finally:
-                os._exit(EXIT_FAILURE)
-    os.close(started_w)
-    try:
-        while os.read(started_r, 64):
-            pass
-    finally:
-        os.close(started_r)
-    return pid
-
-
 def _wait(pid: int, *, unblock: bool = False) -> int:
     """Wait for *pid*, relaying signals to it (see :func:`process.wait_relaying`).
 
@@ -687,15 +631,7 @@ def run_launch(eng: Engine, sid: str, launch: Launch, *, unblock: bool = False) 
     The session's lock is held shared until the child has exec'd, so ``end``
     cannot unmount underneath a starting command.
     """
-    from core.errors import Conflict
-
-    lock = eng.lock(eng.store.session_lock_name(sid), "run", exclusive=False)
-    try:
-        if eng.session_info(sid, details=False).state != "mounted":
-            raise Conflict(f"session {sid} ended or changed while the command was starting")
-        pid = _start(launch)
-    finally:
-        lock.release()
+    pid = eng.start(sid, launch)
     return _wait(pid, unblock=unblock)
 
 
@@ -742,7 +678,7 @@ def run_fast(opts: Options, root: str | None, environ: Mapping[str, str]) -> int
     cwd = _caller_cwd()
     env_in = filtered_environment(environ)
     try:
-        target = may_run(actor, record, sid, opts.user)
+        target = may_run(actor, record, sid, opts.user, conf)
         launch = process.prepare(
             record,
             list(opts.command) or None,
@@ -765,7 +701,7 @@ def run_fast(opts: Options, root: str | None, environ: Mapping[str, str]) -> int
     if lock is None:
         return None
     try:
-        pid = _start(launch)
+        pid = process.start(launch)
     finally:
         os.close(lock)
     code = _wait(pid)

@@ -263,7 +263,7 @@ def test_a_pinned_generation_survives_gc_and_blocks_remove(bb: Env) -> None:
     bb.ok("image", "rollback", "bb", "1")  # generations 2 and 3 become a dead branch
     promote()  # generation 4, on 1
     eng = bb.engine()
-    pin = pins.pin(eng, "bb", 3, "export bb 3")
+    pin = pins.pin(eng.ctx, "bb", 3, "export bb 3")
     try:
         held = [s for s in bb.roost("locks", "--json").json() if s["lock"].startswith("pin.bb.3.")]
         assert len(held) == 1 and held[0]["pid"] == os.getpid() and held[0]["operation"] == "export bb 3"
@@ -285,7 +285,7 @@ def test_a_dead_exporters_pin_is_stale_and_swept(bb: Env) -> None:
     other = lock_dir / "pin.bb.x.1.0-1-000000.lock"  # image "bb.x", not "bb"
     other.write_text("")
     eng = bb.engine()
-    assert pins.pinned(eng, "bb") == {}
+    assert pins.pinned(eng.ctx, "bb") == {}
     bb.ok("image", "gc", "bb")
     assert not stale.exists() and other.exists()
     other.unlink()

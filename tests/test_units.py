@@ -55,13 +55,14 @@ def test_mountinfo_parsing_unescapes_and_orders_deepest_first() -> None:
 def test_nss_merge_keeps_image_entries_and_adds_host_ones() -> None:
     image = b"root:x:0:0::/root:/bin/sh\n_apt:x:42:65534::/nonexistent:/usr/sbin/nologin\n"
     host = b"root:x:0:0:host root:/root:/bin/bash\nalice:x:1000:1000::/home/alice:/bin/bash\n"
-    merged = merge_database(image, host)
+    merged, added = merge_database(image, host)
     assert merged.splitlines() == [
         b"root:x:0:0::/root:/bin/sh",
         b"_apt:x:42:65534::/nonexistent:/usr/sbin/nologin",
         b"alice:x:1000:1000::/home/alice:/bin/bash",
     ]
-    assert merge_database(merged, host) == merged
+    assert added == [b"alice"]
+    assert merge_database(merged, host) == (merged, [])
 
 
 def test_image_config_rejects_unknown_keys_and_bad_values() -> None:
