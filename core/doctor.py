@@ -126,12 +126,20 @@ def check(ctx: Context) -> list[str]:
                 problems.append(f"{where}: layer {lower} is missing")
     for name in _listdir(store.mnt_dir):
         path = os.path.join(store.mnt_dir, name)
-        if name in known or (name.startswith(".stage-") and busy(store.tx_lock_name(name[7:]))):
+        if name in known or path == store.stage_dir:
             continue
         if mounts.mounts_below(path, table):
             problems.append(f"mount at {path} belongs to no session")
         else:
             problems.append(f"leftover mount point {path}")
+    for tx in _listdir(store.stage_dir):
+        path = os.path.join(store.stage_dir, tx)
+        if busy(store.tx_lock_name(tx)):
+            continue
+        if mounts.mounts_below(path, table):
+            problems.append(f"scratch mount at {path} belongs to no operation")
+        else:
+            problems.append(f"leftover scratch mount point {path}")
     for name in _listdir(store.sessions_dir):
         path = os.path.join(store.sessions_dir, name)
         if (

@@ -120,7 +120,7 @@ def export(ctx: Context, image: str, path: str, *, generation: int | None = None
         lowers = backend.lowers(store.generations_dir(image), list(meta.stack))
         tx = new_tx()
         tx_lock = ctx.lock(store.tx_lock_name(tx), f"export {image} {number}")
-        scratch = os.path.join(store.mnt_dir, f".stage-{tx}")  # recover and doctor know the name
+        scratch = os.path.join(store.stage_dir, tx)  # recover and doctor know the place
         try:
             os.mkdir(scratch, 0o700)
             try:

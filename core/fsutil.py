@@ -205,3 +205,24 @@ def tree_size(path: str) -> int:
                 if stat.S_ISDIR(st.st_mode):
                     stack.append(entry.path)
     return total
+
+
+def grant_traverse(path: str, uid: int) -> bool:
+    """Let user *uid* (only) pass through directory *path*: a POSIX ACL ``user:UID:--x``.
+
+    *path* keeps its mode for everyone else (0700: root's). Returns False when
+    the file system has no ACLs (the owner then cannot pass either).
+    """
+    import struct
+
+    user_obj, user, group_obj, mask, other = 0x01, 0x02, 0x04, 0x10, 0x20
+    unset = 0xFFFFFFFF
+    entries = [(user_obj, 7, unset), (user, 1, uid), (group_obj, 0, unset), (mask, 1, unset), (other, 0, unset)]
+    blob = struct.pack("<I", 2) + b"".join(struct.pack("<HHI", tag, perm, who) for tag, perm, who in entries)
+    try:
+        os.setxattr(path, "system.posix_acl_access", blob, follow_symlinks=False)
+    except OSError as e:
+        if e.errno in (errno.EOPNOTSUPP, errno.ENOTSUP):
+            return False
+        raise
+    return True

@@ -348,7 +348,7 @@ def convert(ctx: Context, name: str, backend: str, *, new_name: str | None) -> I
     tx = new_tx()
     staging = os.path.join(store.staging_dir, tx)
     tx_lock = ctx.lock(store.tx_lock_name(tx), f"convert {name}")
-    scratch = os.path.join(store.mnt_dir, f".stage-{tx}")
+    scratch = os.path.join(store.stage_dir, tx)
     try:
         try:
             with ctx.image_lock(name, f"convert {name}", exclusive=False):
@@ -360,7 +360,7 @@ def convert(ctx: Context, name: str, backend: str, *, new_name: str | None) -> I
                 os.mkdir(os.path.join(staging, "generations"), 0o755)
                 new_dir = os.path.join(staging, "generations", "1")
                 tree = backend_obj.init_generation(new_dir, ctx.site(), f"{dest}.{tx}")
-                os.makedirs(scratch, exist_ok=True)
+                os.makedirs(scratch, mode=0o700, exist_ok=True)
                 with source_backend.view(gen_dir, lowers, scratch) as view:
                     from .importers import Source, fill
 

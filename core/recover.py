@@ -264,11 +264,7 @@ def _fully_mounted(session: Session) -> bool:
 def _broken_record(ctx: Context, sid: str, report: list[str]) -> None:
     """A record that cannot be read: a begin killed while writing it. Remove what it could name."""
     store = ctx.store
-    mountpoint = store.mountpoint(sid)
-    procs.kill_in_root(mountpoint, ctx.settings.end_grace)
-    mounts.unmount_tree(mountpoint, force=True)
-    if os.path.isdir(mountpoint):
-        os.rmdir(mountpoint)
+    _remove_mount_point(ctx, store.session_gate(sid), [])
     backends.discard(store.session_clone(sid))
     records.remove(store.sessions_dir, sid)
     report.append(f"session {sid}: removed an unreadable record and its leftovers")
@@ -324,28 +320,39 @@ def _zfs_orphans(ctx: Context, report: list[str]) -> None:
         report.append(f"destroyed orphan dataset {dataset}")
 
 
+def _listdir(path: str) -> list[str]:
+    try:
+        return sorted(os.listdir(path))
+    except FileNotFoundError:
+        return []
+
+
+def _remove_mount_point(ctx: Context, path: str, report: list[str]) -> None:
+    """A mount point (or a session's gate with its mount point) that nothing names: empty it, remove it."""
+    procs.kill_in_root(path, ctx.settings.end_grace)
+    mounts.unmount_tree(path, force=True)
+    try:
+        inner = os.path.join(path, "root")
+        if os.path.isdir(inner) and not os.path.islink(inner):
+            os.rmdir(inner)
+        os.rmdir(path)
+        report.append(f"removed orphan mount point {path}")
+    except OSError:
+        pass
+
+
 def _orphans(ctx: Context, report: list[str]) -> None:
     """Mounts, mount points, clones, datasets and lock files that no record names."""
     _zfs_orphans(ctx, report)
     store = ctx.store
     known = set(records.ids(store.sessions_dir))
-    try:
-        entries = os.listdir(store.mnt_dir)
-    except FileNotFoundError:
-        entries = []
-    for name in entries:
-        if name in known:
+    for name in _listdir(store.mnt_dir):
+        if name in known or name == os.path.basename(store.stage_dir):
             continue
-        path = os.path.join(store.mnt_dir, name)
-        if name.startswith(".stage-") and not _tx_free(ctx, name[len(".stage-") :]):
-            continue
-        procs.kill_in_root(path, ctx.settings.end_grace)
-        mounts.unmount_tree(path, force=True)
-        try:
-            os.rmdir(path)
-            report.append(f"removed orphan mount point {path}")
-        except OSError:
-            pass
+        _remove_mount_point(ctx, os.path.join(store.mnt_dir, name), report)
+    for tx in _listdir(store.stage_dir):
+        if _tx_free(ctx, tx):  # a promote's or an export's scratch mount whose operation died
+            _remove_mount_point(ctx, os.path.join(store.stage_dir, tx), report)
     for name in os.listdir(store.sessions_dir):
         path = os.path.join(store.sessions_dir, name)
         if is_valid_name(name) and not name.endswith(".json") and name not in known and os.path.isdir(path):

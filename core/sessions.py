@@ -49,7 +49,8 @@ def check_record(ctx: Context, session: Session) -> Session:
     """
     store = ctx.store
     where = store.session_record(session.id)
-    if session.mountpoint != store.mountpoint(session.id) or session.clone != store.session_clone(session.id):
+    mountpoints = (store.mountpoint(session.id), store.legacy_mountpoint(session.id))
+    if session.mountpoint not in mountpoints or session.clone != store.session_clone(session.id):
         raise SystemFailure(f"{where}: the record names places that are not its session's own; refusing it")
     check_object_name(session.image, "image name")
     generations_dir = store.generations_dir(session.image) + "/"
@@ -223,7 +224,7 @@ def _bring_up(ctx: Context, session: Session, *, create: bool) -> None:
     if create:
         backend.create_clone(session)
         faults.crashpoint("begin", "cloned")
-    os.makedirs(session.mountpoint, mode=0o755, exist_ok=True)
+    _make_mountpoint(ctx, session)
     backend.mount(session)
     faults.crashpoint("begin", "mounted")
     merged = setup(session)
@@ -246,14 +247,30 @@ def _tear_down(ctx: Context, session: Session, *, force: bool, quiet: bool = Fal
         backend = backends.get(session.backend)
         if os.path.lexists(session.clone):
             backend.remove_clone(session)
-    try:
-        os.rmdir(session.mountpoint)
-    except FileNotFoundError:
-        pass
-    except OSError as e:
-        if not quiet:
-            raise SystemFailure(f"cannot remove {session.mountpoint}: {e.strerror}") from None
+    gate = ctx.store.session_gate(session.id)
+    for path in (session.mountpoint, gate) if session.mountpoint != gate else (gate,):
+        try:
+            os.rmdir(path)
+        except FileNotFoundError:
+            pass
+        except OSError as e:
+            if not quiet:
+                raise SystemFailure(f"cannot remove {path}: {e.strerror}") from None
     faults.crashpoint("end", "removed")
+
+
+def _make_mountpoint(ctx: Context, session: Session) -> None:
+    """``<run>/mnt/<id>/root``, behind a gate only the session's owner may pass (docs/security.md)."""
+    from .fsutil import ensure_dir, grant_traverse
+
+    gate = ctx.store.session_gate(session.id)
+    if session.mountpoint == gate:  # a session begun before gates: mounted at the gate's place
+        ensure_dir(gate, 0o755)
+        return
+    ensure_dir(gate, 0o700, exact=True)
+    if session.uid != 0:
+        grant_traverse(gate, session.uid)
+    ensure_dir(session.mountpoint, 0o755)
 
 
 def _finish(ctx: Context, session: Session) -> None:
@@ -444,8 +461,8 @@ def _stage_and_commit(ctx: Context, session: Session, backend: backends.Backend,
     os.makedirs(store.image_staging(image), mode=0o700, exist_ok=True)
     if not os.path.isdir(staging):
         os.mkdir(staging, 0o700)
-    scratch = os.path.join(store.mnt_dir, f".stage-{tx}")
-    os.makedirs(scratch, exist_ok=True)
+    scratch = os.path.join(store.stage_dir, tx)
+    os.makedirs(scratch, mode=0o700, exist_ok=True)
     try:
         flattened = backend.stage(session, staging, flatten=bool(info.get("flatten")), scratch=scratch)
     except BaseException:

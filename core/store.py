@@ -47,6 +47,7 @@ class Store:
         self.trash_dir = os.path.join(self.root, "trash")
         self.journal_path = os.path.join(self.root, "journal.jsonl")
         self.mnt_dir = os.path.join(self.run, "mnt")
+        self.stage_dir = os.path.join(self.mnt_dir, ".stage")
         self.lock_dir = os.path.join(self.run, "locks")
         self.cache_dir = os.path.join(self.run, "cache")
 
@@ -64,9 +65,12 @@ class Store:
         for path in (self.staging_dir, self.trash_dir):
             ensure_dir(path, 0o700)
         os.makedirs(self.run, mode=0o755, exist_ok=True)
-        # Session roots are mounted below mnt/: nobody else may reach them (their setuid programs
-        # would run on the host), so the directory is root's alone.
-        ensure_dir(self.mnt_dir, 0o700, exact=True)
+        # Session roots are mounted below mnt/<id>/: only a session's owner may reach into it (sbuild
+        # checks that its session's root exists), nobody else (an image's setuid programs would run on
+        # the host). mnt/ itself may only be walked through; mnt/.stage/ holds promote's and export's
+        # scratch mounts and is root's alone.
+        ensure_dir(self.mnt_dir, 0o711, exact=True)
+        ensure_dir(self.stage_dir, 0o700, exact=True)
         ensure_lock_dir(self.lock_dir)
         ensure_lock_dir(self.cache_dir, "cache directory")
         self.check_trusted()
@@ -79,6 +83,7 @@ class Store:
             (self.sessions_dir, "session directory"),
             (self.run, "runtime root"),
             (self.mnt_dir, "mount directory"),
+            (self.stage_dir, "scratch mount directory"),
             (self.lock_dir, "lock directory"),
         ]
 
@@ -100,12 +105,23 @@ class Store:
             why = dir_problem(path)
             if why is not None:
                 out.append(f"{what} {path}: {why}")
+        for path, allowed, want in ((self.mnt_dir, 0o011, "0711"), (self.stage_dir, 0, "0700")):
+            try:
+                mode = stat.S_IMODE(os.lstat(path).st_mode)
+            except FileNotFoundError:
+                continue
+            if mode & 0o077 & ~allowed:
+                out.append(
+                    f"mount directory {path}: others may list or reach what is mounted (mode {mode:04o}, want {want})"
+                )
         try:
-            mode = stat.S_IMODE(os.lstat(self.mnt_dir).st_mode)
+            gates = [e for e in os.scandir(self.mnt_dir) if not e.name.startswith(".")]
         except FileNotFoundError:
-            mode = 0o700
-        if mode & 0o077:
-            out.append(f"mount directory {self.mnt_dir}: others may reach session roots (mode {mode:04o}, want 0700)")
+            gates = []
+        for entry in gates:
+            st = entry.stat(follow_symlinks=False)
+            if not stat.S_ISDIR(st.st_mode) or (st.st_uid != 0 and st.st_uid != os.geteuid()) or st.st_mode & 0o007:
+                out.append(f"session directory {entry.path}: open to others (mode {stat.S_IMODE(st.st_mode):04o})")
         return out
 
     # --- images -----------------------------------------------------------------
@@ -158,8 +174,17 @@ class Store:
     def session_clone(self, session: str) -> str:
         return os.path.join(self.sessions_dir, check_object_name(session, "session id"))
 
-    def mountpoint(self, session: str) -> str:
+    def session_gate(self, session: str) -> str:
+        """``<run>/mnt/<id>``: root's, mode 0700, with an ACL letting the session's owner (only) through."""
         return os.path.join(self.mnt_dir, check_object_name(session, "session id"))
+
+    def mountpoint(self, session: str) -> str:
+        """Where the session's root is mounted: ``<run>/mnt/<id>/root``."""
+        return os.path.join(self.session_gate(session), "root")
+
+    def legacy_mountpoint(self, session: str) -> str:
+        """Where sessions begun before session directories had a gate are mounted: ``<run>/mnt/<id>``."""
+        return self.session_gate(session)
 
     # --- locks ------------------------------------------------------------------
 

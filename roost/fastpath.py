@@ -216,7 +216,8 @@ def live_session(root: str | None, sid: str) -> tuple[Settings, dict[str, object
     if not isinstance(record, dict) or record.get("state") != "active" or record.get("id") != sid:
         return None
     mountpoint = record.get("mountpoint")
-    if mountpoint != os.path.join(conf.run_root, "mnt", sid):
+    gate = os.path.join(conf.run_root, "mnt", sid)
+    if not isinstance(mountpoint, str) or mountpoint not in (gate + "/root", gate):
         return None  # only a session's own mount point is ever entered
     try:
         if os.stat(mountpoint).st_dev == os.stat(os.path.dirname(mountpoint)).st_dev:

@@ -138,7 +138,7 @@ def test_export_import_round_trip_of_an_mmdebstrap_root(env: Env, debian_tarball
         "echo changed >> /etc/debian_version; mkfifo /edge/fifo2",
     )
     assert r.code == 0, r.err
-    mnt = env.run / "mnt" / sid
+    mnt = env.run / "mnt" / sid / "root"
     os.setxattr(mnt / "etc" / "debian_version", "user.changed", b"yes")
     os.removexattr(mnt / "edge" / "xattrs", "user.roost")
     env.ok("session", "promote", sid, "-m", "layered changes")
@@ -169,7 +169,7 @@ def test_every_compression_round_trips_a_layered_generation(bb: Env) -> None:
 
 def add_edge_cases_in_session(env: Env) -> None:
     sid = env.begin("bb", "--maintenance")
-    add_edge_cases(env.run / "mnt" / sid)
+    add_edge_cases(env.run / "mnt" / sid / "root")
     # never /home or /tmp: the default profile binds the host's there
     assert env.sh(sid, "rm /bin/vi && mv /var /var2 && rm -r /sbin && mkdir /sbin && touch /sbin/new").code == 0
     env.ok("session", "promote", sid)
@@ -178,7 +178,7 @@ def add_edge_cases_in_session(env: Env) -> None:
 def test_dir_backend_generations_export_too(env: Env, busybox_tree: Path) -> None:
     env.ok("image", "create", "plain", "--from-dir", str(busybox_tree), "--backend", "dir")
     sid = env.begin("plain", "--maintenance")
-    add_edge_cases(env.run / "mnt" / sid)
+    add_edge_cases(env.run / "mnt" / sid / "root")
     env.ok("session", "promote", sid)
     want = manifest(generation_tree(env, "plain", 2))
     assert b"edge/sparse" in want.entries

@@ -181,7 +181,7 @@ def test_session_begin_run_end(bb: Env) -> None:
 def test_named_session_and_recover(bb: Env) -> None:
     assert s(bb, "-b", "-c", "bb", "-n", "build-1")[1] == "build-1\n"
     assert s(bb, "-b", "-c", "bb", "-n", "build-1")[0] == 1  # taken
-    mnt = bb.run / "mnt" / "build-1"
+    mnt = bb.run / "mnt" / "build-1" / "root"
     subprocess.run(["umount", "-R", str(mnt)], check=True)  # as after a reboot
     assert s(bb, "--recover-session", "-c", "build-1")[0] == 0
     assert s(bb, "-r", "-c", "build-1", "--", "test", "-d", "/proc/self")[0] == 0

@@ -343,16 +343,26 @@ def test_8_helper_programs_never_take_a_value_as_an_option(cast: Cast) -> None:
 # --- 9. session roots reachable by everyone -------------------------------------------------------
 
 
-def test_9_nobody_reaches_a_session_or_a_generation_from_outside(cast: Cast) -> None:
+def test_9_nobody_but_its_owner_reaches_a_session_and_nobody_a_generation(cast: Cast) -> None:
+    """Session roots sit behind a gate only their owner may pass (sbuild checks its session's root exists)."""
     inst = cast.inst
     sid = _begin(cast, cast.bob)
     try:
         mnt = inst.runtime / "mnt"
-        assert stat.S_IMODE(mnt.stat().st_mode) == 0o700
-        for path in (mnt / sid / "bin" / "busybox", inst.state / "images" / "shared" / "generations" / "1" / "layer"):
-            for user in (cast.eve, cast.bob):
+        assert stat.S_IMODE(mnt.stat().st_mode) == 0o711  # walk through, never list
+        assert stat.S_IMODE((mnt / sid).stat().st_mode) == 0o710  # root's; the group bits show the ACL's mask
+        assert stat.S_IMODE((mnt / ".stage").stat().st_mode) == 0o700
+        inside = mnt / sid / "root" / "bin" / "busybox"
+        layer = inst.state / "images" / "shared" / "generations" / "1" / "layer" / "bin" / "busybox"
+        for path, users in ((inside, (cast.eve, cast.gus, cast.rita)), (layer, (cast.eve, cast.bob, cast.rita))):
+            for user in users:
                 r = inst.as_user(user, "/bin/ls", str(path))
-                assert r.code != 0 and "Permission denied" in r.err, (path, r)
+                assert r.code != 0 and "Permission denied" in r.err, (path, user, r)
+        for user in (cast.eve, cast.bob):
+            r = inst.as_user(user, "/bin/ls", str(mnt))
+            assert r.code != 0 and "Permission denied" in r.err, r
+        r = inst.as_user(cast.bob, "/bin/sh", "-c", f"test -d {mnt / sid / 'root'} && ls {inside}")
+        assert r.code == 0, r  # the owner, as schroot lets a session's user see its location
         clone = inst.state / "sessions" / sid
         assert stat.S_IMODE(clone.stat().st_mode) == 0o700
     finally:
@@ -493,10 +503,10 @@ def test_doctor_reports_roots_open_to_others(cast: Cast) -> None:
         problems = json.loads(r.out)["problems"]
         assert r.code == 5
         assert any("state root" in p and "writable by others" in p for p in problems), problems
-        assert any("mount directory" in p and "0700" in p for p in problems), problems
+        assert any("mount directory" in p and "0711" in p for p in problems), problems
     finally:
         inst.state.chmod(0o755)
-        mnt.chmod(0o700)
+        mnt.chmod(0o711)
     assert fingerprint(inst.base / "etc")  # the installation itself was never touched
 
 
