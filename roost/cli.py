@@ -15,7 +15,7 @@ import argparse
 import sys
 
 from . import __version__
-from .commands import (
+from .handlers import (
     PROG,
     cmd_doctor,
     cmd_image_convert,

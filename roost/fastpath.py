@@ -120,23 +120,23 @@ def dispatch(argv: Sequence[str]) -> int | None:
             j += 1
         if opts["image"] is None:
             return None
-        from .commands import cmd_session_begin as func
+        from .handlers import cmd_session_begin as func
     elif argv[i : i + 2] == ["session", "end"]:
         opts["force"] = "--force" in rest
         positional = [a for a in rest if a != "--force"]
         if len(positional) != 1 or positional[0].startswith("-"):
             return None
         opts["id"] = positional[0]
-        from .commands import cmd_session_end as func
+        from .handlers import cmd_session_end as func
     elif argv[i : i + 1] == ["run"]:
         image = _run_options(argv, i + 1, opts)
         if image is None:
             return None
         opts["image"] = image
-        from .commands import cmd_run as func
+        from .handlers import cmd_run as func
     else:
         return None
-    from .commands import execute
+    from .handlers import execute
 
     return execute(func, _Namespace(opts))
 
