@@ -17,9 +17,11 @@ import sys
 from . import __version__
 from .handlers import (
     PROG,
+    cmd_batch,
     cmd_doctor,
     cmd_image_convert,
     cmd_image_create,
+    cmd_image_export,
     cmd_image_gc,
     cmd_image_history,
     cmd_image_import_schroot,
@@ -62,8 +64,6 @@ def _add_json(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> Parser:
-    from .ops import cmd_batch, cmd_image_export
-
     parser = Parser(
         prog=PROG,
         description="Chroot session manager for Linux build hosts.",
