@@ -20,9 +20,10 @@ from .store import Store
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing and collections cost milliseconds at start-up
-    from collections.abc import Callable, Mapping, Sequence
+    from collections.abc import Callable, Iterable, Mapping, Sequence
     from typing import Any
 
+    from .imageconf import ImageConfig
     from .importers import Source
     from .schrootconf import Plan
 
@@ -148,6 +149,31 @@ class Engine:
     def resolve_image(self, name: str) -> str:
         """The image called *name*, or the image that has *name* as an alias."""
         return images.resolve(self, name)
+
+    def image_names(self) -> list[str]:
+        """The names of every image in the state root, sorted (a directory listing: no lock, nothing parsed)."""
+        return self.store.image_names()
+
+    def image_config(self, name: str) -> ImageConfig:
+        """Image *name*'s image.yaml, parsed; NotFound if there is no such image."""
+        return images.require(self, name)
+
+    def current_generation(self, name: str) -> int:
+        """The number of image *name*'s current generation."""
+        from . import generations
+
+        return generations.current(self.store, name)
+
+    def access_level(self, lists: Mapping[str, Iterable[str]]) -> str:
+        """The actor's level on what these access lists guard: ``"root"``, ``"user"`` or ``"none"``.
+
+        *lists* holds ``users``, ``groups``, ``root_users`` and ``root_groups``
+        (an image's configuration, or a session record's ``access``).
+        """
+        from . import access
+
+        a = self.actor
+        return access.level(a.user, a.uid, a.groups, lists)
 
     def convert_image(self, name: str, backend: str, *, new_name: str | None = None) -> images.ImageInfo:
         return images.convert(self, name, backend, new_name=new_name)

@@ -236,11 +236,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return complete(words[1:])
     argv = list(sys.argv[1:] if argv is None else argv)
-    from . import schroot
+    from .schroot import door
 
-    front = schroot.request(argv)
+    front = door.request(argv)
     if front is not None:
-        return schroot.main(front[1], root=front[0])
+        return door.main(front[1], root=front[0])
     # Everything after the first "--" is a command to run, never options for roost.
     after: list[str] | None = None
     if "--" in argv:

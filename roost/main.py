@@ -12,11 +12,11 @@ import sys
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if "schroot" in args[:4]:
-        from . import schroot
+        from .schroot import door
 
-        front = schroot.request(args)
+        front = door.request(args)
         if front is not None:
-            return schroot.main(front[1], root=front[0])
+            return door.main(front[1], root=front[0])
     from . import fastpath
 
     if "session" in args and "run" in args:
