@@ -12,7 +12,7 @@ import os
 from . import images, journal, locks, mounts, sessions
 from .actor import Actor
 from .backends.base import Site
-from .errors import NotFound, NotPermitted
+from .errors import NotPermitted
 from .records import Session
 from .settings import Settings
 from .settings import load as load_settings
@@ -25,7 +25,7 @@ if TYPE_CHECKING:  # typing and collections cost milliseconds at start-up
 
     from .imageconf import ImageConfig
     from .importers import Source
-    from .schrootconf import Plan
+    from .profiles import Profile
 
     Progress = Callable[[float | None, str], None]
 
@@ -112,40 +112,6 @@ class Engine:
             self, name, source, backend=backend, profile=profile, description=description, settings=settings
         )
 
-    def plan_schroot_import(
-        self,
-        files: Sequence[str] | None = None,
-        *,
-        schroot_dir: str | None = None,
-        chroots: Sequence[str] | None = None,
-    ) -> tuple[list[Plan], list[str]]:
-        """How schroot's chroots (in *files*, or all of *schroot_dir*) would become images; changes nothing.
-
-        Returns the plans and the chroot.d files schroot itself would skip.
-        """
-        from . import schrootconf
-
-        directory = schroot_dir or schrootconf.SCHROOT_DIR
-        skipped: list[str] = []
-        if files:
-            entries = [e for f in files for e in schrootconf.read_file(f)]
-        else:
-            entries, skipped = schrootconf.read_all(directory)
-        if chroots:
-            known = {e.name for e in entries}
-            for name in chroots:
-                if name not in known:
-                    raise NotFound(f"no schroot chroot {name!r} in {', '.join(files or [directory])}")
-            entries = [e for e in entries if e.name in chroots]
-        return [schrootconf.plan(e, self, schroot_dir=directory) for e in entries], skipped
-
-    def import_schroot(self, plans: list[Plan], *, backend: str | None = None) -> list[Plan]:
-        """Create an image for every plan that has no error (see :meth:`plan_schroot_import`)."""
-        from . import schrootconf
-
-        self.require_root("image import-schroot")
-        return schrootconf.run(self, plans, backend=backend)
-
     def resolve_image(self, name: str) -> str:
         """The image called *name*, or the image that has *name* as an alias."""
         return images.resolve(self, name)
@@ -174,6 +140,12 @@ class Engine:
 
         a = self.actor
         return access.level(a.user, a.uid, a.groups, lists)
+
+    def profile(self, name: str) -> Profile:
+        """Profile *name*: the site's (``profiles-dir``), else the built-in one; NotFound if neither exists."""
+        from .profiles import load_profile
+
+        return load_profile(name, self.settings.profiles_dir)
 
     def convert_image(self, name: str, backend: str, *, new_name: str | None = None) -> images.ImageInfo:
         return images.convert(self, name, backend, new_name=new_name)

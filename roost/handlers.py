@@ -98,12 +98,14 @@ def cmd_image_convert(ctx: Context) -> int:
 
 
 def cmd_image_import_schroot(ctx: Context) -> int:
+    from .schroot import importer
+
     a = ctx.args
     eng = ctx.engine
-    plans, skipped = eng.plan_schroot_import(a.files or None, schroot_dir=a.schroot_dir, chroots=a.chroot)
+    plans, skipped = importer.plan_import(eng, a.files or None, schroot_dir=a.schroot_dir, chroots=a.chroot)
     if not a.dry_run:
         try:
-            eng.import_schroot(plans, backend=a.backend)
+            importer.run(eng, plans, backend=a.backend)
         finally:
             ctx.progress.done()
     if ctx.json:

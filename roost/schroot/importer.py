@@ -1,4 +1,4 @@
-"""Taking over schroot's chroots: read schroot.conf and chroot.d, plan and run their import.
+"""``roost image import-schroot``: read schroot.conf and chroot.d, plan and run their import.
 
 schroot describes chroots in key files (``[name]`` groups of ``key=value``
 lines) in ``/etc/schroot/schroot.conf`` and ``/etc/schroot/chroot.d/*``.
@@ -17,6 +17,10 @@ command-prefix and the description go into image.yaml. What has no
 counterpart (or a different one) is reported, one line per key, as a note;
 a chroot that cannot be imported at all gets an error and is skipped. The
 schroot files and trees are only read, never changed.
+
+The import is a client of the engine: it creates images with
+``Engine.create_image`` and reads profiles with ``Engine.profile``, like any
+other front door.
 """
 
 from __future__ import annotations
@@ -25,13 +29,16 @@ import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .errors import BadInput, ConfigError, RoostError
-from .imageconf import PERSONALITIES
-from .importers import Source
-from .names import is_valid_name
+from core.errors import BadInput, ConfigError, NotFound, RoostError
+from core.imageconf import PERSONALITIES
+from core.importers import Source
+from core.names import is_valid_name
 
 if TYPE_CHECKING:
-    from .engine import Engine
+    from collections.abc import Sequence
+
+    from core.engine import Engine
+    from core.profiles import Profile
 
 SCHROOT_DIR = "/etc/schroot"
 
@@ -235,14 +242,9 @@ def _profile_name(entry: Entry) -> str | None:
     return None
 
 
-def _profile_notes(plan: Plan, schroot_profile: str, roost_profile: str, schroot_dir: str, site_dir: str) -> None:
+def _profile_notes(plan: Plan, schroot_profile: str, profile: Profile, schroot_dir: str) -> None:
     """Notes for what the schroot profile's fstab, copyfiles and nssdatabases have and the roost one lacks."""
-    from .profiles import load_profile
-
-    try:
-        profile = load_profile(roost_profile, site_dir)
-    except RoostError:
-        return
+    roost_profile = profile.name
     base = os.path.join(schroot_dir, schroot_profile)
     mounted = {m.target for m in profile.mounts} | set(BASE_MOUNTS)
     for line in _lines(os.path.join(base, "fstab")):
@@ -280,7 +282,7 @@ def _lines(path: str) -> list[str]:
 
 def _zfs_mountpoint(dataset: str) -> str | None:
     """Where *dataset* is mounted, from the mount table (no zfs tools needed)."""
-    from .mounts import mounts
+    from core.mounts import mounts
 
     for m in mounts():
         if m.fstype == "zfs" and m.source == dataset:
@@ -290,8 +292,6 @@ def _zfs_mountpoint(dataset: str) -> str | None:
 
 def plan(entry: Entry, eng: Engine, *, schroot_dir: str = SCHROOT_DIR) -> Plan:
     """Decide how *entry* becomes an image; nothing is changed."""
-    from .profiles import profile_path
-
     keys = entry.keys
     p = Plan(chroot=entry.name, where=entry.where)
     if not is_valid_name(entry.name):
@@ -361,17 +361,25 @@ def plan(entry: Entry, eng: Engine, *, schroot_dir: str = SCHROOT_DIR) -> Plan:
         p.notes.append("type=plain: no setup in schroot; roost sessions still get /proc, /sys and /dev (minimal)")
     else:
         schroot_profile = schroot_profile or "default"  # schroot's own default
-        site = eng.settings.profiles_dir
+        profile: Profile | None
         try:
-            profile_path(schroot_profile, site)
+            profile = eng.profile(schroot_profile)
             p.profile = schroot_profile
-        except RoostError:
+        except (NotFound, BadInput):
             p.profile = PROFILES.get(schroot_profile, "default")
             p.notes.append(
                 f"profile={schroot_profile} has no roost counterpart: using {p.profile} "
                 f"(write /etc/roost/profiles/{schroot_profile}.yaml and set profile: in image.yaml)"
             )
-        _profile_notes(p, schroot_profile, p.profile, schroot_dir, site)
+            try:
+                profile = eng.profile(p.profile)
+            except RoostError:
+                profile = None
+        except RoostError:
+            p.profile = schroot_profile  # it exists but does not load: sessions will say why
+            profile = None
+        if profile is not None:
+            _profile_notes(p, schroot_profile, profile, schroot_dir)
     for key in ("setup.fstab", "setup.copyfiles", "setup.nssdatabases"):
         value = keys.get(key, "")
         if value and (value.startswith("/") or value.split("/", 1)[0] != schroot_profile):
@@ -417,8 +425,35 @@ def plan(entry: Entry, eng: Engine, *, schroot_dir: str = SCHROOT_DIR) -> Plan:
     return p
 
 
+def plan_import(
+    eng: Engine,
+    files: Sequence[str] | None = None,
+    *,
+    schroot_dir: str | None = None,
+    chroots: Sequence[str] | None = None,
+) -> tuple[list[Plan], list[str]]:
+    """How schroot's chroots (in *files*, or all of *schroot_dir*) would become images; changes nothing.
+
+    Returns the plans and the chroot.d files schroot itself would skip.
+    """
+    directory = schroot_dir or SCHROOT_DIR
+    skipped: list[str] = []
+    if files:
+        entries = [e for f in files for e in read_file(f)]
+    else:
+        entries, skipped = read_all(directory)
+    if chroots:
+        known = {e.name for e in entries}
+        for name in chroots:
+            if name not in known:
+                raise NotFound(f"no schroot chroot {name!r} in {', '.join(files or [directory])}")
+        entries = [e for e in entries if e.name in chroots]
+    return [plan(e, eng, schroot_dir=directory) for e in entries], skipped
+
+
 def run(eng: Engine, plans: list[Plan], *, backend: str | None = None) -> list[Plan]:
     """Create an image for every plan without an error; an image that fails gets the error instead."""
+    eng.require_root("image import-schroot")
     for p in plans:
         if p.error is not None or p.source is None or p.image is None:
             continue
