@@ -120,6 +120,10 @@ class Engine:
         """The names of every image in the state root, sorted (a directory listing: no lock, nothing parsed)."""
         return self.store.image_names()
 
+    def image_exists(self, name: str) -> bool:
+        """Whether image *name* exists (a real directory in the state root, not a planted symlink)."""
+        return images.exists(self, name)
+
     def image_config(self, name: str) -> ImageConfig:
         """Image *name*'s image.yaml, parsed; NotFound if there is no such image."""
         return images.require(self, name)
@@ -205,6 +209,10 @@ class Engine:
     def session_info(self, session: str, *, details: bool = True) -> sessions.SessionInfo:
         return sessions.info(self, session, details=details)
 
+    def session_exists(self, session: str) -> bool:
+        """Whether session *session* has a record, in any state."""
+        return os.path.exists(self.store.session_record(session))
+
     def launch(
         self,
         session: str,
@@ -243,18 +251,6 @@ class Engine:
         from . import doctor
 
         return doctor.check(self)
-
-    # --- batch plans ------------------------------------------------------------
-
-    def run_plan(self, plan: Any, *, on_result: Callable[[Any], None] | None = None, output: int = 1) -> Any:
-        """Run a plan parsed by :func:`core.batch.parse` (docs/batch.md); returns a :class:`core.batch.Report`.
-
-        *on_result* gets each :class:`core.batch.StepResult` as it is known; the
-        commands of ``run`` steps write their output to the descriptor *output*.
-        """
-        from . import batch
-
-        return batch.run(self, plan, on_result=on_result, output=output)
 
     def backends(self) -> list[tuple[str, str | None, str]]:
         """(backend, why it cannot be used here or None, what it is), and which new images get."""

@@ -478,20 +478,20 @@ def cmd_profile_show(ctx: Context) -> int:
 def cmd_batch(ctx: Context) -> int:
     import signal
 
-    from core import batch
     from core.errors import BadInput
 
+    from . import plans
     from .output import emit_json
 
     path = ctx.args.plan
     try:
         with open(path, "rb") as f:
-            data = f.read(batch.MAX_PLAN_BYTES + 1)
+            data = f.read(plans.MAX_PLAN_BYTES + 1)
     except FileNotFoundError:
         raise BadInput(f"{path}: no such file") from None
     except OSError as e:
         raise BadInput(f"{path}: {e.strerror}") from None
-    plan = batch.parse(data, path)
+    plan = plans.parse(data, path)
     if ctx.args.check:
         if ctx.json:
             emit_json({"file": path, "ok": True, "steps": len(plan.steps)})
@@ -499,7 +499,7 @@ def cmd_batch(ctx: Context) -> int:
             print(f"{path}: a valid plan of {len(plan.steps)} step(s)", file=sys.stderr)
         return 0
 
-    def show(result: batch.StepResult) -> None:
+    def show(result: plans.StepResult) -> None:
         if not ctx.json:
             print(_step_line(result), flush=True)
 
@@ -508,7 +508,7 @@ def cmd_batch(ctx: Context) -> int:
 
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGHUP)}
     try:
-        report = ctx.engine.run_plan(plan, on_result=show, output=2 if ctx.json else 1)
+        report = plans.run(ctx.engine, plan, on_result=show, output=2 if ctx.json else 1)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
