@@ -1,4 +1,4 @@
-"""The entry point: ``roost-schroot …`` and ``roost schroot …``.
+"""The entry points: ``roost-schroot …`` (:func:`main`) and ``roost … schroot …`` (:func:`in_roost`).
 
 Parses the command line, answers ``--help`` and ``--version`` at once, tries
 ``-r``'s fast path, and otherwise hands the options to the actions with an
@@ -15,31 +15,33 @@ from .options import EXIT_FAILURE, HELP, PROG, SCHROOT_VERSION, UsageError, pars
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Mapping, Sequence
 
 
-def request(argv: Sequence[str]) -> tuple[str | None, list[str]] | None:
-    """(state root, arguments) when *argv* is ``roost [--headless] [--root DIR] schroot …``."""
-    root = None
-    i, n = 0, len(argv)
-    while i < n:
-        arg = argv[i]
-        if arg == "--headless":
-            i += 1
-        elif arg == "--root" and i + 1 < n:
-            root = argv[i + 1]
-            i += 2
-        elif arg.startswith("--root="):
-            root = arg[7:]
-            i += 1
-        else:
-            break
-    if i < n and argv[i] == "schroot":
-        return root, list(argv[i + 1 :])
-    return None
+#: roost's global options the front door honours (roost.global_options); any other one given is refused.
+HONOURED = frozenset({"headless", "root", "quiet"})
 
 
-def main(argv: Sequence[str] | None = None, *, root: str | None = None) -> int:
+def in_roost(values: Mapping[str, object], argv: Sequence[str]) -> int:
+    """``roost [GLOBAL OPTIONS] schroot ARGS``: the front door, with roost's global options applied.
+
+    ``--root`` picks the state root; ``-q`` is schroot's own ``-q`` (no
+    waiting messages); ``--headless`` changes nothing (the door never draws
+    or prompts). Any other global option given (``--json``: the door prints
+    what schroot prints) is refused with one line and exit code 2, like any
+    option roost does not take.
+    """
+    from ..global_options import OPTIONS
+
+    for o in OPTIONS:
+        if o.stores and o.dest not in HONOURED and values.get(o.dest, o.default) != o.default:
+            print(f"{PROG}: {o.flags[-1]} does not apply to roost schroot (see {PROG} schroot --help)", file=sys.stderr)
+            return 2
+    root = values.get("root")
+    return main(argv, root=root if isinstance(root, str) else None, quiet=values.get("quiet") is True)
+
+
+def main(argv: Sequence[str] | None = None, *, root: str | None = None, quiet: bool = False) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     prog = os.path.basename(sys.argv[0]) if argv is None else f"{PROG} schroot"
     try:
@@ -47,6 +49,7 @@ def main(argv: Sequence[str] | None = None, *, root: str | None = None) -> int:
     except UsageError as e:
         print(f"{PROG}: {e}", file=sys.stderr)
         return EXIT_FAILURE
+    opts.quiet = opts.quiet or quiet
     if opts.action == "help":
         sys.stdout.write(HELP.format(prog=prog))
         return 0
