@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import os
 
-from .global_options import split
-
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import pwd
@@ -107,6 +105,8 @@ def dispatch(argv: Sequence[str]) -> int | None:
 def plain_command(argv: Sequence[str]) -> tuple[Callable[[Context], int], dict[str, object]] | None:
     """The command function and its arguments, named and set as argparse would, for the plain
     forms of ``session begin``, ``session end`` and ``run``; None for anything else."""
+    from .global_options import split
+
     found = split(argv)
     if found is None:
         return None
@@ -154,6 +154,8 @@ def plain_command(argv: Sequence[str]) -> tuple[Callable[[Context], int], dict[s
 
 def parse(argv: Sequence[str]) -> tuple[str | None, str, list[str], str | None, str | None, bool] | None:
     """(root, id, command, user, directory, preserve) for a plain ``session run``, else None."""
+    from .global_options import split  # here: schroot -r reads this module, not the global options
+
     found = split(argv)
     if found is None:
         return None

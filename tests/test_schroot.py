@@ -12,10 +12,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from roost.schroot.catalogue import split_name
 from roost.schroot.environment import filtered_environment
 from roost.schroot.info import format_section
-from roost.schroot.options import UsageError, parse
+from roost.schroot.options import UsageError, parse, split_name
 from tests.conftest import REPO, Env
 
 # --- the command line (no root needed) -----------------------------------------------------

@@ -7,6 +7,8 @@ session the caller may use once per command (for ``-l``, ``-i`` and the
 
 from __future__ import annotations
 
+from .options import split_name
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from core.engine import Engine
@@ -31,13 +33,6 @@ class Target:
         self.name = name  # without its namespace
         self.image = image
         self.session = session
-
-
-def split_name(given: str, default: str) -> tuple[str, str]:
-    namespace, sep, name = given.partition(":")
-    if not sep:
-        return default, given
-    return namespace, name
 
 
 def not_found(given: str) -> Exception:

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import os
 
-from .catalogue import split_name
 from .environment import adjust_launch, caller_cwd, filtered_environment, schroot_environment
+from .options import split_name
 from .running import failure_reason, start_child, wait_child
 
 TYPE_CHECKING = False

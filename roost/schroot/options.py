@@ -226,6 +226,14 @@ def parse(argv: Sequence[str]) -> Options:
     return opts
 
 
+def split_name(given: str, default: str) -> tuple[str, str]:
+    """(namespace, name) of a ``-c`` argument: ``source:x`` is (source, x), a bare ``x`` is in *default*."""
+    namespace, sep, name = given.partition(":")
+    if not sep:
+        return default, given
+    return namespace, name
+
+
 HELP = """\
 Usage:
   {prog} [OPTION…] [--] [COMMAND] — run a command in a chroot (schroot 1.6 command line)
