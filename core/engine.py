@@ -8,7 +8,7 @@ decision and the journal happen there; front doors only parse and print.
 
 from __future__ import annotations
 
-from . import images, sessions
+from . import images, policy, sessions
 from .actor import Actor
 from .context import Context
 from .policy import Policy
@@ -19,17 +19,16 @@ from .store import Store
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing and collections cost milliseconds at start-up
-    from collections.abc import Callable, Mapping, Sequence
+    from collections.abc import Callable, Iterable, Mapping, Sequence
     from typing import NoReturn
 
-    from .batch import Plan as BatchPlan
-    from .batch import Report, StepResult
     from .exports import ExportResult
+    from .imageconf import ImageConfig
     from .images import GcResult
     from .importers import Source
     from .locks import LockState
     from .process import Launch
-    from .schrootconf import Plan
+    from .profiles import Profile
     from .views import GenerationInfo, ImageInfo, SessionInfo
 
     Progress = Callable[[float | None, str], None]
@@ -80,27 +79,36 @@ class Engine:
             self.ctx, name, source, backend=backend, profile=profile, description=description, settings=settings
         )
 
-    def plan_schroot_import(
-        self,
-        files: Sequence[str] | None = None,
-        *,
-        schroot_dir: str | None = None,
-        chroots: Sequence[str] | None = None,
-    ) -> tuple[list[Plan], list[str]]:
-        """How schroot's chroots (in *files*, or all of *schroot_dir*) would become images; changes nothing."""
-        from . import schrootconf
-
-        return schrootconf.plan_import(self, files, schroot_dir=schroot_dir, chroots=chroots)
-
-    def import_schroot(self, plans: list[Plan], *, backend: str | None = None) -> list[Plan]:
-        """Create an image for every plan that has no error (see :meth:`plan_schroot_import`)."""
-        from . import schrootconf
-
-        return schrootconf.run(self, plans, backend=backend)
-
     def resolve_image(self, name: str) -> str:
         """The image called *name*, or the image that has *name* as an alias."""
         return images.resolve(self.ctx, name)
+
+    def image_names(self) -> list[str]:
+        """The names of the images the caller may see, sorted."""
+        return images.visible_names(self.ctx)
+
+    def image_exists(self, name: str) -> bool:
+        """Whether image *name* exists (a real directory in the state root, not a planted symlink)."""
+        return images.exists_for(self.ctx, name)
+
+    def image_config(self, name: str) -> ImageConfig:
+        """Image *name*'s image.yaml, parsed (for those who may see it); NotFound if there is no such image."""
+        return images.authorize(self.ctx, policy.IMAGE_VIEW, name)
+
+    def current_generation(self, name: str) -> int:
+        """The number of image *name*'s current generation (for those who may see it)."""
+        return images.current_generation(self.ctx, name)
+
+    def access_level(self, lists: Mapping[str, Iterable[str]]) -> str:
+        """The caller's level (admin, root, user, none) on what these access lists guard (core/policy.py)."""
+        return self.ctx.policy.level(self.ctx.actor, lists)
+
+    def profile(self, name: str) -> Profile:
+        """Profile *name*: the site's (``profiles-dir``), else the built-in one; NotFound if neither exists."""
+        from .profiles import load_profile
+
+        self.ctx.authorize(policy.HOST_VIEW)
+        return load_profile(name, self.settings.profiles_dir)
 
     def convert_image(self, name: str, backend: str, *, new_name: str | None = None) -> ImageInfo:
         return images.convert(self.ctx, name, backend, new_name=new_name)
@@ -156,6 +164,11 @@ class Engine:
 
     def session_info(self, session: str, *, details: bool = True) -> SessionInfo:
         return sessions.info(self.ctx, session, details=details)
+
+    def session_exists(self, session: str) -> bool:
+        """Whether a session of that name exists (its name is taken), whoever's it is."""
+        self.ctx.authorize(policy.HOST_VIEW)
+        return sessions.exists(self.ctx, session)
 
     def launch(
         self,
@@ -268,16 +281,6 @@ class Engine:
         from . import doctor
 
         return doctor.check(self.ctx)
-
-    # --- batch plans ------------------------------------------------------------
-
-    def run_plan(
-        self, plan: BatchPlan, *, on_result: Callable[[StepResult], None] | None = None, output: int = 1
-    ) -> Report:
-        """Run a plan parsed by :func:`core.batch.parse` (docs/batch.md)."""
-        from . import batch
-
-        return batch.run(self, plan, on_result=on_result, output=output)
 
     # --- the host ---------------------------------------------------------------
 

@@ -68,6 +68,23 @@ def require(ctx: Context, name: str) -> ImageConfig:
     return load_config(ctx, name)
 
 
+def visible_names(ctx: Context) -> list[str]:
+    """The images the caller may see (the policy's ``see``), sorted."""
+    return [n for n in ctx.store.image_names() if _permits(ctx, policy.IMAGE_VIEW, n)]
+
+
+def exists_for(ctx: Context, name: str) -> bool:
+    """Whether image *name* exists: names are no secret (the state root lists them to everyone)."""
+    ctx.authorize(policy.HOST_VIEW)
+    check_object_name(name, "image name")
+    return exists(ctx, name)
+
+
+def current_generation(ctx: Context, name: str) -> int:
+    authorize(ctx, policy.IMAGE_VIEW, name)
+    return generations.current(ctx.store, name)
+
+
 def target(name: str, config: ImageConfig) -> policy.ImageTarget:
     """The image as the policy sees it: its name and access lists."""
     return policy.ImageTarget(name, views.access_lists(config))

@@ -71,6 +71,11 @@ def _read(ctx: Context, sid: str) -> Session:
     return check_record(ctx, records.read(ctx.store.sessions_dir, sid))
 
 
+def exists(ctx: Context, sid: str) -> bool:
+    """Whether a record named *sid* exists (the name is taken)."""
+    return os.path.lexists(ctx.store.session_record(sid))
+
+
 def read(ctx: Context, sid: str) -> Session:
     """Session *sid*'s record, checked (:func:`check_record`); :class:`NotFound` if there is none."""
     return _read(ctx, sid)

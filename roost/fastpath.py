@@ -13,6 +13,10 @@ milliseconds it costs to import and build): :func:`dispatch` recognises their
 plain forms and calls the same command functions as roost.cli with the same
 argument names; anything else (``--help``, an unknown option) goes to
 argparse.
+
+Both read the global options with roost.global_options, the splitter every
+part of the command line shares, and take only forms argparse reads the same
+way (tests/test_argv.py checks them against the parser's option tables).
 """
 
 from __future__ import annotations
@@ -22,51 +26,43 @@ import os
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import pwd
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
 
     from core.actor import Actor
     from core.settings import Settings
 
+    from .handlers import Context
 
-def _globals(argv: Sequence[str]) -> tuple[dict[str, object], int] | None:
-    """The global options before the command, as argparse would set them."""
-    opts: dict[str, object] = {"headless": False, "root": None, "json": False, "quiet": False}
-    i = 0
-    n = len(argv)
-    while i < n and argv[i].startswith("-"):
-        arg = argv[i]
-        if arg == "--headless":
-            opts["headless"] = True
-        elif arg == "--json":
-            opts["json"] = True
-        elif arg in ("-q", "--quiet"):
-            opts["quiet"] = True
-        elif arg == "--root" and i + 1 < n:
-            i += 1
-            opts["root"] = argv[i]
-        elif arg.startswith("--root="):
-            opts["root"] = arg[7:]
-        else:
-            return None
-        i += 1
-    return opts, i
+
+def _value(argv: Sequence[str], i: int) -> str | None:
+    """The value of the option at *i*, if argparse would take the next word as one."""
+    if i + 1 < len(argv) and not argv[i + 1].startswith("-"):
+        return argv[i + 1]
+    return None
 
 
 def _run_options(argv: Sequence[str], i: int, opts: dict[str, object]) -> str | None:
-    """Parse ``[-u U] [-d D] [-p] POSITIONAL [--] CMD…`` from *i*; the positional, or None."""
+    """Parse ``[-u U] [-d D] [-p] POSITIONAL [--] CMD…`` from *i*; the positional, or None.
+
+    Only in the forms argparse reads the same way: a command without ``--``
+    is taken only if none of its words starts with ``-`` (argparse would read
+    them as options of roost).
+    """
     positional = None
     n = len(argv)
     opts.update(user=None, directory=None, preserve_environment=False)
+    dashes = False
     while i < n:
         arg = argv[i]
         if arg == "--":
             i += 1
+            dashes = True
             break
-        if arg in ("-u", "--user") and i + 1 < n:
-            opts["user"] = argv[i + 1]
-            i += 2
-        elif arg in ("-d", "--directory") and i + 1 < n:
-            opts["directory"] = argv[i + 1]
+        if arg in ("-u", "--user", "-d", "--directory"):
+            value = _value(argv, i)
+            if value is None:
+                return None
+            opts["user" if arg in ("-u", "--user") else "directory"] = value
             i += 2
         elif arg in ("-p", "--preserve-environment"):
             opts["preserve_environment"] = True
@@ -78,9 +74,12 @@ def _run_options(argv: Sequence[str], i: int, opts: dict[str, object]) -> str | 
             i += 1
         else:
             break
-    opts["command"] = list(argv[i:])
+    command = list(argv[i:])
+    if not dashes and any(word.startswith("-") for word in command):
+        return None
+    opts["command"] = command
     opts["after_dashes"] = None
-    if positional is None or not opts["command"]:
+    if positional is None or not command:
         return None
     return positional
 
@@ -94,10 +93,24 @@ class _Namespace:
 
 def dispatch(argv: Sequence[str]) -> int | None:
     """Run ``session begin``, ``session end`` or ``run`` in their plain forms; None otherwise."""
-    parsed = _globals(argv)
+    parsed = plain_command(argv)
     if parsed is None:
         return None
-    opts, i = parsed
+    func, opts = parsed
+    from .handlers import execute
+
+    return execute(func, _Namespace(opts))
+
+
+def plain_command(argv: Sequence[str]) -> tuple[Callable[[Context], int], dict[str, object]] | None:
+    """The command function and its arguments, named and set as argparse would, for the plain
+    forms of ``session begin``, ``session end`` and ``run``; None for anything else."""
+    from .global_options import split
+
+    found = split(argv)
+    if found is None:
+        return None
+    opts, i = dict(found.values), found.index
     rest = list(argv[i + 2 :])
     if argv[i : i + 2] == ["session", "begin"]:
         opts.update(image=None, name=None, maintenance=False)
@@ -108,7 +121,7 @@ def dispatch(argv: Sequence[str]) -> int | None:
                 opts["maintenance"] = True
             elif arg == "--json":
                 opts["json"] = True
-            elif arg == "--name" and j + 1 < len(rest):
+            elif arg == "--name" and _value(rest, j) is not None:
                 j += 1
                 opts["name"] = rest[j]
             elif arg.startswith("--name="):
@@ -120,33 +133,33 @@ def dispatch(argv: Sequence[str]) -> int | None:
             j += 1
         if opts["image"] is None:
             return None
-        from .commands import cmd_session_begin as func
+        from .handlers import cmd_session_begin as func
     elif argv[i : i + 2] == ["session", "end"]:
         opts["force"] = "--force" in rest
         positional = [a for a in rest if a != "--force"]
         if len(positional) != 1 or positional[0].startswith("-"):
             return None
         opts["id"] = positional[0]
-        from .commands import cmd_session_end as func
+        from .handlers import cmd_session_end as func
     elif argv[i : i + 1] == ["run"]:
         image = _run_options(argv, i + 1, opts)
         if image is None:
             return None
         opts["image"] = image
-        from .commands import cmd_run as func
+        from .handlers import cmd_run as func
     else:
         return None
-    from .commands import execute
-
-    return execute(func, _Namespace(opts))
+    return func, opts
 
 
 def parse(argv: Sequence[str]) -> tuple[str | None, str, list[str], str | None, str | None, bool] | None:
     """(root, id, command, user, directory, preserve) for a plain ``session run``, else None."""
-    parsed = _globals(argv)
-    if parsed is None:
+    from .global_options import split  # here: schroot -r reads this module, not the global options
+
+    found = split(argv)
+    if found is None:
         return None
-    opts, i = parsed
+    opts, i = dict(found.values), found.index
     if argv[i : i + 2] != ["session", "run"]:
         return None
     sid = _run_options(argv, i + 2, opts)

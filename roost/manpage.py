@@ -14,7 +14,7 @@ import re
 import sys
 
 from . import __version__
-from .schroot import HELP as SCHROOT_HELP
+from .schroot.options import HELP as SCHROOT_HELP
 
 DESCRIPTION = """\
 roost manages chroot images and the sessions cloned from them on Linux build hosts: \

@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from roost import schroot
-from roost.schroot import UsageError, filtered_environment, format_section, parse, split_name
+from roost.schroot.environment import filtered_environment
+from roost.schroot.info import format_section
+from roost.schroot.options import UsageError, parse, split_name
 from tests.conftest import REPO, Env
 
 # --- the command line (no root needed) -----------------------------------------------------
@@ -89,13 +90,6 @@ def test_info_sections_align_like_schroot() -> None:
         "  Root Groups    \n"
         "    setup.fstab  sbuild/fstab\n"
     )  # fmt: skip
-
-
-def test_request_detection() -> None:
-    assert schroot.request(["schroot", "-l"]) == (None, ["-l"])
-    assert schroot.request(["--root", "/x", "--headless", "schroot"]) == ("/x", [])
-    assert schroot.request(["--root=/y", "schroot", "-i"]) == ("/y", ["-i"])
-    assert schroot.request(["session", "run", "x", "--", "schroot"]) is None
 
 
 def installed_launcher(directory: Path) -> Path:
@@ -339,6 +333,27 @@ def test_roost_schroot_entry_point(bb: Env) -> None:
         cwd="/",
     )
     assert (r.returncode, r.stdout) == (0, "ok\n"), r.stderr
+
+
+def test_run_fast_path_loads_neither_engine_nor_yaml(bb: Env) -> None:
+    """-r, which sbuild runs a few hundred times per build, through both doors: nothing heavy imported."""
+    sid = s(bb, "-b", "-c", "bb")[1].strip()
+    launcher = str(installed_launcher(bb.base))
+    try:
+        for argv in ([launcher], ["-m", "roost", "schroot"], ["-m", "roost", "-q", "--headless", "schroot"]):
+            r = subprocess.run(
+                [sys.executable, "-X", "importtime", *argv, "-r", "-c", sid, "--", "true"],
+                env=bb.environ,
+                capture_output=True,
+                text=True,
+                cwd="/",
+            )
+            imported = {line.split("|")[-1].strip() for line in r.stderr.splitlines() if "|" in line}
+            assert r.returncode == 0, [line for line in r.stderr.splitlines() if "|" not in line]
+            heavy = {"core.engine", "yaml", "json", "argparse", "typing", "dataclasses", "signal", "textual"}
+            assert not heavy & imported, f"{argv[-1]} -r imported {heavy & imported}"
+    finally:
+        assert s(bb, "-e", "-c", sid)[0] == 0
 
 
 def test_alias_resolution_conflicts(bb: Env, busybox_tree: Path) -> None:

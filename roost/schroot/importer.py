@@ -1,4 +1,4 @@
-"""Taking over schroot's chroots: read schroot.conf and chroot.d, plan and run their import.
+"""``roost image import-schroot``: read schroot.conf and chroot.d, plan and run their import.
 
 schroot describes chroots in key files (``[name]`` groups of ``key=value``
 lines) in ``/etc/schroot/schroot.conf`` and ``/etc/schroot/chroot.d/*``.
@@ -17,6 +17,10 @@ command-prefix and the description go into image.yaml. What has no
 counterpart (or a different one) is reported, one line per key, as a note;
 a chroot that cannot be imported at all gets an error and is skipped. The
 schroot files and trees are only read, never changed.
+
+The import is a client of the engine: it creates images with
+``Engine.create_image`` and reads profiles with ``Engine.profile``, like any
+other front door.
 """
 
 from __future__ import annotations
@@ -25,16 +29,17 @@ import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .errors import BadInput, ConfigError, RoostError
-from .imageconf import PERSONALITIES
-from .importers import Source
-from .names import is_valid_name
+from core.errors import BadInput, ConfigError, NotFound, RoostError
+from core.imageconf import PERSONALITIES
+from core.importers import Source
+from core.names import is_valid_name
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from .callerfs import CallerFiles
-    from .engine import Engine
+    from core.callerfs import CallerFiles
+    from core.engine import Engine
+    from core.profiles import Profile
 
 SCHROOT_DIR = "/etc/schroot"
 
@@ -240,16 +245,9 @@ def _profile_name(entry: Entry) -> str | None:
     return None
 
 
-def _profile_notes(
-    plan: Plan, schroot_profile: str, roost_profile: str, schroot_dir: str, site_dir: str, files: CallerFiles
-) -> None:
+def _profile_notes(plan: Plan, schroot_profile: str, profile: Profile, schroot_dir: str, files: CallerFiles) -> None:
     """Notes for what the schroot profile's fstab, copyfiles and nssdatabases have and the roost one lacks."""
-    from .profiles import load_profile
-
-    try:
-        profile = load_profile(roost_profile, site_dir)
-    except RoostError:
-        return
+    roost_profile = profile.name
     base = os.path.join(schroot_dir, schroot_profile)
     mounted = {m.target for m in profile.mounts} | set(BASE_MOUNTS)
     for line in _lines(os.path.join(base, "fstab"), files):
@@ -286,7 +284,7 @@ def _lines(path: str, files: CallerFiles) -> list[str]:
 
 def _zfs_mountpoint(dataset: str) -> str | None:
     """Where *dataset* is mounted, from the mount table (no zfs tools needed)."""
-    from .mounts import mounts
+    from core.mounts import mounts
 
     for m in mounts():
         if m.fstype == "zfs" and m.source == dataset:
@@ -296,8 +294,6 @@ def _zfs_mountpoint(dataset: str) -> str | None:
 
 def plan(entry: Entry, eng: Engine, files: CallerFiles, *, schroot_dir: str = SCHROOT_DIR) -> Plan:
     """Decide how *entry* becomes an image; nothing is changed."""
-    from .profiles import profile_path
-
     keys = entry.keys
     p = Plan(chroot=entry.name, where=entry.where)
     if not is_valid_name(entry.name):
@@ -367,17 +363,25 @@ def plan(entry: Entry, eng: Engine, files: CallerFiles, *, schroot_dir: str = SC
         p.notes.append("type=plain: no setup in schroot; roost sessions still get /proc, /sys and /dev (minimal)")
     else:
         schroot_profile = schroot_profile or "default"  # schroot's own default
-        site = eng.settings.profiles_dir
+        profile: Profile | None
         try:
-            profile_path(schroot_profile, site)
+            profile = eng.profile(schroot_profile)
             p.profile = schroot_profile
-        except RoostError:
+        except (NotFound, BadInput):
             p.profile = PROFILES.get(schroot_profile, "default")
             p.notes.append(
                 f"profile={schroot_profile} has no roost counterpart: using {p.profile} "
                 f"(write /etc/roost/profiles/{schroot_profile}.yaml and set profile: in image.yaml)"
             )
-        _profile_notes(p, schroot_profile, p.profile, schroot_dir, site, files)
+            try:
+                profile = eng.profile(p.profile)
+            except RoostError:
+                profile = None
+        except RoostError:
+            p.profile = schroot_profile  # it exists but does not load: sessions will say why
+            profile = None
+        if profile is not None:
+            _profile_notes(p, schroot_profile, profile, schroot_dir, files)
     for key in ("setup.fstab", "setup.copyfiles", "setup.nssdatabases"):
         value = keys.get(key, "")
         if value and (value.startswith("/") or value.split("/", 1)[0] != schroot_profile):
@@ -434,8 +438,7 @@ def plan_import(
 
     Returns the plans and the chroot.d files schroot itself would skip.
     """
-    from .callerfs import CallerFiles
-    from .errors import NotFound
+    from core.callerfs import CallerFiles
 
     reader = CallerFiles(eng.actor)  # schroot's files are read as the caller could read them
     directory = schroot_dir or SCHROOT_DIR
