@@ -522,7 +522,7 @@ def test_help_lists_every_key_and_the_palette_offers_every_action(bb2: Env) -> N
         for word in ("Begin", "Maintain", "GC", "Enter", "Run", "Promote", "End", "Recover", "Filter", "Rollback"):
             assert word in text, word
         await pilot.press("escape")
-        from tui.commands import commands
+        from tui.palette import commands
 
         _select(app, sid)
         names = [name for name, _, _ in commands(app.main)]

@@ -31,8 +31,8 @@ from core.engine import Engine
 from core.errors import RoostError
 from core.watch import Figures, Snapshot, Usage, Watcher
 
-from .commands import RoostCommands
 from .operations import Operations
+from .palette import SelectionCommands
 from .screen import MainScreen
 
 
@@ -104,7 +104,7 @@ class RoostConsole(App[int]):
 
     CSS_PATH = "roost.tcss"
     TITLE = "roost"
-    COMMANDS: ClassVar = App.COMMANDS | {RoostCommands}
+    COMMANDS: ClassVar = App.COMMANDS | {SelectionCommands}
     BINDINGS: ClassVar = [Binding("ctrl+q", "quit", "Quit", show=False, priority=True, id="app.quit")]
     NOTIFICATION_TIMEOUT = 5
 
