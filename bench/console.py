@@ -51,14 +51,9 @@ from core.engine import Engine
 from core.fsutil import remove_tree
 from core.importers import Source
 from core.settings import Settings
+from tests.rootfs import busybox
 
 QUIET = 0.025  # a redraw is over when the terminal has been quiet this long
-
-
-def busybox_tree(root: Path) -> Path:
-    from tui.demo import busybox_root
-
-    return busybox_root(root)
 
 
 class State:
@@ -76,7 +71,7 @@ class State:
         (base / "profiles").mkdir(parents=True)
         (base / "roost.yaml").write_text("end-grace: 2\n")
         self.engine = Engine(self.settings)
-        tree = busybox_tree(base / "rootfs")
+        tree = busybox(base / "rootfs")
         self.images = [f"bench-{i:02d}" for i in range(images)]
         started = time.perf_counter()
         for name in self.images:

@@ -1,0 +1,1 @@
+"""What tests, benchmarks and scripts share that is not a test: demo state, builders."""
