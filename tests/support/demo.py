@@ -326,7 +326,7 @@ async def settle(pilot: Any) -> None:
     """Wait until the console has shown the state and measured every session."""
     app = pilot.app
     for _ in range(400):
-        if app.loaded and app.usage_loaded and not app._fetching:
+        if app.loaded and app.usage_loaded and not app.polling:
             break
         await pilot.pause(0.05)
     await pilot.pause(0.2)
