@@ -26,7 +26,7 @@ from textual.coordinate import Coordinate
 from textual.geometry import Region
 from textual.message import Message
 from textual.widgets import DataTable
-from textual.widgets.data_table import CellDoesNotExist, ColumnKey, RowDoesNotExist
+from textual.widgets.data_table import CellDoesNotExist, ColumnKey, RowDoesNotExist, RowKey
 
 
 class C(NamedTuple):
@@ -116,6 +116,10 @@ class DiffTable(DataTable[Cell]):
         self.reverse = reverse
         #: What each shown row is, by key: what the next sync is compared with.
         self.model: dict[str, Row] = {}
+        # The keys add_row and add_column gave back: passing the very objects the table
+        # stores makes its lookups identity hits.
+        self._row_keys: dict[str, RowKey] = {}
+        self._column_keys: list[ColumnKey] = []
         self._last_key: str | None = None
 
     def on_mount(self) -> None:
@@ -123,8 +127,9 @@ class DiffTable(DataTable[Cell]):
 
     def _ensure_columns(self) -> None:
         if not self.columns:
-            for col in self.column_specs:
-                self.add_column(self.label_for(col), width=col.render_width, key=col.key)
+            self._column_keys = [
+                self.add_column(self.label_for(col), width=col.render_width, key=col.key) for col in self.column_specs
+            ]
 
     def label_for(self, col: Column) -> Text:
         label = col.label
@@ -141,6 +146,7 @@ class DiffTable(DataTable[Cell]):
         rows = self.model
         self.clear(columns=True)
         self.model = {}
+        self._row_keys = {}
         self._ensure_columns()
         self._fill(rows, keep)
 
@@ -233,25 +239,26 @@ class DiffTable(DataTable[Cell]):
             index = self.cursor_row
             self.clear()
             self.model = {}
+            self._row_keys = {}
             self._fill(rows, keep, index)
             return
         resort = False
         sort_index = next((i for i, c in enumerate(self.column_specs) if c.key == self.sort_column), None)
         for key in gone:
-            self.remove_row(key)
+            self.remove_row(self._row_keys.pop(key))
             del model[key]
         with self._one_refresh():
             for key, row in rows.items():
                 old = model.get(key)
                 if old is None:
-                    self.add_row(*self._cells(row), key=key)
+                    self._row_keys[key] = self.add_row(*self._cells(row), key=key)
                     model[key] = row
                     resort = True
                 elif old != row:
+                    row_key = self._row_keys[key]
                     for i, (a, b) in enumerate(zip(old, row, strict=True)):
                         if a != b:
-                            spec = self.column_specs[i]
-                            self.update_cell(key, spec.key, Cell(b, spec))
+                            self.update_cell(row_key, self._column_keys[i], Cell(b, self.column_specs[i]))
                             if i == sort_index:
                                 resort = True
                     model[key] = row
@@ -266,7 +273,7 @@ class DiffTable(DataTable[Cell]):
         """Add *rows* to an empty table, sort once, and put the cursor back on *keep*."""
         self.model = dict(rows)
         for key, row in rows.items():
-            self.add_row(*self._cells(row), key=key)
+            self._row_keys[key] = self.add_row(*self._cells(row), key=key)
         self._sort()
         if keep is not None and keep in self.model:
             self.select_key(keep)
