@@ -176,11 +176,13 @@ class Terminal:
                 self.last_output = now
 
     def wait_quiet(self, quiet: float, timeout: float = 60.0) -> None:
+        """Wait until the console has written something, then nothing for *quiet* seconds."""
         deadline = time.perf_counter() + timeout
         while time.perf_counter() < deadline:
             with self.lock:
                 idle = time.perf_counter() - self.last_output
-            if idle >= quiet:
+                wrote = bool(self.chunks)
+            if wrote and idle >= quiet:
                 return
             time.sleep(0.005)
         raise TimeoutError("the console kept writing")
