@@ -51,6 +51,9 @@ class ImageInfo(Struct, frozen=True):
             "size": self.size,
             "writer": self.writer,
             "aliases": list(self.config.aliases) if self.config else [],
+            "architecture": self.config.architecture if self.config else None,
+            "network": self.config.network if self.config else None,
+            "limits": self.config.limits if self.config else None,
         }
 
 
@@ -328,6 +331,7 @@ def create(
                 from .importers import fill
 
                 fill(source, tree, eng.progress)
+                config = _with_architecture(config, source, tree)
                 eng.progress(None, "syncing")
                 backend_obj.finish_generation(gen_dir)
                 size = backend_obj.generation_size(gen_dir)
@@ -362,6 +366,18 @@ def create(
             tx_lock.release(remove=True)
     eng.journal("image create", image=name, generation=1, backend=backend_obj.name, size=size)
     return info(eng, name)
+
+
+def _with_architecture(config: ImageConfig, source: Source, tree: str) -> ImageConfig:
+    """Record the tree's architecture (and mmdebstrap's suite) in image.yaml, unless given."""
+    from .binfmt import tree_arch
+
+    changes: dict[str, Any] = {}
+    if config.architecture is None:
+        changes["architecture"] = source.arch if source.kind == "mmdebstrap" and source.arch else tree_arch(tree)
+    if config.suite is None and source.kind == "mmdebstrap" and source.suite:
+        changes["suite"] = source.suite
+    return config.replace(**changes) if changes else config
 
 
 def choose_backend(eng: Engine, backend: str | None) -> backends.Backend:

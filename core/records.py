@@ -67,6 +67,14 @@ class Session(Struct):
     alias: str | None = None
     #: Why the session must not be promoted automatically (a command in it failed), if so.
     failed: str | None = None
+    #: Isolation (core.isolation): network mode, the namespace file kept for ``none``, resource
+    #: limits (None: no cgroup), the cgroup directories, the loopback filter's cgroup, the architecture.
+    network: str = "host"
+    netns: str | None = None
+    limits: dict[str, Any] | None = None
+    cgroups: list[str] = []
+    filtered: str | None = None
+    architecture: str | None = None
 
     @property
     def maintenance(self) -> bool:

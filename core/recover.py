@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 
-from . import backends, faults, generations, images, locks, mounts, procs, records, sessions
+from . import backends, faults, generations, images, isolation, locks, mounts, procs, records, sessions
 from .errors import Conflict, NotFound, RoostError
 from .fsutil import is_temp_name, remove_tree
 from .names import check_name, is_valid_name
@@ -239,6 +239,9 @@ def _session_locked(eng: Engine, session: Session, report: list[str]) -> bool:
         report.append(f"session {sid}: its clone is gone; end it with roost session end {sid}")
         return False
     if _fully_mounted(session):
+        if not isolation.intact(session):
+            isolation.start(session)  # a namespace, cgroup or qemu registration that went missing
+            report.append(f"session {sid}: isolation restored")
         return False
     mounts.unmount_tree(session.mountpoint, force=True)
     try:
@@ -324,10 +327,11 @@ def _zfs_orphans(eng: Engine, report: list[str]) -> None:
 
 
 def _orphans(eng: Engine, report: list[str]) -> None:
-    """Mounts, mount points, clones, datasets and lock files that no record names."""
+    """Mounts, mount points, clones, datasets, cgroups, namespaces and lock files that no record names."""
     _zfs_orphans(eng, report)
     store = eng.store
     known = set(records.ids(store.sessions_dir))
+    isolation.orphans(eng, records.read_all(store.sessions_dir)[0], report)
     try:
         entries = os.listdir(store.mnt_dir)
     except FileNotFoundError:

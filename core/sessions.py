@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 
-from . import access, backends, faults, generations, images, locks, mounts, process, procs, records
+from . import access, backends, faults, generations, images, isolation, locks, mounts, process, procs, records
 from .actor import now_iso
 from .errors import BadInput, Conflict, RoostError, SystemFailure
 from .generations import GenerationMeta
@@ -31,6 +31,8 @@ class SessionInfo(Struct, frozen=True):
     state: str  # mounted, needs-recovery, beginning, ending, promoting
     processes: int | None = None
     changes: int | None = None
+    #: Live figures of a session with a cgroup (core.isolation.usage).
+    usage: dict[str, int | None] | None = None
 
     def to_json(self) -> dict[str, Any]:
         s = self.session
@@ -48,7 +50,12 @@ class SessionInfo(Struct, frozen=True):
             "auto": s.auto,
             "alias": s.alias,
             "failed": s.failed,
+            "network": s.network,
+            "limits": s.limits,
+            "architecture": s.architecture,
         }
+        if self.usage is not None:
+            out["usage"] = self.usage
         if self.processes is not None:
             out["processes"] = self.processes
         if self.changes is not None:
@@ -98,7 +105,15 @@ def stack_of(eng: Engine, image: str, number: int) -> list[int]:
 
 
 def begin(
-    eng: Engine, image: str, *, name: str | None, maintenance: bool, auto: bool, alias: str | None = None
+    eng: Engine,
+    image: str,
+    *,
+    name: str | None,
+    maintenance: bool,
+    auto: bool,
+    alias: str | None = None,
+    network: str | None = None,
+    limits: Mapping[str, int | float | str] | None = None,
 ) -> Session:
     eng.require_root("session begin")
     config = images.require(eng, image)
@@ -113,6 +128,9 @@ def begin(
     level = access.check_begin(a.user, a.uid, a.groups, _access_lists(config), image)
     if maintenance and level != "root":
         raise BadInput(f"{a.user} may not maintain image {image} (not in its root-users)")
+    net, session_limits = isolation.resolve(
+        config, profile, maintenance=maintenance, network=network, limit_options=limits
+    )
     eng.ready()
     backend = backends.get(config.backend)
     sid = name if name is not None else _new_id(eng, image)
@@ -154,7 +172,11 @@ def begin(
                 personality=config.personality,
                 command_prefix=list(config.command_prefix),
                 alias=alias,
+                network=net,
+                limits=session_limits,
+                architecture=config.architecture,
             )
+            isolation.plan(eng, session)
             if maintenance:
                 holder = images._live_writer(eng, image)
                 if holder is not None:
@@ -198,6 +220,7 @@ def _bring_up(eng: Engine, session: Session, *, create: bool) -> None:
     os.makedirs(session.mountpoint, mode=0o755, exist_ok=True)
     backend.mount(session)
     faults.crashpoint("begin", "mounted")
+    isolation.start(session)
     setup(session)
     faults.crashpoint("begin", "profiled")
 
@@ -209,8 +232,10 @@ def _tear_down(eng: Engine, session: Session, *, force: bool, quiet: bool = Fals
     recover all share it. With *keep_clone* the clone stays (promote moves it).
     """
     procs.kill_in_root(session.mountpoint, eng.settings.end_grace)
+    isolation.kill(session)  # what left the session's root but not its cgroup
     faults.crashpoint("end", "killed")
     mounts.unmount_tree(session.mountpoint, force=force)
+    isolation.remove(session)
     faults.crashpoint("end", "unmounted")
     if not keep_clone:
         backend = backends.get(session.backend)
@@ -523,7 +548,7 @@ def info(eng: Engine, sid: str, *, details: bool) -> SessionInfo:
         return SessionInfo(session, state)
     count = procs.count_in_roots([session.mountpoint])[session.mountpoint.rstrip("/")]
     changes = backends.get(session.backend).changes(session)
-    return SessionInfo(session, state, processes=count, changes=changes)
+    return SessionInfo(session, state, processes=count, changes=changes, usage=isolation.usage(session))
 
 
 # --- running commands ------------------------------------------------------------
@@ -547,7 +572,7 @@ def launch(
     target = process.resolve_user(user, eng.actor.uid if user is None else 0)
     _check(eng, session, "enter" if argv is None else "run in", as_uid=target.pw_uid)
     state = display_state(session, mounts.mounts(), None, eng.store.lock_dir)
-    if state != "mounted":
+    if state != "mounted" or not isolation.intact(session):
         from .recover import recover
 
         recover(eng, sid)
@@ -622,6 +647,8 @@ def run_auto(
     environ: Mapping[str, str] | None = None,
     caller_cwd: str | None = None,
     forward_signals: bool = True,
+    network: str | None = None,
+    limits: Mapping[str, int | float | str] | None = None,
 ) -> int:
     """An automatic session: begin, run *argv*, end — the end happens whatever the command did."""
     if not argv:
@@ -636,7 +663,7 @@ def run_auto(
     if blocking:
         signal.pthread_sigmask(signal.SIG_BLOCK, process.relayed_signals())
     try:
-        session = begin(eng, image, name=None, maintenance=False, auto=True)
+        session = begin(eng, image, name=None, maintenance=False, auto=True, network=network, limits=limits)
         try:
             _check(eng, session, "run in", as_uid=target.pw_uid)
             spec = process.prepare(

@@ -29,13 +29,14 @@ _KEYS: dict[str, tuple[str, type, object]] = {
     "syslog": ("syslog", str, DEFAULT_SYSLOG),
     "zfs-dataset": ("zfs_dataset", str, ""),
     "btrfs-pool": ("btrfs_pool", str, ""),
+    "cgroup-parent": ("cgroup_parent", str, "roost"),
 }
 
 #: Values of default-backend (core.backends has the backends themselves; this module stays light).
 _BACKENDS = ("auto", "overlay", "dir", "btrfs", "zfs", "squashfs", "erofs")
 
 #: String settings that are not paths.
-_NOT_PATHS = frozenset(("default-backend", "zfs-dataset", "syslog"))
+_NOT_PATHS = frozenset(("default-backend", "zfs-dataset", "syslog", "cgroup-parent"))
 
 
 class Settings:
@@ -43,6 +44,7 @@ class Settings:
 
     __slots__ = (
         "btrfs_pool",
+        "cgroup_parent",
         "config_path",
         "default_backend",
         "end_grace",
@@ -68,6 +70,7 @@ class Settings:
     syslog: str
     zfs_dataset: str
     btrfs_pool: str
+    cgroup_parent: str
 
     def __init__(self, **values: object) -> None:
         self.config_path = DEFAULT_CONFIG
@@ -168,12 +171,19 @@ def _parse(path: str, text: str) -> dict[str, object]:
             raise ConfigError(f"{path}: {key} must be an absolute path")
         if key == "default-backend" and value not in _BACKENDS:
             raise ConfigError(f"{path}: default-backend must be one of {', '.join(_BACKENDS)}, not {value!r}")
+        if key == "cgroup-parent" and not _cgroup_name(str(value)):
+            raise ConfigError(f"{path}: cgroup-parent must be one directory name like roost, not {value!r}")
         if key == "zfs-dataset" and not _dataset_name(str(value)):
             raise ConfigError(f"{path}: zfs-dataset must be a dataset name like tank/roost, not {value!r}")
         if kind in (int, float) and isinstance(value, (int, float)) and value < (1 if kind is int else 0):
             raise ConfigError(f"{path}: {key} must be positive")
         values[attr] = value
     return values
+
+
+def _cgroup_name(value: str) -> bool:
+    allowed = set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-")
+    return bool(value) and set(value) <= allowed and value[0].isalnum() and len(value) <= 64
 
 
 def _dataset_name(value: str) -> bool:
