@@ -323,12 +323,19 @@ def resolve(eng: Engine, given: str, default: str = "chroot") -> Target:
     try:
         image = eng.resolve_image(name)
     except NotFound:
+        from .schroot_isolation import resolve_sbuild_name
+
+        derived = resolve_sbuild_name(eng, name)  # SUITE-ARCH-sbuild: the name sbuild --arch looks for
+        if derived is not None:
+            return Target(namespace, given, derived, image=derived)
         # schroot's compatibility names: chroot:ALIAS-source is source:ALIAS
         if namespace == "chroot" and name.endswith("-source") and len(name) > 7:
             try:
                 return Target("source", given, name[:-7], image=eng.resolve_image(name[:-7]))
             except NotFound:
-                pass
+                derived = resolve_sbuild_name(eng, name[:-7])
+                if derived is not None:
+                    return Target("source", given, derived, image=derived)
         raise _not_found(given) from None
     return Target(namespace, given, name, image=image)
 
@@ -384,9 +391,11 @@ class Catalogue:
 
     def names(self, opts: Options) -> list[str]:
         """Fully qualified names, as ``schroot -l`` prints them (sorted)."""
+        from .schroot_isolation import aliases as door_aliases
+
         out: set[str] = set()
         for image, config in self.configs.items():
-            aliases = () if opts.exclude_aliases else config.aliases
+            aliases = () if opts.exclude_aliases else door_aliases(image, config, self.configs)
             if opts.all_chroots:
                 out.add(f"chroot:{image}")
                 for alias in aliases:
@@ -433,7 +442,11 @@ def _words(values: Iterable[str]) -> str:
     return " ".join(values)
 
 
-def _chroot_rows(name: str, config: ImageConfig, *, source: bool, generation: int | None) -> Rows:
+def _chroot_rows(
+    name: str, config: ImageConfig, *, source: bool, generation: int | None, aliases: tuple[str, ...] = ()
+) -> Rows:
+    from .schroot_isolation import info_rows
+
     description = config.description or name
     rows: Rows = [
         ("Name", name),
@@ -443,7 +456,7 @@ def _chroot_rows(name: str, config: ImageConfig, *, source: bool, generation: in
         ("Groups", _words(config.root_groups if source else config.groups)),
         ("Root Users", _words(config.root_users)),
         ("Root Groups", _words(config.root_groups)),
-        ("Aliases", _words(config.aliases)),
+        ("Aliases", _words(aliases or config.aliases)),
         ("Preserve Environment", "false"),
         ("Environment Filter", ENVIRONMENT_FILTER),
         ("Configuration Profile", config.profile),
@@ -457,6 +470,7 @@ def _chroot_rows(name: str, config: ImageConfig, *, source: bool, generation: in
     rows.append(("Roost Backend", config.backend))
     if generation is not None:
         rows.append(("Roost Generation", str(generation)))
+    rows += info_rows(config, network=None, architecture=None)
     return rows
 
 
@@ -492,6 +506,9 @@ def _session_rows(session: Session, description: str) -> Rows:
     ]
     if session.failed:
         rows.append(("Roost Failed", session.failed))
+    from .schroot_isolation import info_rows
+
+    rows += info_rows(None, network=session.network, architecture=session.architecture)
     return rows
 
 
@@ -516,11 +533,11 @@ def info_text(eng: Engine, targets: Sequence[Target]) -> str:
         except RoostError:
             current = None
         source = t.namespace == "source"
-        blocks.append(
-            format_section(
-                "Source" if source else "Chroot", _chroot_rows(t.image, config, source=source, generation=current)
-            )
-        )
+        from .schroot_isolation import aliases
+
+        names = aliases(t.image, config, {n: images.load_config(eng, n) for n in eng.store.image_names()})
+        rows = _chroot_rows(t.image, config, source=source, generation=current, aliases=names)
+        blocks.append(format_section("Source" if source else "Chroot", rows))
     return "\n".join(blocks)
 
 
@@ -734,6 +751,9 @@ def run_fast(opts: Options, root: str | None, environ: Mapping[str, str]) -> int
     if found is None:
         return None
     conf, record = found
+    wanted = environ.get("ROOST_NETWORK")  # sbuild's build command asks for its network (schroot_isolation)
+    if wanted and wanted != record.get("network", "host"):
+        return None
     image = record.get("image")
     alias = record.get("alias")
     if not isinstance(image, str) or not isinstance(alias, str | None):
@@ -854,12 +874,15 @@ class FrontDoor:
             raise BadInput(f"{target.given}: a session cannot begin another session (use -r)")
         assert target.image is not None
         alias = target.name if target.name != target.image else None
+        from .schroot_isolation import network_option
+
         session = self.eng.begin(
             target.image,
             name=None if auto else self.opts.session_name,
             maintenance=target.namespace == "source",
             auto=auto,
             alias=alias,
+            network=network_option(self.opts.options),
         )
         self.say(f"began {session.kind} session {session.id} of {session.image} (generation {session.generation})")
         return session
@@ -884,6 +907,12 @@ class FrontDoor:
         return targets
 
     def run_in(self, session: Session, *, unblock: bool = False) -> int:
+        from .schroot_isolation import requested_network
+
+        wanted = requested_network(self.opts.options, self.environ)
+        if wanted is not None and wanted != session.network:
+            old, _ = self.eng.set_network(session.id, wanted)
+            self.say(f"session {session.id}: network {old} -> {wanted}")
         launch = prepare_launch(self.eng, session, self.opts, self.environ)
         code = run_launch(self.eng, session.id, launch, unblock=unblock)
         if code != 0 and session.maintenance:
@@ -976,11 +1005,11 @@ class FrontDoor:
         raise BadInput("--config is not available: roost images are configured in image.yaml (roost image info NAME)")
 
     def dispatch(self) -> int:
-        from core.errors import BadInput
-
         o = self.opts
         if o.options:
-            raise BadInput(f"-o {o.options[0]}: roost images have no user-modifiable keys")
+            from .schroot_isolation import network_option
+
+            network_option(o.options)  # only network=… is accepted; anything else is refused here
         action = o.action or "automatic"
         if action not in ("automatic", "run") and o.command:
             raise UsageError(f"unexpected command {o.command[0]!r} for {ACTIONS[action]}")
