@@ -59,15 +59,33 @@ class Hierarchy:
         return f"Hierarchy({self.path!r}, v{self.version}, {sorted(self.controllers)})"
 
 
+_found: list[Hierarchy] | None = None
+
+
 def hierarchies(mountinfo: str | None = None) -> list[Hierarchy]:
-    """The cgroup hierarchies mounted here: v2 first (if any), then each v1 hierarchy with controllers."""
+    """The cgroup hierarchies mounted here: v2 first (if any), then each v1 hierarchy with controllers.
+
+    Read from /proc/self/mountinfo once per process (cgroup hierarchies are
+    mounted at boot); *mountinfo* parses the given text instead.
+    """
+    global _found
     if mountinfo is None:
+        if _found is not None:
+            return _found
         with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
-            mountinfo = f.read()
+            text = f.read()
+        _found = _parse(text)
+        return _found
+    return _parse(mountinfo)
+
+
+def _parse(mountinfo: str) -> list[Hierarchy]:
     v2: list[Hierarchy] = []
     v1: list[Hierarchy] = []
     seen: set[frozenset[str]] = set()
     for line in mountinfo.splitlines():
+        if " - cgroup" not in line:
+            continue
         left, sep, right = line.partition(" - ")
         if not sep:
             continue

@@ -35,6 +35,11 @@ if TYPE_CHECKING:  # typing and collections cost milliseconds at start-up
 
 BACKENDS = ("overlay", "dir", "btrfs", "zfs", "squashfs", "erofs")
 PERSONALITIES = ("linux", "linux32", "linux64", "undefined")
+#: Debian architectures roost knows (core.binfmt has how to run each).
+ARCHITECTURES = (
+    "amd64", "i386", "arm64", "armhf", "armel", "riscv64", "ppc64el", "ppc64", "s390x", "mips64el", "mipsel",
+    "loong64", "alpha", "hppa", "m68k", "sh4", "sparc64",
+)  # fmt: skip
 
 
 class ImageConfig(Struct, frozen=True):
@@ -117,12 +122,11 @@ def parse_image_config(data: Any, where: str, backends: tuple[str, ...] = BACKEN
 
 
 def _check_isolation(config: ImageConfig, where: str) -> None:
-    from .binfmt import QEMU_CPU
-    from .limits import check_network
-
     if config.network is not None:
+        from .limits import check_network
+
         check_network(config.network, where)
-    if config.architecture is not None and config.architecture not in QEMU_CPU:
+    if config.architecture is not None and config.architecture not in ARCHITECTURES:
         raise ConfigError(f"{where}: unknown architecture {config.architecture[:40]!r}")
     if config.suite is not None and not is_valid_name(config.suite):
         raise ConfigError(f"{where}: invalid suite {config.suite[:64]!r}")

@@ -47,7 +47,7 @@ from __future__ import annotations
 
 import os
 
-from . import binfmt, cgroups, limits, netns, records
+from . import records
 from .errors import BadInput, Conflict, NotFound, SystemFailure
 from .records import Session
 
@@ -69,6 +69,8 @@ def _netns_path(eng: Engine, sid: str) -> str:
 
 def _v2_dir(session: Session) -> str | None:
     """The session's directory in the cgroup v2 hierarchy, if it has one."""
+    from . import cgroups
+
     v2 = next((h for h in cgroups.hierarchies() if h.version == 2), None)
     if v2 is None:
         return None
@@ -85,13 +87,18 @@ def resolve(
 ) -> tuple[str, dict[str, int | float] | None]:
     """The network and limits a new session gets (session options > image.yaml > profile)."""
     if network is not None:
-        chosen = limits.check_network(network, "--network")
+        from .limits import check_network
+
+        chosen = check_network(network, "--network")
     elif maintenance:
         chosen = "host"  # apt must reach its mirrors; --network overrides
     else:
         chosen = config.network or profile.network or "host"
-    merged = limits.merge(profile.limits, config.limits, limit_options)
-    return chosen, merged
+    if profile.limits is None and config.limits is None and limit_options is None:
+        return chosen, None  # the usual case: no cgroup, nothing imported
+    from .limits import merge
+
+    return chosen, merge(profile.limits, config.limits, limit_options)
 
 
 def plan(eng: Engine, session: Session) -> None:
@@ -101,6 +108,14 @@ def plan(eng: Engine, session: Session) -> None:
     session.cgroups = []
     if session.limits is None and session.network != "loopback":
         return
+    from . import cgroups
+
+    found = cgroups.hierarchies()
+    if session.network == "loopback" and not any(h.version == 2 for h in found):
+        raise SystemFailure(
+            "network: loopback needs the cgroup v2 hierarchy for its socket filters "
+            "(mount -t cgroup2 cgroup2 /sys/fs/cgroup/unified)"
+        )
     key = cgroups.state_key(eng.store.root)
     groups = cgroups.plan(
         session.limits or {},
@@ -108,30 +123,30 @@ def plan(eng: Engine, session: Session) -> None:
         key,
         session.id,
         account=session.limits is not None,
+        found=found,
     )
     session.cgroups = [g.path for g in groups]
     if session.network == "loopback":
-        v2 = next((g.path for g in groups if g.hierarchy.version == 2), None)
-        if v2 is None:
-            raise SystemFailure(
-                "network: loopback needs the cgroup v2 hierarchy for its socket filters "
-                "(mount -t cgroup2 cgroup2 /sys/fs/cgroup/unified)"
-            )
+        v2 = next(g.path for g in groups if g.hierarchy.version == 2)
         session.filtered = os.path.join(v2, LOOPBACK_LEAF)
 
 
 def start(session: Session) -> None:
     """Make (or, after a reboot, remake) the session's isolation; idempotent."""
-    if session.architecture and not binfmt.is_native(session.architecture):
-        binfmt.ensure(session.architecture)
+    if _foreign(session.architecture):
+        from . import binfmt
+
+        binfmt.ensure(str(session.architecture))
     if session.cgroups:
         _start_cgroups(session)
     if session.filtered is not None:
         _start_filter(session.filtered)
-    if session.netns is not None and not netns.is_kept(session.netns):
+    if session.netns is not None and not _kept(session.netns):
+        from . import netns
+        from .mounts import make_private_mount_dir
+
         if os.path.lexists(session.netns):
             os.unlink(session.netns)  # the empty file a reboot left
-        from .mounts import make_private_mount_dir
 
         os.makedirs(os.path.dirname(session.netns), mode=0o755, exist_ok=True)
         make_private_mount_dir(os.path.dirname(session.netns))  # as <run>/mnt: nothing propagates out
@@ -141,7 +156,28 @@ def start(session: Session) -> None:
             raise SystemFailure(f"cannot make the network namespace of session {session.id}: {e.strerror}") from None
 
 
+def _foreign(arch: str | None) -> bool:
+    """An architecture this host runs through qemu (no import for the host's own)."""
+    if arch is None or arch == _HOST_ARCH.get(os.uname().machine):
+        return False
+    from . import binfmt
+
+    return not binfmt.is_native(arch)
+
+
+#: uname -m -> the Debian architecture the usual hosts have (the full table is core.binfmt's)
+_HOST_ARCH = {"x86_64": "amd64", "aarch64": "arm64"}
+
+
+def _kept(path: str) -> bool:
+    from .netns import is_kept
+
+    return is_kept(path)
+
+
 def _start_cgroups(session: Session) -> None:
+    from . import cgroups
+
     first = session.cgroups[0]
     key_dir = os.path.dirname(first)
     parent, key = os.path.basename(os.path.dirname(key_dir)), os.path.basename(key_dir)
@@ -169,11 +205,13 @@ def _start_filter(leaf: str) -> None:
 
 def intact(session: Session) -> bool:
     """Everything :func:`start` makes is in place (cheap: a few stats)."""
-    if session.netns is not None and not netns.is_kept(session.netns):
+    if session.netns is not None and not _kept(session.netns):
         return False
-    arch = session.architecture
-    if arch and not binfmt.is_native(arch) and not binfmt.registered(arch):
-        return False
+    if _foreign(session.architecture):
+        from .binfmt import registered
+
+        if not registered(str(session.architecture)):
+            return False
     return all(os.path.isdir(p) for p in [*session.cgroups, *([session.filtered] if session.filtered else [])])
 
 
@@ -181,14 +219,20 @@ def kill(session: Session) -> int:
     """SIGKILL what is left in the session's cgroups; how many processes that was."""
     if not session.cgroups:
         return 0
+    from . import cgroups
+
     return cgroups.kill(session.cgroups)
 
 
 def remove(session: Session) -> None:
     """Remove the cgroups (the loopback leaf first) and the kept network namespace."""
     if session.cgroups:
+        from . import cgroups
+
         cgroups.remove(session.cgroups)
     if session.netns is not None:
+        from . import netns
+
         netns.remove(session.netns)
 
 
@@ -197,7 +241,7 @@ def remove(session: Session) -> None:
 
 def set_network(eng: Engine, sid: str, mode: str) -> tuple[str, int]:
     """Switch session *sid* to *mode*; (the mode it had, processes that keep the old network)."""
-    from . import procs, sessions
+    from . import limits, netns, procs, sessions
     from .names import check_name
 
     eng.require_root("session network")
@@ -244,6 +288,8 @@ def set_network(eng: Engine, sid: str, mode: str) -> tuple[str, int]:
 
 def plan_only_cgroups(eng: Engine, session: Session) -> None:
     """Give a session without limits the cgroup v2 directory a loopback filter needs."""
+    from . import cgroups
+
     groups = cgroups.plan({}, eng.settings.cgroup_parent, cgroups.state_key(eng.store.root), session.id, account=False)
     session.cgroups = [g.path for g in groups]
     records.write(eng.store.sessions_dir, session)  # named before made: recover finds it
@@ -263,6 +309,8 @@ def usage(session: Session) -> dict[str, int | None] | None:
     """Memory (bytes, peak), CPU time (µs), processes and OOM kills of a session with a cgroup; else None."""
     if not session.cgroups:
         return None
+    from . import cgroups
+
     return cgroups.usage(session.cgroups)
 
 
@@ -287,6 +335,8 @@ def orphans(eng: Engine, found: Sequence[Session], report: list[str]) -> None:
     made) is never mistaken for a leftover. A namespace file of a known
     session that its record no longer names was left by an interrupted switch.
     """
+    from . import cgroups, netns
+
     named = {s.id: s for s in found}
     candidates: list[tuple[str, str, str]] = []  # (session id, kind, path)
     try:
@@ -334,6 +384,8 @@ def orphans(eng: Engine, found: Sequence[Session], report: list[str]) -> None:
 
 def doctor_lines(eng: Engine) -> list[tuple[str, str, str]]:
     """(feature, available, how) rows for ``roost doctor``."""
+    from . import binfmt, cgroups, limits
+
     rows: list[tuple[str, str, str]] = []
     has_netns = os.path.exists("/proc/self/ns/net")
     rows.append(("network: none", "yes" if has_netns else "no", "a network namespace of the session's own"))

@@ -153,12 +153,14 @@ def parse_profile(name: str, data: Any, where: str) -> Profile:
         _env_name(k) and isinstance(v, str) and "\x00" not in v for k, v in setv.items()
     ):
         raise ConfigError(f"{where}: environment.set must map variable names to strings")
-    from .limits import check_network, parse_limits
-
     network = data.get("network")
-    if network is not None:
-        check_network(network, where)
-    limits = parse_limits(data["limits"], where) if "limits" in data else None
+    limits = None
+    if network is not None or "limits" in data:
+        from .limits import check_network, parse_limits
+
+        if network is not None:
+            check_network(network, where)
+        limits = parse_limits(data["limits"], where) if "limits" in data else None
     return Profile(
         name=name,
         path=where,

@@ -94,6 +94,9 @@ def _proc(root: Root, session: Session) -> None:
 
 
 def _sys(root: Root, session: Session) -> None:
+    if session.netns is None:
+        _mount_at(root, "sys", "sysfs", "sysfs", _NOSUID_NODEV_NOEXEC | syscalls.MS_RDONLY)
+        return
     from .netns import Entered
 
     with Entered(session.netns):  # sysfs shows the interfaces of the namespace that mounts it

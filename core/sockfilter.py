@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import ctypes
 import os
-import platform
 import struct
 
 from .errors import SystemFailure
@@ -205,7 +204,7 @@ def _syscall(cmd: int, buf: ctypes.Array[ctypes.c_char]) -> int:
     if _libc is None:
         _libc = ctypes.CDLL(None, use_errno=True)
         _libc.syscall.restype = ctypes.c_long
-    number = _NR_BPF.get(platform.machine())
+    number = _NR_BPF.get(os.uname().machine)
     if number is None:
         raise OSError(38, "bpf: unknown system call number on this architecture")
     rc = int(_libc.syscall(ctypes.c_long(number), ctypes.c_int(cmd), buf, ctypes.c_uint(len(buf))))
