@@ -282,7 +282,9 @@ def set_network(eng: Engine, sid: str, mode: str) -> tuple[str, int]:
         running = procs.count_in_roots([session.mountpoint])[session.mountpoint.rstrip("/")]
     finally:
         slock.release()
-    eng.journal("session network", image=session.image, session=sid, network=mode, was=old)
+    eng.journal(
+        "session network", image=session.image, session=sid, generation=session.generation, network=mode, was=old
+    )
     return old, running
 
 
