@@ -126,6 +126,9 @@ def check(eng: Engine) -> list[str]:
         ):
             problems.append(f"clone {path} belongs to no session")
     problems += _backend_leftovers(eng)
+    from .isolation import check as isolation_check
+
+    problems += isolation_check(eng, sessions, lambda sid: busy(store.session_lock_name(sid)))
     return problems
 
 

@@ -53,7 +53,7 @@ from .records import Session
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs milliseconds at start-up
-    from collections.abc import Mapping, Sequence
+    from collections.abc import Callable, Mapping, Sequence
 
     from .engine import Engine
     from .imageconf import ImageConfig
@@ -382,6 +382,36 @@ def orphans(eng: Engine, found: Sequence[Session], report: list[str]) -> None:
             report.append(f"removed orphan {kind} {path}")
         finally:
             lock.release(remove=current is None and not os.path.exists(eng.store.session_record(sid)))
+
+
+def check(eng: Engine, found: Sequence[Session], busy: Callable[[str], bool]) -> list[str]:
+    """Problems for ``doctor --check``: isolation a live session lacks, leftovers no record names.
+
+    *busy* tells whether a session's lock is held (an operation under way: not a problem).
+    """
+    problems = []
+    named = {s.id: s for s in found}
+    for s in found:
+        if s.state == "active" and not busy(s.id) and not intact(s):
+            problems.append(f"session {s.id}: its network namespace or cgroups are missing (needs recovery)")
+    directory = os.path.join(eng.store.run, "netns")
+    try:
+        names = sorted(os.listdir(directory))
+    except FileNotFoundError:
+        names = []
+    for name in names:
+        owner = named.get(name)
+        path = os.path.join(directory, name)
+        if (owner is None or owner.netns != path) and not busy(name):
+            problems.append(f"network namespace {path} belongs to no session")
+    from . import cgroups
+
+    try:
+        stray = cgroups.leftovers(eng.settings.cgroup_parent, cgroups.state_key(eng.store.root), set(named))
+    except OSError:
+        stray = []
+    problems += [f"cgroup {p} belongs to no session" for p in stray if not busy(os.path.basename(p))]
+    return problems
 
 
 def doctor_lines(eng: Engine) -> list[tuple[str, str, str]]:

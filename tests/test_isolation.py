@@ -457,7 +457,10 @@ def test_recover_after_a_reboot_remakes_the_namespace_and_cgroups(iso: Env) -> N
     assert Path(memory, limit_file).read_text().strip() == str(128 << 20)
     # the namespace alone went missing (someone unmounted it): recover puts it back
     subprocess.run(["umount", str(iso.run / "netns" / sid)], check=True)
+    r = iso.roost("doctor", "--check")
+    assert r.code == 5 and f"session {sid}: its network namespace or cgroups are missing" in r.out, r.out
     report = iso.ok("session", "recover", sid)
+    assert iso.roost("doctor", "--check").code == 0
     assert "isolation restored" in report and _mounted(iso.run / "netns" / sid)
     iso.ok("session", "end", sid)
 
@@ -480,6 +483,9 @@ def test_orphan_cgroups_and_namespaces_are_removed_by_recover(iso: Env) -> None:
     rec = record(iso, sid)
     (iso.state / "sessions" / f"{sid}.json").rename(iso.base / "hidden.json")  # as if the record were lost
     try:
+        problems = iso.roost("doctor", "--check").out
+        assert f"network namespace {iso.run / 'netns' / sid} belongs to no session" in problems
+        assert all(f"cgroup {d} belongs to no session" in problems for d in rec["cgroups"])  # type: ignore[union-attr]
         report = iso.ok("session", "recover", "--all")
         assert f"removed orphan network namespace {iso.run / 'netns' / sid}" in report
         assert all(f"removed orphan cgroup {d}" in report for d in rec["cgroups"])  # type: ignore[union-attr]
