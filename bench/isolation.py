@@ -12,6 +12,10 @@ The peer is systemd-nspawn with and without ``--private-network`` on the same
 root (the cost of a namespace of its own there). Engine-level rows time begin
 and end inside one process, where a millisecond is not lost in the noise of
 an interpreter's start.
+
+Besides wall time, every whole-process row gives the CPU time (user + system)
+the process used, from wait4(2): on a busy machine wall times wait for the
+CPU, CPU times much less so, and the added cost shows in both.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import sys
 import time
 from pathlib import Path
 
-from harness import Figure, Roost, debian_root, machine, roost_install, table, timed, workdir
+from harness import Figure, Roost, debian_root, machine, roost_install, table, workdir
 
 VARIANTS = {
     "plain": "",
@@ -38,18 +42,43 @@ def image_of(variant: str) -> str:
     return "deb-" + variant.replace("+", "-")
 
 
+def measured(argv: list[str], env: dict[str, str]) -> tuple[float, float, str]:
+    """(wall seconds, CPU seconds of the process and its children, stdout) of one whole process."""
+    import os
+
+    started = time.perf_counter()
+    proc = subprocess.Popen(argv, env=env, cwd="/", stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    out, err = proc.stdout.read(), proc.stderr.read()  # type: ignore[union-attr]
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - started
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)} exited {proc.returncode}: {err.decode().strip()}")
+    return wall, usage.ru_utime + usage.ru_stime, out.decode()
+
+
+KEYS = ("begin", "run", "end", "auto")
+
+
 def whole_process(roost: Roost, runs: int) -> dict[str, dict[str, list[float]]]:
-    """begin, run … true, end and automatic session of every variant, round-robin."""
-    out: dict[str, dict[str, list[float]]] = {v: {"begin": [], "run": [], "end": [], "auto": []} for v in VARIANTS}
+    """begin, run … true, end and automatic session of every variant, round-robin: wall and CPU times."""
+    out: dict[str, dict[str, list[float]]] = {v: {k: [] for key in KEYS for k in (key, key + ".cpu")} for v in VARIANTS}
+
+    def note(variant: str, key: str, wall: float, cpu: float) -> None:
+        out[variant][key].append(wall)
+        out[variant][key + ".cpu"].append(cpu)
+
     for _ in range(runs):
         for variant in VARIANTS:
             image = image_of(variant)
-            t, sid = timed(roost.argv("session", "begin", image), roost.env, capture=True)
-            sid = sid.strip()
-            out[variant]["begin"].append(t)
-            out[variant]["run"].append(timed(roost.argv("session", "run", sid, "--", "true"), roost.env)[0])
-            out[variant]["end"].append(timed(roost.argv("session", "end", sid), roost.env)[0])
-            out[variant]["auto"].append(timed(roost.argv("run", image, "--", "true"), roost.env)[0])
+            wall, cpu, sid = measured(roost.argv("session", "begin", image), roost.env)
+            note(variant, "begin", wall, cpu)
+            wall, cpu, _ = measured(roost.argv("session", "run", sid.strip(), "--", "true"), roost.env)
+            note(variant, "run", wall, cpu)
+            wall, cpu, _ = measured(roost.argv("session", "end", sid.strip()), roost.env)
+            note(variant, "end", wall, cpu)
+            wall, cpu, _ = measured(roost.argv("run", image, "--", "true"), roost.env)
+            note(variant, "auto", wall, cpu)
     return out
 
 
@@ -60,11 +89,15 @@ e = Engine(); e.ready()
 images = json.loads(sys.argv[1]); runs = int(sys.argv[2])
 for image in images.values():
     e.end(e.begin(image).id)
-out = {v: {"begin": [], "end": []} for v in images}
+out = {v: {"begin": [], "end": [], "begin.cpu": [], "end.cpu": []} for v in images}
 for _ in range(runs):
     for variant, image in images.items():
-        t = time.perf_counter(); s = e.begin(image); out[variant]["begin"].append(time.perf_counter() - t)
-        t = time.perf_counter(); e.end(s.id); out[variant]["end"].append(time.perf_counter() - t)
+        t, c = time.perf_counter(), time.thread_time()
+        s = e.begin(image)
+        out[variant]["begin"].append(time.perf_counter() - t); out[variant]["begin.cpu"].append(time.thread_time() - c)
+        t, c = time.perf_counter(), time.thread_time()
+        e.end(s.id)
+        out[variant]["end"].append(time.perf_counter() - t); out[variant]["end.cpu"].append(time.thread_time() - c)
 print(json.dumps(out))
 """
 
@@ -103,9 +136,19 @@ def main() -> int:
     started = time.time()
     rows: list[list[str]] = []
 
-    def add(what: str, variant: str, figure: Figure, base: Figure | None, note: str = "") -> None:
+    def add(
+        what: str,
+        variant: str,
+        figure: Figure,
+        base: Figure | None,
+        note: str = "",
+        cpu: Figure | None = None,
+        cpu_base: Figure | None = None,
+    ) -> None:
         added = "" if base is None else f"{(figure.median - base.median) * 1000:+.2f} ms"
-        rows.append([what, variant, figure.show(), added, note])
+        cpu_shown = "" if cpu is None else f"{cpu.median * 1000:.1f} ms"
+        cpu_added = "" if cpu is None or cpu_base is None else f"{(cpu.median - cpu_base.median) * 1000:+.2f} ms"
+        rows.append([what, variant, figure.show(), added, cpu_shown, cpu_added, note])
 
     with workdir() as base, roost_install(base) as roost:
         root = debian_root(base)
@@ -123,21 +166,33 @@ def main() -> int:
         labels = {"begin": "begin", "run": "run … true", "end": "end", "auto": "automatic session"}
         for key, label in labels.items():
             plain = Figure(whole["plain"][key])
+            plain_cpu = Figure(whole["plain"][key + ".cpu"])
             for variant in VARIANTS:
                 fig = Figure(whole[variant][key])
                 note = "goal ≤ +2 ms" if key in ("begin", "auto") and variant != "plain" else ""
-                add(label, variant, fig, None if variant == "plain" else plain, note)
+                first = variant == "plain"
+                cpu = Figure(whole[variant][key + ".cpu"])
+                add(label, variant, fig, None if first else plain, note, cpu, None if first else plain_cpu)
         for key in ("begin", "end"):
-            plain = Figure(engine["plain"][key])
+            plain, plain_cpu = Figure(engine["plain"][key]), Figure(engine["plain"][key + ".cpu"])
             for variant in VARIANTS:
-                add(f"engine-level {key}", variant, Figure(engine[variant][key]), None if variant == "plain" else plain)
+                first = variant == "plain"
+                add(
+                    f"engine-level {key}",
+                    variant,
+                    Figure(engine[variant][key]),
+                    None if first else plain,
+                    "",
+                    Figure(engine[variant][key + ".cpu"]),
+                    None if first else plain_cpu,
+                )
         if peer is not None:
             plain = Figure(peer["plain"])
             add("nspawn --volatile=overlay", "plain", plain, None, "peer")
             add("nspawn --volatile=overlay", "--private-network", Figure(peer["private-network"]), plain, "peer")
     print(f"roost isolation benchmark, {time.strftime('%Y-%m-%d')}, {args.runs} rounds, {machine()}")
     print(f"root: Debian bookworm minbase, sbuild profile; took {time.time() - started:.0f} s")
-    print(table(rows, ["operation", "session", "median (min–max)", "added", "note"]))
+    print(table(rows, ["operation", "session", "wall median (min–max)", "added", "CPU median", "added", "note"]))
     return 0
 
 

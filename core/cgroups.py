@@ -341,13 +341,12 @@ def kill(directories: Sequence[str], timeout: float = 10.0) -> int:
     found = members(live)
     if not found:
         return 0
-    for directory in live:
+    for directory in live:  # every v2 directory (there is one per session, but a caller may pass more)
         if os.path.exists(os.path.join(directory, "cgroup.kill")):
             try:
                 _write(os.path.join(directory, "cgroup.kill"), "1")
             except OSError:
                 pass
-            break
     deadline = time.monotonic() + timeout
     while True:
         left = members(live)

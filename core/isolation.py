@@ -148,8 +148,12 @@ def start(session: Session) -> None:
         if os.path.lexists(session.netns):
             os.unlink(session.netns)  # the empty file a reboot left
 
-        os.makedirs(os.path.dirname(session.netns), mode=0o755, exist_ok=True)
-        make_private_mount_dir(os.path.dirname(session.netns))  # as <run>/mnt: nothing propagates out
+        directory = os.path.dirname(session.netns)
+        try:
+            os.mkdir(directory, 0o755)
+            make_private_mount_dir(directory)  # once, as <run>/mnt: nothing mounted here propagates out
+        except FileExistsError:
+            pass
         try:
             netns.create(session.netns)
         except OSError as e:
