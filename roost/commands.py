@@ -55,6 +55,15 @@ def _command_argv(args: Any) -> list[str]:
     return argv
 
 
+def _isolation_options(args: Any) -> dict[str, Any]:
+    """``--network`` and ``--limit`` for begin and run (roost.isolation; the plain forms have neither)."""
+    if getattr(args, "network", None) is None and not getattr(args, "limit", None):
+        return {}
+    from .isolation import options
+
+    return options(args)
+
+
 def cmd_image_create(ctx: Context) -> int:
     from core.importers import Source
 
@@ -233,9 +242,8 @@ def cmd_image_gc(ctx: Context) -> int:
 
 
 def cmd_session_begin(ctx: Context) -> int:
-    from .isolation import options
-
-    s = ctx.engine.begin(ctx.args.image, name=ctx.args.name, maintenance=ctx.args.maintenance, **options(ctx.args))
+    extra = _isolation_options(ctx.args)
+    s = ctx.engine.begin(ctx.args.image, name=ctx.args.name, maintenance=ctx.args.maintenance, **extra)
     if ctx.json:
         from .output import emit_json
 
@@ -360,10 +368,8 @@ def cmd_session_recover(ctx: Context) -> int:
 def cmd_run(ctx: Context) -> int:
     a = ctx.args
     argv = _command_argv(a)
-    from .isolation import options
-
     code: int = ctx.engine.run_auto(
-        a.image, argv, user=a.user, directory=a.directory, preserve_env=a.preserve_environment, **options(a)
+        a.image, argv, user=a.user, directory=a.directory, preserve_env=a.preserve_environment, **_isolation_options(a)
     )
     return code
 

@@ -416,6 +416,15 @@ def test_limits_come_from_profile_then_image_yaml_then_options_and_max_removes_o
     iso.ok("session", "end", sid)
 
 
+def test_io_weight_is_written_where_the_host_weighs_io(iso: Env) -> None:
+    sid = iso.begin("bb", "--limit", "io-weight=50")
+    dirs = record(iso, sid)["cgroups"]
+    io = _with(dirs, "io.weight", "io.bfq.weight", "blkio.weight", "blkio.bfq.weight")
+    name = next(n for n in ("io.weight", "io.bfq.weight", "blkio.weight", "blkio.bfq.weight") if Path(io, n).exists())
+    assert Path(io, name).read_text().split()[-1] == "50", name  # v2 files read "default 50"
+    iso.ok("session", "end", sid)
+
+
 def test_bad_limits_and_networks_are_one_line_and_change_nothing(iso: Env) -> None:
     for args in (
         ["--limit", "memory=lots"],
