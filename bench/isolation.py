@@ -115,6 +115,58 @@ def engine_level(roost: Roost, runs: int) -> dict[str, dict[str, list[float]]]:
     return result
 
 
+PARTS = """
+import json, os, sys, time
+from core import cgroups, netns, sockfilter
+base, parent, runs = sys.argv[1], sys.argv[2], int(sys.argv[3])
+limits = {"memory": 2 << 30, "swap": 0, "pids": 4096, "cpu-quota": 2.0}
+out = {k: [] for k in ("netns create", "netns join and back", "netns remove", "cgroups plan+create", "cgroups join",
+                        "cgroups kill (empty)", "cgroups remove", "loopback filters attach")}
+v2 = next((h for h in cgroups.hierarchies() if h.version == 2), None)
+for i in range(runs):
+    path = f"{base}/ns{i}"
+    t = time.perf_counter(); netns.create(path); out["netns create"].append(time.perf_counter() - t)
+    t = time.perf_counter()
+    with netns.Entered(path):
+        pass
+    out["netns join and back"].append(time.perf_counter() - t)
+    t = time.perf_counter(); netns.remove(path); out["netns remove"].append(time.perf_counter() - t)
+    t = time.perf_counter()
+    groups = cgroups.plan(limits, parent, "bench", f"s{i}")
+    cgroups.create(groups, limits)
+    out["cgroups plan+create"].append(time.perf_counter() - t)
+    pid = os.fork()
+    if pid == 0:
+        t = time.perf_counter(); cgroups.join([g.path for g in groups]); elapsed = time.perf_counter() - t
+        os.write(1, f"{elapsed}\\n".encode()); os._exit(0)
+    os.waitpid(pid, 0)
+    dirs = [g.path for g in groups]
+    t = time.perf_counter(); cgroups.kill(dirs); out["cgroups kill (empty)"].append(time.perf_counter() - t)
+    t = time.perf_counter(); cgroups.remove(dirs); out["cgroups remove"].append(time.perf_counter() - t)
+    if v2 is not None:
+        leaf = os.path.join(v2.path, parent + f"-filter-{i}")
+        os.mkdir(leaf)
+        t = time.perf_counter(); sockfilter.attach(leaf); out["loopback filters attach"].append(time.perf_counter() - t)
+        os.rmdir(leaf)
+print(json.dumps(out))
+"""
+
+
+def parts(roost: Roost, base: Path, parent: str, runs: int) -> tuple[dict[str, list[float]], list[float]]:
+    """Each mechanism alone, in one process: (figures by part, cgroup join times from the forked children)."""
+    proc = subprocess.run(
+        [sys.executable, "-c", PARTS, str(base), parent, str(runs)],
+        env=roost.env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    lines = proc.stdout.strip().splitlines()
+    joins = [float(x) for x in lines[:-1]]
+    result: dict[str, list[float]] = json.loads(lines[-1])
+    return result, joins
+
+
 def nspawn(root: Path, runs: int) -> dict[str, list[float]]:
     base = ["systemd-nspawn", "-q", "--register=no", "--keep-unit", "-D", str(root), "--volatile=overlay"]
     out: dict[str, list[float]] = {"plain": [], "private-network": []}
@@ -163,6 +215,8 @@ def main() -> int:
         whole = whole_process(roost, args.runs)
         engine = engine_level(roost, args.runs)
         peer = None if args.no_nspawn else nspawn(root, args.runs)
+        (base / "netns").mkdir()
+        pieces, joins = parts(roost, base / "netns", cgroup_parent, args.runs)
         labels = {"begin": "begin", "run": "run … true", "end": "end", "auto": "automatic session"}
         for key, label in labels.items():
             plain = Figure(whole["plain"][key])
@@ -186,6 +240,10 @@ def main() -> int:
                     Figure(engine[variant][key + ".cpu"]),
                     None if first else plain_cpu,
                 )
+        pieces["cgroups join"] = joins
+        for name, samples in pieces.items():
+            if samples:
+                add(f"part: {name}", "", Figure(samples), None, "in one process")
         if peer is not None:
             plain = Figure(peer["plain"])
             add("nspawn --volatile=overlay", "plain", plain, None, "peer")
