@@ -3,9 +3,10 @@
 The session life cycle calls a small interface:
 
 ==================  ===================================================================
-:func:`plan`        at begin, before the record is first written: decide the network
-                    and limits (session options > image.yaml > profile), and name the
-                    cgroup directories and network namespace file, so a begin killed
+:func:`resolve`     at begin: the network and limits (session options > image.yaml >
+                    profile; maintenance sessions keep ``host`` unless asked)
+:func:`plan`        at begin, before the record is first written: name the cgroup
+                    directories and network namespace file, so a begin killed
                     half-way leaves nothing recover cannot find
 :func:`start`       at bring-up (begin and recover): register qemu for a foreign
                     architecture, make the cgroups, attach loopback filters, make and

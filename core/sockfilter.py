@@ -1,7 +1,7 @@
 """``network: loopback``: socket filters on a session's cgroup v2 directory.
 
 A loopback session stays in the host's network namespace but may only talk
-to loopback addresses. Five small BPF programs are attached to its cgroup
+to loopback addresses. Seven small BPF programs are attached to its cgroup
 (``BPF_PROG_TYPE_CGROUP_SOCK_ADDR`` and ``_SOCK``); every process in the
 session, and every process it starts, is checked by the kernel on each
 ``connect``, ``sendto``/``sendmsg`` and ``bind``:
