@@ -148,8 +148,36 @@ class Engine:
         maintenance: bool = False,
         auto: bool = False,
         alias: str | None = None,
+        network: str | None = None,
+        limits: Mapping[str, int | float | str] | None = None,
     ) -> Session:
-        return sessions.begin(self.ctx, image, name=name, maintenance=maintenance, auto=auto, alias=alias)
+        return sessions.begin(
+            self.ctx,
+            image,
+            name=name,
+            maintenance=maintenance,
+            auto=auto,
+            alias=alias,
+            network=network,
+            limits=limits,
+        )
+
+    def set_network(self, session: str, network: str) -> tuple[str, int]:
+        """Switch a live session's network (host, none, loopback) for the commands it runs next.
+
+        Returns (the network it had, how many of its processes keep that one until they exit).
+        """
+        from . import isolation
+
+        return isolation.set_network(self.ctx, session, network)
+
+    def session_usage(self, found: Sequence[Session]) -> dict[str, dict[str, int | None]]:
+        """Live memory and CPU figures of the sessions in *found* that have a cgroup, by id (for the console)."""
+        from . import isolation
+
+        self.ctx.authorize(policy.HOST_VIEW)
+        visible = [s for s in found if self.ctx.permits(policy.SESSION_VIEW, sessions.session_target(s))]
+        return isolation.usages(visible)
 
     def mark_failed(self, session: str, reason: str) -> bool:
         return sessions.mark_failed(self.ctx, session, reason)

@@ -14,6 +14,10 @@
     overlay-max-depth: 16       # layers before a promote flattens
     personality: linux          # passed to the command (schroot's personality)
     command-prefix: []          # prepended to every command (schroot's command-prefix)
+    network: none               # host | none | loopback (ordinary sessions; see core.limits)
+    limits: {memory: 4G, pids: 2048}
+    architecture: arm64         # Debian architecture of the tree (found at image create)
+    suite: bookworm             # what mmdebstrap bootstrapped (the schroot door's sbuild names)
 
 Parsed once into a frozen :class:`ImageConfig`; an unknown key, a wrong type
 or a bad name is one :class:`ConfigError` line naming the file.
@@ -31,6 +35,11 @@ if TYPE_CHECKING:  # typing and collections cost milliseconds at start-up
 
 BACKENDS = ("overlay", "dir", "btrfs", "zfs", "squashfs", "erofs")
 PERSONALITIES = ("linux", "linux32", "linux64", "undefined")
+#: Debian architectures roost knows (core.binfmt has how to run each).
+ARCHITECTURES = (
+    "amd64", "i386", "arm64", "armhf", "armel", "riscv64", "ppc64el", "ppc64", "s390x", "mips64el", "mipsel",
+    "loong64", "alpha", "hppa", "m68k", "sh4", "sparc64",
+)  # fmt: skip
 
 
 class ImageConfig(Struct, frozen=True):
@@ -46,6 +55,10 @@ class ImageConfig(Struct, frozen=True):
     overlay_max_depth: int | None = None
     personality: str | None = None
     command_prefix: tuple[str, ...] = ()
+    network: str | None = None
+    limits: dict[str, Any] | None = None
+    architecture: str | None = None
+    suite: str | None = None
 
     def to_yaml_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -83,6 +96,10 @@ def parse_image_config(data: Any, where: str, backends: tuple[str, ...] = BACKEN
             if len(value) > 1000:
                 raise ConfigError(f"{where}: {key} is too long")
             values[attr] = tuple(value)
+        elif key == "limits":
+            from .limits import parse_limits
+
+            values[attr] = parse_limits(value, where)
         elif key in ("retention", "overlay-max-depth"):
             if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 1000:
                 raise ConfigError(f"{where}: {key} must be a number from 1 to 1000")
@@ -100,4 +117,16 @@ def parse_image_config(data: Any, where: str, backends: tuple[str, ...] = BACKEN
         raise ConfigError(f"{where}: invalid profile name {config.profile[:64]!r}")
     if config.personality is not None and config.personality not in PERSONALITIES:
         raise ConfigError(f"{where}: personality must be one of {', '.join(PERSONALITIES)}")
+    _check_isolation(config, where)
     return config
+
+
+def _check_isolation(config: ImageConfig, where: str) -> None:
+    if config.network is not None:
+        from .limits import check_network
+
+        check_network(config.network, where)
+    if config.architecture is not None and config.architecture not in ARCHITECTURES:
+        raise ConfigError(f"{where}: unknown architecture {config.architecture[:40]!r}")
+    if config.suite is not None and not is_valid_name(config.suite):
+        raise ConfigError(f"{where}: invalid suite {config.suite[:64]!r}")

@@ -262,6 +262,7 @@ def create(
                 from .importers import fill
 
                 fill(source, tree, ctx.progress, files)
+                config = _with_architecture(config, source, tree)
                 ctx.progress(None, "syncing")
                 backend_obj.finish_generation(gen_dir)
                 size = backend_obj.generation_size(gen_dir)
@@ -303,6 +304,18 @@ def default_backend(ctx: Context) -> str:
     ctx.authorize(policy.HOST_VIEW)
     name = ctx.settings.default_backend
     return backends.best(ctx.site()).name if name == backends.AUTO else name
+
+
+def _with_architecture(config: ImageConfig, source: Source, tree: str) -> ImageConfig:
+    """Record the tree's architecture (and mmdebstrap's suite) in image.yaml, unless given."""
+    from .binfmt import tree_arch
+
+    changes: dict[str, Any] = {}
+    if config.architecture is None:
+        changes["architecture"] = source.arch if source.kind == "mmdebstrap" and source.arch else tree_arch(tree)
+    if config.suite is None and source.kind == "mmdebstrap" and source.suite:
+        changes["suite"] = source.suite
+    return config.replace(**changes) if changes else config
 
 
 def choose_backend(ctx: Context, backend: str | None) -> backends.Backend:

@@ -103,6 +103,13 @@ class Source(Struct, frozen=True):
             if self.mirror is not None:
                 check_mirror(self.mirror, local=files is None or not files.drop)
             commands.require("mmdebstrap", "mmdebstrap")
+            if self.arch is not None:
+                from . import binfmt
+
+                binfmt.check_arch(self.arch)
+                runs, why = binfmt.status(self.arch)
+                if not runs:
+                    raise BadInput(f"--arch {self.arch}: this host cannot run {self.arch} binaries ({why})")
         else:
             raise BadInput(f"unknown source kind {self.kind!r}")
 
@@ -276,6 +283,11 @@ def _pipeline(
 
 
 def _from_mmdebstrap(source: Source, dest: str, progress: Progress) -> None:
+    if source.arch is not None:
+        from . import binfmt
+
+        for done in binfmt.ensure(source.arch):  # maintainer scripts run through qemu
+            progress(None, done)
     argv = ["mmdebstrap", "--mode=root", "--format=directory"]
     if source.variant:
         argv.append(f"--variant={source.variant}")

@@ -56,6 +56,8 @@ SESSION_END = "end session"
 SESSION_RECOVER = "recover session"
 SESSION_MARK = "mark session"
 SESSION_PROMOTE = "promote session"
+SESSION_NETWORK = "switch the network of session"
+SESSION_LOOSEN = "loosen the network or limits of sessions of"
 # The host: everything in the state root at once (recover --all, doctor --check,
 # every lock and every image's sessions), and what anyone may read.
 HOST_ADMIN = "manage the host's roost state"
@@ -79,12 +81,16 @@ NEEDS: dict[str, str] = {
     SESSION_RECOVER: USER,
     SESSION_MARK: USER,
     SESSION_PROMOTE: ROOT,
+    SESSION_NETWORK: USER,
+    SESSION_LOOSEN: ROOT,
     HOST_ADMIN: ADMIN,
     HOST_VIEW: NONE,
 }
 
 #: Session actions a ``user`` may take only on their own sessions, and only as themselves.
-_OWN_ONLY = frozenset((SESSION_VIEW, SESSION_RUN, SESSION_ENTER, SESSION_END, SESSION_RECOVER, SESSION_MARK))
+_OWN_ONLY = frozenset(
+    (SESSION_VIEW, SESSION_RUN, SESSION_ENTER, SESSION_END, SESSION_RECOVER, SESSION_MARK, SESSION_NETWORK)
+)
 
 
 class ImageTarget:

@@ -37,12 +37,14 @@ class Launch:
 
     __slots__ = (
         "argv",
+        "cgroups",
         "cwd",
         "cwd_fallbacks",
         "env",
         "failure_code",
         "gid",
         "groups",
+        "netns",
         "personality",
         "program",
         "root",
@@ -74,6 +76,9 @@ class Launch:
         self.personality = personality
         #: Exit code for every failure before the exec (None: 2, 126 or 127 as a shell would).
         self.failure_code: int | None = None
+        #: cgroup directories to join, and the network namespace file to join (core.isolation).
+        self.cgroups: list[str] = []
+        self.netns: str | None = None
 
 
 def resolve_user(user: str | None, default_uid: int) -> pwd.struct_passwd:
@@ -147,7 +152,7 @@ def prepare(
         groups = os.getgrouplist(user.pw_name, user.pw_gid)
     except OSError:
         groups = [user.pw_gid]
-    return Launch(
+    launch = Launch(
         root=root,
         program=program,
         argv=exec_argv,
@@ -159,6 +164,16 @@ def prepare(
         env=env,
         personality=record.get("personality"),
     )
+    # Isolation (core.isolation): the session's cgroups, the loopback filter's leaf in place of
+    # its parent (one write per hierarchy), and the network namespace of network: none.
+    cgroups = list(record.get("cgroups") or ())
+    filtered = record.get("filtered")
+    if filtered:
+        parent = filtered.rsplit("/", 1)[0]
+        cgroups = [d for d in cgroups if d != parent] + [filtered]
+    launch.cgroups = cgroups
+    launch.netns = record.get("netns")
+    return launch
 
 
 def _caller_cwd() -> str:
@@ -192,6 +207,27 @@ def _fail(message: str, code: int) -> None:
     os._exit(code)
 
 
+def _isolate(launch: Launch, code: int | None) -> None:
+    """Join the session's cgroups (one write each) and network namespace (one setns)."""
+    data = str(os.getpid()).encode()
+    for directory in launch.cgroups:
+        try:
+            fd = os.open(directory + "/cgroup.procs", os.O_WRONLY | os.O_CLOEXEC)
+            try:
+                os.write(fd, data)
+            finally:
+                os.close(fd)
+        except OSError as e:
+            _fail(f"cannot join the session's cgroup {directory}: {e.strerror} (roost session recover)", code or 5)
+    if launch.netns:
+        from .netns import join
+
+        try:
+            join(launch.netns)
+        except OSError as e:
+            _fail(f"cannot join the session's network namespace: {e.strerror} (roost session recover)", code or 5)
+
+
 def exec_launch(launch: Launch) -> None:
     """chroot into the session, become the user, change directory and exec. Never returns.
 
@@ -201,6 +237,8 @@ def exec_launch(launch: Launch) -> None:
     ``launch.failure_code`` when that is set.
     """
     code = launch.failure_code
+    if launch.cgroups or launch.netns:
+        _isolate(launch, code)
     # Nothing below the chroot may import a module: the host's Python is gone.
     if launch.personality:
         _set_personality(launch.personality)

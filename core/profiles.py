@@ -14,6 +14,8 @@ minimal, sbuild, buildd); a file of the same name in the site directory
     environment:
       keep: [DEB_BUILD_OPTIONS]  # passed from the caller when set
       set: {LANG: C.UTF-8}
+    network: none                # host | none | loopback (image.yaml and --network win)
+    limits: {memory: 8G, pids: 4096}
 
 Every session also gets /proc, /sys (read-only), /dev, /dev/pts (its own
 devpts instance) and /dev/shm (a tmpfs); profiles add to that.
@@ -67,6 +69,8 @@ class Profile(Struct, frozen=True):
     nss_databases: tuple[str, ...] = ()
     env_keep: tuple[str, ...] = ()
     env_set: tuple[tuple[str, str], ...] = ()
+    network: str | None = None
+    limits: dict[str, Any] | None = None
 
 
 def _abs_path(value: Any, where: str, what: str) -> str:
@@ -85,7 +89,7 @@ def parse_profile(name: str, data: Any, where: str) -> Profile:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: expected a mapping")
-    known = {"description", "dev", "mounts", "copy-files", "nss-databases", "environment"}
+    known = {"description", "dev", "mounts", "copy-files", "nss-databases", "environment", "network", "limits"}
     for key in data:
         if key not in known:
             raise ConfigError(f"{where}: unknown key {key!r} (known: {', '.join(sorted(known))})")
@@ -149,6 +153,14 @@ def parse_profile(name: str, data: Any, where: str) -> Profile:
         _env_name(k) and isinstance(v, str) and "\x00" not in v for k, v in setv.items()
     ):
         raise ConfigError(f"{where}: environment.set must map variable names to strings")
+    network = data.get("network")
+    limits = None
+    if network is not None or "limits" in data:
+        from .limits import check_network, parse_limits
+
+        if network is not None:
+            check_network(network, where)
+        limits = parse_limits(data["limits"], where) if "limits" in data else None
     return Profile(
         name=name,
         path=where,
@@ -159,6 +171,8 @@ def parse_profile(name: str, data: Any, where: str) -> Profile:
         nss_databases=tuple(dict.fromkeys(nss)),
         env_keep=tuple(keep),
         env_set=tuple(sorted(setv.items())),
+        network=network,
+        limits=limits,
     )
 
 

@@ -69,6 +69,14 @@ class Session(Struct):
     failed: str | None = None
     #: Names of the host's entries merged into each user/group database (taken out before a promote).
     nss_merged: dict[str, list[str]] = {}
+    #: Isolation (core.isolation): network mode, the namespace file kept for ``none``, resource
+    #: limits (None: no cgroup), the cgroup directories, the loopback filter's cgroup, the architecture.
+    network: str = "host"
+    netns: str | None = None
+    limits: dict[str, Any] | None = None
+    cgroups: list[str] = []
+    filtered: str | None = None
+    architecture: str | None = None
 
     @property
     def maintenance(self) -> bool:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 
-from . import backends, faults, generations, images, leases, mounts, policy, procs, records, sessions
+from . import backends, faults, generations, images, isolation, leases, mounts, policy, procs, records, sessions
 from .errors import Conflict, NotFound, RoostError
 from .fsutil import is_temp_name, remove_tree
 from .names import is_valid_name
@@ -240,6 +240,9 @@ def _session_locked(ctx: Context, session: Session, report: list[str]) -> bool:
         report.append(f"session {sid}: its clone is gone; end it with roost session end {sid}")
         return False
     if _fully_mounted(session):
+        if not isolation.intact(session):
+            isolation.start(session)  # a namespace, cgroup or qemu registration that went missing
+            report.append(f"session {sid}: isolation restored")
         return False
     mounts.unmount_tree(session.mountpoint, force=True)
     try:
@@ -346,6 +349,7 @@ def _orphans(ctx: Context, report: list[str]) -> None:
     _zfs_orphans(ctx, report)
     store = ctx.store
     known = set(records.ids(store.sessions_dir))
+    isolation.orphans(ctx, sessions.read_all(ctx)[0], report)
     for name in _listdir(store.mnt_dir):
         if name in known or name == os.path.basename(store.stage_dir):
             continue

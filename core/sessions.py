@@ -5,7 +5,21 @@ from __future__ import annotations
 import os
 import sys
 
-from . import backends, faults, generations, images, leases, locks, mounts, policy, process, procs, records, views
+from . import (
+    backends,
+    faults,
+    generations,
+    images,
+    isolation,
+    leases,
+    locks,
+    mounts,
+    policy,
+    process,
+    procs,
+    records,
+    views,
+)
 from .actor import now_iso
 from .errors import BadInput, Conflict, RoostError, SystemFailure
 from .generations import GenerationMeta
@@ -21,6 +35,7 @@ if TYPE_CHECKING:  # typing and collections cost milliseconds at start-up
     from collections.abc import Mapping, Sequence
 
     from .context import Context
+    from .imageconf import ImageConfig
 
 
 # --- helpers ---------------------------------------------------------------------
@@ -106,7 +121,15 @@ def stack_of(ctx: Context, image: str, number: int) -> list[int]:
 
 
 def begin(
-    ctx: Context, image: str, *, name: str | None, maintenance: bool, auto: bool, alias: str | None = None
+    ctx: Context,
+    image: str,
+    *,
+    name: str | None,
+    maintenance: bool,
+    auto: bool,
+    alias: str | None = None,
+    network: str | None = None,
+    limits: Mapping[str, int | float | str] | None = None,
 ) -> Session:
     ctx.require_privileged("session begin")
     config = images.require(ctx, image)
@@ -119,6 +142,11 @@ def begin(
         raise BadInput(f"{alias!r} is not an alias of image {image}")
     profile: Profile = load_profile(config.profile, ctx.settings.profiles_dir, ctx.store.cache_dir)
     a = ctx.actor
+    net, session_limits = isolation.resolve(
+        config, profile, maintenance=maintenance, network=network, limit_options=limits
+    )
+    if network is not None or limits is not None:
+        _check_isolation(ctx, image, config, profile, maintenance, net, session_limits)
     ctx.ready()
     quota = None if ctx.policy.is_admin(a) else _quota(ctx)
     backend = backends.get(config.backend)
@@ -163,7 +191,11 @@ def begin(
                 personality=config.personality,
                 command_prefix=list(config.command_prefix),
                 alias=alias,
+                network=net,
+                limits=session_limits,
+                architecture=config.architecture,
             )
+            isolation.plan(ctx, session)
             if maintenance:
                 holder = leases.live_writer(ctx, image)
                 if holder is not None:
@@ -201,6 +233,38 @@ def begin(
     return session
 
 
+#: Networks from the least to the most isolated.
+_STRICTNESS = {"host": 0, "loopback": 1, "none": 2}
+
+
+def _check_isolation(
+    ctx: Context,
+    image: str,
+    config: ImageConfig,
+    profile: Profile,
+    maintenance: bool,
+    network: str,
+    limits: Mapping[str, int | float] | None,
+) -> None:
+    """A session's own --network and --limit may only tighten what the image and profile say.
+
+    Loosening (more network, higher limits, none at all) is for the image's
+    root-users, who may run anything as root in its sessions anyway.
+    """
+    default_net, default_limits = isolation.resolve(
+        config, profile, maintenance=maintenance, network=None, limit_options=None
+    )
+    looser = _STRICTNESS.get(network, 0) < _STRICTNESS.get(default_net, 0)
+    if default_limits is not None:
+        for key, value in default_limits.items():
+            mine = (limits or {}).get(key)
+            lower_is_stricter = True  # memory, swap, pids, cpu: a smaller number is a tighter limit
+            if mine is None or (lower_is_stricter and mine > value):
+                looser = True
+    if looser:
+        ctx.authorize(policy.SESSION_LOOSEN, images.target(image, config))
+
+
 def _quota(ctx: Context) -> locks.Lock:
     """Refuse a begin past ``max-sessions-per-user``; else the user's lock, held until the new record exists.
 
@@ -232,6 +296,7 @@ def _bring_up(ctx: Context, session: Session, *, create: bool) -> None:
     _make_mountpoint(ctx, session)
     backend.mount(session)
     faults.crashpoint("begin", "mounted")
+    isolation.start(session)
     merged = setup(session)
     if merged != session.nss_merged:
         session.nss_merged = merged
@@ -245,8 +310,10 @@ def _tear_down(ctx: Context, session: Session, *, force: bool, quiet: bool = Fal
     recover all share it. With *keep_clone* the clone stays (promote moves it).
     """
     procs.kill_in_root(session.mountpoint, ctx.settings.end_grace)
+    isolation.kill(session)  # what left the session's root but not its cgroup
     faults.crashpoint("end", "killed")
     mounts.unmount_tree(session.mountpoint, force=force)
+    isolation.remove(session)
     faults.crashpoint("end", "unmounted")
     if not keep_clone:
         backend = backends.get(session.backend)
@@ -558,7 +625,7 @@ def info(ctx: Context, sid: str, *, details: bool) -> SessionInfo:
         return SessionInfo(session, state)
     count = procs.count_in_roots([session.mountpoint])[session.mountpoint.rstrip("/")]
     changes = backends.get(session.backend).changes(session)
-    return SessionInfo(session, state, processes=count, changes=changes)
+    return SessionInfo(session, state, processes=count, changes=changes, usage=isolation.usage(session))
 
 
 # --- running commands ------------------------------------------------------------
@@ -583,7 +650,7 @@ def launch(
     action = policy.SESSION_ENTER if argv is None else policy.SESSION_RUN
     ctx.authorize(action, session_target(session), as_uid=target.pw_uid)
     state = display_state(session, mounts.mounts(), None, ctx.store.lock_dir)
-    if state != "mounted":
+    if state != "mounted" or not isolation.intact(session):
         from .recover import recover
 
         recover(ctx, sid)
@@ -709,6 +776,8 @@ def run_auto(
     environ: Mapping[str, str] | None = None,
     caller_cwd: str | None = None,
     forward_signals: bool = True,
+    network: str | None = None,
+    limits: Mapping[str, int | float | str] | None = None,
 ) -> int:
     """An automatic session: begin, run *argv*, end — the end happens whatever the command did."""
     if not argv:
@@ -723,7 +792,7 @@ def run_auto(
     if blocking:
         signal.pthread_sigmask(signal.SIG_BLOCK, process.relayed_signals())
     try:
-        session = begin(ctx, image, name=None, maintenance=False, auto=True)
+        session = begin(ctx, image, name=None, maintenance=False, auto=True, network=network, limits=limits)
         try:
             ctx.authorize(policy.SESSION_RUN, session_target(session), as_uid=target.pw_uid)
             spec = process.prepare(

@@ -31,13 +31,14 @@ _KEYS: dict[str, tuple[str, type, object]] = {
     "btrfs-pool": ("btrfs_pool", str, ""),
     "admin-group": ("admin_group", str, ""),
     "max-sessions-per-user": ("max_sessions_per_user", int, 64),
+    "cgroup-parent": ("cgroup_parent", str, "roost"),
 }
 
 #: Values of default-backend (core.backends has the backends themselves; this module stays light).
 _BACKENDS = ("auto", "overlay", "dir", "btrfs", "zfs", "squashfs", "erofs")
 
 #: String settings that are not paths.
-_NOT_PATHS = frozenset(("default-backend", "zfs-dataset", "syslog", "admin-group"))
+_NOT_PATHS = frozenset(("default-backend", "zfs-dataset", "syslog", "admin-group", "cgroup-parent"))
 
 #: Variables that move roost's state, configuration or logging: only root itself may set them.
 PATH_VARIABLES = ("ROOST_ROOT", "ROOST_RUN", "ROOST_CONFIG", "ROOST_PROFILES", "ROOST_SYSLOG")
@@ -49,6 +50,7 @@ class Settings:
     __slots__ = (
         "admin_group",
         "btrfs_pool",
+        "cgroup_parent",
         "config_path",
         "default_backend",
         "end_grace",
@@ -77,6 +79,7 @@ class Settings:
     btrfs_pool: str
     admin_group: str
     max_sessions_per_user: int
+    cgroup_parent: str
 
     def __init__(self, **values: object) -> None:
         self.config_path = DEFAULT_CONFIG
@@ -179,12 +182,19 @@ def _parse(path: str, text: str) -> dict[str, object]:
             raise ConfigError(f"{path}: default-backend must be one of {', '.join(_BACKENDS)}, not {value!r}")
         if key == "admin-group" and not _group_name(str(value)):
             raise ConfigError(f"{path}: admin-group must be a group name, not {value!r}")
+        if key == "cgroup-parent" and not _cgroup_name(str(value)):
+            raise ConfigError(f"{path}: cgroup-parent must be one directory name like roost, not {value!r}")
         if key == "zfs-dataset" and not _dataset_name(str(value)):
             raise ConfigError(f"{path}: zfs-dataset must be a dataset name like tank/roost, not {value!r}")
         if kind in (int, float) and isinstance(value, (int, float)) and value < (1 if kind is int else 0):
             raise ConfigError(f"{path}: {key} must be positive")
         values[attr] = value
     return values
+
+
+def _cgroup_name(value: str) -> bool:
+    allowed = set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-")
+    return bool(value) and set(value) <= allowed and value[0].isalnum() and len(value) <= 64
 
 
 def _dataset_name(value: str) -> bool:

@@ -103,7 +103,27 @@ def _proc(root: Root, session: Session) -> None:
 
 
 def _sys(root: Root, session: Session) -> None:
-    _mount_at(root, "sys", "sysfs", "sysfs", _NOSUID_NODEV_NOEXEC | syscalls.MS_RDONLY)
+    if session.netns is None:
+        _mount_at(root, "sys", "sysfs", "sysfs", _NOSUID_NODEV_NOEXEC | syscalls.MS_RDONLY)
+        return
+    from .netns import Entered
+
+    with Entered(session.netns):  # sysfs shows the interfaces of the namespace that mounts it
+        _mount_at(root, "sys", "sysfs", "sysfs", _NOSUID_NODEV_NOEXEC | syscalls.MS_RDONLY)
+
+
+def remount_sys(session: Session) -> None:
+    """A fresh /sys for a session whose network changed (the old one is detached)."""
+    from . import mounts
+
+    for m in mounts.mounts_below(session.mountpoint):
+        if m.fstype == "sysfs" and m.target == os.path.join(session.mountpoint, "sys"):
+            syscalls.umount(m.target, syscalls.MNT_DETACH)
+    with Root(session.mountpoint) as root:
+        try:
+            _sys(root, session)
+        except OSError as e:
+            raise SystemFailure(f"cannot set up /sys in session {session.id}: {e.strerror}") from None
 
 
 def _dev(root: Root, session: Session) -> None:

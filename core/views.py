@@ -57,6 +57,9 @@ class ImageInfo(Struct, frozen=True):
             "size": self.size,
             "writer": self.writer,
             "aliases": list(self.config.aliases) if self.config else [],
+            "architecture": self.config.architecture if self.config else None,
+            "network": self.config.network if self.config else None,
+            "limits": self.config.limits if self.config else None,
         }
 
 
@@ -110,6 +113,8 @@ class SessionInfo(Struct, frozen=True):
     state: str  # mounted, needs-recovery, beginning, ending, promoting
     processes: int | None = None
     changes: int | None = None
+    #: Live figures of a session with a cgroup (core.isolation.usage).
+    usage: dict[str, int | None] | None = None
 
     def to_json(self) -> dict[str, Any]:
         s = self.session
@@ -127,7 +132,12 @@ class SessionInfo(Struct, frozen=True):
             "auto": s.auto,
             "alias": s.alias,
             "failed": s.failed,
+            "network": s.network,
+            "limits": s.limits,
+            "architecture": s.architecture,
         }
+        if self.usage is not None:
+            out["usage"] = self.usage
         if self.processes is not None:
             out["processes"] = self.processes
         if self.changes is not None:

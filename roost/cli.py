@@ -64,6 +64,8 @@ def _add_json(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> Parser:
+    from .isolation import cmd_session_network
+
     parser = Parser(
         prog=PROG,
         description="Chroot session manager for Linux build hosts.",
@@ -148,6 +150,7 @@ def build_parser() -> Parser:
     p.add_argument("image")
     p.add_argument("--name", help="session id to use instead of a generated one")
     p.add_argument("--maintenance", action="store_true", help="hold the image's writer lock (for promote)")
+    _add_isolation_options(p)
     _add_json(p)
     p.set_defaults(func=cmd_session_begin)
     p = ssub.add_parser("run", help="run a command in a session")
@@ -176,6 +179,10 @@ def build_parser() -> Parser:
     p.add_argument("id")
     _add_json(p)
     p.set_defaults(func=cmd_session_info)
+    p = ssub.add_parser("network", help="switch a live session's network for the commands it runs next")
+    p.add_argument("id")
+    p.add_argument("network", choices=("host", "none", "loopback"))
+    p.set_defaults(func=cmd_session_network)
     p = ssub.add_parser("recover", help="remount sessions and clean up after a crash or reboot")
     target = p.add_mutually_exclusive_group(required=True)
     target.add_argument("id", nargs="?")
@@ -187,6 +194,7 @@ def build_parser() -> Parser:
     p = sub.add_parser("run", help="automatic session: begin, run a command, end")
     p.add_argument("image")
     _add_run_options(p)
+    _add_isolation_options(p)
     p.add_argument("command", nargs="*", help="-- COMMAND [ARGS…]")
     p.set_defaults(func=cmd_run)
     # Listed for --help only: main() hands `roost schroot …` to the front door before argparse.
@@ -215,6 +223,18 @@ def build_parser() -> Parser:
     _add_json(p)
     p.set_defaults(func=cmd_batch)
     return parser
+
+
+def _add_isolation_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--network", choices=("host", "none", "loopback"), help="the session's network (default: image.yaml, profile)"
+    )
+    p.add_argument(
+        "--limit",
+        action="append",
+        metavar="KEY=VALUE",
+        help="a resource limit: memory, swap, pids, cpu-weight, cpu-quota, io-weight (repeatable)",
+    )
 
 
 def _add_run_options(p: argparse.ArgumentParser) -> None:

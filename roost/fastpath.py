@@ -235,6 +235,11 @@ def live_session(root: str | None, sid: str) -> tuple[Settings, dict[str, object
     try:
         if os.stat(mountpoint).st_dev == os.stat(os.path.dirname(mountpoint)).st_dev:
             return None  # not mounted: needs recovery
+        kept = record.get("netns")  # network: none keeps a namespace file mounted (core.netns)
+        if kept is not None and (
+            not isinstance(kept, str) or os.stat(kept).st_dev == os.stat(os.path.dirname(kept)).st_dev
+        ):
+            return None  # not kept (a reboot): needs recovery
     except OSError:
         return None
     return conf, record

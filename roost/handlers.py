@@ -55,6 +55,15 @@ def _command_argv(args: Any) -> list[str]:
     return argv
 
 
+def _isolation_options(args: Any) -> dict[str, Any]:
+    """``--network`` and ``--limit`` for begin and run (roost.isolation; the plain forms have neither)."""
+    if getattr(args, "network", None) is None and not getattr(args, "limit", None):
+        return {}
+    from .isolation import options
+
+    return options(args)
+
+
 def cmd_image_create(ctx: Context) -> int:
     from core.importers import Source
 
@@ -149,6 +158,7 @@ def cmd_image_list(ctx: Context) -> int:
 
 
 def cmd_image_info(ctx: Context) -> int:
+    from core.limits import describe
     from core.units import human_size
 
     from .output import emit_json, fields
@@ -163,6 +173,7 @@ def cmd_image_info(ctx: Context) -> int:
             ("Name", i.name),
             ("Description", i.description or None),
             ("Backend", i.backend),
+            ("Architecture", c.architecture if c else None),
             ("Storage", i.storage or None),
             ("Current generation", i.current),
             ("Generations", i.generations),
@@ -174,6 +185,8 @@ def cmd_image_info(ctx: Context) -> int:
             ("Groups", ", ".join(c.groups) if c and c.groups else None),
             ("Root users", ", ".join(c.root_users) if c and c.root_users else None),
             ("Aliases", ", ".join(c.aliases) if c and c.aliases else None),
+            ("Network", c.network if c and c.network else None),
+            ("Limits", describe(c.limits) if c and c.limits is not None else None),
         ]
     )
     return 0
@@ -253,7 +266,8 @@ def cmd_image_export(ctx: Context) -> int:
 
 
 def cmd_session_begin(ctx: Context) -> int:
-    s = ctx.engine.begin(ctx.args.image, name=ctx.args.name, maintenance=ctx.args.maintenance)
+    extra = _isolation_options(ctx.args)
+    s = ctx.engine.begin(ctx.args.image, name=ctx.args.name, maintenance=ctx.args.maintenance, **extra)
     if ctx.json:
         from .output import emit_json
 
@@ -321,6 +335,7 @@ def cmd_session_list(ctx: Context) -> int:
 def cmd_session_info(ctx: Context) -> int:
     from core.units import human_size
 
+    from .isolation import info_rows
     from .output import emit_json, fields
 
     i = ctx.engine.session_info(ctx.args.id)
@@ -342,6 +357,7 @@ def cmd_session_info(ctx: Context) -> int:
             ("Mount point", s.mountpoint),
             ("Processes", i.processes),
             ("Changes", human_size(i.changes)),
+            *info_rows(i),
         ]
     )
     return 0
@@ -363,7 +379,7 @@ def cmd_run(ctx: Context) -> int:
     a = ctx.args
     argv = _command_argv(a)
     code: int = ctx.engine.run_auto(
-        a.image, argv, user=a.user, directory=a.directory, preserve_env=a.preserve_environment
+        a.image, argv, user=a.user, directory=a.directory, preserve_env=a.preserve_environment, **_isolation_options(a)
     )
     return code
 
@@ -389,6 +405,9 @@ def cmd_doctor(ctx: Context) -> int:
     report = [] if a.check else ctx.engine.backends()
     default = None if a.check else ctx.engine.default_backend()
     problems = [] if a.backends else ctx.engine.check()
+    from .isolation import doctor_table
+
+    isolation = [] if a.check or a.backends else doctor_table(ctx)
     if ctx.json:
         out: dict[str, Any] = {}
         if not a.check:
@@ -396,6 +415,8 @@ def cmd_doctor(ctx: Context) -> int:
                 {"name": n, "available": why is None, "why": why, "summary": what} for n, why, what in report
             ]
             out["default"] = default
+        if isolation:
+            out["isolation"] = isolation
         if not a.backends:
             out["problems"] = problems
         emit_json(out)
@@ -410,6 +431,12 @@ def cmd_doctor(ctx: Context) -> int:
             )
             if not a.backends:
                 print()
+        if isolation:
+            table(
+                ["ISOLATION", "AVAILABLE", "HOW / WHY NOT"],
+                [[r["feature"], r["available"], r["how"]] for r in isolation],
+            )
+            print()
         for line in problems:
             print(line)
     if a.backends:

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from core.binfmt import host_arch
 from core.errors import ConfigError
 from roost.schroot.importer import parse
 from tests.conftest import Env
@@ -88,6 +89,7 @@ def test_directory_chroot_with_everything_carried_over(env: Env, busybox_tree: P
         "aliases": ["stable", "bookworm-amd64-sbuild"],
         "personality": "linux32",
         "command-prefix": ["eatmydata", "--"],
+        "architecture": host_arch(),  # found in the tree at image create
     }
     # the command prefix and the personality apply inside
     r = env.roost("schroot", "-c", "stable", "--", "sh", "-c", "echo $0")

@@ -94,12 +94,15 @@ class FrontDoor:
             raise BadInput(f"{target.given}: a session cannot begin another session (use -r)")
         assert target.image is not None
         alias = target.name if target.name != target.image else None
+        from .isolation import network_option
+
         session = self.eng.begin(
             target.image,
             name=None if auto else self.opts.session_name,
             maintenance=target.namespace == "source",
             auto=auto,
             alias=alias,
+            network=network_option(self.opts.options),
         )
         self.say(f"began {session.kind} session {session.id} of {session.image} (generation {session.generation})")
         return session
@@ -124,6 +127,12 @@ class FrontDoor:
         return targets
 
     def run_in(self, session: Session, *, unblock: bool = False) -> int:
+        from .isolation import requested_network
+
+        wanted = requested_network(self.opts.options, self.environ)
+        if wanted is not None and wanted != session.network:
+            old, _ = self.eng.set_network(session.id, wanted)
+            self.say(f"session {session.id}: network {old} -> {wanted}")
         launch = prepare_launch(self.eng, session, self.opts, self.environ)
         code = run_launch(self.eng, session.id, launch, unblock=unblock)
         if code != 0 and session.maintenance:
@@ -216,11 +225,12 @@ class FrontDoor:
         raise BadInput("--config is not available: roost images are configured in image.yaml (roost image info NAME)")
 
     def dispatch(self) -> int:
-        from core.errors import BadInput
 
         o = self.opts
         if o.options:
-            raise BadInput(f"-o {o.options[0]}: roost images have no user-modifiable keys")
+            from .isolation import network_option
+
+            network_option(o.options)  # only network=… is accepted; anything else is refused here
         action = o.action or "automatic"
         if action not in ("automatic", "run") and o.command:
             raise UsageError(f"unexpected command {o.command[0]!r} for {ACTIONS[action]}")

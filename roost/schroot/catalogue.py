@@ -58,12 +58,19 @@ def resolve(eng: Engine, given: str, default: str = "chroot") -> Target:
     try:
         image = eng.resolve_image(name)
     except NotFound:
+        from .isolation import resolve_sbuild_name
+
+        derived = resolve_sbuild_name(eng, name)  # SUITE-ARCH-sbuild: the name sbuild --arch looks for
+        if derived is not None:
+            return Target(namespace, given, derived, image=derived)
         # schroot's compatibility names: chroot:ALIAS-source is source:ALIAS
         if namespace == "chroot" and name.endswith("-source") and len(name) > 7:
             try:
                 return Target("source", given, name[:-7], image=eng.resolve_image(name[:-7]))
             except NotFound:
-                pass
+                derived = resolve_sbuild_name(eng, name[:-7])
+                if derived is not None:
+                    return Target("source", given, derived, image=derived)
         raise not_found(given) from None
     return Target(namespace, given, name, image=image)
 
@@ -89,9 +96,11 @@ class Catalogue:
 
     def names(self, opts: Options) -> list[str]:
         """Fully qualified names, as ``schroot -l`` prints them (sorted)."""
+        from .isolation import aliases as door_aliases
+
         out: set[str] = set()
         for image, config in self.configs.items():
-            aliases = () if opts.exclude_aliases else config.aliases
+            aliases = () if opts.exclude_aliases else door_aliases(image, config, self.configs)
             if opts.all_chroots:
                 out.add(f"chroot:{image}")
                 for alias in aliases:

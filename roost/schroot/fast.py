@@ -43,6 +43,9 @@ def run_fast(opts: Options, root: str | None, environ: Mapping[str, str]) -> int
     if found is None:
         return None
     conf, record = found
+    wanted = environ.get("ROOST_NETWORK")  # sbuild's build command asks for its network (isolation.py)
+    if wanted and wanted != record.get("network", "host"):
+        return None
     image = record.get("image")
     alias = record.get("alias")
     if not isinstance(image, str) or not isinstance(alias, str | None):

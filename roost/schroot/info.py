@@ -32,7 +32,11 @@ def _words(values: Iterable[str]) -> str:
     return " ".join(values)
 
 
-def _chroot_rows(name: str, config: ImageConfig, *, source: bool, generation: int | None) -> Rows:
+def _chroot_rows(
+    name: str, config: ImageConfig, *, source: bool, generation: int | None, aliases: tuple[str, ...] = ()
+) -> Rows:
+    from .isolation import info_rows
+
     description = config.description or name
     rows: Rows = [
         ("Name", name),
@@ -42,7 +46,7 @@ def _chroot_rows(name: str, config: ImageConfig, *, source: bool, generation: in
         ("Groups", _words(config.root_groups if source else config.groups)),
         ("Root Users", _words(config.root_users)),
         ("Root Groups", _words(config.root_groups)),
-        ("Aliases", _words(config.aliases)),
+        ("Aliases", _words(aliases or config.aliases)),
         ("Preserve Environment", "false"),
         ("Environment Filter", ENVIRONMENT_FILTER),
         ("Configuration Profile", config.profile),
@@ -56,6 +60,7 @@ def _chroot_rows(name: str, config: ImageConfig, *, source: bool, generation: in
     rows.append(("Roost Backend", config.backend))
     if generation is not None:
         rows.append(("Roost Generation", str(generation)))
+    rows += info_rows(config, network=None, architecture=None)
     return rows
 
 
@@ -91,6 +96,9 @@ def _session_rows(session: Session, description: str) -> Rows:
     ]
     if session.failed:
         rows.append(("Roost Failed", session.failed))
+    from .isolation import info_rows
+
+    rows += info_rows(None, network=session.network, architecture=session.architecture)
     return rows
 
 
@@ -114,9 +122,9 @@ def info_text(eng: Engine, targets: Sequence[Target]) -> str:
         except RoostError:
             current = None
         source = t.namespace == "source"
-        blocks.append(
-            format_section(
-                "Source" if source else "Chroot", _chroot_rows(t.image, config, source=source, generation=current)
-            )
-        )
+        from .isolation import aliases
+
+        names = aliases(t.image, config, {n: eng.image_config(n) for n in eng.image_names()})
+        rows = _chroot_rows(t.image, config, source=source, generation=current, aliases=names)
+        blocks.append(format_section("Source" if source else "Chroot", rows))
     return "\n".join(blocks)

@@ -69,6 +69,8 @@ def _calls(image: str, session: str, launch: Any) -> dict[str, Callable[[Engine]
         "export_image": lambda e: e.export_image(image, "/tmp/roost-policy-test.tar"),
         "begin": lambda e: e.begin(image),
         "mark_failed": lambda e: e.mark_failed(session, "x"),
+        "set_network": lambda e: e.set_network(session, "none"),
+        "session_usage": lambda e: e.session_usage([]),
         "end": lambda e: e.end(session),
         "promote": lambda e: e.promote(session),
         "list_sessions": lambda e: e.list_sessions(),

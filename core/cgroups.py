@@ -1,0 +1,449 @@
+"""Session cgroups: resource limits, live usage, and killing through the kernel's groups.
+
+A session with ``limits:`` (or ``network: loopback``) gets one directory per
+cgroup hierarchy it needs, all named ``<hierarchy>/<cgroup-parent>/<key>/<id>``
+(*key* tells state roots apart). Each controller comes from cgroup v2 when the
+v2 hierarchy has it, from cgroup v1 otherwise; a v2 directory is made whenever
+v2 is mounted at all, even without controllers, because v2 alone offers
+``cgroup.kill`` (an atomic kill of the whole group), ``cpu.stat`` without the
+cpu controller, and socket filters (``network: loopback``, :mod:`core.sockfilter`).
+
+The directories are written into the session record, so joining costs one
+``write(2)`` to each ``cgroup.procs`` (:func:`join`, on the hot path: ``os``
+only) and ending or recovering needs no discovery. Processes that left the
+session's root (a double fork and a chroot to ``/proc/1/root``) stay in its
+cgroup, so :func:`kill` catches what the process-tree scan cannot.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import time
+
+from .errors import BadInput, SystemFailure
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing costs milliseconds at start-up
+    from collections.abc import Iterable, Mapping, Sequence
+
+V1_CONTROLLERS = frozenset(
+    ("cpu", "cpuacct", "cpuset", "memory", "devices", "freezer", "net_cls", "blkio", "perf_event", "net_prio",
+     "hugetlb", "pids", "rdma", "misc")
+)  # fmt: skip
+#: limit key -> (v2 controller, v1 controller)
+CONTROLLER_OF = {
+    "memory": ("memory", "memory"),
+    "swap": ("memory", "memory"),
+    "pids": ("pids", "pids"),
+    "cpu-weight": ("cpu", "cpu"),
+    "cpu-quota": ("cpu", "cpu"),
+    "io-weight": ("io", "blkio"),
+}
+CPU_PERIOD_US = 100_000
+_SIGKILL = 9
+_SIGTERM = 15
+
+
+class Hierarchy:
+    """A mounted cgroup hierarchy: where, which version, which controllers it offers."""
+
+    __slots__ = ("controllers", "path", "version")
+
+    def __init__(self, path: str, version: int, controllers: frozenset[str]) -> None:
+        self.path = path
+        self.version = version
+        self.controllers = controllers
+
+    def __repr__(self) -> str:
+        return f"Hierarchy({self.path!r}, v{self.version}, {sorted(self.controllers)})"
+
+
+_found: list[Hierarchy] | None = None
+
+
+def hierarchies(mountinfo: str | None = None) -> list[Hierarchy]:
+    """The cgroup hierarchies mounted here: v2 first (if any), then each v1 hierarchy with controllers.
+
+    Read from /proc/self/mountinfo once per process (cgroup hierarchies are
+    mounted at boot); *mountinfo* parses the given text instead.
+    """
+    global _found
+    if mountinfo is None:
+        if _found is not None:
+            return _found
+        with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
+            text = f.read()
+        _found = _parse(text)
+        return _found
+    return _parse(mountinfo)
+
+
+def _parse(mountinfo: str) -> list[Hierarchy]:
+    v2: list[Hierarchy] = []
+    v1: list[Hierarchy] = []
+    seen: set[frozenset[str]] = set()
+    for line in mountinfo.splitlines():
+        if " - cgroup" not in line:
+            continue
+        left, sep, right = line.partition(" - ")
+        if not sep:
+            continue
+        rest = right.split(" ")
+        fields = left.split(" ")
+        if len(rest) < 3 or len(fields) < 5 or rest[0] not in ("cgroup", "cgroup2"):
+            continue
+        target = fields[4].replace("\\040", " ")
+        if rest[0] == "cgroup2":
+            if not v2:
+                v2.append(Hierarchy(target, 2, _v2_controllers(target)))
+            continue
+        controllers = frozenset(o for o in rest[2].split(",") if o in V1_CONTROLLERS)
+        if controllers and controllers not in seen:
+            seen.add(controllers)
+            v1.append(Hierarchy(target, 1, controllers))
+    return v2 + v1
+
+
+def _v2_controllers(path: str) -> frozenset[str]:
+    try:
+        with open(os.path.join(path, "cgroup.controllers"), encoding="ascii") as f:
+            return frozenset(f.read().split())
+    except OSError:
+        return frozenset()
+
+
+def state_key(state_root: str) -> str:
+    """What tells this state root's sessions apart from another's under the same cgroup parent."""
+    st = os.stat(state_root)
+    return f"{st.st_dev:x}-{st.st_ino:x}"
+
+
+class Group:
+    """One directory a session gets: its hierarchy and the controllers it uses there."""
+
+    __slots__ = ("controllers", "hierarchy", "path")
+
+    def __init__(self, hierarchy: Hierarchy, path: str, controllers: frozenset[str]) -> None:
+        self.hierarchy = hierarchy
+        self.path = path
+        self.controllers = controllers
+
+
+def plan(
+    limits: Mapping[str, int | float],
+    parent: str,
+    key: str,
+    sid: str,
+    *,
+    account: bool = True,
+    found: Sequence[Hierarchy] | None = None,
+) -> list[Group]:
+    """Where a session's cgroup directories go; refuses (changing nothing) a limit no hierarchy can apply.
+
+    With *account*, memory is accounted where a memory controller exists
+    (``session info`` shows it) and CPU time comes from v2's ``cpu.stat`` or
+    v1's cpuacct.
+    """
+    found = hierarchies() if found is None else found
+    v2 = next((h for h in found if h.version == 2), None)
+    v1 = {c: h for h in found if h.version == 1 for c in h.controllers}
+    wanted: dict[str, Hierarchy] = {}  # controller name as the hierarchy calls it -> hierarchy
+
+    def want(v2_name: str, v1_name: str, required_by: str | None) -> None:
+        if v2 is not None and v2_name in v2.controllers:
+            wanted[v2_name] = v2
+        elif v1_name in v1:
+            wanted[v1_name] = v1[v1_name]
+        elif required_by is not None:
+            raise SystemFailure(
+                f"limits.{required_by} needs the {v2_name} cgroup controller, which this host offers "
+                "in neither cgroup v2 nor cgroup v1"
+            )
+
+    for limit in limits:
+        v2_name, v1_name = CONTROLLER_OF[limit]
+        want(v2_name, v1_name, limit)
+    if "swap" in limits and "memory" not in limits and wanted.get("memory", v2) is not v2:
+        raise BadInput("limits.swap on cgroup v1 needs limits.memory too (v1 limits memory and swap together)")
+    if account:
+        want("memory", "memory", None)  # live memory figures
+        if v2 is None:
+            want("cpu", "cpuacct", None)  # live CPU figures
+    groups: dict[str, set[str]] = {}
+    by_path: dict[str, Hierarchy] = {}
+    if v2 is not None:
+        groups[v2.path] = set()  # always: cgroup.kill, cpu.stat, socket filters
+        by_path[v2.path] = v2
+    for name, h in wanted.items():
+        groups.setdefault(h.path, set()).add(name)
+        by_path[h.path] = h
+    if not groups:
+        raise SystemFailure("limits need cgroups, and no cgroup hierarchy is mounted (mount cgroup2 on /sys/fs/cgroup)")
+    return [
+        Group(by_path[p], os.path.join(p, parent, key, sid), frozenset(c))
+        for p, c in sorted(groups.items(), key=lambda pc: (by_path[pc[0]].version != 2, pc[0]))
+    ]
+
+
+def _write(path: str, value: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        os.write(fd, value.encode())
+    finally:
+        os.close(fd)
+
+
+def _read(path: str) -> str | None:
+    try:
+        with open(path, encoding="ascii", errors="replace") as f:
+            return f.read()
+    except OSError:
+        return None
+
+
+def _settings(group: Group, limits: Mapping[str, int | float]) -> list[tuple[str, str, str]]:
+    """(file, value, limit key) to write in *group*, in order."""
+    v2 = group.hierarchy.version == 2
+    c = group.controllers
+    out: list[tuple[str, str, str]] = []
+    if "memory" in c:
+        if "memory" in limits:
+            out.append(("memory.max" if v2 else "memory.limit_in_bytes", str(int(limits["memory"])), "memory"))
+        if "swap" in limits:
+            if v2:
+                out.append(("memory.swap.max", str(int(limits["swap"])), "swap"))
+            else:
+                total = int(limits["memory"]) + int(limits["swap"])
+                out.append(("memory.memsw.limit_in_bytes", str(total), "swap"))
+    if "pids" in c and "pids" in limits:
+        out.append(("pids.max", str(int(limits["pids"])), "pids"))
+    if "cpu" in c:
+        if "cpu-weight" in limits:
+            weight = int(limits["cpu-weight"])
+            if v2:
+                out.append(("cpu.weight", str(weight), "cpu-weight"))
+            else:  # v1 shares: 1024 is the default weight of 100
+                out.append(("cpu.shares", str(max(2, weight * 1024 // 100)), "cpu-weight"))
+        if "cpu-quota" in limits:
+            quota = max(1000, int(float(limits["cpu-quota"]) * CPU_PERIOD_US))
+            if v2:
+                out.append(("cpu.max", f"{quota} {CPU_PERIOD_US}", "cpu-quota"))
+            else:
+                out.append(("cpu.cfs_period_us", str(CPU_PERIOD_US), "cpu-quota"))
+                out.append(("cpu.cfs_quota_us", str(quota), "cpu-quota"))
+    if ("io" in c or "blkio" in c) and "io-weight" in limits:
+        weight = int(limits["io-weight"])
+        if v2:
+            if os.path.exists(os.path.join(group.path, "io.weight")):
+                out.append(("io.weight", f"default {weight}", "io-weight"))
+            else:
+                out.append(("io.bfq.weight", f"default {min(weight, 1000)}", "io-weight"))
+        elif os.path.exists(os.path.join(group.path, "blkio.weight")):
+            out.append(("blkio.weight", str(max(10, min(weight, 1000))), "io-weight"))
+        else:
+            out.append(("blkio.bfq.weight", str(min(weight, 1000)), "io-weight"))
+    return out
+
+
+def _enable(hierarchy: Hierarchy, directory: str, controllers: Iterable[str]) -> None:
+    """cgroup v2: enable *controllers* for the children of every cgroup from the root down to *directory*."""
+    wanted = set(controllers)
+    if hierarchy.version != 2 or not wanted:
+        return
+    rel = os.path.relpath(directory, hierarchy.path)
+    path = hierarchy.path
+    for part in ["", *rel.split("/")]:
+        path = os.path.join(path, part) if part else path
+        enabled = set((_read(os.path.join(path, "cgroup.subtree_control")) or "").split())
+        missing = wanted - enabled
+        if missing:
+            _write(os.path.join(path, "cgroup.subtree_control"), " ".join(f"+{m}" for m in sorted(missing)))
+
+
+def create(groups: Sequence[Group], limits: Mapping[str, int | float]) -> None:
+    """Make the directories (an existing one is reused: recover) and apply the limits."""
+    for group in groups:
+        parent = os.path.dirname(group.path)
+        for attempt in range(5):
+            try:
+                os.makedirs(parent, exist_ok=True)
+                _enable(group.hierarchy, parent, group.controllers)
+                os.mkdir(group.path, 0o755)
+                break
+            except FileExistsError:
+                break
+            except FileNotFoundError:
+                if attempt == 4:  # a concurrent end removes empty parents; try again
+                    raise
+            except OSError as e:
+                raise SystemFailure(f"cannot create cgroup {group.path}: {e.strerror}") from None
+        for name, value, key in _settings(group, limits):
+            try:
+                _write(os.path.join(group.path, name), value)
+            except OSError as e:
+                why = "not offered by this kernel" if e.errno == errno.ENOENT else e.strerror
+                raise SystemFailure(f"limits.{key}: cannot set {name} in {group.path} ({why})") from None
+
+
+def join(directories: Sequence[str], pid: int = 0) -> None:
+    """Put the calling process (or *pid*) into every directory: one write each. On the hot path."""
+    data = str(pid or os.getpid()).encode()
+    for directory in directories:
+        fd = os.open(directory + "/cgroup.procs", os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            os.write(fd, data)
+        finally:
+            os.close(fd)
+
+
+def _tree(directory: str) -> list[str]:
+    """*directory* and the cgroups below it, deepest first."""
+    found = []
+    for path, _dirs, _files in os.walk(directory):
+        found.append(path)
+    return sorted(found, key=lambda p: p.count("/"), reverse=True)
+
+
+def members(directories: Iterable[str]) -> set[int]:
+    """Every process in any of the directories or below them."""
+    pids: set[int] = set()
+    for directory in directories:
+        for path in _tree(directory):
+            text = _read(os.path.join(path, "cgroup.procs"))
+            if text:
+                pids.update(int(p) for p in text.split())
+    return pids
+
+
+def signal(directories: Iterable[str], signum: int) -> int:
+    """Send *signum* to every process in the directories; how many got it."""
+    sent = 0
+    for pid in members(directories):
+        try:
+            os.kill(pid, signum)
+            sent += 1
+        except ProcessLookupError:
+            pass
+    return sent
+
+
+def kill(directories: Sequence[str], timeout: float = 10.0) -> int:
+    """SIGKILL everything in the session's cgroups, until they are empty.
+
+    cgroup v2's ``cgroup.kill`` kills the whole group at once, forks in
+    flight included; on v1 the members are killed round after round (a fork
+    bomb is held by its pids limit). Returns how many processes were found.
+    """
+    live = [d for d in directories if os.path.isdir(d)]
+    if not live:
+        return 0
+    found = members(live)
+    if not found:
+        return 0
+    for directory in live:  # every v2 directory (there is one per session, but a caller may pass more)
+        if os.path.exists(os.path.join(directory, "cgroup.kill")):
+            try:
+                _write(os.path.join(directory, "cgroup.kill"), "1")
+            except OSError:
+                pass
+    deadline = time.monotonic() + timeout
+    while True:
+        left = members(live)
+        if not left:
+            return len(found)
+        found |= left
+        if time.monotonic() > deadline:
+            raise SystemFailure(f"processes {', '.join(map(str, sorted(left)[:5]))} survive SIGKILL in {live[0]}")
+        signal(live, _SIGKILL)
+        time.sleep(0.005)
+
+
+def remove(directories: Sequence[str], timeout: float = 5.0) -> None:
+    """Remove the (empty) session directories, then ``<parent>/<key>`` and ``<parent>`` if nothing else uses them."""
+    deadline = time.monotonic() + timeout
+    for directory in directories:
+        for path in _tree(directory):  # the loopback leaf before the session's own directory
+            while True:
+                try:
+                    os.rmdir(path)
+                    break
+                except FileNotFoundError:
+                    break
+                except OSError as e:
+                    if e.errno != errno.EBUSY or time.monotonic() > deadline:
+                        raise SystemFailure(f"cannot remove cgroup {path}: {e.strerror}") from None
+                    signal([path], _SIGKILL)  # a process that was still exiting, or joined late
+                    time.sleep(0.01)
+        key_dir = os.path.dirname(directory)
+        for path in (key_dir, os.path.dirname(key_dir)):
+            try:
+                os.rmdir(path)
+            except OSError:
+                break  # other sessions (or another state root) still use it
+
+
+def _stat_value(text: str | None, key: str) -> int | None:
+    if not text:
+        return None
+    for line in text.splitlines():
+        name, _, value = line.partition(" ")
+        if name == key:
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
+def _int(text: str | None) -> int | None:
+    if text is None:
+        return None
+    text = text.strip()
+    return int(text) if text.isdigit() else None
+
+
+def usage(directories: Sequence[str]) -> dict[str, int | None]:
+    """What the session uses now: memory (bytes) and its peak, CPU time (µs), processes, OOM kills.
+
+    A figure the session's hierarchies do not account is None.
+    """
+    out: dict[str, int | None] = dict.fromkeys(("memory", "memory_peak", "cpu_usec", "pids", "oom_kills"))
+    for d in directories:
+        if out["memory"] is None:
+            v2 = _int(_read(os.path.join(d, "memory.current")))
+            v1 = None if v2 is not None else _int(_read(os.path.join(d, "memory.usage_in_bytes")))
+            if v2 is not None:
+                out["memory"] = v2
+                out["memory_peak"] = _int(_read(os.path.join(d, "memory.peak")))
+                out["oom_kills"] = _stat_value(_read(os.path.join(d, "memory.events")), "oom_kill")
+            elif v1 is not None:
+                out["memory"] = v1
+                out["memory_peak"] = _int(_read(os.path.join(d, "memory.max_usage_in_bytes")))
+                out["oom_kills"] = _stat_value(_read(os.path.join(d, "memory.oom_control")), "oom_kill")
+        if out["cpu_usec"] is None:
+            usec = _stat_value(_read(os.path.join(d, "cpu.stat")), "usage_usec")
+            if usec is None:
+                ns = _int(_read(os.path.join(d, "cpuacct.usage")))
+                usec = None if ns is None else ns // 1000
+            out["cpu_usec"] = usec
+        if out["pids"] is None:
+            out["pids"] = _int(_read(os.path.join(d, "pids.current")))
+    return out
+
+
+def leftovers(parent: str, key: str, known: set[str], found: Sequence[Hierarchy] | None = None) -> list[str]:
+    """Session directories of this state root (under *parent*/*key*) that no record names."""
+    found = hierarchies() if found is None else found
+    out = []
+    for h in found:
+        base = os.path.join(h.path, parent, key)
+        try:
+            names = os.listdir(base)
+        except OSError:
+            continue
+        for name in sorted(names):
+            path = os.path.join(base, name)
+            if name not in known and os.path.isdir(path):
+                out.append(path)
+    return out

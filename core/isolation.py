@@ -1,0 +1,452 @@
+"""What keeps a session apart beyond its root: its network, its resource limits, its architecture.
+
+The session life cycle calls a small interface:
+
+==================  ===================================================================
+:func:`resolve`     at begin: the network and limits (session options > image.yaml >
+                    profile; maintenance sessions keep ``host`` unless asked)
+:func:`plan`        at begin, before the record is first written: name the cgroup
+                    directories and network namespace file, so a begin killed
+                    half-way leaves nothing recover cannot find
+:func:`start`       at bring-up (begin and recover): register qemu for a foreign
+                    architecture, make the cgroups, attach loopback filters, make and
+                    keep the network namespace
+:func:`intact`      recover: is everything :func:`start` made still there?
+:func:`kill`        end, after the process-tree scan: SIGKILL whatever is left in the
+                    session's cgroups (processes that left its root)
+:func:`remove`      end, after the unmount: the cgroups and the kept namespace
+==================  ===================================================================
+
+Every ``run`` and ``enter`` joins what the record names (``cgroups``, the
+loopback leaf ``filtered``, ``netns``) just before its chroot
+(:func:`core.process.exec_launch`): one write per hierarchy and one
+``setns(2)``, nothing at all for a session without them.
+
+Network modes:
+
+``host``
+    the host's network namespace (the default; maintenance sessions keep it
+    unless asked otherwise: apt must reach its mirrors).
+``none``
+    a namespace of the session's own with only ``lo`` up, shared by all its
+    processes (a server one command starts answers the next command on
+    127.0.0.1); nothing outside it is reachable, not even the host's loopback.
+``loopback``
+    the host's namespace, but sockets may only reach loopback addresses: the
+    host's own services on 127.0.0.1 and ::1 (an apt proxy, a local mirror) are
+    reachable, nothing beyond the host is, and a bind to the wildcard address
+    binds loopback (:mod:`core.sockfilter`).
+
+Switching a live session (:func:`set_network`) changes what its *next*
+commands join. ``setns(2)`` only ever moves the caller and a process's cgroup
+only changes when it is moved, so processes already running keep the network
+they started with until they exit: a ``none`` namespace left behind lives on
+(unmounted) while processes are in it, a loopback filter stays on its cgroup.
+"""
+
+from __future__ import annotations
+
+import os
+
+from . import records
+from .errors import BadInput, Conflict, NotFound, SystemFailure
+from .records import Session
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing costs milliseconds at start-up
+    from collections.abc import Callable, Mapping, Sequence
+
+    from .context import Context
+    from .imageconf import ImageConfig
+    from .profiles import Profile
+
+#: The child of a session's cgroup v2 directory that carries the loopback filters.
+LOOPBACK_LEAF = "loopback"
+
+
+def _netns_path(ctx: Context, sid: str) -> str:
+    return os.path.join(ctx.store.run, "netns", sid)
+
+
+def _v2_dir(session: Session) -> str | None:
+    """The session's directory in the cgroup v2 hierarchy, if it has one."""
+    from . import cgroups
+
+    v2 = next((h for h in cgroups.hierarchies() if h.version == 2), None)
+    if v2 is None:
+        return None
+    return next((p for p in session.cgroups if p.startswith(v2.path.rstrip("/") + "/")), None)
+
+
+def resolve(
+    config: ImageConfig,
+    profile: Profile,
+    *,
+    maintenance: bool,
+    network: str | None,
+    limit_options: Mapping[str, int | float | str] | None,
+) -> tuple[str, dict[str, int | float] | None]:
+    """The network and limits a new session gets (session options > image.yaml > profile)."""
+    if network is not None:
+        from .limits import check_network
+
+        chosen = check_network(network, "--network")
+    elif maintenance:
+        chosen = "host"  # apt must reach its mirrors; --network overrides
+    else:
+        chosen = config.network or profile.network or "host"
+    if profile.limits is None and config.limits is None and limit_options is None:
+        return chosen, None  # the usual case: no cgroup, nothing imported
+    from .limits import merge
+
+    return chosen, merge(profile.limits, config.limits, limit_options)
+
+
+def plan(ctx: Context, session: Session) -> None:
+    """Name what :func:`start` will make, in the record (``netns``, ``cgroups``, ``filtered``)."""
+    session.netns = _netns_path(ctx, session.id) if session.network == "none" else None
+    session.filtered = None
+    session.cgroups = []
+    if session.limits is None and session.network != "loopback":
+        return
+    from . import cgroups
+
+    found = cgroups.hierarchies()
+    if session.network == "loopback" and not any(h.version == 2 for h in found):
+        raise SystemFailure(
+            "network: loopback needs the cgroup v2 hierarchy for its socket filters "
+            "(mount -t cgroup2 cgroup2 /sys/fs/cgroup/unified)"
+        )
+    key = cgroups.state_key(ctx.store.root)
+    groups = cgroups.plan(
+        session.limits or {},
+        ctx.settings.cgroup_parent,
+        key,
+        session.id,
+        account=session.limits is not None,
+        found=found,
+    )
+    session.cgroups = [g.path for g in groups]
+    if session.network == "loopback":
+        v2 = next(g.path for g in groups if g.hierarchy.version == 2)
+        session.filtered = os.path.join(v2, LOOPBACK_LEAF)
+
+
+def start(session: Session) -> None:
+    """Make (or, after a reboot, remake) the session's isolation; idempotent."""
+    if _foreign(session.architecture):
+        from . import binfmt
+
+        binfmt.ensure(str(session.architecture))
+    if session.cgroups:
+        _start_cgroups(session)
+    if session.filtered is not None:
+        _start_filter(session.filtered)
+    if session.netns is not None and not _kept(session.netns):
+        from . import netns
+        from .mounts import make_private_mount_dir
+
+        if os.path.lexists(session.netns):
+            os.unlink(session.netns)  # the empty file a reboot left
+
+        directory = os.path.dirname(session.netns)
+        try:
+            os.mkdir(directory, 0o755)
+            make_private_mount_dir(directory)  # once, as <run>/mnt: nothing mounted here propagates out
+        except FileExistsError:
+            pass
+        try:
+            netns.create(session.netns)
+        except OSError as e:
+            raise SystemFailure(f"cannot make the network namespace of session {session.id}: {e.strerror}") from None
+
+
+def _foreign(arch: str | None) -> bool:
+    """An architecture this host runs through qemu (no import for the host's own)."""
+    if arch is None or arch == _HOST_ARCH.get(os.uname().machine):
+        return False
+    from . import binfmt
+
+    return not binfmt.is_native(arch)
+
+
+#: uname -m -> the Debian architecture the usual hosts have (the full table is core.binfmt's)
+_HOST_ARCH = {"x86_64": "amd64", "aarch64": "arm64"}
+
+
+def _kept(path: str) -> bool:
+    from .netns import is_kept
+
+    return is_kept(path)
+
+
+def _start_cgroups(session: Session) -> None:
+    from . import cgroups
+
+    first = session.cgroups[0]
+    key_dir = os.path.dirname(first)
+    parent, key = os.path.basename(os.path.dirname(key_dir)), os.path.basename(key_dir)
+    groups = cgroups.plan(session.limits or {}, parent, key, session.id, account=session.limits is not None)
+    if sorted(g.path for g in groups) != sorted(session.cgroups):
+        raise SystemFailure(
+            f"the cgroup hierarchies changed since session {session.id} began "
+            f"(it had {', '.join(session.cgroups)}); end it and begin another"
+        )
+    cgroups.create(groups, session.limits or {})
+
+
+def _start_filter(leaf: str) -> None:
+    from . import sockfilter
+
+    try:
+        os.mkdir(leaf, 0o755)
+    except FileExistsError:
+        if sockfilter.attached(leaf):
+            return
+    except OSError as e:
+        raise SystemFailure(f"cannot create cgroup {leaf}: {e.strerror}") from None
+    sockfilter.attach(leaf)
+
+
+def intact(session: Session) -> bool:
+    """Everything :func:`start` makes is in place (cheap: a few stats)."""
+    if session.netns is not None and not _kept(session.netns):
+        return False
+    if _foreign(session.architecture):
+        from .binfmt import registered
+
+        if not registered(str(session.architecture)):
+            return False
+    return all(os.path.isdir(p) for p in [*session.cgroups, *([session.filtered] if session.filtered else [])])
+
+
+def kill(session: Session) -> int:
+    """SIGKILL what is left in the session's cgroups; how many processes that was."""
+    if not session.cgroups:
+        return 0
+    from . import cgroups
+
+    return cgroups.kill(session.cgroups)
+
+
+def remove(session: Session) -> None:
+    """Remove the cgroups (the loopback leaf first) and the kept network namespace."""
+    if session.cgroups:
+        from . import cgroups
+
+        cgroups.remove(session.cgroups)
+    if session.netns is not None:
+        from . import netns
+
+        netns.remove(session.netns)
+
+
+# --- switching a live session's network --------------------------------------------------
+
+
+def set_network(ctx: Context, sid: str, mode: str) -> tuple[str, int]:
+    """Switch session *sid* to *mode*; (the mode it had, processes that keep the old network)."""
+    from . import images, limits, netns, policy, procs, sessions
+
+    ctx.require_privileged("session network")
+    if mode not in limits.NETWORKS:
+        raise BadInput(f"network must be one of {', '.join(limits.NETWORKS)}, not {mode[:40]!r}")
+    session = sessions.read(ctx, sid)
+    ctx.authorize(policy.SESSION_NETWORK, sessions.session_target(session))
+    strictness = {"host": 0, "loopback": 1, "none": 2}
+    if strictness[mode] < strictness.get(session.network, 0):  # more network than it has: root-users only
+        ctx.authorize(policy.SESSION_LOOSEN, images.target(session.image, images.require(ctx, session.image)))
+    ctx.ready()
+    slock = ctx.session_lock(sid, "network")
+    try:
+        session = sessions.read(ctx, sid)
+        if session.state != "active":
+            raise Conflict(f"session {sid} is {session.state}, not active")
+        old = session.network
+        if old == mode:
+            return old, 0
+        previous_netns = session.netns
+        session.network = mode
+        if mode == "none":
+            session.netns = _netns_path(ctx, sid)
+        else:
+            session.netns = None
+        if mode == "loopback":
+            if not session.cgroups:
+                plan_only_cgroups(ctx, session)
+            v2 = _v2_dir(session)
+            if v2 is None:
+                raise SystemFailure("network: loopback needs the cgroup v2 hierarchy for its socket filters")
+            session.filtered = os.path.join(v2, LOOPBACK_LEAF)
+        else:
+            session.filtered = None
+        start(session)
+        records.write(ctx.store.sessions_dir, session)
+        if previous_netns is not None and previous_netns != session.netns:
+            netns.remove(previous_netns)  # its processes keep it until they exit
+        if mode == "none" or old == "none":
+            _remount_sys(session)
+        running = procs.count_in_roots([session.mountpoint])[session.mountpoint.rstrip("/")]
+    finally:
+        slock.release()
+    ctx.journal(
+        "session network", image=session.image, session=sid, generation=session.generation, network=mode, was=old
+    )
+    return old, running
+
+
+def plan_only_cgroups(ctx: Context, session: Session) -> None:
+    """Give a session without limits the cgroup v2 directory a loopback filter needs."""
+    from . import cgroups
+
+    groups = cgroups.plan({}, ctx.settings.cgroup_parent, cgroups.state_key(ctx.store.root), session.id, account=False)
+    session.cgroups = [g.path for g in groups]
+    records.write(ctx.store.sessions_dir, session)  # named before made: recover finds it
+
+
+def _remount_sys(session: Session) -> None:
+    """sysfs shows the network namespace it was mounted in: mount a fresh /sys for the new one."""
+    from .setup import remount_sys
+
+    remount_sys(session)
+
+
+# --- usage ---------------------------------------------------------------------------
+
+
+def usage(session: Session) -> dict[str, int | None] | None:
+    """Memory (bytes, peak), CPU time (µs), processes and OOM kills of a session with a cgroup; else None."""
+    if not session.cgroups:
+        return None
+    from . import cgroups
+
+    return cgroups.usage(session.cgroups)
+
+
+def usages(sessions: Sequence[Session]) -> dict[str, dict[str, int | None]]:
+    """:func:`usage` of every session that has a cgroup, by id (what the console polls)."""
+    out = {}
+    for s in sessions:
+        figures = usage(s)
+        if figures is not None:
+            out[s.id] = figures
+    return out
+
+
+# --- recover ---------------------------------------------------------------------------
+
+
+def orphans(ctx: Context, found: Sequence[Session], report: list[str]) -> None:
+    """Kill and remove cgroups, and unmount namespaces, that no session record names.
+
+    A candidate is removed only under its session's lock and after looking for
+    its record again, so a begin under way (record written, cgroup being
+    made) is never mistaken for a leftover. A namespace file of a known
+    session that its record no longer names was left by an interrupted switch.
+    """
+    from . import cgroups, netns
+
+    named = {s.id: s for s in found}
+    candidates: list[tuple[str, str, str]] = []  # (session id, kind, path)
+    try:
+        key = cgroups.state_key(ctx.store.root)
+        stray = cgroups.leftovers(ctx.settings.cgroup_parent, key, set(named))
+        candidates += [(os.path.basename(p), "cgroup", p) for p in stray]
+    except OSError:
+        pass
+    directory = os.path.join(ctx.store.run, "netns")
+    try:
+        names = sorted(os.listdir(directory))
+    except FileNotFoundError:
+        names = []
+    for name in names:
+        path = os.path.join(directory, name)
+        owner = named.get(name)
+        if owner is None or owner.netns != path:
+            candidates.append((name, "network namespace", path))
+    for sid, kind, path in candidates:
+        try:
+            lock = ctx.session_lock(sid, "recover", wait=False)
+        except (Conflict, BadInput):
+            continue  # an operation on that session is under way (or a name roost never made)
+        current: Session | None = None
+        try:
+            try:
+                current = records.read(ctx.store.sessions_dir, sid)
+            except NotFound:
+                current = None  # no record: a true leftover
+            except SystemFailure:
+                continue  # unreadable: recover of that session decides
+            if kind == "cgroup":
+                if current is not None and path in current.cgroups:
+                    continue
+                cgroups.kill([path])
+                cgroups.remove([path])
+            else:
+                if current is not None and current.netns == path:
+                    continue
+                netns.remove(path)
+            report.append(f"removed orphan {kind} {path}")
+        finally:
+            lock.release(remove=current is None and not os.path.exists(ctx.store.session_record(sid)))
+
+
+def check(ctx: Context, found: Sequence[Session], busy: Callable[[str], bool]) -> list[str]:
+    """Problems for ``doctor --check``: isolation a live session lacks, leftovers no record names.
+
+    *busy* tells whether a session's lock is held (an operation under way: not a problem).
+    """
+    problems = []
+    named = {s.id: s for s in found}
+    for s in found:
+        if s.state == "active" and not busy(s.id) and not intact(s):
+            problems.append(f"session {s.id}: its network namespace or cgroups are missing (needs recovery)")
+    directory = os.path.join(ctx.store.run, "netns")
+    try:
+        names = sorted(os.listdir(directory))
+    except FileNotFoundError:
+        names = []
+    for name in names:
+        owner = named.get(name)
+        path = os.path.join(directory, name)
+        if (owner is None or owner.netns != path) and not busy(name):
+            problems.append(f"network namespace {path} belongs to no session")
+    from . import cgroups
+
+    try:
+        stray = cgroups.leftovers(ctx.settings.cgroup_parent, cgroups.state_key(ctx.store.root), set(named))
+    except OSError:
+        stray = []
+    problems += [f"cgroup {p} belongs to no session" for p in stray if not busy(os.path.basename(p))]
+    return problems
+
+
+def doctor_lines(ctx: Context) -> list[tuple[str, str, str]]:
+    """(feature, available, how) rows for ``roost doctor``."""
+    from . import binfmt, cgroups, limits
+
+    rows: list[tuple[str, str, str]] = []
+    has_netns = os.path.exists("/proc/self/ns/net")
+    rows.append(("network: none", "yes" if has_netns else "no", "a network namespace of the session's own"))
+    found = cgroups.hierarchies()
+    v2 = next((h for h in found if h.version == 2), None)
+    rows.append(
+        (
+            "network: loopback",
+            "yes" if v2 is not None else "no",
+            f"socket filters on cgroup v2 ({v2.path})" if v2 else "needs the cgroup v2 hierarchy mounted",
+        )
+    )
+    for key in limits.KEYS:
+        v2_name, v1_name = cgroups.CONTROLLER_OF[key]
+        if v2 is not None and v2_name in v2.controllers:
+            rows.append((f"limits: {key}", "yes", f"cgroup v2 {v2_name} ({v2.path})"))
+            continue
+        h1 = next((h for h in found if h.version == 1 and v1_name in h.controllers), None)
+        if h1 is not None:
+            rows.append((f"limits: {key}", "yes", f"cgroup v1 {v1_name} ({h1.path})"))
+        else:
+            rows.append((f"limits: {key}", "no", f"no {v2_name} controller in cgroup v2 or v1"))
+    for arch, ok, why in binfmt.report():
+        rows.append((f"architecture: {arch}", "yes" if ok else "no", why))
+    return rows
