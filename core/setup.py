@@ -46,27 +46,34 @@ def setup(session: Session, host_root: str = "/") -> None:
                 step(root, session)
             except OSError as e:
                 raise SystemFailure(f"cannot set up {name} in session {session.id}: {e.strerror}") from None
-        for spec in session.mounts:
+        apply_profile(root, session, host_root)
+
+
+def apply_profile(root: Root, session: Session, host_root: str = "/") -> None:
+    """The profile's part of a session's set-up: its mounts, copied files and NSS databases.
+
+    Shared by system sessions and rootless ones (core.rootless.setup), which
+    differ only in how they get /proc, /sys and /dev.
+    """
+    for spec in session.mounts:
+        try:
+            _profile_mount(root, spec, host_root)
+        except OSError as e:
+            raise SystemFailure(
+                f"cannot mount {spec.get('source') or spec['type']} on {spec['target']} "
+                f"in session {session.id}: {e.strerror}"
+            ) from None
+    for path in session.copy_files:
+        try:
+            _copy_file(root, path, host_root)
+        except OSError as e:
+            raise SystemFailure(f"cannot copy {path} into session {session.id}: {e.strerror}") from None
+    if not session.maintenance:
+        for db in session.nss_databases:
             try:
-                _profile_mount(root, spec, host_root)
+                _nss(root, db, host_root)
             except OSError as e:
-                raise SystemFailure(
-                    f"cannot mount {spec.get('source') or spec['type']} on {spec['target']} "
-                    f"in session {session.id}: {e.strerror}"
-                ) from None
-        for path in session.copy_files:
-            try:
-                _copy_file(root, path, host_root)
-            except OSError as e:
-                raise SystemFailure(f"cannot copy {path} into session {session.id}: {e.strerror}") from None
-        if not session.maintenance:
-            for db in session.nss_databases:
-                try:
-                    _nss(root, db, host_root)
-                except OSError as e:
-                    raise SystemFailure(
-                        f"cannot copy the {db} database into session {session.id}: {e.strerror}"
-                    ) from None
+                raise SystemFailure(f"cannot copy the {db} database into session {session.id}: {e.strerror}") from None
 
 
 def _target(root: Root, rel: str, *, directory: bool = True) -> int:
