@@ -182,11 +182,22 @@ def _dataset_name(value: str) -> bool:
     return bool(value) and set(value) <= allowed and all(p and p[0].isalnum() for p in parts) and len(value) < 200
 
 
-def load(root: str | None = None, environ: os._Environ[str] | dict[str, str] | None = None) -> Settings:
-    """Read roost.yaml (``ROOST_CONFIG`` overrides its path) and apply overrides."""
+def load(
+    root: str | None = None,
+    environ: os._Environ[str] | dict[str, str] | None = None,
+    *,
+    defaults: dict[str, object] | None = None,
+) -> Settings:
+    """Read roost.yaml (``ROOST_CONFIG`` overrides its path) and apply overrides.
+
+    *defaults* replace the built-in defaults (attribute names, plus
+    ``config_path`` for the file read when ``ROOST_CONFIG`` is not set): the
+    rootless mode's paths under the user's XDG directories (core.rootless.config).
+    """
     env = os.environ if environ is None else environ
-    path = env.get("ROOST_CONFIG") or DEFAULT_CONFIG
-    values: dict[str, object] = {"config_path": path}
+    values: dict[str, object] = dict(defaults or {})
+    path = env.get("ROOST_CONFIG") or str(values.get("config_path") or DEFAULT_CONFIG)
+    values["config_path"] = path
     try:
         with open(path, "rb") as f:
             raw = f.read((1 << 20) + 1)
