@@ -136,14 +136,16 @@ def _decompressor(path: str) -> tuple[list[str] | None, str | None]:
     return None, None
 
 
-def _from_tar(path: str, dest: str, progress: Progress) -> None:
+def _from_tar(path: str, dest: str, progress: Progress, options: list[str] | None = None) -> None:
+    """Unpack tarball *path* into *dest*; *options* replace :data:`TAR_KEEP` (rootless mode: core.rootless.content)."""
     import tempfile
 
     size = max(os.path.getsize(path), 1)
     argv, package = _decompressor(path)
     if not os.path.isdir(dest):  # a backend may have made it already (a subvolume, a mounted dataset)
         os.mkdir(dest, 0o755)
-    tar = ["tar", "--extract", "--file=-", f"--directory={dest}", "--same-owner", "--preserve-permissions", *TAR_KEEP]
+    keep = TAR_KEEP if options is None else options
+    tar = ["tar", "--extract", "--file=-", f"--directory={dest}", "--same-owner", "--preserve-permissions", *keep]
     pipeline = [argv, tar] if argv is not None else [tar]
     if argv is not None:
         commands.require(argv[0], package)
