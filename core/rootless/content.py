@@ -16,10 +16,11 @@ a user namespace mapped through :mod:`core.rootless.ids` (a child made by
   keep their owner, files owned by the user become root's (a tree a user made
   can hold no root-owned file); a file owned by anyone else cannot be
   represented and is refused, naming it;
-- ``--mmdebstrap SUITE``: mmdebstrap runs on the host in its own unshare mode
-  and writes a tarball to a pipe, unpacked inside as above (its temporary
-  directory is in the state root, so even a killed mmdebstrap leaves nothing
-  owned by a subordinate id elsewhere);
+- ``--mmdebstrap SUITE``: mmdebstrap's unshare mode runs as root of the
+  user's namespace (so it makes its own namespaces inside, with no newuidmap)
+  and writes a tarball to a pipe, unpacked there as above; its temporary
+  directory is in the private staging directory, so even a killed mmdebstrap
+  leaves nothing owned by a subordinate id outside the user's state;
 - export: tar reads the generation inside (the layers stacked read-only as a
   ``userxattr`` overlay in a private mount namespace) and writes to a file
   the user opened: the archive carries the ids inside, the file is the user's;
@@ -148,7 +149,7 @@ def _from_dir(path: str, dest: str, idmap: IdMap, progress: Progress) -> None:
 
 
 def mmdebstrap_argv(source: Source) -> list[str]:
-    argv = ["mmdebstrap", "--mode=unshare", "--format=tar", "--quiet"]
+    argv = ["mmdebstrap", "--mode=unshare", "--format=tar"]
     if source.variant:
         argv.append(f"--variant={source.variant}")
     if source.arch:
@@ -162,41 +163,57 @@ def mmdebstrap_argv(source: Source) -> list[str]:
 
 
 def _from_mmdebstrap(source: Source, dest: str, idmap: IdMap, progress: Progress, tmpdir: str) -> None:
-    import tempfile
+    """mmdebstrap's unshare mode, run as root of the user's namespace, piped into tar there.
 
+    Run as root, mmdebstrap needs no newuidmap of its own: its namespaces are
+    made inside the user's, so the tarball carries exactly the ids the image
+    uses, and its temporary directory can live in the user's private staging
+    directory (mmdebstrap run by the user directly would need one its
+    subordinate root can reach from outside, like /tmp, and a killed one
+    would leave subordinate-owned files there).
+    """
     argv = mmdebstrap_argv(source)
-    progress(None, f"running mmdebstrap {source.suite} (unshare mode)")
-    read_end, write_end = os.pipe()
-    err = tempfile.TemporaryFile(dir=tmpdir)  # noqa: SIM115 - closed below
-    env = {**os.environ, "TMPDIR": tmpdir}
-    try:
-        try:
-            proc = commands.popen(argv, stdin=subprocess.DEVNULL, stdout=write_end, stderr=err, env=env)
-        finally:
-            os.close(write_end)
+    progress(None, f"running mmdebstrap {source.suite}")
 
-        def unpack() -> None:
-            os.mkdir(dest, 0o755)
-            tar = ["tar", "--extract", "--file=-", f"--directory={dest}", "--same-owner", "--preserve-permissions"]
-            commands.run([*tar, *TAR_KEEP_ROOTLESS], stdin=read_end, what="unpacking mmdebstrap's tarball")
+    def inside() -> None:
+        env = {**os.environ, "TMPDIR": tmpdir}
+        mm = commands.popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+        assert mm.stdout is not None and mm.stderr is not None
+        os.mkdir(dest, 0o755)
+        tar_argv = [
+            "tar", "--extract", "--file=-", f"--directory={dest}", "--same-owner", "--preserve-permissions",
+            *TAR_KEEP_ROOTLESS,
+        ]  # fmt: skip
+        import tempfile
 
-        try:
-            userns.run_mapped(idmap, unpack, progress=progress)
-        except BaseException:
-            proc.kill()
-            raise
-        finally:
-            os.close(read_end)
-            read_end = -1
-            code = proc.wait()
-        if code != 0:
-            err.seek(0)
-            raise SystemFailure(commands.failure_line(argv, code, err.read(), "mmdebstrap"))
-    finally:
-        if read_end >= 0:
-            os.close(read_end)
-        err.close()
+        with tempfile.TemporaryFile(dir=tmpdir) as tar_err:
+            tar = commands.popen(tar_argv, stdin=mm.stdout, stdout=subprocess.DEVNULL, stderr=tar_err)
+            mm.stdout.close()  # tar reads it now
+            tail: list[str] = []
+            for raw in mm.stderr:
+                line = raw.decode(errors="replace").rstrip()
+                if line:
+                    tail = [*tail[-19:], line]
+                    userns.report(None, line[:120])
+            code = mm.wait()
+            tar_code = tar.wait()
+            if code != 0:  # its failure explains the truncated stream tar saw
+                raise SystemFailure(commands.failure_line(argv, code, "\n".join(tail).encode(), "mmdebstrap"))
+            if tar_code != 0:
+                tar_err.seek(0)
+                raise SystemFailure(tar_failure(tar_argv, tar_code, tar_err.read(), "unpacking mmdebstrap's tarball"))
+
+    userns.run_mapped(idmap, inside, progress=progress)
     progress(1.0, f"mmdebstrap {source.suite} done")
+
+
+def tar_failure(argv: list[str], code: int, stderr: bytes, what: str) -> str:
+    """One line for a failed tar: its first complaint, not its closing "Exiting with failure status"."""
+    lines = [ln.strip() for ln in stderr.decode(errors="replace").splitlines() if ln.strip()]
+    useful = [ln for ln in lines if "Exiting with failure status" not in ln]
+    detail = f": {useful[0]}" if useful else ""
+    more = f" (and {len(useful) - 1} more)" if len(useful) > 1 else ""
+    return f"{what} failed (exit {code}){detail}{more}"
 
 
 # --- export -------------------------------------------------------------------------

@@ -299,9 +299,15 @@ def join(ref: HolderRef, flags: int = _JOIN) -> None:
     try:
         userns.setns(fd, flags)
     except OSError as e:
-        raise SystemFailure(f"cannot join the namespaces of holder {ref.pid}: {e.strerror}") from None
+        raise _join_failure(ref, e) from None
     finally:
         os.close(fd)
+
+
+def _join_failure(ref: HolderRef, e: OSError) -> Exception:
+    if e.errno == 3:  # ESRCH: it died (a zombie still has a pid, no namespaces)
+        return Conflict(f"the holder {ref.pid} of the session is gone (roost session recover)")
+    return SystemFailure(f"cannot join the namespaces of holder {ref.pid}: {e.strerror}")
 
 
 def mapped_groups(launch: Launch, idmap: IdMap) -> list[int]:
@@ -455,7 +461,7 @@ def stop(ref: HolderRef, mountpoint: str, after: Callable[[], Any] | None = None
         try:
             userns.setns(fd, userns.CLONE_NEWUSER | userns.CLONE_NEWNS)
         except OSError as e:
-            raise SystemFailure(f"cannot join the namespaces of holder {ref.pid}: {e.strerror}") from None
+            raise _join_failure(ref, e) from None
         userns.become_root()
         _signal.pidfd_send_signal(fd, _SIGKILL)
         if not userns.wait_exit(fd, 30.0):

@@ -438,8 +438,9 @@ def _tear_down(ctx: Any, session: Session, after: Callable[[], Any] | None = Non
     ref = holder.of(session)
     result = None
     try:
-        if ref is None:
+        if not holder.alive(ref):
             raise Conflict("no holder")
+        assert ref is not None
         result = holder.stop(ref, session.mountpoint, work)
     except Conflict:  # no holder, or it died meanwhile
         if after is not None or os.path.lexists(session.clone):
@@ -834,7 +835,8 @@ def _recover_locked(ctx: Any, session: Session, report: list[str]) -> bool:
     if holder.alive(holder.of(session)):
         return False
     _bring_up(ctx, session, create=False)
-    report.append(f"remounted session {session.id} (holder {holder.of(session)})")
+    ref = holder.of(session)
+    report.append(f"remounted session {session.id} (holder {ref.pid if ref else '?'})")
     return False
 
 

@@ -15,10 +15,11 @@ are the same code, :func:`core.setup.apply_profile`):
   tty nodes are bound (mknod is refused in a user namespace), with a new
   devpts instance and a tmpfs ``/dev/shm``, as sbuild's unshare mode does.
 
-Two differences in the profile's part: a ``bind`` of a directory with mounts
-below it is made recursive (:func:`recursive_binds`), and the host files the
-user may not read (``/etc/shadow``, ``/etc/gshadow``) are neither copied nor
-merged: a rootless session gets what its user can see.
+Three differences in the profile's part: a ``bind`` of a directory with mounts
+below it is made recursive, an optional bind of a directory the user may not
+enter is left out as if it did not exist (:func:`recursive_binds`), and the
+host files the user may not read (``/etc/shadow``, ``/etc/gshadow``) are
+neither copied nor merged: a rootless session gets what its user can see.
 
 Every mount lives in the holder's mount namespace: nothing appears in the
 host's mount table, and all of it goes when the namespace goes.
@@ -148,12 +149,25 @@ def recursive_binds(specs: list[dict[str, object]], host_root: str = "/") -> lis
 
     out = []
     for spec in specs:
-        if spec.get("type") == "bind":
+        if spec.get("type") in ("bind", "rbind"):
             source = os.path.join(host_root, str(spec.get("source", "")).lstrip("/"))
-            if any(m.target != source for m in mounts_below(source)):
+            if spec.get("optional") and not _enterable(source):
+                continue  # optional, and not the user's to see (sbuild's /var/lib/sbuild/build): as if absent
+            if spec.get("type") == "bind" and any(m.target != source for m in mounts_below(source)):
                 spec = {**spec, "type": "rbind"}
         out.append(spec)
     return out
+
+
+def _enterable(path: str) -> bool:
+    """False if *path* exists but this process may not reach or read it."""
+    try:
+        os.stat(path)
+    except FileNotFoundError:
+        return True  # absent: the profile's own rule for optional mounts applies
+    except OSError:
+        return False
+    return os.access(path, os.R_OK | os.X_OK)
 
 
 def _sys(root: Root, session: Session) -> None:

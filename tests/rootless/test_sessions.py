@@ -1,0 +1,214 @@
+"""Rootless sessions, run by a real unprivileged user: life cycle, promote, a killed holder and recover.
+
+Every test also checks (in the ``rl`` fixture) that the host's mount table,
+process table and the places the user could write to show nothing of it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+
+from tests.rootless.conftest import Rootless, running
+
+
+def holder_pid(rl: Rootless, sid: str) -> int:
+    pid, _start = rl.session(sid)["holder"]
+    return int(pid)
+
+
+def mountinfo_of(pid: int) -> str:
+    with open(f"/proc/{pid}/mountinfo", encoding="utf-8", errors="replace") as f:
+        return f.read()
+
+
+def test_life_cycle_begin_run_enter_end_leaves_nothing(rl_bb: Rootless) -> None:
+    rl = rl_bb
+    sid = rl.begin()
+    s = rl.session(sid)
+    assert s["state"] == "mounted" and s["kind"] == "ordinary" and s["processes"] == []
+    pid = holder_pid(rl, sid)
+    with open(f"/proc/{pid}/comm", encoding="utf-8") as f:
+        assert f.read().strip() == "roost-holder"
+    assert os.stat(f"/proc/{pid}").st_uid == rl.user.subuid  # root of the namespace: the first subordinate id
+    # the session is mounted in the holder's mount namespace, and nowhere in the host's
+    inside = mountinfo_of(pid)
+    for sub in ("", "/proc", "/sys", "/dev", "/dev/pts", "/dev/shm"):
+        assert f" {s['mountpoint']}{sub} " in inside
+    assert "userxattr" in inside
+    assert rl.host_mounts() == []
+    assert os.listdir(s["mountpoint"]) == []  # the host sees an empty directory
+
+    # run: the caller's own ids inside, exit codes and signals passed through
+    r = rl.sh(sid, "id -u; id -g; cat /proc/self/uid_map | wc -l; echo $ROOST_SESSION_ID")
+    assert r.code == 0, r.err
+    assert r.out.split() == [str(rl.user.uid), str(rl.user.gid), "3", sid]
+    assert rl.sh(sid, "exit 7").code == 7
+    assert rl.sh(sid, "kill -TERM $$").code == -signal.SIGTERM
+    r = rl.roost(
+        "run", sid, "-u", "root", "--", "/bin/sh", "-c", "id -u; echo data > /root/made-by-root; ps -o pid,comm"
+    )
+    assert r.code == 0, r.err
+    lines = r.out.splitlines()
+    assert lines[0] == "0"
+    assert any(line.split() == ["1", "roost-holder"] for line in lines)  # pid 1 of the session is its holder
+    # root-owned files inside are owned by the first subordinate id on disk
+    made = rl.state / "sessions" / sid / "upper" / "root" / "made-by-root"
+    assert os.stat(made).st_uid == rl.user.subuid and os.stat(made).st_gid == rl.user.subgid
+    # the user's own files keep the user's ids on disk (keep-id)
+    r = rl.roost("run", sid, "-u", "root", "--", "/bin/sh", "-c", f"mkdir /work && chown {rl.user.uid} /work")
+    assert r.code == 0, r.err
+    assert rl.sh(sid, "echo mine > /work/mine").code == 0
+    mine = rl.state / "sessions" / sid / "upper" / "work" / "mine"
+    assert (os.stat(mine).st_uid, os.stat(mine).st_gid) == (rl.user.uid, rl.user.gid)
+
+    # enter, non-interactively: a login shell that reads its commands from stdin
+    r = rl.roost("enter", sid, input="echo in-$ROOST_IMAGE; pwd; exit 3\n")
+    assert r.code == 3 and r.out.splitlines() == ["in-bb", str(rl.user.home)], r.err
+
+    # a process left running is killed by end, with the holder
+    r = rl.sh(sid, "sleep 600 >/dev/null 2>&1 & echo started")
+    assert r.out == "started\n"
+    assert len(rl.session(sid)["processes"]) == 1
+    rl.ok("end", sid)
+    assert not running(pid)
+    assert rl.sessions() == []
+    assert not (rl.state / "sessions" / sid).exists()
+    assert not (rl.state / "sessions" / f"{sid}.json").exists()
+    assert not (rl.run_root / "mnt" / sid).exists()
+    assert not (rl.run_root / "locks" / f"session.{sid}.lock").exists()
+
+
+def test_changes_stay_in_the_session_until_promoted(rl_bb: Rootless) -> None:
+    rl = rl_bb
+    sid = rl.begin("bb", "--maintenance")
+    r = rl.roost(
+        "run", sid, "-u", "root", "--", "/bin/sh", "-c", "echo one > /etc/motd; rm /etc/hostname; mkdir -p /opt/x"
+    )
+    assert r.code == 0, r.err
+    other = rl.begin()
+    assert rl.sh(other, "cat /etc/motd").code != 0  # not in a sibling session
+    assert json.loads(rl.ok("promote", sid, "-m", "motd")) == 2
+    history = json.loads(rl.ok("history", "bb"))
+    assert history["current"] == 2
+    assert [g["message"] for g in history["generations"]] == ["created from dir " + str(rl.base / "bbtree"), "motd"]
+    assert history["generations"][1]["stack"] == [2, 1]
+    # the new generation is the promoted upper, owned by the mapped ids, with a user.overlay whiteout
+    layer = rl.state / "images" / "bb" / "generations" / "2" / "layer"
+    assert os.stat(layer / "etc" / "motd").st_uid == rl.user.subuid
+    hostname = os.lstat(layer / "etc" / "hostname")
+    assert os.major(hostname.st_rdev) == 0 and os.minor(hostname.st_rdev) == 0  # a whiteout
+    r = rl.roost("auto", "bb", "--", "/bin/sh", "-c", "cat /etc/motd; test -e /etc/hostname || echo gone; ls /opt")
+    assert r.code == 0 and r.out == "one\ngone\nx\n", r.err
+    # compare-and-swap: the sibling was cloned from generation 1, which is no longer current
+    r = rl.roost("run", other, "-u", "root", "--", "/bin/sh", "-c", "echo two > /etc/motd")
+    assert r.code == 0
+    r = rl.roost("promote", other)
+    assert r.code == 3 and "not a fast-forward" in r.err
+    assert rl.session(other)["state"] == "mounted"  # refused, changed nothing
+    assert rl.sh(other, "cat /etc/motd").out == "two\n"
+    rl.ok("end", other)
+    assert rl.sessions() == []
+
+
+def test_killed_holder_then_recover_rebuilds_the_session_from_its_clone(rl_bb: Rootless) -> None:
+    rl = rl_bb
+    sid = rl.begin()
+    assert rl.roost("run", sid, "-u", "root", "--", "/bin/sh", "-c", "echo kept > /root/state").code == 0
+    rl.sh(sid, "sleep 600 >/dev/null 2>&1 &")
+    pid = holder_pid(rl, sid)
+    session_procs = rl.session(sid)["processes"]
+    assert len(session_procs) == 1
+    os.kill(pid, signal.SIGKILL)  # as a reboot, or the OOM killer, would
+    deadline = time.monotonic() + 10
+    while running(pid) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    # the kernel took everything in the session with its holder: processes and mounts
+    assert not any(running(p) for p in session_procs)
+    assert rl.session(sid)["state"] == "needs-recovery"
+    assert rl.host_mounts() == []
+    report = json.loads(rl.ok("recover"))
+    assert report == [f"remounted session {sid} (holder {holder_pid(rl, sid)})"]
+    assert rl.session(sid)["state"] == "mounted"
+    r = rl.roost("run", sid, "-u", "root", "--", "/bin/sh", "-c", "cat /root/state")
+    assert r.code == 0 and r.out == "kept\n", r.err
+    # run recovers by itself too
+    os.kill(holder_pid(rl, sid), signal.SIGKILL)
+    time.sleep(0.2)
+    r = rl.roost("run", sid, "-u", "root", "--", "/bin/cat", "/root/state")
+    assert r.code == 0 and r.out == "kept\n", r.err
+    rl.ok("end", sid)
+
+
+def test_end_after_the_holder_died_removes_the_clone(rl_bb: Rootless) -> None:
+    rl = rl_bb
+    sid = rl.begin()
+    assert (
+        rl.roost(
+            "run", sid, "-u", "root", "--", "/bin/sh", "-c", "mkdir -p /var/deep/er && echo x > /var/deep/er/f"
+        ).code
+        == 0
+    )
+    os.kill(holder_pid(rl, sid), signal.SIGKILL)
+    time.sleep(0.2)
+    rl.ok("end", sid)
+    assert not (rl.state / "sessions" / sid).exists()
+    assert rl.sessions() == []
+
+
+def test_automatic_session_passes_the_exit_code_and_leaves_nothing(rl_bb: Rootless) -> None:
+    rl = rl_bb
+    r = rl.roost("auto", "bb", "--", "/bin/sh", "-c", "echo $ROOST_IMAGE; exit 5")
+    assert r.code == 5 and r.out == "bb\n"
+    assert rl.sessions() == []
+    assert os.listdir(rl.state / "sessions") == []
+    assert os.listdir(rl.run_root / "mnt") == []
+
+
+def test_a_killed_begin_leaves_nothing_after_recover(rl_bb: Rootless) -> None:
+    import subprocess
+    import sys
+
+    from tests.rootless.conftest import DRIVER
+
+    rl = rl_bb
+    # stop the driver right after the holder said it is ready, before it is confirmed
+    proc = subprocess.Popen(
+        rl.command(sys.executable, str(DRIVER), "begin", "bb", "--name", "killed"),
+        env=rl.environ,
+        cwd=str(rl.base),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not (rl.state / "sessions" / "killed.json").exists():
+        time.sleep(0.001)
+    proc.kill()
+    proc.wait()
+    time.sleep(0.3)
+    # whatever the instant, recover finishes or undoes it, and a holder never outlives its creator unconfirmed
+    rl.ok("recover")
+    left = rl.sessions()
+    assert left == [] or [s["state"] for s in left] == ["mounted"]
+    if left:
+        rl.ok("end", "killed")
+    assert rl.sessions() == []
+    assert os.listdir(rl.state / "sessions") == []
+
+
+def test_errors_are_one_line_with_their_codes(rl_bb: Rootless) -> None:
+    rl = rl_bb
+    r = rl.roost("begin", "nope")
+    assert r.code == 4 and r.err == "roost: no image 'nope'\n"
+    r = rl.roost("begin", "bb", "--name", "bad/name")
+    assert r.code == 2 and len(r.err.splitlines()) == 1
+    sid = rl.begin("bb", "--name", "twice")
+    r = rl.roost("begin", "bb", "--name", "twice")
+    assert r.code == 3 and "already exists" in r.err
+    r = rl.roost("run", sid, "-u", "nobody-such", "--", "true")
+    assert r.code == 4
+    rl.ok("end", sid)
+    r = rl.roost("end", sid)
+    assert r.code == 4
