@@ -145,15 +145,16 @@ def recursive_binds(specs: list[dict[str, object]], host_root: str = "/") -> lis
     mounts below it (they could hide what they cover): such a bind takes them
     along, as the host shows them.
     """
-    from ..mounts import mounts_below
+    from ..mounts import mounts, mounts_below
 
+    table = mounts() if any(spec.get("type") == "bind" for spec in specs) else []  # read once, not per bind
     out = []
     for spec in specs:
         if spec.get("type") in ("bind", "rbind"):
             source = os.path.join(host_root, str(spec.get("source", "")).lstrip("/"))
             if spec.get("optional") and not _enterable(source):
                 continue  # optional, and not the user's to see (sbuild's /var/lib/sbuild/build): as if absent
-            if spec.get("type") == "bind" and any(m.target != source for m in mounts_below(source)):
+            if spec.get("type") == "bind" and any(m.target != source for m in mounts_below(source, table)):
                 spec = {**spec, "type": "rbind"}
         out.append(spec)
     return out

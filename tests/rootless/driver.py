@@ -78,8 +78,6 @@ def main(argv: list[str]) -> int:
 
 
 def _dispatch(ctx: object, command: str, args: list[str]) -> int:
-    import json
-
     from core.rootless import lifecycle
 
     run_flags = {"-u": True, "-d": True}
@@ -108,6 +106,8 @@ def _dispatch(ctx: object, command: str, args: list[str]) -> int:
         opts, pos, _ = _options(args, {"-m": True})
         print(lifecycle.promote(ctx, pos[0], _str(opts.get("-m")) or ""))
         return 0
+    import json  # not before: begin, run, end and auto print no JSON, and json costs milliseconds
+
     if command == "recover":
         print(json.dumps(lifecycle.recover(ctx, args[0] if args else None)))
         return 0
