@@ -310,37 +310,56 @@ def _join_failure(ref: HolderRef, e: OSError) -> Exception:
     return SystemFailure(f"cannot join the namespaces of holder {ref.pid}: {e.strerror}")
 
 
-def mapped_groups(launch: Launch, idmap: IdMap) -> list[int]:
-    """The launch's supplementary groups that exist in the namespace (others cannot be set there)."""
-    return [g for g in launch.groups if idmap.host_gid(g) is not None]
+def mapped_groups(groups: list[int]) -> list[int]:
+    """Those of *groups* that exist in this process's user namespace (read from its gid_map after joining)."""
+    extents = []
+    with open("/proc/self/gid_map", encoding="ascii") as f:
+        for line in f:
+            inside, _, count = (int(v) for v in line.split())
+            extents.append((inside, count))
+    return [g for g in groups if any(inside <= g < inside + count for inside, count in extents)]
 
 
-def _command(launch: Launch, idmap: IdMap) -> None:
+def _command(launch: Launch) -> None:
     """In the forked command, already in the session's namespaces: exec it. Never returns."""
     from ..process import exec_launch
 
-    launch.groups = mapped_groups(launch, idmap)
+    launch.groups = mapped_groups(launch.groups)
     os.setgroups(launch.groups)  # the host's other groups do not exist in the namespace
     exec_launch(launch)
 
 
-def exec_joined(ref: HolderRef, launch: Launch, idmap: IdMap) -> NoReturn:
+def exec_joined(ref: HolderRef, launch: Launch, release: Callable[[], None] | None = None) -> NoReturn:
     """``session run``: join, fork the command, wait (relaying signals) and exit as it did. Never returns.
 
-    Raises (before anything ran) :class:`Conflict` when the holder is gone.
+    *release* (the session lock's release, say) is called once the command
+    has exec'd (or failed to): a close-on-exec pipe tells. Raises, before
+    anything ran, :class:`Conflict` when the holder is gone.
     """
     join(ref)
+    started_r, started_w = os.pipe2(os.O_CLOEXEC)
     pid = os.fork()
     if pid == 0:
-        _start_command(launch, idmap)
+        os.close(started_r)
+        _start_command(launch)
+    os.close(started_w)
     from ..process import wait_relaying
 
+    if release is not None:
+        while True:
+            try:
+                os.read(started_r, 1)  # end of file: the command exec'd, or died trying
+                break
+            except InterruptedError:
+                continue
+        release()
+    os.close(started_r)
     _exit_as(wait_relaying(pid))
 
 
-def _start_command(launch: Launch, idmap: IdMap) -> None:
+def _start_command(launch: Launch) -> None:
     try:
-        _command(launch, idmap)
+        _command(launch)
     except BaseException as e:  # noqa: BLE001 - the child must never return into the caller
         try:
             os.write(2, f"roost: {e}\n".encode(errors="replace"))
@@ -364,7 +383,6 @@ def _exit_as(status: int) -> NoReturn:
 def spawn_command(
     ref: HolderRef,
     launch: Launch,
-    idmap: IdMap,
     *,
     stdin: int = 0,
     stdout: int = 1,
@@ -389,7 +407,7 @@ def spawn_command(
             for target, fd in ((0, stdin), (1, stdout), (2, stderr)):
                 if fd != target:
                     os.dup2(fd, target)
-            exec_joined(ref, launch, idmap)
+            exec_joined(ref, launch)
         except BaseException as e:  # noqa: BLE001 - the child must never return into the caller
             try:
                 os.write(2, f"roost: {e}\n".encode(errors="replace"))

@@ -737,7 +737,11 @@ def _highest(idmap: IdMap) -> int:
 def exec_in(ctx: Any, sid: str, argv: Sequence[str] | None, **options: Any) -> NoReturn:
     """``session run``: the command runs in the session, this process ends as it ended. Never returns."""
     ref, spec = launch(ctx, sid, argv, **options)
-    holder.exec_joined(ref, spec, ctx.idmap)
+    lock = ctx.lock(ctx.store.session_lock_name(sid), "run", exclusive=False)  # end waits until it has exec'd
+    if not holder.alive(ref):
+        lock.release()
+        raise Conflict(f"session {sid} ended or lost its holder meanwhile")
+    holder.exec_joined(ref, spec, lock.release)
 
 
 def run_in(
@@ -753,7 +757,7 @@ def run_in(
 ) -> int:
     """Run *argv* (or a login shell) in session *sid* in a child; its exit code as a shell reports it."""
     ref, spec = launch(ctx, sid, argv, **options)
-    pid = holder.spawn_command(ref, spec, ctx.idmap, stdin=stdin, stdout=stdout, stderr=stderr)
+    pid = holder.spawn_command(ref, spec, stdin=stdin, stdout=stdout, stderr=stderr)
     return _wait(pid, forward_signals)
 
 
@@ -776,7 +780,7 @@ def run_auto(ctx: Any, image: str, argv: Sequence[str], **options: Any) -> int:
         session = begin(ctx, image, auto=True)
         try:
             ref, spec = launch(ctx, session.id, argv, **options)
-            pid = holder.spawn_command(ref, spec, ctx.idmap)
+            pid = holder.spawn_command(ref, spec)
             return process.exit_code(process.wait_relaying(pid, unblock=True))
         finally:
             end(ctx, session.id)
@@ -810,6 +814,10 @@ def recover(ctx: Any, sid: str | None = None) -> list[str]:
                 session = read(ctx, one)
             except (NotFound, BadInput):
                 continue
+            except SystemFailure:
+                _broken_record(ctx, one, report)
+                slock.release(remove=True)
+                continue
             if _recover_locked(ctx, session, report):
                 slock.release(remove=True)
         finally:
@@ -817,6 +825,20 @@ def recover(ctx: Any, sid: str | None = None) -> list[str]:
     if report:
         ctx.journal("session recover", detail="; ".join(report)[:4000])
     return report
+
+
+def _broken_record(ctx: Any, sid: str, report: list[str]) -> None:
+    """A record that cannot be read: a begin killed while writing it, before any holder. Remove what it names."""
+    from . import content
+
+    store = ctx.store
+    content.discard(store.session_clone(sid), ctx.idmap)
+    try:
+        os.rmdir(store.mountpoint(sid))
+    except FileNotFoundError:
+        pass
+    records.remove(store.sessions_dir, sid)
+    report.append(f"session {sid}: removed an unreadable record and its leftovers")
 
 
 def _recover_locked(ctx: Any, session: Session, report: list[str]) -> bool:

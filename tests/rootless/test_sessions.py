@@ -11,6 +11,8 @@ import os
 import signal
 import time
 
+import pytest
+
 from tests.rootless.conftest import Rootless, running
 
 
@@ -167,35 +169,39 @@ def test_automatic_session_passes_the_exit_code_and_leaves_nothing(rl_bb: Rootle
     assert os.listdir(rl.run_root / "mnt") == []
 
 
-def test_a_killed_begin_leaves_nothing_after_recover(rl_bb: Rootless) -> None:
+@pytest.mark.parametrize("delay", [0.0, 0.003, 0.01, 0.03])
+def test_a_killed_begin_leaves_nothing_after_recover(rl_bb: Rootless, delay: float) -> None:
     import subprocess
     import sys
 
     from tests.rootless.conftest import DRIVER
 
     rl = rl_bb
-    # stop the driver right after the holder said it is ready, before it is confirmed
+    # kill the driver at some instant after its record appeared: while the holder is set up,
+    # before it is confirmed, or after
     proc = subprocess.Popen(
         rl.command(sys.executable, str(DRIVER), "begin", "bb", "--name", "killed"),
         env=rl.environ,
-        cwd=str(rl.base),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+        cwd="/",
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and not (rl.state / "sessions" / "killed.json").exists():
-        time.sleep(0.001)
+        time.sleep(0.0005)
+    time.sleep(delay)
     proc.kill()
     proc.wait()
-    time.sleep(0.3)
-    # whatever the instant, recover finishes or undoes it, and a holder never outlives its creator unconfirmed
+    # a holder that was never confirmed exits by itself; recover finishes or undoes the rest
     rl.ok("recover")
     left = rl.sessions()
     assert left == [] or [s["state"] for s in left] == ["mounted"]
     if left:
+        assert rl.sh("killed", "echo alive").out == "alive\n"
         rl.ok("end", "killed")
     assert rl.sessions() == []
     assert os.listdir(rl.state / "sessions") == []
+    assert os.listdir(rl.run_root / "mnt") == []
 
 
 def test_errors_are_one_line_with_their_codes(rl_bb: Rootless) -> None:
@@ -212,3 +218,49 @@ def test_errors_are_one_line_with_their_codes(rl_bb: Rootless) -> None:
     rl.ok("end", sid)
     r = rl.roost("end", sid)
     assert r.code == 4
+
+
+def test_enter_on_a_terminal_hands_ctrl_c_to_the_command_not_the_shell(rl_bb: Rootless) -> None:
+    import pty
+    import select
+    import sys
+
+    from tests.rootless.conftest import DRIVER
+
+    rl = rl_bb
+    sid = rl.begin()
+    pid, fd = pty.fork()
+    if pid == 0:  # the child becomes the user, as setpriv would, and runs the driver on the terminal
+        try:
+            os.setgroups([])
+            os.setgid(rl.user.gid)
+            os.setuid(rl.user.uid)
+            os.execve(sys.executable, [sys.executable, str(DRIVER), "enter", sid], {**rl.environ, "TERM": "dumb"})
+        finally:
+            os._exit(127)
+    out = b""
+
+    def read_until(needle: bytes, timeout: float = 20) -> None:
+        nonlocal out
+        deadline = time.monotonic() + timeout
+        while needle not in out and time.monotonic() < deadline:
+            if select.select([fd], [], [], 0.1)[0]:
+                try:
+                    out += os.read(fd, 4096)
+                except OSError:
+                    return
+
+    try:
+        os.write(fd, b"echo ready-$ROOST_IMAGE; sleep 600\n")
+        read_until(b"ready-bb")
+        time.sleep(0.3)
+        os.write(fd, b"\x03")  # ctrl+c: the terminal signals its foreground group, the sleep dies
+        os.write(fd, b"echo still-here; exit 4\n")
+        read_until(b"still-here\r\n")
+        _, status = os.waitpid(pid, 0)
+    finally:
+        os.close(fd)
+    assert b"still-here" in out, out
+    assert os.waitstatus_to_exitcode(status) == 4
+    assert rl.session(sid)["processes"] == []
+    rl.ok("end", sid)
