@@ -17,14 +17,15 @@ namespaces of its own, kept alive by a holder process:
 The holder then only reaps orphans, as an init does, until it is killed.
 
 ``run`` and ``enter`` join the holder: one ``pidfd_open`` and one ``setns``
-into its user, mount and pid namespaces; the command is forked there (a pid
-namespace is entered by children only), chroots into the session and execs.
-Every process of a session is therefore in its pid namespace, and ``end``
-kills them all with one SIGKILL to the holder: the kernel kills the rest of a
-pid namespace when its init dies. Then, joined to the dying session's
-namespaces, roost unmounts its tree and removes the clone as root of the user
-namespace (the files are owned by subordinate ids, which the user may only
-touch from inside).
+into its user and pid namespaces; the command is forked there (a pid
+namespace is entered by children only), enters the mount namespace, chroots
+into the session and execs. Every process of a session is therefore in its
+pid namespace, and ``end`` kills them all with one SIGKILL to the holder: the
+kernel kills the rest of a pid namespace when its init dies, and the mount
+namespace — every mount of the session — goes with its last member. Then,
+joined to the holder's user namespace, roost removes the clone as its root
+(the files are owned by subordinate ids, which the user may only touch from
+inside).
 
 After a reboot or a killed holder the mounts are gone with the namespaces,
 but the clone is intact: :func:`spawn` with ``create=False`` rebuilds the
@@ -287,8 +288,8 @@ def _reap_forever() -> None:
 # --- joining -----------------------------------------------------------------------------
 
 
-def join(ref: HolderRef, flags: int = _JOIN) -> None:
-    """Enter the holder's namespaces (this process must have a single thread).
+def join(ref: HolderRef, flags: int = _JOIN) -> int:
+    """Enter *flags* of the holder's namespaces (this process must have a single thread); returns its pidfd.
 
     Raises :class:`Conflict` when the holder is gone (the session needs recover).
     """
@@ -299,9 +300,9 @@ def join(ref: HolderRef, flags: int = _JOIN) -> None:
     try:
         userns.setns(fd, flags)
     except OSError as e:
-        raise _join_failure(ref, e) from None
-    finally:
         os.close(fd)
+        raise _join_failure(ref, e) from None
+    return fd
 
 
 def _join_failure(ref: HolderRef, e: OSError) -> Exception:
@@ -336,12 +337,20 @@ def exec_joined(ref: HolderRef, launch: Launch, release: Callable[[], None] | No
     has exec'd (or failed to): a close-on-exec pipe tells. Raises, before
     anything ran, :class:`Conflict` when the holder is gone.
     """
-    join(ref)
+    # This process joins the user and pid namespaces (the pid namespace holds its children only); the
+    # command alone enters the mount namespace, so a waiting roost never keeps the session's mounts alive.
+    holder_fd = join(ref, userns.CLONE_NEWUSER | userns.CLONE_NEWPID)
     started_r, started_w = os.pipe2(os.O_CLOEXEC)
     pid = os.fork()
     if pid == 0:
         os.close(started_r)
+        try:
+            userns.setns(holder_fd, userns.CLONE_NEWNS)
+        except OSError as e:
+            os.write(2, f"roost: {_join_failure(ref, e)}\n".encode(errors="replace"))
+            os._exit(launch.failure_code or 127)
         _start_command(launch)
+    os.close(holder_fd)
     os.close(started_w)
     from ..process import wait_relaying
 
@@ -456,15 +465,19 @@ def _kill_and_wait(ref: HolderRef, timeout: float = 30.0) -> bool:
         os.close(fd)
 
 
-def stop(ref: HolderRef, mountpoint: str, after: Callable[[], Any] | None = None) -> Any:
-    """End a live holder: kill everything in the session, unmount its tree, then call *after*.
+def stop(ref: HolderRef, after: Callable[[], Any] | None = None) -> Any:
+    """End a live holder: kill everything in the session, then call *after* as root of its user namespace.
 
-    All of it runs in a child joined to the holder's user and mount
-    namespaces, as their root: *after* (e.g. removing the clone, or renaming
-    the upper directory for a promote) may touch files owned by subordinate
-    ids. Returns what *after* returns. Raises :class:`Conflict` when the
-    holder is already gone (call :func:`core.rootless.userns.run_mapped`
-    instead: the mounts went with it).
+    A child joins the holder's user namespace (only: joining its mount
+    namespace too would keep the mounts alive until the child exits, and
+    cost a second teardown), kills the holder through its pidfd and waits
+    until it is gone. The kernel kills the rest of the pid namespace first,
+    and the mount namespace — the session's mounts with it — goes with its
+    last member, before the holder counts as exited. *after* (removing the
+    clone, or staging its upper directory for a promote) then touches files
+    owned by subordinate ids with nothing mounted on them anywhere. Returns
+    what *after* returns. Raises :class:`Conflict` when the holder is already
+    gone (call :func:`core.rootless.userns.run_mapped` instead).
     """
     try:
         fd = userns.open_process(ref.pid, ref.start)
@@ -474,22 +487,14 @@ def stop(ref: HolderRef, mountpoint: str, after: Callable[[], Any] | None = None
     def inside() -> Any:
         import _signal
 
-        from .. import syscalls
-
         try:
-            userns.setns(fd, userns.CLONE_NEWUSER | userns.CLONE_NEWNS)
+            userns.setns(fd, userns.CLONE_NEWUSER)
         except OSError as e:
             raise _join_failure(ref, e) from None
         userns.become_root()
         _signal.pidfd_send_signal(fd, _SIGKILL)
         if not userns.wait_exit(fd, 30.0):
             raise SystemFailure(f"the holder {ref.pid} survives SIGKILL")
-        os.chdir("/")
-        try:  # one lazy detach takes the whole tree: the namespace is private and dying
-            syscalls.umount(mountpoint, syscalls.MNT_DETACH)
-        except OSError as e:
-            if e.errno != 22:  # EINVAL: not mounted (the overlay never came up)
-                raise SystemFailure(f"cannot unmount {mountpoint}: {e.strerror}") from None
         return after() if after is not None else None
 
     try:

@@ -11,7 +11,7 @@ step                   system mode                                  rootless mod
 clone                  mkdir upper, work                            the holder makes them, as the namespace's root
 mount and set up       overlay + /proc, /sys, /dev on the host      :func:`holder.spawn`: in the holder's namespaces
 run, enter             chroot, setuid, exec                         :func:`holder.exec_joined`: setns, fork, chroot
-kill, unmount          /proc/*/root scan, umount deepest first      SIGKILL to the holder, one detach
+kill, unmount          /proc/*/root scan, umount deepest first      SIGKILL to the holder: the namespaces go
 remove clone, stage    remove_tree, rename                          the same calls, inside the namespace
 is it up?              the mount table                              is the recorded holder alive?
 =====================  ===========================================  ============================================
@@ -422,12 +422,12 @@ def _bring_up(ctx: Any, session: Session, *, create: bool) -> None:
 
 
 def _tear_down(ctx: Any, session: Session, after: Callable[[], Any] | None = None) -> Any:
-    """Kill everything in the session and take its mounts down, then remove its clone (or call *after*).
+    """Kill everything in the session (its mounts go with it), then remove its clone (or call *after*).
 
-    With a live holder, in a child joined to its namespaces; with none (it
-    died, or never started) the mounts went with its namespaces, and the
-    clone is removed in a fresh one. Removes the mount point. Returns what
-    *after* returns.
+    With a live holder, in a child joined to its user namespace that kills
+    it; with none (it died, or never started) the mounts went with its
+    namespaces already, and the clone is removed in a fresh one. Removes the
+    mount point. Returns what *after* returns.
     """
     from ..fsutil import remove_tree
 
@@ -441,10 +441,10 @@ def _tear_down(ctx: Any, session: Session, after: Callable[[], Any] | None = Non
         if not holder.alive(ref):
             raise Conflict("no holder")
         assert ref is not None
-        result = holder.stop(ref, session.mountpoint, work)
+        result = holder.stop(ref, work)
     except Conflict:  # no holder, or it died meanwhile
         if after is not None or os.path.lexists(session.clone):
-            result = userns.run_mapped(ctx.idmap, work, flags=userns.CLONE_NEWNS)
+            result = userns.run_mapped(ctx.idmap, work)
     try:
         os.rmdir(session.mountpoint)
     except FileNotFoundError:
@@ -644,10 +644,15 @@ def _remove_clone(ctx: Any, session: Session) -> None:
 
 
 def _materialize(lowers: list[str], dest: str, scratch: str) -> None:
-    """Inside a mount namespace: copy the merged view of *lowers* (topmost first) to *dest*."""
+    """Inside the user namespace: copy the merged view of *lowers* (topmost first) to *dest*.
+
+    The view is mounted in a mount namespace of this process's own.
+    """
     from .. import commands, syscalls
     from .setup import OVERLAY_OPTIONS
 
+    userns.unshare(userns.CLONE_NEWNS)
+    syscalls.mount(None, "/", None, syscalls.MS_REC | syscalls.MS_SLAVE)
     os.mkdir(scratch, 0o700)
     try:
         data = "lowerdir=" + ":".join(lowers) + "," + OVERLAY_OPTIONS
