@@ -197,9 +197,8 @@ def _bind_node(dev_fd: int, name: str, source: str) -> None:
 def _dev(root: Root, session: Session) -> None:
     if session.dev == "host":
         fd = _target(root, "dev")
-        try:
+        try:  # a slave already: the holder made its whole mount namespace one
             syscalls.mount("/dev", fd_path(fd), None, syscalls.MS_BIND | syscalls.MS_REC)
-            syscalls.mount(None, fd_path(fd), None, syscalls.MS_SLAVE | syscalls.MS_REC)
         finally:
             os.close(fd)
     else:
