@@ -251,7 +251,7 @@ def export_tree(lowers: list[str], scratch: str, out_fd: int, compressor: list[s
         if tar.returncode != 0:
             raise SystemFailure(commands.failure_line(create, tar.returncode, tar_err, "tar"))
 
-    userns.run_mapped(idmap, inside, flags=userns.CLONE_NEWNS)
+    userns.run_mapped(idmap, inside, flags=userns.CLONE_NEWNS, keep=(out_fd,))
 
 
 # --- trees ----------------------------------------------------------------------------

@@ -198,21 +198,11 @@ def _say(fd: int, message: str) -> None:
     userns._write_all(fd, message.replace("\n", " ").encode(errors="replace") + b"\n")
 
 
-def _close_except(keep: tuple[int, ...]) -> None:
-    """Close every descriptor above 2 but *keep*: a lock the caller holds must not live on in the holder."""
-    low = 3
-    for fd in sorted(keep):
-        if fd > low:
-            os.closerange(low, fd)
-        low = fd + 1
-    os.closerange(low, 1 << 20)
-
-
 def _child(parent: int, session: Session, create: bool, host_root: str, keep: tuple[int, int, int]) -> None:
     """The forked child: unshare, wait for the maps, fork the holder, report its pid. Never returns."""
     msg_w, map_r, go_r = keep
     try:
-        _close_except(keep)
+        userns.close_except(keep)  # a lock the caller holds must not live on in the holder
         userns.die_with_parent()
         if os.getppid() != parent:
             os._exit(1)
@@ -498,6 +488,6 @@ def stop(ref: HolderRef, after: Callable[[], Any] | None = None) -> Any:
         return after() if after is not None else None
 
     try:
-        return userns.run_forked(inside)
+        return userns.run_forked(inside, keep=(fd,))
     finally:
         os.close(fd)

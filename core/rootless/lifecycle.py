@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import os
 
-from .. import fastjson, generations, locks, process, procs, records
+from .. import fastjson, faults, generations, locks, process, procs, records
 from ..actor import Actor, now_iso
 from ..errors import BadInput, Conflict, NotFound, RoostError, SystemFailure
 from ..fsutil import atomic_write, fsync_dir, sync_filesystem
@@ -240,9 +240,18 @@ def remove_image(ctx: Any, name: str) -> None:
         users = [s.id for s in found if s.image == name]
         if users:
             raise Conflict(f"image {name} has sessions: {', '.join(users[:5])}")
-        trash = os.path.join(store.trash_dir, new_tx())
-        os.rename(store.image_dir(name), trash)
-    content.discard(trash, ctx.idmap)
+        tx = new_tx()
+        tx_lock = ctx.lock(store.tx_lock_name(tx), f"remove {name}")  # recover leaves the trash entry alone
+        trash = os.path.join(store.trash_dir, tx)
+        try:
+            os.rename(store.image_dir(name), trash)
+        except BaseException:
+            tx_lock.release(remove=True)
+            raise
+    try:
+        content.discard(trash, ctx.idmap)
+    finally:
+        tx_lock.release(remove=True)
     ctx.journal("image remove", image=name)
 
 
@@ -388,6 +397,7 @@ def begin(ctx: Any, image: str, *, name: str | None = None, maintenance: bool = 
             if maintenance:
                 lease = locks.Lease(session=sid, user=a.user, operation="maintenance", since=session.created, pid=a.pid)
                 locks.write_lease(store.writer_lease(image), lease)
+        faults.crashpoint("begin", "recorded")
         try:
             _bring_up(ctx, session, create=True)
         except BaseException as e:
@@ -409,12 +419,15 @@ def _bring_up(ctx: Any, session: Session, *, create: bool) -> None:
     """Start the session's holder (making the clone when *create*) and record it as active."""
     if create:
         os.mkdir(session.clone, 0o700)
+        faults.crashpoint("begin", "cloned")
     os.makedirs(session.mountpoint, mode=0o755, exist_ok=True)
     pending = holder.spawn(session, ctx.idmap, create=create)
     try:
+        faults.crashpoint("begin", "mounted")  # set up, not recorded: the holder exits unconfirmed
         session.backend_data = {**session.backend_data, "holder": pending.ref.to_json()}
         session.state = "active"
         records.write(ctx.store.sessions_dir, session)
+        faults.crashpoint("begin", "profiled")  # recorded, not confirmed: recover starts a new holder
     except BaseException:
         pending.abandon()
         raise
@@ -489,7 +502,9 @@ def _end_locked(ctx: Any, session: Session) -> None:
     if session.state != "ending":
         session.state = "ending"
         records.write(ctx.store.sessions_dir, session)
+    faults.crashpoint("end", "marked")
     _tear_down(ctx, session)
+    faults.crashpoint("end", "removed")
     _finish(ctx, session)
 
 
@@ -517,7 +532,6 @@ def processes(session: Session) -> list[int]:
 
 def promote(ctx: Any, sid: str, message: str = "") -> int:
     """The session's changes become the image's next generation (compare-and-swap), then the session ends."""
-    from ..generations import GenerationMeta
 
     if len(message) > 4096 or "\x00" in message:
         raise BadInput("the message is too long or holds a NUL")
@@ -552,6 +566,7 @@ def promote(ctx: Any, sid: str, message: str = "") -> int:
                 )
                 locks.write_lease(store.writer_lease(image), lease)
                 temporary = True
+                faults.crashpoint("promote", "leased")  # a temporary lease, the session not yet marked
             base_stack = list(generations.read_meta(store, image, cur).stack)
             tx = new_tx()
             session.state = "promoting"
@@ -564,43 +579,64 @@ def promote(ctx: Any, sid: str, message: str = "") -> int:
                 "author": ctx.actor.user,
             }
             records.write(store.sessions_dir, session)
+        faults.crashpoint("promote", "marked")
         staging = os.path.join(store.image_staging(image), tx)
+        tx_lock = ctx.lock(store.tx_lock_name(tx), f"promote {sid}")  # recover leaves its staging alone
         try:
             os.makedirs(store.image_staging(image), mode=0o700, exist_ok=True)
             os.mkdir(staging, 0o700)
             size = int(_tear_down(ctx, session, _stager(session, staging, store.mnt_dir, tx)))
+            faults.crashpoint("promote", "staged")
         except BaseException:
             _undo_stage(ctx, session, staging)
+            tx_lock.release(remove=True)
             raise
-        with ctx.lock(store.image_lock_name(image), f"promote {sid}"):
-            cur = generations.current(store, image)
-            if cur != int(session.promote["base"]):
-                _undo_stage(ctx, session, staging)
-                raise Conflict(f"{image} moved to generation {cur} during the promote of {sid}: nothing promoted")
-            number = generations.highest(store, image) + 1
-            flattened = bool(session.promote["flatten"])
-            meta = GenerationMeta(
-                generation=number,
-                parent=cur,
-                created=now_iso(),
-                author=ctx.actor.user,
-                message=message,
-                session=sid,
-                size=size,
-                backend=BACKEND,
-                stack=(number,) if flattened else (number, *base_stack),
-                tx=tx,
-                flattened=flattened,
-            )
-            generations.write_meta(store, image, meta)
-            os.rename(staging, store.generation_dir(image, number))
-            generations.switch(store, image, number)
+        try:
+            number = _commit(ctx, session, staging, size, base_stack)
+        finally:
+            tx_lock.release(remove=True)
         _remove_clone(ctx, session)
         _finish(ctx, session)
         slock.release(remove=True)
     finally:
         slock.release()
     ctx.journal("session promote", image=image, session=sid, generation=number, base=session.generation)
+    return number
+
+
+def _commit(ctx: Any, session: Session, staging: str, size: int, base_stack: list[int]) -> int:
+    """Under the image lock: compare and swap, then the staged layer becomes the next generation."""
+    from ..generations import GenerationMeta
+
+    store = ctx.store
+    image = session.image
+    info = session.promote or {}
+    with ctx.lock(store.image_lock_name(image), f"promote {session.id}"):
+        cur = generations.current(store, image)
+        if cur != int(info["base"]):
+            _undo_stage(ctx, session, staging)
+            raise Conflict(f"{image} moved to generation {cur} during the promote of {session.id}: nothing promoted")
+        number = generations.highest(store, image) + 1
+        flattened = bool(info["flatten"])
+        meta = GenerationMeta(
+            generation=number,
+            parent=cur,
+            created=now_iso(),
+            author=str(info.get("author") or ctx.actor.user),
+            message=str(info.get("message") or ""),
+            session=session.id,
+            size=size,
+            backend=BACKEND,
+            stack=(number,) if flattened else (number, *base_stack),
+            tx=str(info["tx"]),
+            flattened=flattened,
+        )
+        generations.write_meta(store, image, meta)
+        faults.crashpoint("promote", "committed")
+        os.rename(staging, store.generation_dir(image, number))
+        faults.crashpoint("promote", "renamed")
+        generations.switch(store, image, number)
+        faults.crashpoint("promote", "switched")
     return number
 
 
@@ -827,9 +863,50 @@ def recover(ctx: Any, sid: str | None = None) -> list[str]:
                 slock.release(remove=True)
         finally:
             slock.release()
+    if sid is None:
+        _sweep(ctx, report)
     if report:
         ctx.journal("session recover", detail="; ".join(report)[:4000])
     return report
+
+
+def _tx_free(ctx: Any, tx: str) -> bool:
+    try:
+        ctx.lock(ctx.store.tx_lock_name(tx), "recover", wait=False).release(remove=True)
+    except Conflict:
+        return False
+    return True
+
+
+def _sweep(ctx: Any, report: list[str]) -> None:
+    """Leftovers of killed operations: stale writer leases, staging and trash entries nobody works on."""
+    from . import content
+
+    store = ctx.store
+    found, _ = records.read_all(store.sessions_dir)
+    promoting = {str((s.promote or {}).get("tx")) for s in found if s.state == "promoting"}
+    for image in store.image_names():
+        with ctx.lock(store.image_lock_name(image), "recover"):
+            lease = locks.read_lease(store.writer_lease(image))
+            if lease is not None and lease.session != "?" and _live_writer(ctx, image) is None:
+                locks.clear_lease(store.writer_lease(image))
+                report.append(f"cleared the stale writer lease of {image} ({lease.describe()})")
+        for entry in _listdir(store.image_staging(image)):
+            if entry not in promoting and _tx_free(ctx, entry):
+                content.discard(os.path.join(store.image_staging(image), entry), ctx.idmap)
+                report.append(f"removed the leftover staging directory {entry} of {image}")
+    for where in (store.staging_dir, store.trash_dir):
+        for entry in _listdir(where):
+            if _tx_free(ctx, entry):
+                content.discard(os.path.join(where, entry), ctx.idmap)
+                report.append(f"removed the leftover {os.path.join(where, entry)}")
+
+
+def _listdir(path: str) -> list[str]:
+    try:
+        return sorted(os.listdir(path))
+    except FileNotFoundError:
+        return []
 
 
 def _broken_record(ctx: Any, sid: str, report: list[str]) -> None:
@@ -874,6 +951,8 @@ def _recover_promote(ctx: Any, session: Session, report: list[str]) -> bool:
     base = int(info.get("base") or 0)
     image = session.image
     staging = os.path.join(store.image_staging(image), tx)
+    if not _tx_free(ctx, tx):  # the promote still runs (it holds its transaction's lock)
+        return False
     committed = None
     for n in generations.complete(store, image) + sorted(generations.scan(store, image)[2]):
         try:
@@ -885,6 +964,7 @@ def _recover_promote(ctx: Any, session: Session, report: list[str]) -> bool:
         if holder.alive(holder.of(session)):
             _tear_down(ctx, session, lambda: None)  # only down: the upper stays where it is
         _undo_stage(ctx, session, staging)
+        _bring_up(ctx, session, create=False)
         report.append(f"undid the interrupted promote of session {session.id}; it keeps its changes")
         return False
     with ctx.lock(store.image_lock_name(image), f"recover promote {session.id}"):

@@ -252,6 +252,7 @@ def run_mapped(
     *,
     flags: int = 0,
     progress: Callable[[float | None, str], None] | None = None,
+    keep: tuple[int, ...] = (),
 ) -> Any:
     """Call *fn* as root of a fresh user namespace (plus *flags*) in a child; return what it returns.
 
@@ -259,11 +260,17 @@ def run_mapped(
     A :class:`RoostError` raised by *fn* is raised again here with its
     message and class; anything else becomes a :class:`SystemFailure`. While
     *fn* runs, :func:`report` in the child reaches *progress* here.
+
+    The child closes every inherited descriptor above 2 but *keep*: a lock
+    this process holds must not stay held by a child that is still dying
+    after this process was killed (recover would find it busy).
     """
-    return _call(lambda: fork_mapped(idmap, flags=flags), fn, progress)
+    return _call(lambda: fork_mapped(idmap, flags=flags), fn, progress, keep)
 
 
-def run_forked(fn: Callable[[], Any], progress: Callable[[float | None, str], None] | None = None) -> Any:
+def run_forked(
+    fn: Callable[[], Any], progress: Callable[[float | None, str], None] | None = None, keep: tuple[int, ...] = ()
+) -> Any:
     """Call *fn* in a forked child that dies with this process (it may enter namespaces); as :func:`run_mapped`."""
     parent = os.getpid()
 
@@ -275,10 +282,25 @@ def run_forked(fn: Callable[[], Any], progress: Callable[[float | None, str], No
                 os._exit(1)
         return pid
 
-    return _call(fork, fn, progress)
+    return _call(fork, fn, progress, keep)
 
 
-def _call(fork: Callable[[], int], fn: Callable[[], Any], progress: Callable[[float | None, str], None] | None) -> Any:
+def close_except(keep: tuple[int, ...]) -> None:
+    """Close every descriptor above 2 but *keep*."""
+    low = 3
+    for fd in sorted(set(keep)):
+        if fd > low:
+            os.closerange(low, fd)
+        low = max(low, fd + 1)
+    os.closerange(low, 1 << 20)
+
+
+def _call(
+    fork: Callable[[], int],
+    fn: Callable[[], Any],
+    progress: Callable[[float | None, str], None] | None,
+    keep: tuple[int, ...] = (),
+) -> Any:
     import marshal
 
     result_r, result_w = os.pipe2(os.O_CLOEXEC)
@@ -289,7 +311,7 @@ def _call(fork: Callable[[], int], fn: Callable[[], Any], progress: Callable[[fl
         os.close(result_w)
         raise
     if pid == 0:
-        os.close(result_r)
+        close_except((result_w, *keep))
         global _report_fd
         _report_fd = result_w
         try:

@@ -104,11 +104,17 @@ class Rootless:
         return self.user.command(*argv)
 
     def roost(
-        self, *args: str, input: str | None = None, timeout: float = 300, check: bool = False, cwd: str = "/"
+        self,
+        *args: str,
+        input: str | None = None,
+        timeout: float = 300,
+        check: bool = False,
+        cwd: str = "/",
+        env: dict[str, str] | None = None,
     ) -> Result:
         proc = subprocess.run(
             self.command(sys.executable, str(DRIVER), *args),
-            env=self.environ,
+            env=self.environ | (env or {}),
             input=input,
             capture_output=True,
             text=True,

@@ -264,3 +264,108 @@ def test_enter_on_a_terminal_hands_ctrl_c_to_the_command_not_the_shell(rl_bb: Ro
     assert os.waitstatus_to_exitcode(status) == 4
     assert rl.session(sid)["processes"] == []
     rl.ok("end", sid)
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.02, 0.06, 0.12, 0.2, 0.3])
+def test_a_killed_promote_is_finished_or_undone_by_recover(rl_bb: Rootless, delay: float) -> None:
+    import subprocess
+    import sys
+
+    from tests.rootless.conftest import DRIVER
+
+    rl = rl_bb
+    sid = rl.begin("bb", "--maintenance")
+    assert rl.roost("run", sid, "-u", "root", "--", "/bin/sh", "-c", "echo promoted > /etc/change").code == 0
+    record = rl.state / "sessions" / f"{sid}.json"
+    proc = subprocess.Popen(
+        rl.command(sys.executable, str(DRIVER), "promote", sid),
+        env=rl.environ,
+        cwd="/",
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            if b'"promoting"' in record.read_bytes():
+                break
+        except FileNotFoundError:
+            break
+        time.sleep(0.0005)
+    time.sleep(delay)
+    proc.kill()
+    proc.wait()
+    rl.ok("recover")
+    history = json.loads(rl.ok("history", "bb"))
+    left = rl.sessions()
+    if history["current"] == 2:  # rolled forward: the session is gone, its change is the image's
+        assert left == []
+    else:  # undone: the image is as it was, the session keeps its change and works
+        assert history["current"] == 1 and [g["generation"] for g in history["generations"]] == [1]
+        assert [s["state"] for s in left] == ["mounted"]
+        assert rl.sh(sid, "cat /etc/change").out == "promoted\n"
+        rl.ok("promote", sid)
+    r = rl.roost("auto", "bb", "--", "/bin/cat", "/etc/change")
+    assert r.out == "promoted\n", r.err
+    assert rl.sessions() == []
+    assert os.listdir(rl.state / "images" / "bb" / "staging") == []
+
+
+CRASH_POINTS = [
+    "begin:recorded",
+    "begin:cloned",
+    "begin:mounted",
+    "begin:profiled",
+    "end:marked",
+    "end:removed",
+    "promote:leased",
+    "promote:marked",
+    "promote:staged",
+    "promote:committed",
+    "promote:renamed",
+    "promote:switched",
+]
+
+
+@pytest.mark.parametrize("point", CRASH_POINTS)
+def test_crash_points_are_recovered(rl_bb: Rootless, point: str) -> None:
+    """roost killed at each step (SIGKILL at a crash point): recover finishes or undoes it, nothing leaks."""
+    rl = rl_bb
+    operation = point.split(":")[0]
+    crash = {"ROOST_CRASH_AT": point}
+    sid = "victim"
+    if operation == "begin":
+        r = rl.roost("begin", "bb", "--name", sid, env=crash)
+        assert r.code == -9, r.err
+    else:
+        rl.begin("bb", "--name", sid)
+        script = "echo changed > /etc/change"
+        assert rl.roost("run", sid, "-u", "root", "--", "/bin/sh", "-c", script).code == 0
+        r = rl.roost(operation, sid, env=crash)
+        assert r.code == -9, r.err
+    rl.ok("recover")
+    left = rl.sessions()
+    history = json.loads(rl.ok("history", "bb"))
+    if operation == "promote":
+        if history["current"] == 2:
+            assert left == []  # rolled forward
+        else:
+            assert [s["state"] for s in left] == ["mounted"]  # undone, changes kept
+            assert rl.sh(sid, "cat /etc/change").out == "changed\n"
+            rl.ok("promote", sid)
+        assert rl.roost("auto", "bb", "--", "/bin/cat", "/etc/change").out == "changed\n"
+    elif operation == "begin":
+        assert left == [] or [s["state"] for s in left] == ["mounted"]
+        if left:
+            assert rl.sh(sid, "echo up").out == "up\n"
+    else:
+        assert left == []
+    for s in rl.sessions():
+        rl.ok("end", s["id"])
+    rl.ok("recover")
+    assert os.listdir(rl.state / "sessions") == []
+    assert os.listdir(rl.run_root / "mnt") == []
+    staging = rl.state / "images" / "bb" / "staging"
+    assert not staging.exists() or os.listdir(staging) == []
+    assert not (rl.state / "images" / "bb" / "writer.json").exists()
+    assert [p for p in os.listdir(rl.run_root / "locks") if not p.startswith("image.")] == []
