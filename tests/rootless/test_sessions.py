@@ -369,3 +369,31 @@ def test_crash_points_are_recovered(rl_bb: Rootless, point: str) -> None:
     assert not staging.exists() or os.listdir(staging) == []
     assert not (rl.state / "images" / "bb" / "writer.json").exists()
     assert [p for p in os.listdir(rl.run_root / "locks") if not p.startswith("image.")] == []
+
+
+def test_parallel_automatic_sessions_all_succeed_and_leave_nothing(rl_bb: Rootless) -> None:
+    import subprocess
+    import sys
+
+    from tests.rootless.conftest import DRIVER
+
+    rl = rl_bb
+    procs = [
+        subprocess.Popen(
+            rl.command(sys.executable, str(DRIVER), "auto", "bb", "--", "/bin/sh", "-c", f"echo {i}; exit {i}"),
+            env=rl.environ,
+            cwd="/",
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for i in range(8)
+    ]
+    results = [(p.wait(timeout=300), p.stdout.read() if p.stdout else b"", p.stderr) for p in procs]
+    for p in procs:
+        for stream in (p.stdout, p.stderr):
+            if stream is not None:
+                stream.close()
+    assert [(code, out) for code, out, _ in results] == [(i, f"{i}\n".encode()) for i in range(8)]
+    assert rl.sessions() == []
+    assert os.listdir(rl.state / "sessions") == []
+    assert os.listdir(rl.run_root / "mnt") == []
