@@ -79,6 +79,8 @@ def foreign_file(tree: str, idmap: IdMap) -> tuple[str, int, int] | None:
             try:
                 entries = os.scandir(where)
             except PermissionError:
+                if st.st_uid != idmap.uid:
+                    continue  # a subordinate id's closed directory (/root, say): only those ids made it
                 raise BadInput(f"--from-dir: cannot read {where} (permission denied)") from None
             with entries:
                 stack.extend(e.path for e in entries)
