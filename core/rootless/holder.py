@@ -37,17 +37,17 @@ from __future__ import annotations
 import os
 
 from ..errors import Conflict, SystemFailure
-from ..records import Session
 from ..struct import Struct
 from . import userns
-from .ids import IdMap
 
 TYPE_CHECKING = False
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # session run imports this module: records (and with it the mount table's code) only for types
     from collections.abc import Callable
     from typing import Any, NoReturn
 
     from ..process import Launch
+    from ..records import Session
+    from .ids import IdMap
 
 HOLDER_NAME = "roost-holder"
 _JOIN = userns.CLONE_NEWUSER | userns.CLONE_NEWNS | userns.CLONE_NEWPID

@@ -21,12 +21,13 @@ import ctypes
 import os
 
 from ..errors import RoostError, SystemFailure
-from .ids import IdMap
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import Any
+
+    from .ids import IdMap
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWUSER = 0x10000000

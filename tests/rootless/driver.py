@@ -63,18 +63,42 @@ def _str(value: str | bool | None) -> str | None:
 
 def main(argv: list[str]) -> int:
     from core.errors import RoostError
-    from core.rootless import lifecycle
 
     if not argv:
         print(__doc__, file=sys.stderr)
         return 2
     command, args = argv[0], argv[1:]
+    if command in ("run", "enter"):
+        _fast(command, args)  # returns only when the full path must decide
+    from core.rootless import lifecycle
+
     try:
         ctx = lifecycle.Context()
         return _dispatch(ctx, command, args)
     except RoostError as e:
         print(f"roost: {e}", file=sys.stderr)
         return e.exit_code
+
+
+def _fast(command: str, args: list[str]) -> None:
+    """``run`` and ``enter`` through core.rootless.fast, as roost's own fast path will call it."""
+    from core.errors import RoostError
+    from core.rootless import config, fast
+
+    try:
+        opts, pos, cmd = _options(args, {"-u": True, "-d": True})
+        settings = config.load()
+    except (RoostError, SystemExit, IndexError):
+        return
+    if not pos or (command == "run" and not cmd):
+        return
+    fast.run(
+        settings,
+        pos[0],
+        cmd if command == "run" else None,
+        user=_str(opts.get("-u")),
+        directory=_str(opts.get("-d")),
+    )
 
 
 def _dispatch(ctx: object, command: str, args: list[str]) -> int:
