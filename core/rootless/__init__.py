@@ -9,6 +9,7 @@
 - :mod:`.content`: import, export, measure and remove trees inside;
 - :mod:`.lifecycle`: the operations (create, begin, run, promote, end,
   recover …) on the same on-disk layout, records and locks as system mode;
+- :mod:`.fast`: ``session run`` without the engine;
 - :mod:`.config`: which mode, and the user's XDG paths;
 - :mod:`.doctor`: what is missing for rootless use, and how to fix it.
 
