@@ -264,6 +264,9 @@ def _holder(session: Session, create: bool, host_root: str, msg_w: int, go_r: in
 def _reap_forever() -> None:
     import _signal  # type: ignore[import-not-found]
 
+    # pid 1 of a pid namespace gets only the signals it handles from inside it: Python's SIGINT
+    # handler would let `kill -INT 1` in the session end the session. No handler, no such signal.
+    _signal.signal(_signal.SIGINT, _signal.SIG_DFL)
     chld = _signal.SIGCHLD
     _signal.pthread_sigmask(_signal.SIG_BLOCK, {chld})
     while True:

@@ -66,6 +66,12 @@ def test_life_cycle_begin_run_enter_end_leaves_nothing(rl_bb: Rootless) -> None:
     mine = rl.state / "sessions" / sid / "upper" / "work" / "mine"
     assert (os.stat(mine).st_uid, os.stat(mine).st_gid) == (rl.user.uid, rl.user.gid)
 
+    # the holder, pid 1 of the session, takes no signal from inside it
+    script = "kill -INT 1; kill -TERM 1; kill -HUP 1; (sleep 0.1 &); sleep 0.5; echo sent"  # an orphan wakes it
+    r = rl.roost("run", sid, "-u", "root", "--", "/bin/sh", "-c", script)
+    assert r.out == "sent\n", r.err
+    assert running(pid) and rl.session(sid)["state"] == "mounted"
+
     # enter, non-interactively: a login shell that reads its commands from stdin
     r = rl.roost("enter", sid, input="echo in-$ROOST_IMAGE; pwd; exit 3\n")
     assert r.code == 3 and r.out.splitlines() == ["in-bb", str(rl.user.home)], r.err
