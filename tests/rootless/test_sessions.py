@@ -403,3 +403,21 @@ def test_parallel_automatic_sessions_all_succeed_and_leave_nothing(rl_bb: Rootle
     assert rl.sessions() == []
     assert os.listdir(rl.state / "sessions") == []
     assert os.listdir(rl.run_root / "mnt") == []
+
+
+def test_a_deep_stack_is_flattened_inside_the_namespace(rl_bb: Rootless) -> None:
+    rl = rl_bb
+    image_yaml = rl.state / "images" / "bb" / "image.yaml"
+    rl.as_user("sh", "-c", f"echo 'overlay-max-depth: 2' >> {image_yaml}")
+    for n, script in ((2, "echo one > /etc/one; rm /etc/hostname"), (3, "echo two > /etc/two; rm /etc/one")):
+        sid = rl.begin("bb", "--maintenance")
+        assert rl.roost("run", sid, "-u", "root", "--", "/bin/sh", "-c", script).code == 0
+        assert json.loads(rl.ok("promote", sid)) == n
+    history = json.loads(rl.ok("history", "bb"))
+    assert [g["stack"] for g in history["generations"]] == [[1], [2, 1], [3]]  # the third is complete
+    layer = rl.state / "images" / "bb" / "generations" / "3" / "layer"
+    assert os.stat(layer / "etc" / "two").st_uid == rl.user.subuid
+    assert not os.path.lexists(layer / "etc" / "one") and not os.path.lexists(layer / "etc" / "hostname")
+    assert os.stat(layer / "bin" / "busybox").st_uid == rl.user.subuid  # merged in, owners kept
+    r = rl.roost("auto", "bb", "--", "/bin/sh", "-c", "cat /etc/two; ls /etc/one /etc/hostname 2>&1 | wc -l")
+    assert r.out == "two\n2\n", r.err
