@@ -532,7 +532,6 @@ def processes(session: Session) -> list[int]:
 
 def promote(ctx: Any, sid: str, message: str = "") -> int:
     """The session's changes become the image's next generation (compare-and-swap), then the session ends."""
-
     if len(message) > 4096 or "\x00" in message:
         raise BadInput("the message is too long or holds a NUL")
     session = read(ctx, sid)
@@ -961,10 +960,12 @@ def _recover_promote(ctx: Any, session: Session, report: list[str]) -> bool:
         except RoostError:
             continue
     if committed is None:
-        if holder.alive(holder.of(session)):
-            _tear_down(ctx, session, lambda: None)  # only down: the upper stays where it is
+        # Staging starts once the holder is dead: a live holder means nothing was staged, and the
+        # session (with whatever runs in it) simply goes on.
+        up = holder.alive(holder.of(session))
         _undo_stage(ctx, session, staging)
-        _bring_up(ctx, session, create=False)
+        if not up:
+            _bring_up(ctx, session, create=False)
         report.append(f"undid the interrupted promote of session {session.id}; it keeps its changes")
         return False
     with ctx.lock(store.image_lock_name(image), f"recover promote {session.id}"):
