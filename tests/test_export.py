@@ -138,7 +138,7 @@ def test_export_import_round_trip_of_an_mmdebstrap_root(env: Env, debian_tarball
         "echo changed >> /etc/debian_version; mkfifo /edge/fifo2",
     )
     assert r.code == 0, r.err
-    mnt = env.run / "mnt" / sid
+    mnt = env.run / "mnt" / sid / "root"
     os.setxattr(mnt / "etc" / "debian_version", "user.changed", b"yes")
     os.removexattr(mnt / "edge" / "xattrs", "user.roost")
     env.ok("session", "promote", sid, "-m", "layered changes")
@@ -169,7 +169,7 @@ def test_every_compression_round_trips_a_layered_generation(bb: Env) -> None:
 
 def add_edge_cases_in_session(env: Env) -> None:
     sid = env.begin("bb", "--maintenance")
-    add_edge_cases(env.run / "mnt" / sid)
+    add_edge_cases(env.run / "mnt" / sid / "root")
     # never /home or /tmp: the default profile binds the host's there
     assert env.sh(sid, "rm /bin/vi && mv /var /var2 && rm -r /sbin && mkdir /sbin && touch /sbin/new").code == 0
     env.ok("session", "promote", sid)
@@ -178,7 +178,7 @@ def add_edge_cases_in_session(env: Env) -> None:
 def test_dir_backend_generations_export_too(env: Env, busybox_tree: Path) -> None:
     env.ok("image", "create", "plain", "--from-dir", str(busybox_tree), "--backend", "dir")
     sid = env.begin("plain", "--maintenance")
-    add_edge_cases(env.run / "mnt" / sid)
+    add_edge_cases(env.run / "mnt" / sid / "root")
     env.ok("session", "promote", sid)
     want = manifest(generation_tree(env, "plain", 2))
     assert b"edge/sparse" in want.entries
@@ -263,7 +263,7 @@ def test_a_pinned_generation_survives_gc_and_blocks_remove(bb: Env) -> None:
     bb.ok("image", "rollback", "bb", "1")  # generations 2 and 3 become a dead branch
     promote()  # generation 4, on 1
     eng = bb.engine()
-    pin = pins.pin(eng, "bb", 3, "export bb 3")
+    pin = pins.pin(eng.ctx, "bb", 3, "export bb 3")
     try:
         held = [s for s in bb.roost("locks", "--json").json() if s["lock"].startswith("pin.bb.3.")]
         assert len(held) == 1 and held[0]["pid"] == os.getpid() and held[0]["operation"] == "export bb 3"
@@ -285,7 +285,7 @@ def test_a_dead_exporters_pin_is_stale_and_swept(bb: Env) -> None:
     other = lock_dir / "pin.bb.x.1.0-1-000000.lock"  # image "bb.x", not "bb"
     other.write_text("")
     eng = bb.engine()
-    assert pins.pinned(eng, "bb") == {}
+    assert pins.pinned(eng.ctx, "bb") == {}
     bb.ok("image", "gc", "bb")
     assert not stale.exists() and other.exists()
     other.unlink()

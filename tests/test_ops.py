@@ -312,7 +312,7 @@ def test_the_manual_page_renders_cleanly_and_names_every_command() -> None:
     for section in ("SYNOPSIS", "COMMANDS", "SCHROOT COMPATIBILITY", "EXIT STATUS", "ENVIRONMENT", "FILES", "SEE ALSO"):
         assert f"\n{section}\n" in shown
     # every option of the schroot front door, as its --help lists it
-    from roost.schroot import HELP
+    from roost.schroot.options import HELP
 
     front_door = flat.split("SCHROOT COMPATIBILITY", 1)[1].split("EXIT STATUS", 1)[0]
     options = [line.split()[0] for line in HELP.splitlines() if line.startswith("  -")]

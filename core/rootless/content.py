@@ -128,7 +128,7 @@ def fill(source: Source, dest: str, idmap: IdMap, progress: Progress | None = No
 def _unpack_inside(path: str, dest: str) -> None:
     from ..importers import _from_tar
 
-    _from_tar(path, dest, userns.report, TAR_KEEP_ROOTLESS)
+    _from_tar(path, dest, userns.report, options=TAR_KEEP_ROOTLESS)
 
 
 def _from_dir(path: str, dest: str, idmap: IdMap, progress: Progress) -> None:

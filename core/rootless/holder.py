@@ -85,10 +85,15 @@ def alive(ref: HolderRef | None) -> bool:
 
 
 class Pending:
-    """A holder that is set up and waits for :meth:`confirm` (or dies with :meth:`abandon`)."""
+    """A holder that is set up and waits for :meth:`confirm` (or dies with :meth:`abandon`).
 
-    def __init__(self, ref: HolderRef, go: int) -> None:
+    *merged* is what the set-up merged into the session's user and group
+    databases (core.setup.setup's result), for the record.
+    """
+
+    def __init__(self, ref: HolderRef, go: int, merged: dict[str, list[str]]) -> None:
         self.ref = ref
+        self.merged = merged
         self._go = go
 
     def confirm(self) -> None:
@@ -150,13 +155,17 @@ def spawn(session: Session, idmap: IdMap, *, create: bool, host_root: str = "/")
             os.close(map_w)
             map_w = -1
             holder = 0
+            merged: Any = {}
             for line in lines:
                 if line[:1] == b"P":
                     holder = int(line[1:])
                     start = userns.starttime(holder)
                     if start is not None:
                         ref = HolderRef(holder, start)
-                elif line == b"R":
+                elif line[:1] == b"R":
+                    from .. import fastjson
+
+                    merged = fastjson.loads(line[1:].decode("utf-8", "surrogateescape") or "{}")
                     break
                 elif line[:1] == b"E":
                     raise SystemFailure(line[1:].decode(errors="replace"))
@@ -172,7 +181,7 @@ def spawn(session: Session, idmap: IdMap, *, create: bool, host_root: str = "/")
         raise
     _reap(pid)
     assert ref is not None
-    return Pending(ref, go_w)
+    return Pending(ref, go_w, merged if isinstance(merged, dict) else {})
 
 
 def _lines(reader: Any) -> Any:
@@ -237,7 +246,7 @@ def _holder(session: Session, create: bool, host_root: str, msg_w: int, go_r: in
             syscalls.mount(None, "/", None, syscalls.MS_REC | syscalls.MS_SLAVE)
             setup.make_clone(session, create=create)
             setup.mount_overlay(session)
-            setup.setup(session, host_root)
+            merged = setup.setup(session, host_root)
         except SystemFailure as e:
             _say(msg_w, "E" + e.message)
             os._exit(1)
@@ -245,7 +254,9 @@ def _holder(session: Session, create: bool, host_root: str, msg_w: int, go_r: in
             where = f"{e.filename}: " if e.filename else ""
             _say(msg_w, f"Ecannot set up session {session.id}: {where}{e.strerror}")
             os._exit(1)
-        _say(msg_w, "R")
+        from .. import fastjson
+
+        _say(msg_w, "R" + fastjson.dumps(merged))
         os.close(msg_w)
         if userns._read_byte(go_r) != b"K":
             os._exit(1)  # never recorded: the caller died or gave up
@@ -454,6 +465,32 @@ def _kill_and_wait(ref: HolderRef, timeout: float = 30.0) -> bool:
         return userns.wait_exit(fd, timeout)
     except ProcessLookupError:
         return True
+    finally:
+        os.close(fd)
+
+
+def call_inside(ref: HolderRef, fn: Callable[[], Any]) -> Any:
+    """Call *fn* in a child joined to the holder's user and mount namespaces, as their root.
+
+    The session stays up; *fn* sees its mounts (promote takes the host's
+    users out of its databases this way). Returns what *fn* returns.
+    """
+    try:
+        fd = userns.open_process(ref.pid, ref.start)
+    except ProcessLookupError:
+        raise Conflict(f"the holder {ref.pid} of the session is gone") from None
+
+    def inside() -> Any:
+        try:
+            userns.setns(fd, userns.CLONE_NEWUSER | userns.CLONE_NEWNS)
+        except OSError as e:
+            raise _join_failure(ref, e) from None
+        userns.become_root()  # files it writes are root's inside, as the image's are
+        os.chdir("/")
+        return fn()
+
+    try:
+        return userns.run_forked(inside, keep=(fd,))
     finally:
         os.close(fd)
 

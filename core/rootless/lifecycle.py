@@ -277,7 +277,7 @@ def export_image(ctx: Any, name: str, path: str, *, generation: int | None = Non
         number = generation if generation is not None else generations.current(store, name)
         meta = generations.read_meta(store, name, number)
         lowers = [os.path.join(store.generation_dir(name, n), "layer") for n in meta.stack]
-        scratch = os.path.join(store.mnt_dir, f".stage-{new_tx()}")
+        scratch = os.path.join(store.stage_dir, new_tx())
         tmp = temp_name(dest)
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
         done = False
@@ -420,10 +420,12 @@ def _bring_up(ctx: Any, session: Session, *, create: bool) -> None:
     if create:
         os.mkdir(session.clone, 0o700)
         faults.crashpoint("begin", "cloned")
-    os.makedirs(session.mountpoint, mode=0o755, exist_ok=True)
+    _make_mountpoint(ctx, session)
     pending = holder.spawn(session, ctx.idmap, create=create)
     try:
         faults.crashpoint("begin", "mounted")  # set up, not recorded: the holder exits unconfirmed
+        if pending.merged != session.nss_merged:
+            session.nss_merged = pending.merged
         session.backend_data = {**session.backend_data, "holder": pending.ref.to_json()}
         session.state = "active"
         records.write(ctx.store.sessions_dir, session)
@@ -458,11 +460,28 @@ def _tear_down(ctx: Any, session: Session, after: Callable[[], Any] | None = Non
     except Conflict:  # no holder, or it died meanwhile
         if after is not None or os.path.lexists(session.clone):
             result = userns.run_mapped(ctx.idmap, work)
-    try:
-        os.rmdir(session.mountpoint)
-    except FileNotFoundError:
-        pass
+    _remove_mountpoint(ctx, session.id, session.mountpoint)
     return result
+
+
+def _make_mountpoint(ctx: Any, session: Session) -> None:
+    """``<run>/mnt/<id>/root`` behind the session's gate, the user's own (0700).
+
+    On the host nothing is ever mounted there: the session's mounts live in its holder's namespace.
+    """
+    gate = ctx.store.session_gate(session.id)
+    if session.mountpoint != gate:
+        os.makedirs(gate, mode=0o700, exist_ok=True)
+    os.makedirs(session.mountpoint, mode=0o755, exist_ok=True)
+
+
+def _remove_mountpoint(ctx: Any, sid: str, mountpoint: str) -> None:
+    gate = ctx.store.session_gate(sid)
+    for path in (mountpoint, gate) if mountpoint != gate else (gate,):
+        try:
+            os.rmdir(path)
+        except FileNotFoundError:
+            pass
 
 
 def _release_writer(ctx: Any, session: Session) -> None:
@@ -544,6 +563,8 @@ def promote(ctx: Any, sid: str, message: str = "") -> int:
         session = read(ctx, sid)
         if session.state != "active":
             raise Conflict(f"session {sid} is {session.state}, not active (roost session recover {sid})")
+        if not holder.alive(holder.of(session)):
+            _bring_up(ctx, session, create=False)  # mounted again, so the host's users can be taken out
         max_depth = config.overlay_max_depth or ctx.settings.overlay_max_depth
         with ctx.lock(store.image_lock_name(image), f"promote {sid}"):
             cur = generations.current(store, image)
@@ -584,7 +605,8 @@ def promote(ctx: Any, sid: str, message: str = "") -> int:
         try:
             os.makedirs(store.image_staging(image), mode=0o700, exist_ok=True)
             os.mkdir(staging, 0o700)
-            size = int(_tear_down(ctx, session, _stager(session, staging, store.mnt_dir, tx)))
+            _unmerge_host_users(session)
+            size = int(_tear_down(ctx, session, _stager(session, staging, store.stage_dir, tx)))
             faults.crashpoint("promote", "staged")
         except BaseException:
             _undo_stage(ctx, session, staging)
@@ -639,7 +661,16 @@ def _commit(ctx: Any, session: Session, staging: str, size: int, base_stack: lis
     return number
 
 
-def _stager(session: Session, staging: str, mnt_dir: str, tx: str) -> Callable[[], int]:
+def _unmerge_host_users(session: Session) -> None:
+    """The host's users and groups merged in at set-up never become part of a generation (core.setup.unmerge_nss)."""
+    ref = holder.of(session)
+    if session.nss_merged and ref is not None:
+        from ..setup import unmerge_nss
+
+        holder.call_inside(ref, lambda: unmerge_nss(session))
+
+
+def _stager(session: Session, staging: str, stage_dir: str, tx: str) -> Callable[[], int]:
     """What runs inside the namespace once the session is down: the staged layer, and its size.
 
     A layer promote moves the upper directory into *staging*; a flattening
@@ -655,7 +686,7 @@ def _stager(session: Session, staging: str, mnt_dir: str, tx: str) -> Callable[[
 
         layer = os.path.join(staging, "layer")
         if session.promote and session.promote.get("flatten"):
-            _materialize([setup.upper(session), *session.lowers], layer, os.path.join(mnt_dir, f".stage-{tx}"))
+            _materialize([setup.upper(session), *session.lowers], layer, os.path.join(stage_dir, tx))
         else:
             os.rename(setup.upper(session), layer)
         remove_tree(setup.work(session))
@@ -914,10 +945,7 @@ def _broken_record(ctx: Any, sid: str, report: list[str]) -> None:
 
     store = ctx.store
     content.discard(store.session_clone(sid), ctx.idmap)
-    try:
-        os.rmdir(store.mountpoint(sid))
-    except FileNotFoundError:
-        pass
+    _remove_mountpoint(ctx, sid, store.mountpoint(sid))
     records.remove(store.sessions_dir, sid)
     report.append(f"session {sid}: removed an unreadable record and its leftovers")
 

@@ -122,8 +122,12 @@ def mount_overlay(session: Session) -> None:
         ) from None
 
 
-def setup(session: Session, host_root: str = "/") -> None:
-    """Mount and copy everything a session gets, below its mounted root (in the holder)."""
+def setup(session: Session, host_root: str = "/") -> dict[str, list[str]]:
+    """Mount and copy everything a session gets, below its mounted root (in the holder).
+
+    Returns the host's entries merged into the session's user and group
+    databases, as core.setup.setup does (promote takes them out again).
+    """
     with Root(session.mountpoint) as root:
         for name, step in (("/proc", _proc), ("/sys", _sys), ("/dev", _dev)):
             try:
@@ -135,7 +139,7 @@ def setup(session: Session, host_root: str = "/") -> None:
         profile = session.replace(
             mounts=recursive_binds(session.mounts, host_root), nss_databases=readable, copy_files=copies
         )
-        apply_profile(root, profile, host_root)
+        return apply_profile(root, profile, host_root)
 
 
 def recursive_binds(specs: list[dict[str, object]], host_root: str = "/") -> list[dict[str, object]]:

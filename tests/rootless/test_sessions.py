@@ -16,6 +16,11 @@ import pytest
 from tests.rootless.conftest import Rootless, running
 
 
+def sessions_mounted_at(rl: Rootless) -> list[str]:
+    """Session directories in the runtime root's mnt/ (its .stage scratch directory is the store's own)."""
+    return [name for name in os.listdir(rl.run_root / "mnt") if name != ".stage"]
+
+
 def holder_pid(rl: Rootless, sid: str) -> int:
     pid, _start = rl.session(sid)["holder"]
     return int(pid)
@@ -172,7 +177,7 @@ def test_automatic_session_passes_the_exit_code_and_leaves_nothing(rl_bb: Rootle
     assert r.code == 5 and r.out == "bb\n"
     assert rl.sessions() == []
     assert os.listdir(rl.state / "sessions") == []
-    assert os.listdir(rl.run_root / "mnt") == []
+    assert sessions_mounted_at(rl) == []
 
 
 @pytest.mark.parametrize("delay", [0.0, 0.003, 0.01, 0.03])
@@ -207,7 +212,7 @@ def test_a_killed_begin_leaves_nothing_after_recover(rl_bb: Rootless, delay: flo
         rl.ok("end", "killed")
     assert rl.sessions() == []
     assert os.listdir(rl.state / "sessions") == []
-    assert os.listdir(rl.run_root / "mnt") == []
+    assert sessions_mounted_at(rl) == []
 
 
 def test_errors_are_one_line_with_their_codes(rl_bb: Rootless) -> None:
@@ -370,7 +375,7 @@ def test_crash_points_are_recovered(rl_bb: Rootless, point: str) -> None:
         rl.ok("end", s["id"])
     rl.ok("recover")
     assert os.listdir(rl.state / "sessions") == []
-    assert os.listdir(rl.run_root / "mnt") == []
+    assert sessions_mounted_at(rl) == []
     staging = rl.state / "images" / "bb" / "staging"
     assert not staging.exists() or os.listdir(staging) == []
     assert not (rl.state / "images" / "bb" / "writer.json").exists()
@@ -402,7 +407,7 @@ def test_parallel_automatic_sessions_all_succeed_and_leave_nothing(rl_bb: Rootle
     assert [(code, out) for code, out, _ in results] == [(i, f"{i}\n".encode()) for i in range(8)]
     assert rl.sessions() == []
     assert os.listdir(rl.state / "sessions") == []
-    assert os.listdir(rl.run_root / "mnt") == []
+    assert sessions_mounted_at(rl) == []
 
 
 def test_a_deep_stack_is_flattened_inside_the_namespace(rl_bb: Rootless) -> None:
@@ -421,3 +426,16 @@ def test_a_deep_stack_is_flattened_inside_the_namespace(rl_bb: Rootless) -> None
     assert os.stat(layer / "bin" / "busybox").st_uid == rl.user.subuid  # merged in, owners kept
     r = rl.roost("auto", "bb", "--", "/bin/sh", "-c", "cat /etc/two; ls /etc/one /etc/hostname 2>&1 | wc -l")
     assert r.out == "two\n2\n", r.err
+
+
+def test_the_host_users_merged_into_a_session_are_never_promoted(rl_bb: Rootless) -> None:
+    rl = rl_bb
+    sid = rl.begin()  # an ordinary session: the host's users and groups are merged into its databases
+    r = rl.sh(sid, "grep -c '^" + rl.user.name + ":' /etc/passwd")
+    assert r.out == "1\n", r.err
+    add = "echo 'builder:x:2000:2000::/build:/bin/sh' >> /etc/passwd"
+    r = rl.roost("run", sid, "-u", "root", "--", "/bin/sh", "-c", add)
+    assert r.code == 0, r.err
+    rl.ok("promote", sid)
+    passwd = (rl.state / "images" / "bb" / "generations" / "2" / "layer" / "etc" / "passwd").read_text()
+    assert rl.user.name not in passwd and "root:x:0:0" in passwd and "builder:x:2000" in passwd
