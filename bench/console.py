@@ -10,17 +10,19 @@ table, count its processes, measure its changes), except that they show as
 needing recovery. Mounting a thousand overlays would change the host's mount
 table under everything else running on it.
 
-The real ``roost`` then runs in a pseudo-terminal (160x48, 256 colours) and
-the benchmark measures, as an operator over SSH would see it:
+The real ``roost`` then runs in a pseudo-terminal (160x48, 256 colours), with
+timers installed from the outside (bench/measured_console.py subclasses the
+console and starts it through roost's own entry point), and the benchmark
+measures, as an operator over SSH would see it:
 
 * key press to render: from writing a cursor key to the terminal until the
   console's redraw has arrived (its output stops for 25 ms; those 25 ms are
   not counted), first while nothing changes, then while other processes
   change the state several times a second;
-* refresh: how long each refresh took, as the console measured it itself
-  (ROOST_CONSOLE_STATS): the poll in its worker thread, and showing what
-  changed in the panes on the event loop; and how long key presses waited
-  between the terminal's input thread and the event loop;
+* refresh: how long each refresh took, timed inside the console process: the
+  poll in its worker thread, and showing what changed in the panes on the
+  event loop; and how long key presses waited between the terminal's input
+  thread and the event loop;
 * the console's resident memory after all that.
 """
 
@@ -51,14 +53,10 @@ from core.engine import Engine
 from core.fsutil import remove_tree
 from core.importers import Source
 from core.settings import Settings
+from tests.rootfs import busybox
 
 QUIET = 0.025  # a redraw is over when the terminal has been quiet this long
-
-
-def busybox_tree(root: Path) -> Path:
-    from tui.demo import busybox_root
-
-    return busybox_root(root)
+MEASURED = Path(__file__).with_name("measured_console.py")
 
 
 class State:
@@ -76,7 +74,7 @@ class State:
         (base / "profiles").mkdir(parents=True)
         (base / "roost.yaml").write_text("end-grace: 2\n")
         self.engine = Engine(self.settings)
-        tree = busybox_tree(base / "rootfs")
+        tree = busybox(base / "rootfs")
         self.images = [f"bench-{i:02d}" for i in range(images)]
         started = time.perf_counter()
         for name in self.images:
@@ -178,11 +176,13 @@ class Terminal:
                 self.last_output = now
 
     def wait_quiet(self, quiet: float, timeout: float = 60.0) -> None:
+        """Wait until the console has written something, then nothing for *quiet* seconds."""
         deadline = time.perf_counter() + timeout
         while time.perf_counter() < deadline:
             with self.lock:
                 idle = time.perf_counter() - self.last_output
-            if idle >= quiet:
+                wrote = bool(self.chunks)
+            if wrote and idle >= quiet:
                 return
             time.sleep(0.005)
         raise TimeoutError("the console kept writing")
@@ -257,7 +257,6 @@ def main() -> int:
             ROOST_RUN=state.settings.run_root,
             ROOST_PROFILES=state.settings.profiles_dir,
             ROOST_CONFIG=state.settings.config_path,
-            ROOST_CONSOLE_STATS=str(stats_file),
             TERM="xterm-256color",
             COLORTERM="",
             PYTHONPATH=str(REPO),
@@ -267,7 +266,7 @@ def main() -> int:
         term = None
         try:
             started = time.perf_counter()
-            term = Terminal([sys.executable, "-m", "roost"], env, (160, 48))
+            term = Terminal([sys.executable, str(MEASURED), str(stats_file)], env, (160, 48))
             term.wait_quiet(1.0, timeout=120)
             first_screen = term.last_output - started
             quiet = keys(term, args.keys)

@@ -204,7 +204,7 @@ def test_an_export_is_reproducible_and_leaves_nothing_behind(bb: Env) -> None:
     assert stat.S_IMODE(first.stat().st_mode) == 0o600  # a root file system holds /etc/shadow
     assert not [n for n in os.listdir(bb.base) if ".tmp-" in n]
     assert mounts_under(bb.run / "mnt") == []
-    assert os.listdir(bb.run / "mnt") == []
+    assert os.listdir(bb.run / "mnt") == [".stage"] and os.listdir(bb.run / "mnt" / ".stage") == []
     assert not [n for n in os.listdir(bb.run / "locks") if n.startswith(("pin.", "tx."))]
     assert bb.roost("doctor", "--check").code == 0
     entry = (bb.state / "journal.jsonl").read_text().splitlines()[-1]
@@ -247,7 +247,11 @@ def test_a_failed_export_leaves_no_file_no_mount_and_no_pin(bb: Env) -> None:
             assert os.listdir(small) == []
     finally:
         subprocess.run(["umount", str(small)], check=True)
-    assert mounts_under(bb.run / "mnt") == [] and os.listdir(bb.run / "mnt") == []
+    assert (
+        mounts_under(bb.run / "mnt") == []
+        and os.listdir(bb.run / "mnt") == [".stage"]
+        and os.listdir(bb.run / "mnt" / ".stage") == []
+    )
     assert not [n for n in os.listdir(bb.run / "locks") if n.startswith(("pin.", "tx."))]
     assert bb.roost("doctor", "--check").code == 0
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from textual.notifications import SeverityLevel
 from textual.pilot import Pilot
 
 from tests.conftest import Env
@@ -27,12 +28,25 @@ from tui.app import RoostConsole
 from tui.widgets.dialogs import ConfirmDialog, OutputDialog, PromptDialog
 from tui.widgets.help import HelpScreen
 
-Scenario = Callable[[Pilot[Any], RoostConsole], Awaitable[None]]
+
+class Console(RoostConsole):
+    """The console, remembering every notification it showed."""
+
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self.notes: list[tuple[str, SeverityLevel]] = []
+
+    def notify(self, message: str, *, severity: SeverityLevel = "information", **kw: Any) -> None:
+        self.notes.append((message, severity))
+        super().notify(message, severity=severity, **kw)
 
 
-def drive(env: Env, scenario: Scenario, *, size: tuple[int, int] = (160, 48), **kw: Any) -> RoostConsole:
+Scenario = Callable[[Pilot[Any], Console], Awaitable[None]]
+
+
+def drive(env: Env, scenario: Scenario, *, size: tuple[int, int] = (160, 48), **kw: Any) -> Console:
     """Run the console on *env*'s state root and play *scenario* against it."""
-    app = RoostConsole(env.engine(), host="test-host", interval=0.1, usage_interval=0.3, **kw)
+    app = Console(env.engine(), host="test-host", interval=0.1, usage_interval=0.3, **kw)
 
     async def main() -> None:
         async with app.run_test(size=size) as pilot:
@@ -52,7 +66,7 @@ async def until(pilot: Pilot[Any], predicate: Callable[[], object], timeout: flo
         await pilot.pause(0.05)
 
 
-async def shown(pilot: Pilot[Any], app: RoostConsole, screen: type) -> str:
+async def shown(pilot: Pilot[Any], app: Console, screen: type) -> str:
     """Wait for a screen of type *screen*, let it draw, and return the terminal's text."""
     await until(pilot, lambda: isinstance(app.screen, screen))
     await pilot.pause(0.2)
@@ -63,11 +77,11 @@ def sessions(env: Env) -> dict[str, dict[str, Any]]:
     return {s["id"]: s for s in env.roost("session", "list", "--json").json()}
 
 
-def notes(app: RoostConsole) -> list[str]:
-    return [n.message for n in app._notifications]
+def notes(app: Console) -> list[str]:
+    return [message for message, _ in app.notes]
 
 
-def screen_text(app: RoostConsole) -> str:
+def screen_text(app: Console) -> str:
     """What the terminal shows (all screens composited), as plain text."""
     svg = app.export_screenshot()
     lines = re.findall(r"<text [^>]*>(.*?)</text>", svg)
@@ -95,7 +109,7 @@ def test_console_shows_images_sessions_locks_history_and_follows_other_processes
     maint = env.begin("bb", "--maintenance")
     other: dict[str, str] = {}
 
-    async def scenario(pilot: Pilot[Any], app: RoostConsole) -> None:
+    async def scenario(pilot: Pilot[Any], app: Console) -> None:
         main = app.main
         await until(pilot, lambda: {first, maint} <= set(main.sessions_pane.table.model))
         assert set(main.images_pane.table.model) == {"bb"}
@@ -132,7 +146,7 @@ def test_locks_pane_shows_holders_stale_records_and_kernel_waiters(bb2: Env) -> 
         json.dumps({"pid": 999999, "user": "bob", "operation": "promote", "since": "2026-01-01T00:00:00Z"})
     )
 
-    async def scenario(pilot: Pilot[Any], app: RoostConsole) -> None:
+    async def scenario(pilot: Pilot[Any], app: Console) -> None:
         def states() -> dict[tuple[str, str], Any]:
             return {(s.lock, s.mode): s for s in app.main.locks_pane.locks}
 
@@ -159,7 +173,7 @@ def test_locks_pane_shows_holders_stale_records_and_kernel_waiters(bb2: Env) -> 
 def test_begin_ordinary_and_maintenance_sessions_from_the_images_pane(bb2: Env) -> None:
     env = bb2
 
-    async def scenario(pilot: Pilot[Any], app: RoostConsole) -> None:
+    async def scenario(pilot: Pilot[Any], app: Console) -> None:
         await pilot.press("1")
         await until(pilot, lambda: app.main.images_pane.selected == "bb")
         await pilot.press("b")
@@ -187,7 +201,7 @@ def test_rollback_from_the_history_pane_after_confirmation(bb2: Env) -> None:
     env = bb2
     _promote_times(env, 2)  # generations 1, 2, 3
 
-    async def scenario(pilot: Pilot[Any], app: RoostConsole) -> None:
+    async def scenario(pilot: Pilot[Any], app: Console) -> None:
         await pilot.press("3")
         await until(pilot, lambda: len(app.main.history_pane.generations) == 3)
         app.main.history_pane.table.select_key("1")
@@ -215,7 +229,7 @@ def test_gc_names_what_it_deletes_and_deletes_it(bb2: Env) -> None:
     env.ok("image", "rollback", "bb", "1")
     _promote_times(env, 1)  # 4 on top of 1: 2 and 3 are a dead branch
 
-    async def scenario(pilot: Pilot[Any], app: RoostConsole) -> None:
+    async def scenario(pilot: Pilot[Any], app: Console) -> None:
         await pilot.press("1", "g")
         text = await shown(pilot, app, ConfirmDialog)
         assert "2, 3" in text and "bb" in text
@@ -229,7 +243,7 @@ def test_gc_names_what_it_deletes_and_deletes_it(bb2: Env) -> None:
 # --- what it does: sessions -------------------------------------------------------------------
 
 
-def _select(app: RoostConsole, sid: str) -> None:
+def _select(app: Console, sid: str) -> None:
     app.main.action_show_pane("sessions")
     assert app.main.sessions_pane.table.select_key(sid)
 
@@ -239,7 +253,7 @@ def test_end_session_names_what_is_lost_and_leaves_nothing(bb2: Env) -> None:
     sid = env.begin()
     env.sh(sid, "dd if=/dev/zero of=/root/big bs=64k count=32 2>/dev/null")
 
-    async def scenario(pilot: Pilot[Any], app: RoostConsole) -> None:
+    async def scenario(pilot: Pilot[Any], app: Console) -> None:
         await until(pilot, lambda: sid in app.main.sessions_pane.table.model)
         _select(app, sid)
         await pilot.press("d")
@@ -264,7 +278,7 @@ def test_promote_asks_for_a_message_and_makes_the_next_generation(bb2: Env) -> N
     sid = env.begin("bb", "--maintenance")
     env.sh(sid, "echo promoted > /root/marker")
 
-    async def scenario(pilot: Pilot[Any], app: RoostConsole) -> None:
+    async def scenario(pilot: Pilot[Any], app: Console) -> None:
         await until(pilot, lambda: sid in app.main.sessions_pane.table.model)
         _select(app, sid)
         await pilot.press("p")
@@ -286,7 +300,7 @@ def test_promote_is_refused_clearly_when_the_base_is_no_longer_current(bb2: Env)
     old = env.begin()  # cloned from generation 1
     _promote_times(env, 1)  # bb is now at generation 2
 
-    async def scenario(pilot: Pilot[Any], app: RoostConsole) -> None:
+    async def scenario(pilot: Pilot[Any], app: Console) -> None:
         await until(pilot, lambda: old in app.main.sessions_pane.table.model)
         _select(app, old)
         await pilot.press("p")
@@ -307,7 +321,7 @@ def test_recover_remounts_a_session_that_needs_it(bb2: Env) -> None:
     subprocess.run(["umount", "-R", str(env.run / "mnt" / sid / "root")], check=True)
     assert sessions(env)[sid]["state"] == "needs-recovery"
 
-    async def scenario(pilot: Pilot[Any], app: RoostConsole) -> None:
+    async def scenario(pilot: Pilot[Any], app: Console) -> None:
         await until(pilot, lambda: app.main.sessions_pane.sessions.get(sid) is not None)
         _select(app, sid)
         await until(pilot, lambda: app.main.selected_session() is not None)
@@ -324,7 +338,7 @@ def test_run_a_command_and_show_its_output(bb2: Env) -> None:
     env = bb2
     sid = env.begin()
 
-    async def scenario(pilot: Pilot[Any], app: RoostConsole) -> None:
+    async def scenario(pilot: Pilot[Any], app: Console) -> None:
         await until(pilot, lambda: sid in app.main.sessions_pane.table.model)
         _select(app, sid)
         await pilot.press("x")
@@ -343,7 +357,7 @@ def test_closing_the_output_stops_a_command_that_keeps_running(bb2: Env) -> None
     env = bb2
     sid = env.begin()
 
-    async def scenario(pilot: Pilot[Any], app: RoostConsole) -> None:
+    async def scenario(pilot: Pilot[Any], app: Console) -> None:
         await until(pilot, lambda: sid in app.main.sessions_pane.table.model)
         _select(app, sid)
         await pilot.press("x")
@@ -354,7 +368,7 @@ def test_closing_the_output_stops_a_command_that_keeps_running(bb2: Env) -> None
         assert isinstance(dialog, OutputDialog) and dialog.pid is not None
         started.append(dialog.pid)
         await pilot.press("escape")
-        await until(pilot, lambda: "run" not in app.operations.busy.values())
+        await until(pilot, lambda: "run" not in app.main.busy.values())
 
     started: list[int] = []
     drive(env, scenario)
@@ -375,22 +389,21 @@ def test_enter_hands_the_terminal_to_a_login_shell_and_comes_back(bb2: Env, tmp_
         suspended.append(True)
         yield
 
-    async def scenario(pilot: Pilot[Any], app: RoostConsole) -> None:
+    async def scenario(pilot: Pilot[Any], app: Console) -> None:
         await until(pilot, lambda: sid in app.main.sessions_pane.table.model)
-        stdin = os.open(script, os.O_RDONLY)
-        stdout = os.open(out, os.O_WRONLY | os.O_CREAT, 0o600)
-        app.terminal = {"stdin": stdin, "stdout": stdout, "stderr": stdout}
         app.suspend = suspend  # type: ignore[method-assign]
-        try:
-            _select(app, sid)
-            await pilot.press("e")
-            await until(pilot, lambda: any("back from session" in n for n in notes(app)))
-        finally:
-            os.close(stdin)
-            os.close(stdout)
+        _select(app, sid)
+        await pilot.press("e")
+        await until(pilot, lambda: any("back from session" in n for n in notes(app)))
         assert any("exited with 7" in n for n in notes(app))
 
-    drive(env, scenario)
+    stdin = os.open(script, os.O_RDONLY)
+    stdout = os.open(out, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        drive(env, scenario, terminal={"stdin": stdin, "stdout": stdout, "stderr": stdout})
+    finally:
+        os.close(stdin)
+        os.close(stdout)
     assert suspended == [True]
     assert env.sh(sid, "cat /root/entered").out == "inside\n"
 
@@ -399,7 +412,7 @@ def test_enter_where_the_terminal_cannot_be_handed_over_says_what_to_run(bb2: En
     env = bb2
     sid = env.begin()
 
-    async def scenario(pilot: Pilot[Any], app: RoostConsole) -> None:
+    async def scenario(pilot: Pilot[Any], app: Console) -> None:
         await until(pilot, lambda: sid in app.main.sessions_pane.table.model)
         _select(app, sid)
         await pilot.press("enter")  # same as e
@@ -414,7 +427,7 @@ def test_engine_errors_become_notifications_not_crashes(bb2: Env) -> None:
     _promote_times(env, 1)  # generations 1 and 2
     maint = env.begin("bb", "--maintenance")
 
-    async def scenario(pilot: Pilot[Any], app: RoostConsole) -> None:
+    async def scenario(pilot: Pilot[Any], app: Console) -> None:
         # The engine refuses a rollback while a maintenance session holds the writer lock.
         await pilot.press("3")
         await until(pilot, lambda: len(app.main.history_pane.generations) == 2)
@@ -423,13 +436,13 @@ def test_engine_errors_become_notifications_not_crashes(bb2: Env) -> None:
         await until(pilot, lambda: isinstance(app.screen, ConfirmDialog))
         await pilot.press("y")
         await until(pilot, lambda: any("being maintained" in n for n in notes(app)))
-        error = next(n for n in app._notifications if "being maintained" in n.message)
-        assert error.severity == "error" and maint in error.message
+        message, severity = next(n for n in app.notes if "being maintained" in n[0])
+        assert severity == "error" and maint in message
         assert app.is_running
         # A session that vanished behind the console's back.
         ghost = env.begin()
         await until(pilot, lambda: ghost in app.main.sessions_pane.table.model)
-        app.operations.end(ghost)
+        app.main.end_session(ghost)
         env.ok("session", "end", ghost)
         await until(pilot, lambda: isinstance(app.screen, ConfirmDialog) or any(ghost in n for n in notes(app)))
         if isinstance(app.screen, ConfirmDialog):
@@ -447,7 +460,7 @@ def test_end_offers_force_when_a_mount_is_kept_busy_from_outside(bb2: Env) -> No
     sid = env.begin()
     holder = subprocess.Popen(["sleep", "60"], cwd=env.run / "mnt" / sid / "root" / "root")  # outside, cwd inside
 
-    async def scenario(pilot: Pilot[Any], app: RoostConsole) -> None:
+    async def scenario(pilot: Pilot[Any], app: Console) -> None:
         await until(pilot, lambda: sid in app.main.sessions_pane.table.model)
         _select(app, sid)
         await pilot.press("d")
@@ -489,7 +502,7 @@ def test_filter_and_sort_sessions(bb2: Env) -> None:
     b = env.begin("bb", "--name", "beta-2")
     c = env.begin("bb", "--maintenance", "--name", "gamma-3")
 
-    async def scenario(pilot: Pilot[Any], app: RoostConsole) -> None:
+    async def scenario(pilot: Pilot[Any], app: Console) -> None:
         table = app.main.sessions_pane.table
         await until(pilot, lambda: {a, b, c} <= set(table.model))
         await pilot.press("slash", *"maint")
@@ -515,14 +528,14 @@ def test_help_lists_every_key_and_the_palette_offers_every_action(bb2: Env) -> N
     env = bb2
     sid = env.begin()
 
-    async def scenario(pilot: Pilot[Any], app: RoostConsole) -> None:
+    async def scenario(pilot: Pilot[Any], app: Console) -> None:
         await until(pilot, lambda: sid in app.main.sessions_pane.table.model)
         await pilot.press("question_mark")
         text = await shown(pilot, app, HelpScreen)
         for word in ("Begin", "Maintain", "GC", "Enter", "Run", "Promote", "End", "Recover", "Filter", "Rollback"):
             assert word in text, word
         await pilot.press("escape")
-        from tui.commands import commands
+        from tui.palette import commands
 
         _select(app, sid)
         names = [name for name, _, _ in commands(app.main)]
@@ -547,7 +560,7 @@ def test_works_at_80x24_with_no_color(bb2: Env, monkeypatch: pytest.MonkeyPatch)
     sid = env.begin()
     monkeypatch.setenv("NO_COLOR", "1")
 
-    async def scenario(pilot: Pilot[Any], app: RoostConsole) -> None:
+    async def scenario(pilot: Pilot[Any], app: Console) -> None:
         assert app.no_color
         await until(pilot, lambda: sid in app.main.sessions_pane.table.model)
         text = screen_text(app)

@@ -1,6 +1,6 @@
 """Snapshots of the console on the demo state, at 80x24 and 160x48.
 
-The demo state (tui/demo.py) is built with the real engine, at a fixed place
+The demo state (tests/support/demo.py) is built with the real engine, at a fixed place
 and with fixed times, sizes, ids and host name, and the console's clock is
 frozen: a snapshot changes only when the layout does. Refresh the baselines
 with ``pytest tests/test_tui_snapshots.py --snapshot-update`` (in their own
@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import need_root
-from tui import demo
+from tests.support import demo
 
 #: Fixed, so that the paths the console shows are the same in every run; the lock
 #: beside it keeps two runs of this module on one machine from sharing it.

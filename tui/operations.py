@@ -1,298 +1,269 @@
-"""What the console does: engine operations in thread workers, with their dialogs.
+"""What the console does: engine operations as workers, with their dialogs.
 
-Every blocking call runs in a thread worker; its result (or its error, as a
-notification) comes back to the event loop with ``call_from_thread``. One
-operation at a time per target: a second key press on a session that is still
-being ended is told so instead of racing the first.
+Each operation is one async worker (``@work``) that reads top to bottom: ask
+what it needs with ``push_screen_wait`` (a confirmation that names what is
+lost, a promote message), run the engine call in a thread worker and wait for
+it, say what happened. Engine errors (and anything unexpected) become
+notifications, never a crash. One operation per target at a time: a second
+key press on a session that is still being ended is told so instead of racing
+the first.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import select
 import signal
 import time
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from rich.text import Text
+from textual import work
 from textual.app import SuspendNotSupported
+from textual.screen import Screen
+from textual.worker import WorkerFailed
 
 from core import process
+from core.engine import Engine
 from core.errors import Conflict, RoostError
-from core.records import Session
 from core.units import human_size
+from core.views import ImageInfo, SessionInfo
 
+from .messages import RefreshRequested
 from .widgets.dialogs import ConfirmDialog, OutputDialog, PromptDialog
 
-if TYPE_CHECKING:
-    from .app import RoostConsole
-
 T = TypeVar("T")
+P = ParamSpec("P")
+S = TypeVar("S", bound="OperationsScreen")
+
+Flow = Callable[Concatenate[S, str, P], Awaitable[None]]
 
 
-class Operations:
-    def __init__(self, app: RoostConsole) -> None:
-        self.app = app
+def operation(what: str) -> Callable[[Flow[S, P]], Callable[Concatenate[S, str, P], Coroutine[Any, Any, None]]]:
+    """An operation on a target (an image or a session, the flow's first argument).
+
+    Refused while another operation on the same target runs; an error is a
+    notification that starts with *what*; afterwards the app polls at once.
+    """
+
+    def wrap(flow: Flow[S, P]) -> Callable[Concatenate[S, str, P], Coroutine[Any, Any, None]]:
+        @functools.wraps(flow)
+        async def run(self: S, target: str, /, *args: P.args, **kwargs: P.kwargs) -> None:
+            if target in self.busy:
+                self.notify(f"{target}: {self.busy[target]} is still running", severity="warning")
+                return
+            self.busy[target] = what
+            try:
+                await flow(self, target, *args, **kwargs)
+            except RoostError as e:
+                self.fail(f"{what}: {e}")
+            except Exception as e:  # noqa: BLE001 - an operation must never take the console down
+                self.fail(f"{what}: {type(e).__name__}: {e}")
+            finally:
+                del self.busy[target]
+                self.post_message(RefreshRequested())
+
+        return run
+
+    return wrap
+
+
+class OperationsScreen(Screen[None]):
+    """A screen that acts through the engine: every operation a worker of its own.
+
+    The main screen builds on this and calls these with what is selected.
+    """
+
+    def __init__(self, engine: Engine, *, terminal: Mapping[str, int]) -> None:
+        super().__init__()
+        self.engine = engine
+        #: Where a shell entered from the console reads and writes.
+        self.terminal = dict(terminal)
+        #: What runs on which target (an image or a session).
         self.busy: dict[str, str] = {}
-
-    @property
-    def engine(self) -> Any:
-        return self.app.engine
 
     # --- plumbing ----------------------------------------------------------------------
 
-    def run(
-        self,
-        target: str,
-        what: str,
-        fn: Callable[[], T],
-        done: Callable[[T], None] | None = None,
-        failed: Callable[[RoostError], bool] | None = None,
-    ) -> bool:
-        """Run *fn* in a thread worker; *done* gets its result on the event loop.
-
-        Engine errors become error notifications (unless *failed* handles them
-        and returns True); so does anything unexpected (with its type), so the
-        console never dies of an operation.
-        """
-        if target in self.busy:
-            self.app.notify(f"{target}: {self.busy[target]} is still running", severity="warning")
-            return False
-        self.busy[target] = what
-        app = self.app
-
-        def work() -> None:
-            try:
-                result = fn()
-            except RoostError as e:
-                app.call_from_thread(self._failed, target, f"{what}: {e}", e, failed)
-            except Exception as e:  # noqa: BLE001 - an operation must never take the console down
-                app.call_from_thread(self._finish, target, None, None, f"{what}: {type(e).__name__}: {e}")
-            else:
-                app.call_from_thread(self._finish, target, done, result, None)
-
-        app.run_worker(work, thread=True, exit_on_error=False, group="operations", name=f"{what} {target}")
-        return True
-
-    def _failed(
-        self, target: str, message: str, error: RoostError, failed: Callable[[RoostError], bool] | None
-    ) -> None:
-        if failed is not None and failed(error):
-            self.busy.pop(target, None)
-            self.app.request_refresh()
-            return
-        self._finish(target, None, None, message)
-
-    def _finish(self, target: str, done: Callable[[Any], None] | None, result: Any, error: str | None) -> None:
-        self.busy.pop(target, None)
-        if error is not None:
-            self.app.notify(error, title="roost", severity="error", timeout=8, markup=False)
-        elif done is not None:
-            done(result)
-        self.app.request_refresh()
+    async def call(self, fn: Callable[[], T], name: str) -> T:
+        """Run a blocking engine call in a thread worker and wait for its result (or error)."""
+        worker = self.run_worker(fn, thread=True, exit_on_error=False, group="engine", name=name)
+        try:
+            return await worker.wait()
+        except WorkerFailed as e:
+            raise e.error from None
 
     def say(self, message: str) -> None:
-        self.app.notify(message, markup=False)
+        self.notify(message, markup=False)
+
+    def fail(self, message: str) -> None:
+        self.notify(message, title="roost", severity="error", timeout=8, markup=False)
+
+    def select_session(self, sid: str) -> None:
+        """Highlight session *sid* (the screen that shows sessions does)."""
 
     # --- images ------------------------------------------------------------------------
 
-    def begin(self, image: str, *, maintenance: bool) -> None:
+    @work(group="operations", exit_on_error=False)
+    @operation("begin session")
+    async def begin_session(self, image: str) -> None:
+        await self._begin(image, maintenance=False)
+
+    @work(group="operations", exit_on_error=False)
+    @operation("begin maintenance session")
+    async def begin_maintenance(self, image: str) -> None:
+        await self._begin(image, maintenance=True)
+
+    async def _begin(self, image: str, *, maintenance: bool) -> None:
         kind = "maintenance session" if maintenance else "session"
+        session = await self.call(lambda: self.engine.begin(image, maintenance=maintenance), f"begin {image}")
+        self.say(f"began {kind} {session.id} on {image} (generation {session.generation})")
+        self.select_session(session.id)
 
-        def done(session: Session) -> None:
-            self.say(f"began {kind} {session.id} on {image} (generation {session.generation})")
-            self.app.select_session(session.id)
+    @work(group="operations", exit_on_error=False)
+    @operation("gc")
+    async def collect_garbage(self, image: str) -> None:
+        """Say what gc would delete, ask, delete."""
+        plan = (await self.call(lambda: self.engine.gc(image, dry_run=True), f"gc {image}"))[0]
+        if not plan.removed:
+            self.say(f"{image}: nothing to delete (keeping {', '.join(map(str, plan.kept))})")
+            return
+        gens = ", ".join(map(str, plan.removed))
+        question: list[str | Text] = [
+            Text.assemble("Delete generation(s) ", (gens, "bold"), " of ", (image, "bold"), "?"),
+            f"This frees about {human_size(plan.freed)}. They cannot be rolled back to afterwards.",
+            f"Kept: {', '.join(map(str, plan.kept))} (current, the newest, and every one a session uses).",
+        ]
+        if not await self.app.push_screen_wait(ConfirmDialog(f"Garbage-collect {image}", question, "Delete")):
+            return
+        done = (await self.call(lambda: self.engine.gc(image), f"gc {image}"))[0]
+        self.say(f"{image}: deleted generation(s) {', '.join(map(str, done.removed))}, {human_size(done.freed)} freed")
 
-        self.run(image, f"begin {kind}", lambda: self.engine.begin(image, maintenance=maintenance), done)
-
-    def gc(self, image: str) -> None:
-        def confirm(results: list[Any]) -> None:
-            r = results[0]
-            if not r.removed:
-                self.say(f"{image}: nothing to delete (keeping {', '.join(map(str, r.kept))})")
-                return
-            gens = ", ".join(map(str, r.removed))
-            lines: list[str | Text] = [
-                Text.assemble("Delete generation(s) ", (gens, "bold"), " of ", (image, "bold"), "?"),
-                f"This frees about {human_size(r.freed)}. They cannot be rolled back to afterwards.",
-                f"Kept: {', '.join(map(str, r.kept))} (current, the newest, and every one a session uses).",
-            ]
-
-            def answer(yes: bool | None) -> None:
-                if yes:
-                    self.run(image, "gc", lambda: self.engine.gc(image), collected)
-
-            self.app.push_screen(ConfirmDialog(f"Garbage-collect {image}", lines, "Delete"), answer)
-
-        def collected(results: list[Any]) -> None:
-            r = results[0]
-            self.say(f"{image}: deleted generation(s) {', '.join(map(str, r.removed))}, {human_size(r.freed)} freed")
-
-        self.run(image, "gc", lambda: self.engine.gc(image, dry_run=True), confirm)
-
-    def rollback(self, image: str, generation: int, current: int) -> None:
-        lines: list[str | Text] = [
+    @work(group="operations", exit_on_error=False)
+    @operation("rollback")
+    async def roll_back(self, image: str, generation: int, current: int) -> None:
+        question: list[str | Text] = [
             Text.assemble("Make generation ", (str(generation), "bold"), " of ", (image, "bold"), " current again?"),
             f"Generation {current} stops being current: new sessions clone {generation} from now on.",
             "Running sessions keep what they were cloned from, and no generation is deleted:",
             f"rolling back to {current} undoes this.",
         ]
-
-        def answer(yes: bool | None) -> None:
-            if yes:
-                self.run(
-                    image,
-                    "rollback",
-                    lambda: self.engine.rollback(image, generation),
-                    lambda n: self.say(f"{image} is now at generation {n}"),
-                )
-
-        self.app.push_screen(
-            ConfirmDialog(f"Roll {image} back to generation {generation}", lines, "Roll back", danger=False), answer
-        )
+        dialog = ConfirmDialog(f"Roll {image} back to generation {generation}", question, "Roll back", danger=False)
+        if not await self.app.push_screen_wait(dialog):
+            return
+        now = await self.call(lambda: self.engine.rollback(image, generation), f"rollback {image}")
+        self.say(f"{image} is now at generation {now}")
 
     # --- sessions ----------------------------------------------------------------------
 
-    def end(self, sid: str) -> None:
-        """Measure what ending loses, ask, then end."""
-
-        def ask(info: Any) -> None:
-            s = info.session
-            lost = []
-            if info.changes:
-                lost.append(f"its changes: {human_size(info.changes)} written since it began, never promoted")
-            else:
-                lost.append("its changes (none written yet)")
-            if info.processes:
-                lost.append(f"{info.processes} process(es) running inside, killed (TERM, then KILL)")
-            if s.maintenance:
-                lost.append(f"its hold on {s.image}'s writer lock (others may maintain it again)")
-            lines: list[str | Text] = [
-                Text.assemble(
-                    "End session ",
-                    (sid, "bold"),
-                    f" ({s.kind}, {s.image} generation {s.generation}, owned by {s.owner})?",
-                ),
-                "Lost for good:",
-                *(f"  • {item}" for item in lost),
-            ]
-
-            def answer(yes: bool | None) -> None:
-                if yes:
-                    self.run(sid, "end", lambda: self.engine.end(sid), ended, offer_force)
-
-            self.app.push_screen(ConfirmDialog(f"End {sid}", lines, "End session"), answer)
-
-        def ended(_: object) -> None:
-            self.say(f"ended session {sid}")
-
-        def offer_force(error: RoostError) -> bool:
-            """A mount kept busy from outside the session: offer what `session end --force` does."""
-            if not isinstance(error, Conflict) or "busy" not in str(error):
-                return False
-            lines: list[str | Text] = [
+    @work(group="operations", exit_on_error=False)
+    @operation("end")
+    async def end_session(self, sid: str) -> None:
+        """Measure what ending loses, ask, end; offer force if a mount is kept busy from outside."""
+        info = await self.call(lambda: self.engine.session_info(sid, details=True), f"end {sid}")
+        s = info.session
+        if info.changes:
+            lost = [f"its changes: {human_size(info.changes)} written since it began, never promoted"]
+        else:
+            lost = ["its changes (none written yet)"]
+        if info.processes:
+            lost.append(f"{info.processes} process(es) running inside, killed (TERM, then KILL)")
+        if s.maintenance:
+            lost.append(f"its hold on {s.image}'s writer lock (others may maintain it again)")
+        question: list[str | Text] = [
+            Text.assemble(
+                "End session ",
+                (sid, "bold"),
+                f" ({s.kind}, {s.image} generation {s.generation}, owned by {s.owner})?",
+            ),
+            "Lost for good:",
+            *(f"  • {item}" for item in lost),
+        ]
+        if not await self.app.push_screen_wait(ConfirmDialog(f"End {sid}", question, "End session")):
+            return
+        try:
+            await self.call(lambda: self.engine.end(sid), f"end {sid}")
+        except Conflict as error:
+            if "busy" not in str(error):
+                raise
+            # What `session end --force` does, once the operator has read why.
+            question = [
                 Text.assemble("Session ", (sid, "bold"), " could not be unmounted:"),
                 Text(str(error), style="italic"),
                 "Force detaches the busy mounts: whoever holds them keeps seeing the files until",
                 "they let go, but the session, its record and its changes are gone.",
             ]
+            if not await self.app.push_screen_wait(ConfirmDialog(f"Force end {sid}", question, "Force end")):
+                return
+            await self.call(lambda: self.engine.end(sid, force=True), f"end {sid}")
+        self.say(f"ended session {sid}")
 
-            def answer(yes: bool | None) -> None:
-                if yes:
-                    self.run(sid, "end", lambda: self.engine.end(sid, force=True), ended)
-
-            self.app.push_screen(ConfirmDialog(f"Force end {sid}", lines, "Force end"), answer)
-            return True
-
-        self.run(sid, "end", lambda: self.engine.session_info(sid, details=True), ask)
-
-    def promote(self, sid: str) -> None:
+    @work(group="operations", exit_on_error=False)
+    @operation("promote")
+    async def promote_session(self, sid: str) -> None:
         """Check that the promote can be a fast-forward, ask for a message, promote."""
 
-        def check() -> tuple[Any, Any, int]:
+        def check() -> tuple[SessionInfo, ImageInfo, int]:
             info = self.engine.session_info(sid, details=False)
             image = self.engine.image_info(info.session.image)
             following = max((g.generation for g in self.engine.image_history(image.name)), default=0) + 1
             return info, image, following
 
-        def ask(found: tuple[Any, Any, int]) -> None:
-            info, image, following = found
-            s = info.session
-            if image.current != s.generation:
-                self.app.notify(
-                    f"cannot promote {sid}: it was cloned from generation {s.generation} of {s.image}, "
-                    f"but {s.image} is now at generation {image.current}. Promoting would throw that away, "
-                    "so roost refuses: begin a new maintenance session and redo the change there.",
-                    title="not a fast-forward",
-                    severity="error",
-                    timeout=12,
-                    markup=False,
-                )
-                return
-            if image.writer is not None and image.writer != sid:
-                self.app.notify(
-                    f"cannot promote {sid}: {s.image} is being maintained by session {image.writer}; "
-                    "only that session may promote now.",
-                    title="image is being maintained",
-                    severity="error",
-                    timeout=12,
-                    markup=False,
-                )
-                return
-            lines: list[str | Text] = [
-                Text.assemble(
-                    "Promote ",
-                    (sid, "bold"),
-                    " into ",
-                    (s.image, "bold"),
-                    f" generation {following}?",
-                ),
-                f"It becomes current (generation {image.current} stays in history for rollback),",
-                "and the session ends. A message says what changed:",
-            ]
-
-            def answer(message: str | None) -> None:
-                if message is not None:
-                    self.run(
-                        sid,
-                        "promote",
-                        lambda: self.engine.promote(sid, message.strip()),
-                        lambda n: self.say(f"promoted {sid}: {s.image} is now at generation {n}"),
-                    )
-
-            self.app.push_screen(
-                PromptDialog(
-                    f"Promote {sid}",
-                    lines,
-                    placeholder="e.g. install build-essential",
-                    accept="Promote",
-                ),
-                answer,
+        info, image, following = await self.call(check, f"promote {sid}")
+        s = info.session
+        if image.current != s.generation:
+            self.notify(
+                f"cannot promote {sid}: it was cloned from generation {s.generation} of {s.image}, "
+                f"but {s.image} is now at generation {image.current}. Promoting would throw that away, "
+                "so roost refuses: begin a new maintenance session and redo the change there.",
+                title="not a fast-forward",
+                severity="error",
+                timeout=12,
+                markup=False,
             )
+            return
+        if image.writer is not None and image.writer != sid:
+            self.notify(
+                f"cannot promote {sid}: {s.image} is being maintained by session {image.writer}; "
+                "only that session may promote now.",
+                title="image is being maintained",
+                severity="error",
+                timeout=12,
+                markup=False,
+            )
+            return
+        question: list[str | Text] = [
+            Text.assemble("Promote ", (sid, "bold"), " into ", (s.image, "bold"), f" generation {following}?"),
+            f"It becomes current (generation {image.current} stays in history for rollback),",
+            "and the session ends. A message says what changed:",
+        ]
+        dialog = PromptDialog(f"Promote {sid}", question, placeholder="e.g. install build-essential", accept="Promote")
+        message = await self.app.push_screen_wait(dialog)
+        if message is None:
+            return
+        generation = await self.call(lambda: self.engine.promote(sid, message.strip()), f"promote {sid}")
+        self.say(f"promoted {sid}: {s.image} is now at generation {generation}")
 
-        self.run(sid, "promote", check, ask)
+    @work(group="operations", exit_on_error=False)
+    @operation("recover")
+    async def recover_session(self, sid: str) -> None:
+        report = await self.call(lambda: self.engine.recover(sid), f"recover {sid}")
+        self.say("; ".join(report) if report else f"{sid}: nothing to recover")
 
-    def recover(self, sid: str) -> None:
-        def done(report: list[str]) -> None:
-            self.say("; ".join(report) if report else f"{sid}: nothing to recover")
-
-        self.run(sid, "recover", lambda: self.engine.recover(sid), done)
-
-    def enter(self, sid: str) -> None:
+    @work(group="operations", exit_on_error=False)
+    @operation("enter")
+    async def enter_session(self, sid: str) -> None:
         """A login shell inside: the console steps aside until the shell exits."""
-        self.run(sid, "enter", lambda: self.engine.launch(sid, None), lambda launch: self._hand_over(sid, launch))
-
-    def _hand_over(self, sid: str, launch: process.Launch) -> None:
-        app = self.app
+        launch = await self.call(lambda: self.engine.launch(sid, None), f"enter {sid}")
         try:
-            with app.suspend():
-                terminal = app.terminal
-                tty = process.terminal(terminal["stdin"])
-                pid = self.engine.start(sid, launch, foreground=tty, **terminal)
+            with self.app.suspend():
+                # The run protocol: the session's lock is held shared until the shell has exec'd.
+                tty = process.terminal(self.terminal["stdin"])
+                pid = self.engine.start(sid, launch, foreground=tty, **self.terminal)
                 code = process.wait_foreground(pid, tty)
         except SuspendNotSupported:
-            app.notify(
+            self.notify(
                 f"this console cannot hand over its terminal here; in a shell run: sudo roost session enter {sid}",
                 severity="warning",
                 timeout=10,
@@ -300,37 +271,33 @@ class Operations:
             )
             return
         except OSError as e:
-            app.notify(f"enter {sid}: {e.strerror}", severity="error", markup=False)
+            self.notify(f"enter {sid}: {e.strerror}", severity="error", markup=False)
             return
         self.say(f"back from session {sid} (the shell exited with {code})")
-        app.request_refresh()
 
-    def run_command(self, sid: str) -> None:
-        def answer(command: str | None) -> None:
-            if command is None or not command.strip():
-                return
-            dialog = OutputDialog(f"{sid}: {command}")
-            self.app.push_screen(dialog)
-            self.run(
-                sid,
-                "run",
-                lambda: self._run_command(sid, command, dialog),
-                lambda code: dialog.done(_status(code, dialog.interrupted)),
-            )
-
-        self.app.push_screen(
-            PromptDialog(
-                f"Run in {sid}",
-                ["A command for /bin/sh -c, run as you, in / of the session:"],
-                placeholder="e.g. apt-get update",
-                accept="Run",
-                allow_empty=False,
-            ),
-            answer,
+    @work(group="operations", exit_on_error=False)
+    async def run_in_session(self, sid: str) -> None:
+        """Ask for a command, run it inside, show its output as it comes."""
+        prompt = PromptDialog(
+            f"Run in {sid}",
+            ["A command for /bin/sh -c, run as you, in / of the session:"],
+            placeholder="e.g. apt-get update",
+            accept="Run",
+            allow_empty=False,
         )
+        command = await self.app.push_screen_wait(prompt)
+        if command is not None and command.strip():
+            await self._run(sid, command)
 
-    def _run_command(self, sid: str, command: str, dialog: OutputDialog) -> int:
-        """In a worker: start the command with a pipe for its output, stream it, wait."""
+    @operation("run")
+    async def _run(self, sid: str, command: str) -> None:
+        dialog = OutputDialog(f"{sid}: {command}")
+        await self.app.push_screen(dialog)
+        code = await self.call(lambda: self._stream(sid, command, dialog), f"run {sid}")
+        dialog.done(_status(code, dialog.interrupted))
+
+    def _stream(self, sid: str, command: str, dialog: OutputDialog) -> int:
+        """In a thread: start the command with a pipe for its output, stream it, wait."""
         eng = self.engine
         app = self.app
         launch = eng.launch(sid, ["/bin/sh", "-c", command], directory="/")

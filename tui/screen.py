@@ -4,24 +4,31 @@ Wide terminals show all four panes in a grid; narrow ones (under 120 columns)
 show one at a time, chosen with 1-4, tab or a click on the top line. Every
 verb is a screen action, so a key in the footer, a line in the help screen
 and a command in the palette all run the same code, and ``check_action``
-greys out what does not apply to the selection.
+greys out what does not apply to the selection. The actions pick their target
+from the selection and start the operation (tui/operations.py) on it.
+
+The screen shows what the app publishes (it watches the app's ``snapshot``
+and ``usage``) and tells the app what it needs with messages (tui/messages.py).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, ClassVar
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar
 
 from textual import events, on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Container, Horizontal
-from textual.screen import Screen
 from textual.widget import Widget
 from textual.widgets import Footer
 
+from core.engine import Engine
 from core.views import GenerationInfo, ImageInfo, SessionInfo
-from core.watch import Snapshot
+from core.watch import Figures, Snapshot
 
+from .messages import ImageHighlighted, RefreshRequested, SessionHighlighted
+from .operations import OperationsScreen
 from .widgets.detail import DetailPanel, generation_detail, image_detail, lock_detail, session_detail
 from .widgets.events import EventLog
 from .widgets.help import HelpScreen
@@ -32,9 +39,6 @@ from .widgets.pane import Pane
 from .widgets.sessions import SessionsPane
 from .widgets.table import DiffTable
 from .widgets.topbar import TopBar
-
-if TYPE_CHECKING:
-    from .app import RoostConsole
 
 PANES = ("images", "sessions", "history", "locks")
 
@@ -50,7 +54,7 @@ IMAGE_VERBS = {"begin", "begin_maintenance", "gc"}
 SESSION_VERBS = {"enter_session", "run_command", "promote", "end_session", "recover"}
 
 
-class MainScreen(Screen[None]):
+class MainScreen(OperationsScreen):
     AUTO_FOCUS = None
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (120, "-wide")]
 
@@ -68,27 +72,34 @@ class MainScreen(Screen[None]):
         Binding("q", "app.quit", "Quit", id="quit"),
     ]
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        host: str,
+        clock: Callable[[], float],
+        tick_interval: float,
+        terminal: Mapping[str, int],
+    ) -> None:
+        super().__init__(engine, terminal=terminal)
+        self.host = host
+        self.clock = clock
+        self.tick_interval = tick_interval
         self.active = "sessions"
         self.images_pane = ImagesPane()
         self.sessions_pane = SessionsPane()
         self.history_pane = HistoryPane()
         self.locks_pane = LocksPane()
         self.detail = DetailPanel()
-        self.events = EventLog(self._clock)
+        self.events = EventLog(clock)
+        #: The image whose history is shown (or asked for), and the per-session figures shown.
+        self.history_image: str | None = None
+        self.usage: Mapping[str, Figures] = {}
         self._pending_session: str | None = None
         self._footer_state: tuple[bool | None, ...] = ()
 
-    def _clock(self) -> float:
-        return self.console.clock()
-
-    @property
-    def console(self) -> RoostConsole:
-        return self.app  # type: ignore[return-value]
-
     def compose(self) -> ComposeResult:
-        yield TopBar(self.console.host, self.console.engine.store.root)
+        yield TopBar(self.host, self.engine.store.root)
         with Container(id="panes", classes=f"-show-{self.active}"):
             yield self.images_pane
             yield self.sessions_pane
@@ -101,6 +112,9 @@ class MainScreen(Screen[None]):
 
     def on_mount(self) -> None:
         self.action_show_pane(self.active)
+        self.watch(self.app, "snapshot", self._show_snapshot)
+        self.watch(self.app, "usage", self._show_usage)
+        self.set_interval(self.tick_interval, self.tick)
 
     def on_resize(self, event: events.Resize) -> None:
         # Crossing the narrow/wide breakpoint hides and shows panes, which can take
@@ -124,18 +138,18 @@ class MainScreen(Screen[None]):
 
     # --- data ----------------------------------------------------------------------------
 
-    def apply(self, snapshot: Snapshot) -> None:
+    def _show_snapshot(self, snapshot: Snapshot | None) -> None:
         """Show what changed; unchanged panes are not touched."""
-        app = self.console
-        now = app.clock()
+        if snapshot is None:
+            return
+        now = self.clock()
         changed = snapshot.changed
         if "images" in changed:
             self.images_pane.show(snapshot.images)
-            if app.history_image is None and self.images_pane.selected is not None:
-                app.history_image = self.images_pane.selected
-                app.request_refresh()
+            if self.history_image is None and self.images_pane.selected is not None:
+                self._follow_image(self.images_pane.selected)
         if "sessions" in changed:
-            self.sessions_pane.show(snapshot.sessions, app.usage, now)
+            self.sessions_pane.show(snapshot.sessions, self.usage, now)
             if self._pending_session is not None and self.sessions_pane.table.select_key(self._pending_session):
                 self._pending_session = None
         if "history" in changed:
@@ -148,16 +162,21 @@ class MainScreen(Screen[None]):
             self.show_detail()
             self._update_footer()
 
-    def apply_usage(self) -> None:
-        app = self.console
-        self.sessions_pane.show(self.sessions_pane.sessions, app.usage, app.clock())
+    def _show_usage(self, usage: Mapping[str, Figures]) -> None:
+        self.usage = usage
+        self.sessions_pane.show(self.sessions_pane.sessions, usage, self.clock())
         if self.active == "sessions":
             self.show_detail()
 
+    def _follow_image(self, image: str) -> None:
+        """Show the history of *image* from the next poll on."""
+        self.history_image = image
+        self.post_message(ImageHighlighted(image))
+
     def tick(self) -> None:
         """Time passed: ages and held-for durations (only cells whose text changes are redrawn)."""
-        now = self.console.clock()
-        self.sessions_pane.show(self.sessions_pane.sessions, self.console.usage, now)
+        now = self.clock()
+        self.sessions_pane.show(self.sessions_pane.sessions, self.usage, now)
         self.locks_pane.show(self.locks_pane.locks, now)
 
     def select_session(self, sid: str) -> None:
@@ -181,14 +200,14 @@ class MainScreen(Screen[None]):
         return (image, g) if g is not None and image is not None else None
 
     def show_detail(self) -> None:
-        now = self.console.clock()
+        now = self.clock()
         item: Any = None
         if self.active == "images":
             image = self.selected_image()
             item = image_detail(image) if image else None
         elif self.active == "sessions":
             info = self.selected_session()
-            item = session_detail(info, self.console.usage.get(info.session.id), now) if info else None
+            item = session_detail(info, self.usage.get(info.session.id), now) if info else None
         elif self.active == "history":
             found = self.selected_generation()
             item = generation_detail(*found) if found else None
@@ -200,13 +219,12 @@ class MainScreen(Screen[None]):
     @on(DiffTable.SelectionChanged)
     def _selection_changed(self, event: DiffTable.SelectionChanged) -> None:
         table, key = event.table, event.key
-        if table is self.images_pane.table and key is not None and self.console.history_image != key:
-            self.console.history_image = key
-            self.console.request_refresh()
+        if table is self.images_pane.table and key is not None and self.history_image != key:
+            self._follow_image(key)
         if table is self.pane(self.active).table:
             self.show_detail()
         if table is self.sessions_pane.table:
-            self.console.usage_first = key
+            self.post_message(SessionHighlighted(key))
         self._update_footer()
 
     def on_descendant_focus(self, event: events.DescendantFocus) -> None:
@@ -244,7 +262,7 @@ class MainScreen(Screen[None]):
         self.sessions_pane.action_filter()
 
     def action_refresh(self) -> None:
-        self.console.request_refresh(force=True)
+        self.post_message(RefreshRequested(force=True))
         self.notify("reading everything again", timeout=1.5)
 
     def action_help(self) -> None:
@@ -304,15 +322,15 @@ class MainScreen(Screen[None]):
 
     def action_begin(self) -> None:
         if (name := self._image()) is not None:
-            self.console.operations.begin(name, maintenance=False)
+            self.begin_session(name)
 
     def action_begin_maintenance(self) -> None:
         if (name := self._image()) is not None:
-            self.console.operations.begin(name, maintenance=True)
+            self.begin_maintenance(name)
 
     def action_gc(self) -> None:
         if (name := self._image()) is not None:
-            self.console.operations.gc(name)
+            self.collect_garbage(name)
 
     def action_rollback(self) -> None:
         found = self.selected_generation()
@@ -324,24 +342,24 @@ class MainScreen(Screen[None]):
             self.notify(f"generation {g.generation} is already current for {image}", severity="warning")
             return
         current = next((x.generation for x in self.history_pane.generations if x.current), 0)
-        self.console.operations.rollback(image, g.generation, current)
+        self.roll_back(image, g.generation, current)
 
     def action_enter_session(self) -> None:
         if (sid := self._session()) is not None:
-            self.console.operations.enter(sid)
+            self.enter_session(sid)
 
     def action_run_command(self) -> None:
         if (sid := self._session()) is not None:
-            self.console.operations.run_command(sid)
+            self.run_in_session(sid)
 
     def action_promote(self) -> None:
         if (sid := self._session()) is not None:
-            self.console.operations.promote(sid)
+            self.promote_session(sid)
 
     def action_end_session(self) -> None:
         if (sid := self._session()) is not None:
-            self.console.operations.end(sid)
+            self.end_session(sid)
 
     def action_recover(self) -> None:
         if (sid := self._session()) is not None:
-            self.console.operations.recover(sid)
+            self.recover_session(sid)

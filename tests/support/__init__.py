@@ -1,1 +1,1 @@
-"""What tests share beyond fixtures: real users and sudo rules, demo state, root builders."""
+"""What tests, benchmarks and scripts share that is not a test: real users and sudo rules, demo state."""

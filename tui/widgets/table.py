@@ -5,19 +5,27 @@ filtered); the table removes the rows that are gone, rewrites only the cells
 that changed, adds the new rows and sorts once if anything that matters for
 the order moved. The highlighted row stays on the same key, so a refresh
 never moves an operator's selection, and nothing flickers.
+
+Only DataTable's public API is used. One thing it does not document is
+relied on, and tests/test_tui_units.py checks it against the pinned Textual:
+a column's label (``DataTable.columns[key].label``) changed in place shows
+once ``sort()`` has redrawn the table.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Self
 
+from rich.console import Console, ConsoleOptions
+from rich.measure import Measurement
 from rich.text import Text
 from textual.coordinate import Coordinate
+from textual.geometry import Region
 from textual.message import Message
 from textual.widgets import DataTable
-from textual.widgets._data_table import Row as DataRow
 from textual.widgets.data_table import CellDoesNotExist, ColumnKey, RowDoesNotExist, RowKey
 
 
@@ -48,9 +56,9 @@ class Column:
 
 
 class Cell(Text):
-    """A rendered cell that sorts by its own key, not by its text."""
+    """A rendered cell that sorts by its own key, not by its text, and knows its width."""
 
-    __slots__ = ("sort_key",)
+    __slots__ = ("column_width", "sort_key")
 
     def __init__(self, cell: C, column: Column) -> None:
         text = cell.text.rjust(column.width) if column.justify == "right" else cell.text
@@ -58,6 +66,12 @@ class Cell(Text):
             text += " "
         super().__init__(text, style=cell.style, end="", no_wrap=True)
         self.sort_key = cell.sort if cell.sort is not None else cell.text
+        self.column_width = column.render_width
+
+    def __rich_measure__(self, console: Console, options: ConsoleOptions) -> Measurement:
+        # DataTable measures every cell of every new row (to fit automatic widths, which
+        # this table has none of): a cell knows its width without laying out its text.
+        return Measurement(self.column_width, self.column_width)
 
 
 def _sort_value(cell: Any) -> Any:
@@ -69,6 +83,9 @@ class DiffTable(DataTable[Cell]):
 
     #: Removing rows one by one costs O(rows) each; past this many, rebuild instead.
     REBUILD_AT = 64
+
+    _batching = False  # inside a sync: plain refreshes wait for its end
+    _refresh_due = False
 
     class SelectionChanged(Message):
         """The key under the cursor changed (by the operator or by a refresh)."""
@@ -97,18 +114,22 @@ class DiffTable(DataTable[Cell]):
         self.column_specs = list(columns)
         self.sort_column = sort_column
         self.reverse = reverse
+        #: What each shown row is, by key: what the next sync is compared with.
         self.model: dict[str, Row] = {}
+        # The keys add_row and add_column gave back: passing the very objects the table
+        # stores makes its lookups identity hits.
+        self._row_keys: dict[str, RowKey] = {}
+        self._column_keys: list[ColumnKey] = []
         self._last_key: str | None = None
 
     def on_mount(self) -> None:
         self._ensure_columns()
 
     def _ensure_columns(self) -> None:
-        if self.columns:
-            return
-        for col in self.column_specs:
-            self.add_column(self.label_for(col), width=col.render_width, key=col.key)
-        self.set_sort(self.sort_column, self.reverse)
+        if not self.columns:
+            self._column_keys = [
+                self.add_column(self.label_for(col), width=col.render_width, key=col.key) for col in self.column_specs
+            ]
 
     def label_for(self, col: Column) -> Text:
         label = col.label
@@ -119,15 +140,15 @@ class DiffTable(DataTable[Cell]):
         return Text(label + (" " if col.gap else ""), no_wrap=True)
 
     def set_columns(self, columns: Sequence[Column]) -> None:
-        """New widths (the terminal was resized): labels and widths, not the rows."""
+        """New widths (the terminal was resized): the table is built again with the same rows."""
         self.column_specs = list(columns)
-        for col in self.column_specs:
-            column = self.columns.get(col.key)  # type: ignore[call-overload]
-            if column is not None:
-                column.width = col.render_width
-                column.label = self.label_for(col)
-        self._require_update_dimensions = True
-        self.refresh()
+        keep = self.selected_key
+        rows = self.model
+        self.clear(columns=True)
+        self.model = {}
+        self._row_keys = {}
+        self._ensure_columns()
+        self._fill(rows, keep)
 
     # --- selection ---------------------------------------------------------------------
 
@@ -168,20 +189,42 @@ class DiffTable(DataTable[Cell]):
         self.sort_column = column
         self.reverse = reverse
         for col in self.column_specs:
-            column_ = self.columns.get(col.key)  # type: ignore[call-overload]
-            if column_ is not None:
-                column_.label = self.label_for(col)
+            shown = self.columns.get(ColumnKey(col.key))
+            if shown is not None:
+                shown.label = self.label_for(col)
         keep = self.selected_key
-        self._sort()
+        # Sorting redraws the whole table, the header with its new labels too.
+        self.sort(*([column] if column is not None else []), key=_sort_value, reverse=reverse)
         if keep is not None:
             self.select_key(keep)
-        self.refresh()
 
     def _sort(self) -> None:
         if self.sort_column is not None and self.row_count > 1:
             self.sort(self.sort_column, key=_sort_value, reverse=self.reverse)
 
     # --- the diff ----------------------------------------------------------------------
+
+    def refresh(self, *regions: Region, repaint: bool = True, layout: bool = False, recompose: bool = False) -> Self:
+        """As Widget.refresh; within a sync, plain whole-widget refreshes become one at its end.
+
+        (update_cell refreshes the table on every call: a thousand changed cells
+        would be a thousand dirty-region computations for one redraw.)
+        """
+        if self._batching and repaint and not (regions or layout or recompose):
+            self._refresh_due = True
+            return self
+        return super().refresh(*regions, repaint=repaint, layout=layout, recompose=recompose)
+
+    @contextmanager
+    def _one_refresh(self) -> Iterator[None]:
+        self._batching = True
+        try:
+            yield
+        finally:
+            self._batching = False
+            if self._refresh_due:
+                self._refresh_due = False
+                self.refresh()
 
     def _cells(self, row: Row) -> list[Cell]:
         return [Cell(c, spec) for c, spec in zip(row, self.column_specs, strict=True)]
@@ -192,88 +235,45 @@ class DiffTable(DataTable[Cell]):
         keep = self.selected_key
         model = self.model
         gone = [k for k in model if k not in rows]
-        if len(gone) > self.REBUILD_AT and len(gone) > len(model) // 4:
-            self._rebuild(rows, keep)
-            return
-        if not model and len(rows) > self.REBUILD_AT:
-            self._rebuild(rows, keep)
+        if (len(gone) > self.REBUILD_AT and len(gone) > len(model) // 4) or (not model and rows):
+            index = self.cursor_row
+            self.clear()
+            self.model = {}
+            self._row_keys = {}
+            self._fill(rows, keep, index)
             return
         resort = False
         sort_index = next((i for i, c in enumerate(self.column_specs) if c.key == self.sort_column), None)
         for key in gone:
-            self.remove_row(key)
+            self.remove_row(self._row_keys.pop(key))
             del model[key]
-        changed = False
-        for key, row in rows.items():
-            old = model.get(key)
-            if old is None:
-                self.add_row(*self._cells(row), key=key)
-                model[key] = row
-                resort = True
-            elif old != row:
-                for i, (a, b) in enumerate(zip(old, row, strict=True)):
-                    if a != b:
-                        self._set_cell(key, self.column_specs[i], b)
-                        if i == sort_index:
-                            resort = True
-                model[key] = row
-                changed = True
-        self._skip_measuring()
-        if resort:
-            self._sort()
-        elif changed:
-            self.refresh()
+        with self._one_refresh():
+            for key, row in rows.items():
+                old = model.get(key)
+                if old is None:
+                    self._row_keys[key] = self.add_row(*self._cells(row), key=key)
+                    model[key] = row
+                    resort = True
+                elif old != row:
+                    row_key = self._row_keys[key]
+                    for i, (a, b) in enumerate(zip(old, row, strict=True)):
+                        if a != b:
+                            self.update_cell(row_key, self._column_keys[i], Cell(b, self.column_specs[i]))
+                            if i == sort_index:
+                                resort = True
+                    model[key] = row
+            if resort:
+                self._sort()
         if keep is not None and keep in model:
             self.select_key(keep)
         else:
             self._announce()
 
-    def _set_cell(self, key: str, spec: Column, cell: C) -> None:
-        """update_cell without its refresh: one refresh follows the whole diff.
-
-        (DataTable.update_cell refreshes the widget on every call, which costs a
-        thousand region computations when a thousand ages tick over at once.
-        Textual is pinned, so its internals here are known.)
-        """
-        self._data[RowKey(key)][ColumnKey(spec.key)] = Cell(cell, spec)
-        self._update_count += 1
-
-    def _skip_measuring(self) -> None:
-        """Every column has a fixed width and every row one line: new rows need no measuring.
-
-        (DataTable measures every cell of every new row when idle, to fit
-        auto-width columns: nine thousand measurements for a thousand sessions.
-        It still recomputes the table's size, which is all this table needs.)
-        """
-        self._new_rows.clear()
-
-    def _add_rows(self, rows: Mapping[str, Row]) -> None:
-        """add_row for many rows at once, into an empty table.
-
-        (add_row re-validates the cursor and checks for idle on every call; for
-        a thousand rows that is most of the first refresh. This does what it
-        does for rows of one line without labels, once.)
-        """
-        columns = [ColumnKey(spec.key) for spec in self.column_specs]
-        start = self.row_count
-        for offset, (key, row) in enumerate(rows.items()):
-            row_key = RowKey(key)
-            self._row_locations[row_key] = start + offset
-            self._data[row_key] = dict(zip(columns, self._cells(row), strict=True))
-            self.rows[row_key] = DataRow(row_key, 1, None, False)
-        self._require_update_dimensions = True
-        self._update_count += 1
-        self.cursor_coordinate = self.cursor_coordinate
-        if start == 0 and self.row_count and self.show_cursor and self.cursor_type != "none":
-            self._highlight_cursor()
-        self.check_idle()
-        self.refresh()
-
-    def _rebuild(self, rows: Mapping[str, Row], keep: str | None) -> None:
-        index = self.cursor_row
-        self.clear()
+    def _fill(self, rows: Mapping[str, Row], keep: str | None, index: int = 0) -> None:
+        """Add *rows* to an empty table, sort once, and put the cursor back on *keep*."""
         self.model = dict(rows)
-        self._add_rows(rows)
+        for key, row in rows.items():
+            self._row_keys[key] = self.add_row(*self._cells(row), key=key)
         self._sort()
         if keep is not None and keep in self.model:
             self.select_key(keep)

@@ -1,4 +1,4 @@
-"""The command palette (ctrl+p or :): every action, named after what is selected."""
+"""The command palette's provider (ctrl+p or :): every action, named after what is selected."""
 
 from __future__ import annotations
 
@@ -66,7 +66,9 @@ def commands(screen: MainScreen) -> Iterator[Command]:
     yield ("Quit the console", "q", partial(screen.app.exit))
 
 
-class RoostCommands(Provider):
+class SelectionCommands(Provider):
+    """The main screen's verbs on its selection, and moving around."""
+
     def _screen(self) -> MainScreen | None:
         from .screen import MainScreen
 

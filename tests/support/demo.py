@@ -1,13 +1,13 @@
 """A realistic demo state root, for the console's screenshots and snapshot tests.
 
-    sudo .venv/bin/python -m tui.demo --out screenshots     (what scripts/screenshots runs)
+    sudo .venv/bin/python -m tests.support.demo --out screenshots     (what scripts/screenshots runs)
 
 Builds, with the real engine, a build host's worth of state in a directory of
 its own: four images with histories (one rolled back), ordinary and
 maintenance sessions owned by different people (some with processes running
 inside, one that needs recovery), a writer lease, a stale lock, and the
 journal that all this wrote. The root file systems are busybox trees
-standing in for Debian ones, so the build takes seconds; afterwards the
+(tests/rootfs.py) standing in for Debian ones, so the build takes seconds; afterwards the
 metadata people read (times, authors, sizes, messages) is rewritten to what a
 real host would show, so the pictures read like one and do not change from
 one run to the next. With ``holder``, a process holds one lock and another
@@ -17,11 +17,10 @@ waits for it (their pids differ per run, so snapshot tests leave them out).
 from __future__ import annotations
 
 import argparse
+import calendar
 import json
 import os
-import shutil
 import signal
-import subprocess
 import sys
 import time
 import zlib
@@ -37,6 +36,8 @@ from core.engine import Engine
 from core.fsutil import remove_tree
 from core.importers import Source
 from core.settings import Settings
+from tests.rootfs import busybox
+from tui.app import RoostConsole
 
 #: The demo's "now": the console's clock is frozen here.
 NOW = "2026-11-24T09:30:00Z"
@@ -45,26 +46,7 @@ MIB = 1 << 20
 
 
 def epoch(iso: str) -> float:
-    import calendar
-
     return float(calendar.timegm(time.strptime(iso, "%Y-%m-%dT%H:%M:%SZ")))
-
-
-def busybox_root(root: Path) -> Path:
-    """A minimal root file system: static busybox and its applets, passwd, group."""
-    for d in ("bin", "sbin", "etc", "proc", "sys", "dev", "tmp", "root", "home", "usr/bin", "var/tmp", "build"):
-        (root / d).mkdir(parents=True, exist_ok=True)
-    os.chmod(root / "tmp", 0o1777)
-    os.chmod(root / "root", 0o700)
-    busybox = shutil.which("busybox") or "/bin/busybox"
-    shutil.copy2(busybox, root / "bin" / "busybox")
-    applets = subprocess.run([busybox, "--list"], capture_output=True, text=True, check=True).stdout.split()
-    for applet in applets:
-        if applet != "busybox" and not (root / "bin" / applet).exists():
-            os.symlink("busybox", root / "bin" / applet)
-    (root / "etc" / "passwd").write_text("root:x:0:0:root:/root:/bin/sh\n")
-    (root / "etc" / "group").write_text("root:x:0:\n")
-    return root
 
 
 # What the demo's images went through: (image, generation, when, author, message, size in MiB).
@@ -159,7 +141,7 @@ class Demo:
         clear(self.base)
         (self.base / "profiles").mkdir(parents=True)
         (self.base / "roost.yaml").write_text("end-grace: 2\nlock-timeout: 20\n")
-        tree = busybox_root(self.base / "rootfs")
+        tree = busybox(self.base / "rootfs")
         root = self.engine()
         store = root.store
         for name, backend, profile, description in IMAGES:
@@ -335,10 +317,8 @@ def demo(base: Path, *, holder: bool = False) -> Iterator[Demo]:
 # --- screenshots -------------------------------------------------------------------------
 
 
-def console(d: Demo) -> Any:
+def console(d: Demo) -> RoostConsole:
     """The real console on the demo state, its clock frozen at :data:`NOW`."""
-    from .app import RoostConsole
-
     return RoostConsole(d.engine("root"), clock=lambda: epoch(NOW), host=HOST)
 
 
@@ -346,7 +326,7 @@ async def settle(pilot: Any) -> None:
     """Wait until the console has shown the state and measured every session."""
     app = pilot.app
     for _ in range(400):
-        if app.loaded and app.usage_loaded and not app._fetching:
+        if app.loaded and app.usage_loaded and not app.polling:
             break
         await pilot.pause(0.05)
     await pilot.pause(0.2)
@@ -398,9 +378,20 @@ SIZES = {"80x24": (80, 24), "160x48": (160, 48)}
 
 
 def screenshot(d: Demo, scene: str, size: tuple[int, int]) -> str:
-    from textual._doc import take_svg_screenshot
+    """The console at *size*, driven to *scene*, as SVG (what the snapshot tests compare, too)."""
+    app = console(d)
+    shots: list[str] = []
 
-    return take_svg_screenshot(app=console(d), terminal_size=size, run_before=scenes()[scene], title=f"roost — {scene}")
+    async def take(pilot: Any) -> None:
+        await scenes()[scene](pilot)
+        await pilot.pause()
+        await pilot.wait_for_scheduled_animations()
+        await pilot.pause()
+        shots.append(app.export_screenshot(title=f"roost — {scene}", simplify=True))
+        app.exit()
+
+    app.run(headless=True, size=size, auto_pilot=take)
+    return shots[0]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -409,7 +400,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--base", default="/tmp/roost-demo", help="where the demo state lives while it runs")
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
-        print("tui.demo: the demo mounts sessions; run it as root", file=sys.stderr)
+        print("tests.support.demo: the demo mounts sessions; run it as root", file=sys.stderr)
         return 2
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
