@@ -128,17 +128,17 @@ def setup(session: Session, host_root: str = "/") -> dict[str, list[str]]:
     Returns the host's entries merged into the session's user and group
     databases, as core.setup.setup does (promote takes them out again).
     """
+    # What the user may see of the profile is decided first, while the mount table is still small.
+    readable = [db for db in session.nss_databases if os.access(f"{host_root}/etc/{db}", os.R_OK)]
+    copies = [path for path in session.copy_files if os.access(host_root + path, os.R_OK)]
+    binds = recursive_binds(session.mounts, host_root)
+    profile = session.replace(mounts=binds, nss_databases=readable, copy_files=copies)
     with Root(session.mountpoint) as root:
         for name, step in (("/proc", _proc), ("/sys", _sys), ("/dev", _dev)):
             try:
                 step(root, session)
             except OSError as e:
                 raise SystemFailure(f"cannot set up {name} in session {session.id}: {e.strerror}") from None
-        readable = [db for db in session.nss_databases if os.access(f"{host_root}/etc/{db}", os.R_OK)]
-        copies = [path for path in session.copy_files if os.access(host_root + path, os.R_OK)]
-        profile = session.replace(
-            mounts=recursive_binds(session.mounts, host_root), nss_databases=readable, copy_files=copies
-        )
         return apply_profile(root, profile, host_root)
 
 
@@ -149,17 +149,19 @@ def recursive_binds(specs: list[dict[str, object]], host_root: str = "/") -> lis
     mounts below it (they could hide what they cover): such a bind takes them
     along, as the host shows them.
     """
-    from ..mounts import mounts, mounts_below
+    from ..mounts import Mount, mounts, mounts_below
 
-    table = mounts() if any(spec.get("type") == "bind" for spec in specs) else []  # read once, not per bind
+    table: list[Mount] | None = None  # read once, and only if a bind needs it (reading it costs milliseconds)
     out = []
     for spec in specs:
         if spec.get("type") in ("bind", "rbind"):
             source = os.path.join(host_root, str(spec.get("source", "")).lstrip("/"))
             if spec.get("optional") and not _enterable(source):
                 continue  # optional, and not the user's to see (sbuild's /var/lib/sbuild/build): as if absent
-            if spec.get("type") == "bind" and any(m.target != source for m in mounts_below(source, table)):
-                spec = {**spec, "type": "rbind"}
+            if spec.get("type") == "bind":
+                table = mounts() if table is None else table
+                if any(m.target != source for m in mounts_below(source, table)):
+                    spec = {**spec, "type": "rbind"}
         out.append(spec)
     return out
 
