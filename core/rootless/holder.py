@@ -3,11 +3,11 @@
 A rootless session cannot mount in the host's mount namespace, so it lives in
 namespaces of its own, kept alive by a holder process:
 
-1. roost forks a child, which unshares a user, a mount and a pid namespace;
-   roost writes its uid and gid maps (newuidmap, newgidmap) and the child
-   becomes root of the user namespace;
-2. the child forks the holder, pid 1 of the new pid namespace, and exits;
-   the holder makes the clone's upper and work directories (when the session
+1. roost forks a child, which unshares a user, a mount and a pid namespace,
+   forks the holder (pid 1 of the new pid namespace) and exits; roost writes
+   the user namespace's uid and gid maps (newuidmap, newgidmap) through the
+   holder's pid meanwhile, and the holder becomes root of the namespace;
+2. the holder makes the clone's upper and work directories (when the session
    is new), mounts the overlay at the session's mount point — in its own mount
    namespace, so the host sees an empty directory — and sets the session up
    (:mod:`core.rootless.setup`), then says it is ready;
@@ -147,22 +147,23 @@ def spawn(session: Session, idmap: IdMap, *, create: bool, host_root: str = "/")
         with os.fdopen(msg_r, "rb", buffering=0) as messages:
             lines = _lines(messages)
             first = next(lines, b"")
-            if first != b"U":
+            if first[:1] != b"P":
                 errno_value = int(first[1:]) if first[:1] == b"E" and first[1:].isdigit() else 0
                 raise SystemFailure(userns.unshare_failure(errno_value))
-            userns.map_ids(pid, idmap)
+            holder = int(first[1:])
+            start = userns.starttime(holder)
+            if start is None:
+                raise SystemFailure(f"the holder of session {session.id} died while starting")
+            ref = HolderRef(holder, start)
+            # The maps are the user namespace's: written through the holder's pid (the child that
+            # made the namespace may be gone already), while the holder waits for them.
+            userns.map_ids(holder, idmap)
             userns._write_all(map_w, b"M")
             os.close(map_w)
             map_w = -1
-            holder = 0
             merged: Any = {}
             for line in lines:
-                if line[:1] == b"P":
-                    holder = int(line[1:])
-                    start = userns.starttime(holder)
-                    if start is not None:
-                        ref = HolderRef(holder, start)
-                elif line[:1] == b"R":
+                if line[:1] == b"R":
                     from .. import fastjson
 
                     merged = fastjson.loads(line[1:].decode("utf-8", "surrogateescape") or "{}")
@@ -208,7 +209,10 @@ def _say(fd: int, message: str) -> None:
 
 
 def _child(parent: int, session: Session, create: bool, host_root: str, keep: tuple[int, int, int]) -> None:
-    """The forked child: unshare, wait for the maps, fork the holder, report its pid. Never returns."""
+    """The forked child: unshare, fork the holder at once (it waits for the maps), report its pid. Never returns.
+
+    Forking before the maps are written lets the fork overlap newuidmap and newgidmap.
+    """
     msg_w, map_r, go_r = keep
     try:
         userns.close_except(keep)  # a lock the caller holds must not live on in the holder
@@ -221,23 +225,22 @@ def _child(parent: int, session: Session, create: bool, host_root: str, keep: tu
         except OSError as e:
             _say(msg_w, f"E{e.errno}")
             os._exit(1)
-        _say(msg_w, "U")
-        if userns._read_byte(map_r) != b"M":
-            os._exit(1)
-        os.close(map_r)
-        userns.become_root()
         holder = os.fork()
         if holder == 0:
-            _holder(session, create, host_root, msg_w, go_r)
+            _holder(session, create, host_root, msg_w, map_r, go_r)
         _say(msg_w, f"P{holder}")
     except BaseException:  # noqa: BLE001 - a forked child never returns into the caller
         os._exit(1)
     os._exit(0)
 
 
-def _holder(session: Session, create: bool, host_root: str, msg_w: int, go_r: int) -> None:
+def _holder(session: Session, create: bool, host_root: str, msg_w: int, map_r: int, go_r: int) -> None:
     """pid 1 of the session: mount and set up, report, then reap orphans until killed. Never returns."""
     try:
+        if userns._read_byte(map_r) != b"M":
+            os._exit(1)  # never mapped: the caller died or gave up
+        os.close(map_r)
+        userns.become_root()
         userns.set_name(HOLDER_NAME)
         from .. import syscalls
         from . import setup
