@@ -200,25 +200,29 @@ def _from_dir_as_caller(source: str, dest: str, progress: Progress, files: Calle
     progress(1.0, f"copied {source}")
 
 
-def _from_tar(path: str, dest: str, progress: Progress, files: CallerFiles | None = None) -> None:
+def _from_tar(
+    path: str, dest: str, progress: Progress, files: CallerFiles | None = None, options: list[str] | None = None
+) -> None:
+    """Unpack tarball *path* into *dest*; *options* replace :data:`TAR_KEEP` (rootless mode: core.rootless.content)."""
     try:
         source = files.open(path, os.O_RDONLY) if files is not None else os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError as e:
         raise BadInput(f"--from-tar {path}: {e.strerror}") from None
     try:
-        _unpack(source, path, dest, progress)
+        _unpack(source, path, dest, progress, options)
     finally:
         os.close(source)
 
 
-def _unpack(source: int, path: str, dest: str, progress: Progress) -> None:
-    """Unpack the (compressed) tarball open at *source* into *dest*."""
+def _unpack(source: int, path: str, dest: str, progress: Progress, options: list[str] | None = None) -> None:
+    """Unpack the (compressed) tarball open at *source* into *dest* (tar's keep options: *options* or TAR_KEEP)."""
     size = max(os.fstat(source).st_size, 1)
     head = os.pread(source, 8, 0)
     argv, package = _decompressor(head)
     if not os.path.isdir(dest):  # a backend may have made it already (a subvolume, a mounted dataset)
         os.mkdir(dest, 0o755)
-    tar = ["tar", "--extract", "--file=-", f"--directory={dest}", "--same-owner", "--preserve-permissions", *TAR_KEEP]
+    keep = TAR_KEEP if options is None else options
+    tar = ["tar", "--extract", "--file=-", f"--directory={dest}", "--same-owner", "--preserve-permissions", *keep]
     if argv is not None:
         commands.require(argv[0], package)
     stages: list[tuple[list[str], dict[str, Any]]] = [(argv, {})] if argv is not None else []

@@ -227,6 +227,7 @@ def load(
     environ: os._Environ[str] | dict[str, str] | None = None,
     *,
     trusted: bool | None = None,
+    defaults: dict[str, object] | None = None,
 ) -> Settings:
     """Read roost.yaml and apply overrides (``ROOST_*`` variables, *root*).
 
@@ -236,6 +237,10 @@ def load(
     one else, and a ``ROOST_*`` path variable or a state root on the command
     line is refused with one line (:class:`NotPermitted`): nothing the caller
     chooses decides where roost reads records or mounts from.
+
+    *defaults* replace the built-in defaults (attribute names, plus
+    ``config_path`` for the file read when ``ROOST_CONFIG`` is not set): the
+    rootless mode's paths under the user's XDG directories (core.rootless.config).
     """
     env = os.environ if environ is None else environ
     if trusted is None:
@@ -248,8 +253,9 @@ def load(
             raise NotPermitted(f"{chosen[0]} is set: through sudo, roost reads its paths from {SITE_CONFIG} only")
         if root:
             raise NotPermitted(f"--root: through sudo, roost uses the state root of {SITE_CONFIG} only")
-    path = (env.get("ROOST_CONFIG") if trusted else None) or SITE_CONFIG
-    values: dict[str, object] = {"config_path": path}
+    values: dict[str, object] = dict(defaults or {})
+    path = (env.get("ROOST_CONFIG") if trusted else None) or str(values.get("config_path") or SITE_CONFIG)
+    values["config_path"] = path
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | (0 if trusted else os.O_NOFOLLOW))
     except FileNotFoundError:

@@ -41,7 +41,6 @@ def setup(session: Session, host_root: str = "/") -> dict[str, list[str]]:
     user and group databases (``passwd``, ``group`` …): they belong to the host,
     and :func:`unmerge_nss` takes them out again before a promote.
     """
-    merged: dict[str, list[str]] = {}
     with Root(session.mountpoint) as root:
         for name, step in (
             ("/proc", _proc),
@@ -52,29 +51,38 @@ def setup(session: Session, host_root: str = "/") -> dict[str, list[str]]:
                 step(root, session)
             except OSError as e:
                 raise SystemFailure(f"cannot set up {name} in session {session.id}: {e.strerror}") from None
-        for spec in session.mounts:
+        return apply_profile(root, session, host_root)
+
+
+def apply_profile(root: Root, session: Session, host_root: str = "/") -> dict[str, list[str]]:
+    """The profile's part of a session's set-up: its mounts, copied files and NSS databases.
+
+    Shared by system sessions and rootless ones (core.rootless.setup), which
+    differ only in how they get /proc, /sys and /dev. Returns what
+    :func:`setup` returns.
+    """
+    merged: dict[str, list[str]] = {}
+    for spec in session.mounts:
+        try:
+            _profile_mount(root, spec, host_root)
+        except OSError as e:
+            raise SystemFailure(
+                f"cannot mount {spec.get('source') or spec['type']} on {spec['target']} "
+                f"in session {session.id}: {e.strerror}"
+            ) from None
+    for path in session.copy_files:
+        try:
+            _copy_file(root, path, host_root)
+        except OSError as e:
+            raise SystemFailure(f"cannot copy {path} into session {session.id}: {e.strerror}") from None
+    if not session.maintenance:
+        for db in session.nss_databases:
             try:
-                _profile_mount(root, spec, host_root)
+                added = _nss(root, db, host_root)
             except OSError as e:
-                raise SystemFailure(
-                    f"cannot mount {spec.get('source') or spec['type']} on {spec['target']} "
-                    f"in session {session.id}: {e.strerror}"
-                ) from None
-        for path in session.copy_files:
-            try:
-                _copy_file(root, path, host_root)
-            except OSError as e:
-                raise SystemFailure(f"cannot copy {path} into session {session.id}: {e.strerror}") from None
-        if not session.maintenance:
-            for db in session.nss_databases:
-                try:
-                    added = _nss(root, db, host_root)
-                except OSError as e:
-                    raise SystemFailure(
-                        f"cannot copy the {db} database into session {session.id}: {e.strerror}"
-                    ) from None
-                if added:
-                    merged[db] = sorted(set(added) | set(session.nss_merged.get(db, ())))
+                raise SystemFailure(f"cannot copy the {db} database into session {session.id}: {e.strerror}") from None
+            if added:
+                merged[db] = sorted(set(added) | set(session.nss_merged.get(db, ())))
     return merged
 
 

@@ -79,7 +79,7 @@ def read_yaml(path: str, cache_dir: str | None = None) -> Any:
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: not valid UTF-8") from None
     value = parse_yaml(text, path)
-    if cached is not None and os.geteuid() == 0:
+    if cached is not None and _mine(cache_dir):
         try:
             from .fsutil import atomic_write
 
@@ -87,6 +87,17 @@ def read_yaml(path: str, cache_dir: str | None = None) -> Any:
         except (OSError, TypeError, ValueError):
             pass  # a value JSON cannot hold (a YAML date, say) is simply not cached
     return value
+
+
+def _mine(directory: str | None) -> bool:
+    """Whether this process may fill *directory* as a cache: root's, or the rootless user's own (0700)."""
+    if os.geteuid() == 0:
+        return True
+    try:
+        st = os.lstat(directory) if directory else None
+    except OSError:
+        return False
+    return st is not None and st.st_uid == os.geteuid() and not st.st_mode & 0o077
 
 
 def dump_yaml(data: Any) -> str:

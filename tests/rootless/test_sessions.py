@@ -1,0 +1,441 @@
+"""Rootless sessions, run by a real unprivileged user: life cycle, promote, a killed holder and recover.
+
+Every test also checks (in the ``rl`` fixture) that the host's mount table,
+process table and the places the user could write to show nothing of it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+
+import pytest
+
+from tests.rootless.conftest import Rootless, running
+
+
+def sessions_mounted_at(rl: Rootless) -> list[str]:
+    """Session directories in the runtime root's mnt/ (its .stage scratch directory is the store's own)."""
+    return [name for name in os.listdir(rl.run_root / "mnt") if name != ".stage"]
+
+
+def holder_pid(rl: Rootless, sid: str) -> int:
+    pid, _start = rl.session(sid)["holder"]
+    return int(pid)
+
+
+def mountinfo_of(pid: int) -> str:
+    with open(f"/proc/{pid}/mountinfo", encoding="utf-8", errors="replace") as f:
+        return f.read()
+
+
+def test_life_cycle_begin_run_enter_end_leaves_nothing(rl_bb: Rootless) -> None:
+    rl = rl_bb
+    sid = rl.begin()
+    s = rl.session(sid)
+    assert s["state"] == "mounted" and s["kind"] == "ordinary" and s["processes"] == []
+    pid = holder_pid(rl, sid)
+    with open(f"/proc/{pid}/comm", encoding="utf-8") as f:
+        assert f.read().strip() == "roost-holder"
+    assert os.stat(f"/proc/{pid}").st_uid == rl.user.subuid  # root of the namespace: the first subordinate id
+    # the session is mounted in the holder's mount namespace, and nowhere in the host's
+    inside = mountinfo_of(pid)
+    for sub in ("", "/proc", "/sys", "/dev", "/dev/pts", "/dev/shm"):
+        assert f" {s['mountpoint']}{sub} " in inside
+    assert "userxattr" in inside
+    assert rl.host_mounts() == []
+    assert os.listdir(s["mountpoint"]) == []  # the host sees an empty directory
+
+    # run: the caller's own ids inside, exit codes and signals passed through
+    r = rl.sh(sid, "id -u; id -g; cat /proc/self/uid_map | wc -l; echo $ROOST_SESSION_ID")
+    assert r.code == 0, r.err
+    assert r.out.split() == [str(rl.user.uid), str(rl.user.gid), "3", sid]
+    assert rl.sh(sid, "exit 7").code == 7
+    assert rl.sh(sid, "kill -TERM $$").code == -signal.SIGTERM
+    r = rl.roost(
+        "run", sid, "-u", "root", "--", "/bin/sh", "-c", "id -u; echo data > /root/made-by-root; ps -o pid,comm"
+    )
+    assert r.code == 0, r.err
+    lines = r.out.splitlines()
+    assert lines[0] == "0"
+    assert any(line.split() == ["1", "roost-holder"] for line in lines)  # pid 1 of the session is its holder
+    # root-owned files inside are owned by the first subordinate id on disk
+    made = rl.state / "sessions" / sid / "upper" / "root" / "made-by-root"
+    assert os.stat(made).st_uid == rl.user.subuid and os.stat(made).st_gid == rl.user.subgid
+    # the user's own files keep the user's ids on disk (keep-id)
+    r = rl.roost("run", sid, "-u", "root", "--", "/bin/sh", "-c", f"mkdir /work && chown {rl.user.uid} /work")
+    assert r.code == 0, r.err
+    assert rl.sh(sid, "echo mine > /work/mine").code == 0
+    mine = rl.state / "sessions" / sid / "upper" / "work" / "mine"
+    assert (os.stat(mine).st_uid, os.stat(mine).st_gid) == (rl.user.uid, rl.user.gid)
+
+    # the holder, pid 1 of the session, takes no signal from inside it
+    script = "kill -INT 1; kill -TERM 1; kill -HUP 1; (sleep 0.1 &); sleep 0.5; echo sent"  # an orphan wakes it
+    r = rl.roost("run", sid, "-u", "root", "--", "/bin/sh", "-c", script)
+    assert r.out == "sent\n", r.err
+    assert running(pid) and rl.session(sid)["state"] == "mounted"
+
+    # enter, non-interactively: a login shell that reads its commands from stdin
+    r = rl.roost("enter", sid, input="echo in-$ROOST_IMAGE; pwd; exit 3\n")
+    assert r.code == 3 and r.out.splitlines() == ["in-bb", str(rl.user.home)], r.err
+
+    # a process left running is killed by end, with the holder
+    r = rl.sh(sid, "sleep 600 >/dev/null 2>&1 & echo started")
+    assert r.out == "started\n"
+    assert len(rl.session(sid)["processes"]) == 1
+    rl.ok("end", sid)
+    assert not running(pid)
+    assert rl.sessions() == []
+    assert not (rl.state / "sessions" / sid).exists()
+    assert not (rl.state / "sessions" / f"{sid}.json").exists()
+    assert not (rl.run_root / "mnt" / sid).exists()
+    assert not (rl.run_root / "locks" / f"session.{sid}.lock").exists()
+
+
+def test_changes_stay_in_the_session_until_promoted(rl_bb: Rootless) -> None:
+    rl = rl_bb
+    sid = rl.begin("bb", "--maintenance")
+    r = rl.roost(
+        "run", sid, "-u", "root", "--", "/bin/sh", "-c", "echo one > /etc/motd; rm /etc/hostname; mkdir -p /opt/x"
+    )
+    assert r.code == 0, r.err
+    other = rl.begin()
+    assert rl.sh(other, "cat /etc/motd").code != 0  # not in a sibling session
+    assert json.loads(rl.ok("promote", sid, "-m", "motd")) == 2
+    history = json.loads(rl.ok("history", "bb"))
+    assert history["current"] == 2
+    assert [g["message"] for g in history["generations"]] == ["created from dir " + str(rl.base / "bbtree"), "motd"]
+    assert history["generations"][1]["stack"] == [2, 1]
+    # the new generation is the promoted upper, owned by the mapped ids, with a user.overlay whiteout
+    layer = rl.state / "images" / "bb" / "generations" / "2" / "layer"
+    assert os.stat(layer / "etc" / "motd").st_uid == rl.user.subuid
+    hostname = os.lstat(layer / "etc" / "hostname")
+    assert os.major(hostname.st_rdev) == 0 and os.minor(hostname.st_rdev) == 0  # a whiteout
+    r = rl.roost("auto", "bb", "--", "/bin/sh", "-c", "cat /etc/motd; test -e /etc/hostname || echo gone; ls /opt")
+    assert r.code == 0 and r.out == "one\ngone\nx\n", r.err
+    # compare-and-swap: the sibling was cloned from generation 1, which is no longer current
+    r = rl.roost("run", other, "-u", "root", "--", "/bin/sh", "-c", "echo two > /etc/motd")
+    assert r.code == 0
+    r = rl.roost("promote", other)
+    assert r.code == 3 and "not a fast-forward" in r.err
+    assert rl.session(other)["state"] == "mounted"  # refused, changed nothing
+    assert rl.sh(other, "cat /etc/motd").out == "two\n"
+    rl.ok("end", other)
+    assert rl.sessions() == []
+
+
+def test_killed_holder_then_recover_rebuilds_the_session_from_its_clone(rl_bb: Rootless) -> None:
+    rl = rl_bb
+    sid = rl.begin()
+    assert rl.roost("run", sid, "-u", "root", "--", "/bin/sh", "-c", "echo kept > /root/state").code == 0
+    rl.sh(sid, "sleep 600 >/dev/null 2>&1 &")
+    pid = holder_pid(rl, sid)
+    session_procs = rl.session(sid)["processes"]
+    assert len(session_procs) == 1
+    os.kill(pid, signal.SIGKILL)  # as a reboot, or the OOM killer, would
+    deadline = time.monotonic() + 10
+    while running(pid) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    # the kernel took everything in the session with its holder: processes and mounts
+    assert not any(running(p) for p in session_procs)
+    assert rl.session(sid)["state"] == "needs-recovery"
+    assert rl.host_mounts() == []
+    report = json.loads(rl.ok("recover"))
+    assert report == [f"remounted session {sid} (holder {holder_pid(rl, sid)})"]
+    assert rl.session(sid)["state"] == "mounted"
+    r = rl.roost("run", sid, "-u", "root", "--", "/bin/sh", "-c", "cat /root/state")
+    assert r.code == 0 and r.out == "kept\n", r.err
+    # run recovers by itself too
+    os.kill(holder_pid(rl, sid), signal.SIGKILL)
+    time.sleep(0.2)
+    r = rl.roost("run", sid, "-u", "root", "--", "/bin/cat", "/root/state")
+    assert r.code == 0 and r.out == "kept\n", r.err
+    rl.ok("end", sid)
+
+
+def test_end_after_the_holder_died_removes_the_clone(rl_bb: Rootless) -> None:
+    rl = rl_bb
+    sid = rl.begin()
+    assert (
+        rl.roost(
+            "run", sid, "-u", "root", "--", "/bin/sh", "-c", "mkdir -p /var/deep/er && echo x > /var/deep/er/f"
+        ).code
+        == 0
+    )
+    os.kill(holder_pid(rl, sid), signal.SIGKILL)
+    time.sleep(0.2)
+    rl.ok("end", sid)
+    assert not (rl.state / "sessions" / sid).exists()
+    assert rl.sessions() == []
+
+
+def test_automatic_session_passes_the_exit_code_and_leaves_nothing(rl_bb: Rootless) -> None:
+    rl = rl_bb
+    r = rl.roost("auto", "bb", "--", "/bin/sh", "-c", "echo $ROOST_IMAGE; exit 5")
+    assert r.code == 5 and r.out == "bb\n"
+    assert rl.sessions() == []
+    assert os.listdir(rl.state / "sessions") == []
+    assert sessions_mounted_at(rl) == []
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.003, 0.01, 0.03])
+def test_a_killed_begin_leaves_nothing_after_recover(rl_bb: Rootless, delay: float) -> None:
+    import subprocess
+    import sys
+
+    from tests.rootless.conftest import DRIVER
+
+    rl = rl_bb
+    # kill the driver at some instant after its record appeared: while the holder is set up,
+    # before it is confirmed, or after
+    proc = subprocess.Popen(
+        rl.command(sys.executable, str(DRIVER), "begin", "bb", "--name", "killed"),
+        env=rl.environ,
+        cwd="/",
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not (rl.state / "sessions" / "killed.json").exists():
+        time.sleep(0.0005)
+    time.sleep(delay)
+    proc.kill()
+    proc.wait()
+    # a holder that was never confirmed exits by itself; recover finishes or undoes the rest
+    rl.ok("recover")
+    left = rl.sessions()
+    assert left == [] or [s["state"] for s in left] == ["mounted"]
+    if left:
+        assert rl.sh("killed", "echo alive").out == "alive\n"
+        rl.ok("end", "killed")
+    assert rl.sessions() == []
+    assert os.listdir(rl.state / "sessions") == []
+    assert sessions_mounted_at(rl) == []
+
+
+def test_errors_are_one_line_with_their_codes(rl_bb: Rootless) -> None:
+    rl = rl_bb
+    r = rl.roost("begin", "nope")
+    assert r.code == 4 and r.err == "roost: no image 'nope'\n"
+    r = rl.roost("begin", "bb", "--name", "bad/name")
+    assert r.code == 2 and len(r.err.splitlines()) == 1
+    sid = rl.begin("bb", "--name", "twice")
+    r = rl.roost("begin", "bb", "--name", "twice")
+    assert r.code == 3 and "already exists" in r.err
+    r = rl.roost("run", sid, "-u", "nobody-such", "--", "true")
+    assert r.code == 4
+    rl.ok("end", sid)
+    r = rl.roost("end", sid)
+    assert r.code == 4
+
+
+def test_enter_on_a_terminal_hands_ctrl_c_to_the_command_not_the_shell(rl_bb: Rootless) -> None:
+    import pty
+    import select
+    import sys
+
+    from tests.rootless.conftest import DRIVER
+
+    rl = rl_bb
+    sid = rl.begin()
+    pid, fd = pty.fork()
+    if pid == 0:  # the child becomes the user, as setpriv would, and runs the driver on the terminal
+        try:
+            os.setgroups([])
+            os.setgid(rl.user.gid)
+            os.setuid(rl.user.uid)
+            os.execve(sys.executable, [sys.executable, str(DRIVER), "enter", sid], {**rl.environ, "TERM": "dumb"})
+        finally:
+            os._exit(127)
+    out = b""
+
+    def read_until(needle: bytes, timeout: float = 20) -> None:
+        nonlocal out
+        deadline = time.monotonic() + timeout
+        while needle not in out and time.monotonic() < deadline:
+            if select.select([fd], [], [], 0.1)[0]:
+                try:
+                    out += os.read(fd, 4096)
+                except OSError:
+                    return
+
+    try:
+        os.write(fd, b"echo ready-$ROOST_IMAGE; sleep 600\n")
+        read_until(b"ready-bb")
+        time.sleep(0.3)
+        os.write(fd, b"\x03")  # ctrl+c: the terminal signals its foreground group, the sleep dies
+        os.write(fd, b"echo still-here; exit 4\n")
+        read_until(b"still-here\r\n")
+        _, status = os.waitpid(pid, 0)
+    finally:
+        os.close(fd)
+    assert b"still-here" in out, out
+    assert os.waitstatus_to_exitcode(status) == 4
+    assert rl.session(sid)["processes"] == []
+    rl.ok("end", sid)
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.02, 0.06, 0.12, 0.2, 0.3])
+def test_a_killed_promote_is_finished_or_undone_by_recover(rl_bb: Rootless, delay: float) -> None:
+    import subprocess
+    import sys
+
+    from tests.rootless.conftest import DRIVER
+
+    rl = rl_bb
+    sid = rl.begin("bb", "--maintenance")
+    assert rl.roost("run", sid, "-u", "root", "--", "/bin/sh", "-c", "echo promoted > /etc/change").code == 0
+    record = rl.state / "sessions" / f"{sid}.json"
+    proc = subprocess.Popen(
+        rl.command(sys.executable, str(DRIVER), "promote", sid),
+        env=rl.environ,
+        cwd="/",
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            if b'"promoting"' in record.read_bytes():
+                break
+        except FileNotFoundError:
+            break
+        time.sleep(0.0005)
+    time.sleep(delay)
+    proc.kill()
+    proc.wait()
+    rl.ok("recover")
+    history = json.loads(rl.ok("history", "bb"))
+    left = rl.sessions()
+    if history["current"] == 2:  # rolled forward: the session is gone, its change is the image's
+        assert left == []
+    else:  # undone: the image is as it was, the session keeps its change and works
+        assert history["current"] == 1 and [g["generation"] for g in history["generations"]] == [1]
+        assert [s["state"] for s in left] == ["mounted"]
+        assert rl.sh(sid, "cat /etc/change").out == "promoted\n"
+        rl.ok("promote", sid)
+    r = rl.roost("auto", "bb", "--", "/bin/cat", "/etc/change")
+    assert r.out == "promoted\n", r.err
+    assert rl.sessions() == []
+    assert os.listdir(rl.state / "images" / "bb" / "staging") == []
+
+
+CRASH_POINTS = [
+    "begin:recorded",
+    "begin:cloned",
+    "begin:mounted",
+    "begin:profiled",
+    "end:marked",
+    "end:removed",
+    "promote:leased",
+    "promote:marked",
+    "promote:staged",
+    "promote:committed",
+    "promote:renamed",
+    "promote:switched",
+]
+
+
+@pytest.mark.parametrize("point", CRASH_POINTS)
+def test_crash_points_are_recovered(rl_bb: Rootless, point: str) -> None:
+    """roost killed at each step (SIGKILL at a crash point): recover finishes or undoes it, nothing leaks."""
+    rl = rl_bb
+    operation = point.split(":")[0]
+    crash = {"ROOST_CRASH_AT": point}
+    sid = "victim"
+    if operation == "begin":
+        r = rl.roost("begin", "bb", "--name", sid, env=crash)
+        assert r.code == -9, r.err
+    else:
+        rl.begin("bb", "--name", sid)
+        script = "echo changed > /etc/change"
+        assert rl.roost("run", sid, "-u", "root", "--", "/bin/sh", "-c", script).code == 0
+        r = rl.roost(operation, sid, env=crash)
+        assert r.code == -9, r.err
+    rl.ok("recover")
+    left = rl.sessions()
+    history = json.loads(rl.ok("history", "bb"))
+    if operation == "promote":
+        if history["current"] == 2:
+            assert left == []  # rolled forward
+        else:
+            assert [s["state"] for s in left] == ["mounted"]  # undone, changes kept
+            assert rl.sh(sid, "cat /etc/change").out == "changed\n"
+            rl.ok("promote", sid)
+        assert rl.roost("auto", "bb", "--", "/bin/cat", "/etc/change").out == "changed\n"
+    elif operation == "begin":
+        assert left == [] or [s["state"] for s in left] == ["mounted"]
+        if left:
+            assert rl.sh(sid, "echo up").out == "up\n"
+    else:
+        assert left == []
+    for s in rl.sessions():
+        rl.ok("end", s["id"])
+    rl.ok("recover")
+    assert os.listdir(rl.state / "sessions") == []
+    assert sessions_mounted_at(rl) == []
+    staging = rl.state / "images" / "bb" / "staging"
+    assert not staging.exists() or os.listdir(staging) == []
+    assert not (rl.state / "images" / "bb" / "writer.json").exists()
+    assert [p for p in os.listdir(rl.run_root / "locks") if not p.startswith("image.")] == []
+
+
+def test_parallel_automatic_sessions_all_succeed_and_leave_nothing(rl_bb: Rootless) -> None:
+    import subprocess
+    import sys
+
+    from tests.rootless.conftest import DRIVER
+
+    rl = rl_bb
+    procs = [
+        subprocess.Popen(
+            rl.command(sys.executable, str(DRIVER), "auto", "bb", "--", "/bin/sh", "-c", f"echo {i}; exit {i}"),
+            env=rl.environ,
+            cwd="/",
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for i in range(8)
+    ]
+    results = [(p.wait(timeout=300), p.stdout.read() if p.stdout else b"", p.stderr) for p in procs]
+    for p in procs:
+        for stream in (p.stdout, p.stderr):
+            if stream is not None:
+                stream.close()
+    assert [(code, out) for code, out, _ in results] == [(i, f"{i}\n".encode()) for i in range(8)]
+    assert rl.sessions() == []
+    assert os.listdir(rl.state / "sessions") == []
+    assert sessions_mounted_at(rl) == []
+
+
+def test_a_deep_stack_is_flattened_inside_the_namespace(rl_bb: Rootless) -> None:
+    rl = rl_bb
+    image_yaml = rl.state / "images" / "bb" / "image.yaml"
+    rl.as_user("sh", "-c", f"echo 'overlay-max-depth: 2' >> {image_yaml}")
+    for n, script in ((2, "echo one > /etc/one; rm /etc/hostname"), (3, "echo two > /etc/two; rm /etc/one")):
+        sid = rl.begin("bb", "--maintenance")
+        assert rl.roost("run", sid, "-u", "root", "--", "/bin/sh", "-c", script).code == 0
+        assert json.loads(rl.ok("promote", sid)) == n
+    history = json.loads(rl.ok("history", "bb"))
+    assert [g["stack"] for g in history["generations"]] == [[1], [2, 1], [3]]  # the third is complete
+    layer = rl.state / "images" / "bb" / "generations" / "3" / "layer"
+    assert os.stat(layer / "etc" / "two").st_uid == rl.user.subuid
+    assert not os.path.lexists(layer / "etc" / "one") and not os.path.lexists(layer / "etc" / "hostname")
+    assert os.stat(layer / "bin" / "busybox").st_uid == rl.user.subuid  # merged in, owners kept
+    r = rl.roost("auto", "bb", "--", "/bin/sh", "-c", "cat /etc/two; ls /etc/one /etc/hostname 2>&1 | wc -l")
+    assert r.out == "two\n2\n", r.err
+
+
+def test_the_host_users_merged_into_a_session_are_never_promoted(rl_bb: Rootless) -> None:
+    rl = rl_bb
+    sid = rl.begin()  # an ordinary session: the host's users and groups are merged into its databases
+    r = rl.sh(sid, "grep -c '^" + rl.user.name + ":' /etc/passwd")
+    assert r.out == "1\n", r.err
+    add = "echo 'builder:x:2000:2000::/build:/bin/sh' >> /etc/passwd"
+    r = rl.roost("run", sid, "-u", "root", "--", "/bin/sh", "-c", add)
+    assert r.code == 0, r.err
+    rl.ok("promote", sid)
+    passwd = (rl.state / "images" / "bb" / "generations" / "2" / "layer" / "etc" / "passwd").read_text()
+    assert rl.user.name not in passwd and "root:x:0:0" in passwd and "builder:x:2000" in passwd
