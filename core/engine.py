@@ -287,6 +287,8 @@ class Engine:
         environ: Mapping[str, str] | None = None,
         caller_cwd: str | None = None,
         forward_signals: bool = True,
+        network: str | None = None,
+        limits: Mapping[str, int | float | str] | None = None,
     ) -> int:
         return sessions.run_auto(
             self.ctx,
@@ -298,6 +300,8 @@ class Engine:
             environ=environ,
             caller_cwd=caller_cwd,
             forward_signals=forward_signals,
+            network=network,
+            limits=limits,
         )
 
     def recover(self, session: str | None = None) -> list[str]:

@@ -454,7 +454,7 @@ def test_recover_after_a_reboot_remakes_the_namespace_and_cgroups(iso: Env) -> N
     dirs = rec["cgroups"]
     assert isinstance(dirs, list) and dirs
     # a reboot: every mount gone, every cgroup gone (the runtime root kept, as tmpfs would not)
-    subprocess.run(["umount", "-R", str(iso.run / "mnt" / sid)], check=True)
+    subprocess.run(["umount", "-R", str(iso.run / "mnt" / sid / "root")], check=True)
     subprocess.run(["umount", str(iso.run / "netns" / sid)], check=True)
     for d in sorted(dirs, key=len, reverse=True):
         os.rmdir(d)

@@ -50,6 +50,7 @@ BASE: dict[tuple[str, ...], list[str]] = {
     ("session", "list"): [],
     ("session", "info"): ["SID"],
     ("session", "recover"): ["SID"],
+    ("session", "network"): ["SID", "none"],
     ("run",): ["shared", "--", "/bin/true"],
     ("locks",): [],
     ("doctor",): [],
