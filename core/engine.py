@@ -275,3 +275,20 @@ class Engine:
 
     def locks(self) -> list[locks.LockState]:
         return images.lock_view(self)
+
+    # --- diffs (core/diff) --------------------------------------------------------
+
+    if TYPE_CHECKING:
+        from .diff import Diff
+
+    def session_diff(self, session: str) -> Diff:
+        """What *session* changed against its generation: enter the returned :class:`core.diff.Diff` to read it."""
+        from .diff import session_diff
+
+        return session_diff(self, session)
+
+    def image_diff(self, name: str, old: int | None = None, new: int | None = None) -> Diff:
+        """From generation *old* (default: *new*'s parent) to *new* (default: current); enter it to read it."""
+        from .diff import image_diff
+
+        return image_diff(self, name, old, new)
