@@ -17,7 +17,7 @@ by the number of files: nothing is collected.
 
 Everything is read through directory file descriptors (``openat2`` with
 ``RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS`` from each layer's root, then
-``*at`` calls), so a tree being changed underneath (a live session) can make
+``*at`` calls, ``listxattrat``), so a tree being changed underneath (a live session) can make
 an entry vanish but can never lead the walk out of its root. Files are opened
 with ``O_NOATIME``: reading never changes what a later diff sees.
 """
@@ -31,6 +31,7 @@ from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 
 from .. import syscalls
+from . import xattrs
 from .model import FileChange, FileState
 
 _RESOLVE_NO_SYMLINKS = 0x04
@@ -62,6 +63,8 @@ class DirFds:
         self.paths: list[str] = []
         self.roots: list[int] = []
         self._cache: OrderedDict[tuple[int, str], int] = OrderedDict()
+        self._last: tuple[int, str] | None = None
+        self._last_fd = -1
 
     def register(self, path: str) -> int:
         """The id of the layer rooted at *path* (opened now; the same path gets the same id)."""
@@ -77,18 +80,23 @@ class DirFds:
         if not rel:
             return self.roots[layer]
         key = (layer, rel)
+        if key == self._last:
+            return self._last_fd  # the common case: the same directory again
         fd = self._cache.get(key)
         if fd is not None:
             self._cache.move_to_end(key)
+            self._last, self._last_fd = key, fd
             return fd
         fd = _open_below(self.roots[layer], rel)
         self._cache[key] = fd
         if len(self._cache) > self.capacity:
             _, old = self._cache.popitem(last=False)
             os.close(old)
+        self._last, self._last_fd = key, fd
         return fd
 
     def close(self) -> None:
+        self._last = None
         for fd in self._cache.values():
             os.close(fd)
         self._cache.clear()
@@ -177,31 +185,29 @@ class Tree:
                 return None
             raise
 
-    def _xpath(self, layer: int, rel: str) -> str | None:
-        """A path that names object *rel* of *layer* through its parent's descriptor (never followed)."""
+    def _where(self, layer: int, rel: str) -> tuple[int, str] | None:
+        """Object *rel* of *layer* as (its directory's descriptor, its name); the root as (its descriptor, "")."""
         head, _, name = rel.rpartition("/")
-        fd = self._fd(layer, head) if name else self._fd(layer, "")
-        if fd is None:
-            return None
-        return f"/proc/self/fd/{fd}/{name}" if name else f"/proc/self/fd/{fd}"
+        fd = self._fd(layer, head if name else "")
+        return None if fd is None else (fd, name)
 
     def _xattr_names(self, layer: int, rel: str) -> list[str]:
-        path = self._xpath(layer, rel)
-        if path is None:
+        where = self._where(layer, rel)
+        if where is None:
             return []
         try:
-            return os.listxattr(path, follow_symlinks=False)
+            return xattrs.names(*where)
         except OSError as e:
             if e.errno in (*_MISSING, errno.ENOTSUP, errno.EPERM):
                 return []
             raise
 
     def _getxattr(self, layer: int, rel: str, attr: str) -> bytes | None:
-        path = self._xpath(layer, rel)
-        if path is None:
+        where = self._where(layer, rel)
+        if where is None:
             return None
         try:
-            return os.getxattr(path, attr, follow_symlinks=False)
+            return xattrs.get(*where, attr)
         except OSError as e:
             if e.errno in (*_MISSING, errno.ENODATA, errno.ENOTSUP, errno.EPERM):
                 return None
