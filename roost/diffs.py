@@ -37,15 +37,24 @@ def show(ctx: Any, diff: Diff) -> int:
 # --- JSON --------------------------------------------------------------------------------
 
 
+_encoders: dict[int | None, tuple[Any, Any]] = {}
+
+
 def _dumps(value: Any, indent: int | None = None) -> str:
     """JSON as UTF-8 text; names that are not UTF-8 fall back to ``\\u`` escapes (they round-trip)."""
-    import json
+    pair = _encoders.get(indent)
+    if pair is None:  # made once: json.dumps with options builds a new encoder on every call
+        import json
 
-    text = json.dumps(value, ensure_ascii=False, indent=indent)
+        pair = _encoders[indent] = (
+            json.JSONEncoder(ensure_ascii=False, indent=indent),
+            json.JSONEncoder(indent=indent),
+        )
+    text: str = pair[0].encode(value)
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
-        text = json.dumps(value, indent=indent)
+        text = pair[1].encode(value)
     return text
 
 

@@ -18,7 +18,7 @@ import pytest
 
 from core import mounts
 from core.backends.overlayfs import mount_overlay
-from core.diff import dpkg
+from core.diff import dpkg, xattrs
 from core.diff.trees import DirFds, Tree, compare
 from tests import pools
 from tests.checks import consistent
@@ -281,7 +281,12 @@ def _mounted(base: Path, name: str, layers: list[str]) -> str:
     return str(target)
 
 
-def test_layer_model_matches_the_kernels_overlay(layer_stacks: tuple[Path, list[list[str]]]) -> None:
+@pytest.mark.parametrize("native_xattrs", [True, False], ids=["listxattrat", "proc-paths"])
+def test_layer_model_matches_the_kernels_overlay(
+    layer_stacks: tuple[Path, list[list[str]]], native_xattrs: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if not native_xattrs:  # what kernels before 6.13 get
+        monkeypatch.setattr(xattrs, "_native", False)
     base, stacks = layer_stacks
     for layers in stacks:
         fds = DirFds()
@@ -727,3 +732,22 @@ def test_a_diff_holds_its_session_and_pins_its_generations(mini: Env) -> None:
         assert [c.path for c in d.entries() if c.path.startswith("/root")] == ["/root/2", "/root/3"]
     consistent(env)
     env.ok("image", "remove", "mini")
+
+
+def test_completion_offers_generations_and_sessions(mini: Env) -> None:
+    env = mini
+    sid = env.begin("mini", "--maintenance")
+    env.ok("session", "promote", sid)
+    sid = env.begin("mini")
+
+    def ask(*words: str) -> list[str]:
+        out = env.ok("__complete", "zsh", "roost", *words).splitlines()
+        assert out[0] == "words", out
+        return [line.split("\t")[0] for line in out[1:]]
+
+    assert ask("image", "diff", "") == ["mini"]
+    assert ask("image", "diff", "mini", "") == ["2", "1"]
+    assert ask("image", "diff", "mini", "1", "") == ["2", "1"]
+    assert ask("session", "diff", "") == [sid]
+    assert "--summary" in ask("session", "diff", sid, "--")
+    env.ok("session", "end", sid)

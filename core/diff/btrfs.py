@@ -19,7 +19,7 @@ import os
 import stat
 import struct
 
-from ..backends.btrfs import _HEADER, IOC_GET_SUBVOL_INFO, IOC_TREE_SEARCH, _SearchArgs, _SearchKey, _SubvolInfo
+from ..backends.btrfs import _HEADER, IOC_GET_SUBVOL_INFO, _SearchKey, _SubvolInfo
 from ..errors import SystemFailure
 from .trees import Pruner
 
@@ -40,8 +40,21 @@ class _InoPathArgs(ctypes.Structure):
     ]
 
 
-IOC_INO_PATHS = (3 << 30) | (ctypes.sizeof(_InoPathArgs) << 16) | (_MAGIC << 8) | 35
+class _InoLookupArgs(ctypes.Structure):
+    _fields_ = [("treeid", ctypes.c_uint64), ("objectid", ctypes.c_uint64), ("name", ctypes.c_char * 4080)]
+
+
+def _iowr(nr: int, size: int) -> int:
+    return (3 << 30) | (size << 16) | (_MAGIC << 8) | nr
+
+
+IOC_INO_PATHS = _iowr(35, ctypes.sizeof(_InoPathArgs))
+IOC_INO_LOOKUP = _iowr(18, ctypes.sizeof(_InoLookupArgs))
+IOC_TREE_SEARCH_V2 = _iowr(17, ctypes.sizeof(_SearchKey) + 8)
 _PATHS_BUFFER = 64 * 1024
+_SEARCH_BUFFER = 256 * 1024
+_INODE_REF_KEY = 12
+_INODE_EXTREF_KEY = 13
 
 #: Above this many changed inodes the search gives up and the caller walks both trees.
 MAX_CHANGED = 200_000
@@ -68,42 +81,60 @@ def sealed_transid(subvolume: str) -> int:
         os.close(fd)
 
 
-def changed_inodes(subvolume: str, since: int, limit: int = MAX_CHANGED) -> dict[int, bool]:
-    """Inodes of *subvolume* changed after transaction *since*: number -> is a directory.
+class Changed:
+    """What a search found: changed inodes (number -> is a directory) and the directories holding them."""
 
+    def __init__(self) -> None:
+        self.inodes: dict[int, bool] = {}
+        self.parents: dict[int, set[int]] = {}  # changed non-directory -> the directories it is linked in
+
+
+def changed_inodes(subvolume: str, since: int, limit: int = MAX_CHANGED) -> Changed:
+    """Inodes of *subvolume* changed after transaction *since*, with their parent directories.
+
+    The search returns whole tree leaves written after *since*; in them, an
+    inode item newer than *since* is a changed inode, and the reference items
+    that follow it (same leaf, as a rule) name the directories it is in.
     Raises :class:`TooManyChanges` past *limit*.
     """
     fd = os.open(subvolume, _DIR)
-    found: dict[int, bool] = {}
+    found = Changed()
+    inodes, parents = found.inodes, found.parents
+    head = ctypes.sizeof(_SearchKey) + 8
+    buf = bytearray(head + _SEARCH_BUFFER)
+    key = _SearchKey.from_buffer(buf)
+    key.tree_id = 0  # the subvolume of fd
+    key.max_objectid = key.max_offset = key.max_transid = _MAX
+    key.max_type = 255
+    key.min_transid = since + 1
+    struct.pack_into("<Q", buf, ctypes.sizeof(_SearchKey), _SEARCH_BUFFER)
+    unpack_header = struct.Struct("<QQQII").unpack_from
+    u64 = struct.Struct("<Q").unpack_from
+    u32 = struct.Struct("<I").unpack_from
     try:
-        args = _SearchArgs()
-        key = args.key
-        key.tree_id = 0  # the subvolume of fd
-        key.max_objectid = key.max_offset = key.max_transid = _MAX
-        key.max_type = 255
-        key.min_transid = since + 1
         while True:
-            key.nr_items = 4096
-            buf = bytearray(args)
-            fcntl.ioctl(fd, IOC_TREE_SEARCH, buf)
-            done = _SearchArgs.from_buffer(buf)
-            count = done.key.nr_items
+            key.nr_items = 1 << 30
+            fcntl.ioctl(fd, IOC_TREE_SEARCH_V2, buf)
+            count = key.nr_items
             if count == 0:
                 return found
-            data = bytes(buf[ctypes.sizeof(_SearchKey) :])
-            pos = 0
+            pos = head
             objectid = offset = 0
             item_type = 0
             for _ in range(count):
-                _, objectid, offset, item_type, length = struct.unpack_from("<QQQII", data, pos)
-                if item_type == _INODE_ITEM_KEY and length >= _INODE_ITEM_SIZE:
-                    transid = struct.unpack_from("<Q", data, pos + _HEADER + 8)[0]
-                    if transid > since:
-                        mode = struct.unpack_from("<I", data, pos + _HEADER + 52)[0]
-                        found[objectid] = stat.S_ISDIR(mode)
-                        if len(found) > limit:
+                _, objectid, offset, item_type, length = unpack_header(buf, pos)
+                data = pos + _HEADER
+                if item_type == _INODE_ITEM_KEY:
+                    if length >= _INODE_ITEM_SIZE and u64(buf, data + 8)[0] > since:
+                        inodes[objectid] = stat.S_ISDIR(u32(buf, data + 52)[0])
+                        if len(inodes) > limit:
                             raise TooManyChanges(f"more than {limit} inodes changed")
-                pos += _HEADER + length
+                elif item_type == _INODE_REF_KEY:
+                    if inodes.get(objectid) is False:
+                        parents.setdefault(objectid, set()).add(offset)  # the key's offset: the directory
+                elif item_type == _INODE_EXTREF_KEY and inodes.get(objectid) is False and length >= 8:
+                    parents.setdefault(objectid, set()).add(u64(buf, data)[0])
+                pos = data + length
             if offset < _MAX:
                 key.min_objectid, key.min_type, key.min_offset = objectid, item_type, offset + 1
             elif item_type < 255:
@@ -115,7 +146,23 @@ def changed_inodes(subvolume: str, since: int, limit: int = MAX_CHANGED) -> dict
     except OSError as e:
         raise SystemFailure(f"cannot search subvolume {subvolume}: {e.strerror}") from None
     finally:
+        del key  # the buffer is exported while a ctypes view of it lives
         os.close(fd)
+
+
+def directory_path(fd: int, inode: int) -> str | None:
+    """The path of directory *inode* in the subvolume of *fd* ("" for its top), or None if it is gone."""
+    if inode == _ROOT_DIR:
+        return ""
+    args = _InoLookupArgs()
+    args.objectid = inode
+    raw = bytearray(args)
+    try:
+        fcntl.ioctl(fd, IOC_INO_LOOKUP, raw)
+    except OSError:
+        return None
+    name = bytes(raw[16:])
+    return os.fsdecode(name[: name.index(b"\0")]).rstrip("/")
 
 
 def inode_paths(fd: int, inode: int) -> list[str]:
@@ -148,13 +195,24 @@ def pruner(trees: list[tuple[str, int]]) -> Pruner:
     changed: set[int] = set()
     dirty: set[str] = set()
     for subvolume, since in trees:
-        inodes = changed_inodes(subvolume, since, MAX_CHANGED - len(changed))
-        changed.update(inodes)
+        found = changed_inodes(subvolume, since, MAX_CHANGED - len(changed))
+        changed.update(found.inodes)
+        directories = {inode for inode, is_dir in found.inodes.items() if is_dir}
         fd = os.open(subvolume, _DIR)
         try:
-            for inode, is_dir in inodes.items():
-                for rel in inode_paths(fd, inode):
-                    _mark("/" + rel if is_dir else "/" + os.path.dirname(rel), dirty)
+            for inode, is_dir in found.inodes.items():
+                if is_dir:
+                    continue
+                held = found.parents.get(inode)
+                if held:
+                    directories.update(held)
+                else:  # its references were in an older leaf: ask for its paths
+                    for rel in inode_paths(fd, inode):
+                        _mark("/" + os.path.dirname(rel), dirty)
+            for inode in directories:
+                where = directory_path(fd, inode)
+                if where is not None:
+                    _mark("/" + where, dirty)
         finally:
             os.close(fd)
     return Pruner(changed, dirty)

@@ -85,10 +85,17 @@ class FileState:
         return out
 
 
+_SECONDS: dict[int, str] = {}
+
+
 def iso_ns(ns: int) -> str:
     """ISO 8601 in UTC with the sub-second part when there is one: ``2026-11-23T20:06:00.25Z``."""
     seconds, rest = divmod(ns, 1_000_000_000)
-    text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+    text = _SECONDS.get(seconds)
+    if text is None:  # files written together share their second: format it once
+        if len(_SECONDS) > 4096:
+            _SECONDS.clear()
+        text = _SECONDS[seconds] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
     if rest:
         text += f".{rest:09d}".rstrip("0")
     return text + "Z"

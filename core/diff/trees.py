@@ -420,9 +420,10 @@ class Pruner:
     *changed* holds the inode numbers that changed on either side; *dirty*
     holds every directory (``/``-rooted path) at or below which something
     changed. Directories outside *dirty* are the same in both trees; inside
-    a dirty directory whose own inode did not change (so its names did not
-    change either), only the entries with changed inodes or dirty
-    subdirectories are compared.
+    a dirty one, an entry of the same name and inode number on both sides
+    whose inode did not change is the same object: only the other entries,
+    and dirty subdirectories, are compared (their names come from the
+    directories' listings, without a stat).
     """
 
     def __init__(self, changed: set[int], dirty: set[str]) -> None:
@@ -515,16 +516,19 @@ class _Walk:
         if self.pruner is not None:
             if path not in self.pruner.dirty:
                 return None
-            changed = self.pruner.changed
-            if o.st.st_ino == n.st.st_ino and o.st.st_ino not in changed and n.st.st_ino not in changed:
-                picked = [
-                    e.name
-                    for e in new.scan(n)
-                    if e.inode() in changed
-                    or (e.is_dir(follow_symlinks=False) and (path.rstrip("/") + "/" + e.name) in self.pruner.dirty)
-                ]
-                return _Frame(path, o, n, sorted(picked))
-            return _Frame(path, o, n, sorted(old.names(o) | new.names(n)))
+            # An entry with the same inode number on both sides, an inode no transaction touched,
+            # is the same unchanged object: only the others (and dirty directories) are compared.
+            changed, dirty = self.pruner.changed, self.pruner.dirty
+            prefix = path.rstrip("/") + "/"
+            before = {e.name: e.inode() for e in old.scan(o)}
+            picked = []
+            for e in new.scan(n):
+                ino = before.pop(e.name, None)
+                dirty_dir = e.is_dir(follow_symlinks=False) and prefix + e.name in dirty
+                if ino != e.inode() or ino in changed or dirty_dir:
+                    picked.append(e.name)
+            picked.extend(before)  # only in the old tree
+            return _Frame(path, o, n, sorted(picked))
         ok, nk = old.key(o), new.key(n)
         if ok == nk:
             return None
