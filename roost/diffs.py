@@ -37,25 +37,16 @@ def show(ctx: Any, diff: Diff) -> int:
 # --- JSON --------------------------------------------------------------------------------
 
 
-_encoders: dict[int | None, tuple[Any, Any]] = {}
-
-
 def _dumps(value: Any, indent: int | None = None) -> str:
-    """JSON as UTF-8 text; names that are not UTF-8 fall back to ``\\u`` escapes (they round-trip)."""
-    pair = _encoders.get(indent)
-    if pair is None:  # made once: json.dumps with options builds a new encoder on every call
-        import json
+    """JSON in ASCII: other characters, and names that are not UTF-8, as ``\\u`` escapes (they round-trip).
 
-        pair = _encoders[indent] = (
-            json.JSONEncoder(ensure_ascii=False, indent=indent),
-            json.JSONEncoder(indent=indent),
-        )
-    text: str = pair[0].encode(value)
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        text = pair[1].encode(value)
-    return text
+    ``json.dumps`` with its defaults reuses one encoder and the C string
+    encoder's fast path: three times faster per entry than with
+    ``ensure_ascii=False``.
+    """
+    import json
+
+    return json.dumps(value) if indent is None else json.dumps(value, indent=indent)
 
 
 def _json(out: TextIO, diff: Diff, summary: DiffSummary, listing: bool) -> None:
