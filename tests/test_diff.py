@@ -751,3 +751,21 @@ def test_completion_offers_generations_and_sessions(mini: Env) -> None:
     assert ask("session", "diff", "") == [sid]
     assert "--summary" in ask("session", "diff", sid, "--")
     env.ok("session", "end", sid)
+
+
+def test_a_status_file_too_big_for_dpkg_is_refused_in_one_line(mini: Env) -> None:
+    env = mini
+    sid = env.begin("mini")
+    mountpoint = env.roost("session", "info", sid, "--json").json()["mountpoint"]
+    status = Path(mountpoint) / "var/lib/dpkg/status"
+    status.parent.mkdir(parents=True)
+    status.write_bytes(b"Package: x\nStatus: install ok installed\nVersion: 1\n" + b"y" * 100_000 + b"\n")
+    r = env.roost("session", "diff", sid, "--summary", "--json")  # a line longer than a read: still fine
+    assert r.code == 0 and r.json()["packages"] == [
+        {"name": "x", "architecture": "", "change": "installed", "old": None, "new": "1"}
+    ], r
+    with open(status, "r+b") as f:
+        f.truncate(200 << 20)  # sparse: what an owner could plant to make roost read without end
+    r = env.roost("session", "diff", sid)
+    assert r.code == 2 and "more than a status file dpkg writes" in r.err and len(r.err.splitlines()) == 1, r
+    env.ok("session", "end", sid)

@@ -26,7 +26,7 @@ import os
 import stat
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from .. import access, backends, generations, images, mounts, pins, records, syscalls
 from ..errors import BadInput, Conflict, NotFound
@@ -171,6 +171,11 @@ class Diff:
         return out
 
 
+#: The largest status file read (dpkg's for all of Debian is about a tenth of it): a root's
+#: owner must not make roost read without bound.
+MAX_STATUS = 128 << 20
+
+
 def _read_status(tree: Tree) -> list[dpkg.Package] | None:
     """The packages of dpkg's status file in *tree* (never following a symlink out of it)."""
     node = tree.root()
@@ -181,11 +186,25 @@ def _read_status(tree: Tree) -> list[dpkg.Package] | None:
         node = found
     if not stat.S_ISREG(node.st.st_mode):
         return None
+    if node.st.st_size > MAX_STATUS:
+        raise BadInput(f"/{dpkg.STATUS} is {node.st.st_size} bytes, more than a status file dpkg writes")
     fd = tree.open(node)
     if fd is None:
         return None
     with open(fd, "rb") as f:
-        return list(dpkg.read_status(f))
+        return list(dpkg.read_status(_bounded_lines(f, MAX_STATUS)))
+
+
+def _bounded_lines(f: BinaryIO, limit: int) -> Iterator[bytes]:
+    """The lines of *f*, each at most 64 KiB (longer ones come in pieces), *limit* bytes in all."""
+    total = 0
+    while total < limit:
+        line = f.readline(1 << 16)
+        if not line:
+            return
+        total += len(line)
+        yield line
+    raise BadInput(f"/{dpkg.STATUS} grew past {limit} bytes while it was read")
 
 
 # --- sessions -----------------------------------------------------------------------------
