@@ -327,7 +327,8 @@ def test_layer_comparison_equals_comparing_the_mounted_trees(layer_stacks: tuple
 
 # --- file-level changes on every backend ------------------------------------------------------
 
-VARIANTS = ["overlay", "dir", "btrfs", "zfs", "squashfs"]
+#: Every backend; btrfs twice: a state root on btrfs, and a pool on btrfs beside one that is not.
+VARIANTS = ["overlay", "dir", "btrfs", "btrfs-pool", "zfs", "squashfs", "erofs"]
 
 
 @pytest.fixture(scope="module")
@@ -359,13 +360,18 @@ class Store:
 @pytest.fixture(params=VARIANTS)
 def store(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
     need_root()
-    backend = request.param
-    dataset = None
-    if backend == "btrfs":
+    variant = request.param
+    backend = "btrfs" if variant == "btrfs-pool" else variant
+    dataset = pool = None
+    if variant == "btrfs":
         base = Path(tempfile.mkdtemp(prefix="roost-test-", dir=request.getfixturevalue("btrfs_mnt")))
     else:
         base = Path(tempfile.mkdtemp(prefix="roost-test-", dir=tmp_path_factory.getbasetemp()))
     env = make_env(base)
+    if variant == "btrfs-pool":
+        pool = Path(tempfile.mkdtemp(prefix="roost-pool-", dir=request.getfixturevalue("btrfs_mnt")))
+        with open(env.config, "a", encoding="utf-8") as f:
+            f.write(f"btrfs-pool: {pool}\n")
     if backend == "zfs":
         dataset = f"{request.getfixturevalue('zfs_pool')}/{base.name.replace('roost-test-', 't')}"
         subprocess.run(["zfs", "create", "-o", "mountpoint=none", "-o", "canmount=off", dataset], check=True)
@@ -381,7 +387,9 @@ def store(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
     finally:
         if dataset is not None:
             subprocess.run(["zfs", "destroy", "-r", dataset], capture_output=True, check=False)
-        subprocess.run(["rm", "-rf", "--one-file-system", str(base)], check=False)
+        for where in (base, pool):
+            if where is not None:
+                subprocess.run(["rm", "-rf", "--one-file-system", str(where)], check=False)
 
 
 @pytest.fixture(scope="module")
@@ -457,8 +465,9 @@ EXPECTED = [
     ("/data/xattr-file", "changed", ("xattrs",)),
 ]
 
-METHOD = {"overlay": "layers", "dir": "layers", "btrfs": "btrfs", "zfs": "tree", "squashfs": "layers"}
-IMAGE_METHOD = {"overlay": "layers", "dir": "layers", "btrfs": "btrfs", "zfs": "tree", "squashfs": "tree"}
+METHOD = {"overlay": "layers", "dir": "layers", "btrfs": "btrfs", "zfs": "tree"}
+METHOD |= {"squashfs": "layers", "erofs": "layers"}  # the session's upper over the image's view
+IMAGE_METHOD = {**METHOD, "squashfs": "tree", "erofs": "tree"}
 
 
 def _data_changes(r: Result) -> tuple[dict[str, Any], list[tuple[str, str, tuple[str, ...]]]]:
@@ -516,7 +525,7 @@ def test_every_kind_of_change_on_every_backend(store: Store, data_tree: Path) ->
     consistent(env)
 
 
-@pytest.mark.parametrize("store", ["btrfs", "zfs"], indirect=True)
+@pytest.mark.parametrize("store", ["btrfs", "btrfs-pool", "zfs"], indirect=True)
 def test_pruned_and_quick_comparisons_equal_full_ones(store: Store, data_tree: Path) -> None:
     """What btrfs's tree search and inode quick checks skip is really the same, also mid-session."""
     env = store.env
