@@ -22,6 +22,7 @@ if TYPE_CHECKING:  # typing and collections cost milliseconds at start-up
     from collections.abc import Callable, Iterable, Mapping, Sequence
     from typing import NoReturn
 
+    from .diff import Diff
     from .exports import ExportResult
     from .imageconf import ImageConfig
     from .images import GcResult
@@ -333,3 +334,17 @@ class Engine:
 
     def locks(self) -> list[LockState]:
         return images.lock_view(self.ctx)
+
+    # --- diffs (core/diff) --------------------------------------------------------
+
+    def session_diff(self, session: str) -> Diff:
+        """What *session* changed against its generation: enter the returned :class:`core.diff.Diff` to read it."""
+        from .diff import session_diff
+
+        return session_diff(self.ctx, session)
+
+    def image_diff(self, name: str, old: int | None = None, new: int | None = None) -> Diff:
+        """From generation *old* (default: *new*'s parent) to *new* (default: current); enter it to read it."""
+        from .diff import image_diff
+
+        return image_diff(self.ctx, name, old, new)

@@ -12,7 +12,7 @@ Levels, from the image's ``users``, ``groups``, ``root-users`` and
 ``admin``  real root (not through sudo), or a member of ``admin-group`` in
            roost.yaml: every action on every image, the host's state included.
 ``root``   the image's root-users and root-groups: maintenance sessions,
-           promote, rollback, export, commands as any user (root included)
+           promote, rollback, export, diffs of generations, commands as any user (root included)
            in any session of the image. Root in a session is root on the host
            in effect (a chroot is no boundary): grant it as you would sudo.
 ``user``   the image's users and groups: ordinary sessions of the image; run,
@@ -45,6 +45,7 @@ IMAGE_REMOVE = "remove images"
 IMAGE_GC = "garbage-collect images"
 IMAGE_ROLLBACK = "roll back"
 IMAGE_EXPORT = "export"
+IMAGE_DIFF = "see the changes in"
 IMAGE_VIEW = "see"
 # Sessions
 SESSION_BEGIN = "begin sessions of"
@@ -71,6 +72,7 @@ NEEDS: dict[str, str] = {
     IMAGE_GC: ADMIN,
     IMAGE_ROLLBACK: ROOT,
     IMAGE_EXPORT: ROOT,
+    IMAGE_DIFF: ROOT,
     IMAGE_VIEW: USER,
     SESSION_BEGIN: USER,
     SESSION_MAINTAIN: ROOT,

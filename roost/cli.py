@@ -21,6 +21,7 @@ from .handlers import (
     cmd_doctor,
     cmd_image_convert,
     cmd_image_create,
+    cmd_image_diff,
     cmd_image_export,
     cmd_image_gc,
     cmd_image_history,
@@ -34,6 +35,7 @@ from .handlers import (
     cmd_profile_show,
     cmd_run,
     cmd_session_begin,
+    cmd_session_diff,
     cmd_session_end,
     cmd_session_enter,
     cmd_session_info,
@@ -121,6 +123,15 @@ def build_parser() -> Parser:
     p.add_argument("name")
     _add_json(p)
     p.set_defaults(func=cmd_image_history)
+    p = isub.add_parser(
+        "diff", help="what changed from GEN_A (default: GEN_B's parent) to GEN_B (default: current): packages and files"
+    )
+    p.add_argument("name")
+    p.add_argument("generation", nargs="?", metavar="GEN_A", help="from this generation (default: GEN_B's parent)")
+    p.add_argument("against", nargs="?", metavar="GEN_B", help="to this generation (default: the current one)")
+    p.add_argument("--summary", action="store_true", help="packages and counts only, no file list")
+    _add_json(p)
+    p.set_defaults(func=cmd_image_diff)
     p = isub.add_parser("rollback", help="make an older generation current (default: the parent)")
     p.add_argument("name")
     p.add_argument("generation", nargs="?")
@@ -183,6 +194,11 @@ def build_parser() -> Parser:
     p.add_argument("id")
     p.add_argument("network", choices=("host", "none", "loopback"))
     p.set_defaults(func=cmd_session_network)
+    p = ssub.add_parser("diff", help="what a session changed against its generation: packages and files")
+    p.add_argument("id")
+    p.add_argument("--summary", action="store_true", help="packages and counts only, no file list")
+    _add_json(p)
+    p.set_defaults(func=cmd_session_diff)
     p = ssub.add_parser("recover", help="remount sessions and clean up after a crash or reboot")
     target = p.add_mutually_exclusive_group(required=True)
     target.add_argument("id", nargs="?")

@@ -210,7 +210,7 @@ def _kind(action: argparse.Action, parser: argparse.ArgumentParser) -> str:
         return "images"
     if dest == "id":
         return "sessions"
-    if dest == "generation":
+    if dest in ("generation", "against"):
         return "generations"
     if dest in ("file", "plan"):
         return "files"

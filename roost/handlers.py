@@ -212,6 +212,17 @@ def cmd_image_history(ctx: Context) -> int:
     return 0
 
 
+def cmd_image_diff(ctx: Context) -> int:
+    from core.names import check_generation
+
+    from .diffs import show
+
+    a = ctx.args
+    old = check_generation(a.generation) if a.generation is not None else None
+    new = check_generation(a.against) if a.against is not None else None
+    return show(ctx, ctx.engine.image_diff(a.name, old, new))
+
+
 def cmd_image_rollback(ctx: Context) -> int:
     from core.names import check_generation
 
@@ -361,6 +372,12 @@ def cmd_session_info(ctx: Context) -> int:
         ]
     )
     return 0
+
+
+def cmd_session_diff(ctx: Context) -> int:
+    from .diffs import show
+
+    return show(ctx, ctx.engine.session_diff(ctx.args.id))
 
 
 def cmd_session_recover(ctx: Context) -> int:

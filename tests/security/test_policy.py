@@ -85,6 +85,8 @@ def _calls(image: str, session: str, launch: Any) -> dict[str, Callable[[Engine]
         "backends": lambda e: e.backends(),
         "default_backend": lambda e: e.default_backend(),
         "locks": lambda e: e.locks(),
+        "session_diff": lambda e: e.session_diff(session),
+        "image_diff": lambda e: e.image_diff(image, 1, 1),
     }
 
 

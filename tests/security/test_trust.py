@@ -525,3 +525,25 @@ def test_locks_and_the_journal_name_the_person_behind_sudo(cast: Cast) -> None:
         assert r.code == 0, r.err
     last = json.loads((inst.state / "journal.jsonl").read_text().splitlines()[-1])
     assert (last["user"], last["operation"]) == (cast.rita, "session end")
+
+
+def test_diffs_show_a_session_to_those_who_may_see_it_and_generations_to_root_users(cast: Cast) -> None:
+    """A session's diff is its owner's (and root-users'); a generation's names paths only root may list."""
+    inst = cast.inst
+    sid = _begin(cast, cast.bob)
+    try:
+        r = inst.sudo(cast.bob, "session", "run", sid, "--", "/bin/sh", "-c", "echo mine > /tmp/mine")
+        assert r.code == 0, r.err
+        r = inst.sudo(cast.bob, "session", "diff", sid, "--json")  # its owner
+        assert r.code == 0, r.err
+        assert [f["path"] for f in json.loads(r.out)["files"]] == ["/tmp/mine"]
+        r = inst.sudo(cast.rita, "session", "diff", sid, "--summary")  # a root-user of the image
+        assert r.code == 0, r.err
+        for user in (cast.eve, cast.gus):  # nobody's, and a user of the image who is not the owner
+            refused(inst.sudo(user, "session", "diff", sid), 2, "may not see session")
+        for user in (cast.eve, cast.bob, cast.gus):
+            refused(inst.sudo(user, "image", "diff", "shared", "1", "1"), 2, "may not see the changes in")
+        r = inst.sudo(cast.rita, "image", "diff", "shared", "1", "1", "--json")
+        assert r.code == 0 and json.loads(r.out)["files"] == [], r.err
+    finally:
+        _end(cast, sid)

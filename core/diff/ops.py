@@ -1,0 +1,375 @@
+"""The diff operations: what a session changed, what differs between two generations.
+
+``session_diff`` and ``image_diff`` check the arguments and the caller's
+access at once and return a :class:`Diff`, which takes what reading needs
+(a shared lock on the session, pins on the generations, read-only views
+where a backend needs a mount) when entered as a context manager and gives
+it all back on leaving. A diff then answers, each on demand:
+
+* :meth:`Diff.packages`: the dpkg packages installed, removed, upgraded and
+  downgraded (two status files read; no file is walked);
+* :meth:`Diff.entries`: the changed files, streamed in path order;
+* :meth:`Diff.summary`: the packages and the counts, keeping no file list.
+
+How the two trees are compared depends on the backend (``method``):
+``layers`` for overlay and dir (and a squashfs or erofs session): only the
+layers the two trees do not share are read, so a session costs its upper
+directory and a generation against its parent costs its own layer;
+``btrfs`` for btrfs: a tree search for inodes changed since the common
+ancestor names the directories to enter; ``tree`` everywhere else (zfs,
+and generation pairs of squashfs and erofs): both trees are walked.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
+from typing import TYPE_CHECKING, Any, BinaryIO
+
+from .. import backends, generations, images, mounts, pins, policy, sessions, syscalls
+from ..errors import BadInput, Conflict, NotFound
+from ..names import check_generation
+from ..store import new_tx
+from . import dpkg
+from .model import DiffSummary, FileChange
+from .trees import DirFds, Pruner, Tree, compare
+
+if TYPE_CHECKING:
+    from ..context import Context
+
+METHODS = {
+    "layers": "read only the layers the two trees do not share",
+    "btrfs": "entered only directories the btrfs tree search found changed",
+    "tree": "walked both trees",
+}
+
+
+# --- who may see a diff -------------------------------------------------------------------
+
+
+# A session's diff is for whoever may see the session (policy.SESSION_VIEW: its owner
+# while a user of the image, the image's root-users, administrators). A generation's diff
+# names paths anywhere in the root, also in directories only root may read inside (/root,
+# private keys): it is for the image's root-users (policy.IMAGE_DIFF), as export is.
+
+
+# --- the diff object ----------------------------------------------------------------------
+
+
+class Diff:
+    """Two roots being compared; enter it (``with``) before asking anything."""
+
+    def __init__(
+        self, ctx: Context, origin: dict[str, Any], target: dict[str, Any], opener: Callable[[Diff], None]
+    ) -> None:
+        self.ctx = ctx
+        self.origin = origin  # JSON: what the diff starts from
+        self.target = target  # JSON: what it arrives at
+        self.method = ""
+        self.note: str | None = None
+        self.old: Tree | None = None
+        self.new: Tree | None = None
+        self.related = False
+        self._opener = opener
+        self._btrfs: list[tuple[str, str]] | None = None  # (subvolume, its ancestor) to search
+        self._pruner: Pruner | None = None
+        self._planned = False
+        self._stack: ExitStack | None = None
+        self.fds = DirFds()
+
+    # --- resources ---
+
+    def __enter__(self) -> Diff:
+        self._stack = ExitStack()
+        try:
+            self._opener(self)
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.fds.close()  # first: an open directory keeps a view's mount busy
+        if self._stack is not None:
+            stack, self._stack = self._stack, None
+            stack.close()
+
+    @property
+    def stack(self) -> ExitStack:
+        if self._stack is None:
+            raise RuntimeError("enter the diff (with …) first")
+        return self._stack
+
+    def _trees(self) -> tuple[Tree, Tree]:
+        if self.old is None or self.new is None:
+            raise RuntimeError("enter the diff (with …) first")
+        return self.old, self.new
+
+    # --- answers ---
+
+    def plan(self) -> str:
+        """Decide how files are compared (btrfs: run the tree search now); returns the method."""
+        if self._planned:
+            return self.method
+        self._planned = True
+        if self._btrfs is not None:
+            from ..fsutil import sync_filesystem
+            from . import btrfs
+
+            try:
+                # btrfs writes inode changes into its tree at commit: commit first, then search.
+                for path in sorted({sub for sub, _ in self._btrfs}):
+                    sync_filesystem(path)
+                self._pruner = btrfs.pruner([(sub, btrfs.sealed_transid(anc)) for sub, anc in self._btrfs])
+            except btrfs.TooManyChanges as e:
+                self.method = "tree"
+                self.note = f"{e}: both trees walked"
+        return self.method
+
+    def header(self) -> dict[str, Any]:
+        return {"from": self.origin, "to": self.target, "method": self.method, "note": self.note}
+
+    def packages(self) -> list[dpkg.PackageChange] | None:
+        """Packages installed, removed, upgraded and downgraded; None when neither root has dpkg."""
+        old, new = self._trees()
+        before, after = _read_status(old), _read_status(new)
+        if before is None and after is None:
+            return None
+        return dpkg.changes(before or [], after or [])
+
+    def entries(self) -> Iterator[FileChange]:
+        """Every changed path, depth first in name order, read as it is yielded."""
+        old, new = self._trees()
+        self.plan()
+        return compare(old, new, related=self.related, pruner=self._pruner)
+
+    def summary(self) -> DiffSummary:
+        """Packages and counts; walks the files but keeps none of them."""
+        out = DiffSummary(self.packages())
+        for change in self.entries():
+            out.add(change)
+        return out
+
+
+#: The largest status file read (dpkg's for all of Debian is about a tenth of it): a root's
+#: owner must not make roost read without bound.
+MAX_STATUS = 128 << 20
+
+
+def _read_status(tree: Tree) -> list[dpkg.Package] | None:
+    """The packages of dpkg's status file in *tree* (never following a symlink out of it)."""
+    node = tree.root()
+    for part in dpkg.STATUS.split("/"):
+        found = tree.child(node, part) if node.is_dir else None
+        if found is None:
+            return None
+        node = found
+    if not stat.S_ISREG(node.st.st_mode):
+        return None
+    if node.st.st_size > MAX_STATUS:
+        raise BadInput(f"/{dpkg.STATUS} is {node.st.st_size} bytes, more than a status file dpkg writes")
+    fd = tree.open(node)
+    if fd is None:
+        return None
+    with open(fd, "rb") as f:
+        return list(dpkg.read_status(_bounded_lines(f, MAX_STATUS)))
+
+
+def _bounded_lines(f: BinaryIO, limit: int) -> Iterator[bytes]:
+    """The lines of *f*, each at most 64 KiB (longer ones come in pieces), *limit* bytes in all."""
+    total = 0
+    while total < limit:
+        line = f.readline(1 << 16)
+        if not line:
+            return
+        total += len(line)
+        yield line
+    raise BadInput(f"/{dpkg.STATUS} grew past {limit} bytes while it was read")
+
+
+# --- sessions -----------------------------------------------------------------------------
+
+
+def session_diff(ctx: Context, sid: str) -> Diff:
+    """What session *sid* changed against the generation it was cloned from."""
+    ctx.require_privileged("session diff")
+    session = sessions.read(ctx, sid)
+    ctx.authorize(policy.SESSION_VIEW, sessions.session_target(session))
+    origin = {"image": session.image, "generation": session.generation}
+    target = {"session": session.id, "image": session.image, "generation": session.generation}
+    return Diff(ctx, origin, target, lambda d: _open_session(d, sid))
+
+
+def _open_session(d: Diff, sid: str) -> None:
+    ctx = d.ctx
+    ctx.ready()
+    store = ctx.store
+    # Shared: promote and end (exclusive) wait until the diff is read; run and other diffs do not.
+    lock = ctx.session_lock(sid, f"diff {sid}", exclusive=False)
+    d.stack.callback(lock.release)
+    session = sessions.read(ctx, sid)  # it may have ended while we waited
+    if session.state != "active":
+        raise Conflict(f"session {sid} is {session.state}: nothing to compare")
+    backend = backends.get(session.backend)
+    gen_dir = store.generation_dir(session.image, session.generation)
+    upper = os.path.join(session.clone, "upper")
+    if backend.name in ("overlay", "dir"):
+        d.old = Tree(session.lowers, d.fds, overlay=True)
+        d.new = Tree([upper, *session.lowers], d.fds, overlay=True)
+        d.method = "layers"
+    elif backend.name in ("squashfs", "erofs"):
+        view = _view(d, backend, gen_dir, session.lowers, f"diff {sid}")
+        d.old = Tree([view], d.fds, overlay=False)
+        d.new = Tree([upper, view], d.fds, overlay=True)
+        d.method = "layers"
+    elif backend.name == "btrfs":
+        base, clone = os.path.realpath(session.lowers[0]), os.path.realpath(session.clone)
+        d.old = Tree([base], d.fds, overlay=False)
+        d.new = Tree([clone], d.fds, overlay=False)
+        d.related = True
+        d.method = "btrfs"
+        d._btrfs = [(clone, base)]
+    else:  # zfs: the clone is read where it is mounted, without what the profile mounted inside it
+        if not mounts.is_mounted(session.mountpoint):
+            raise Conflict(f"session {sid} is not mounted (roost session recover {sid})")
+        view = _view(d, backend, gen_dir, session.lowers, f"diff {sid}")
+        d.old = Tree([view], d.fds, overlay=False)
+        d.new = Tree([_bind(d, session.mountpoint, f"diff {sid}")], d.fds, overlay=False)
+        d.related = True
+        d.method = "tree"
+        d.note = "zfs: both trees walked (unchanged files recognised by inode and change time)"
+
+
+# --- images -------------------------------------------------------------------------------
+
+
+def image_diff(ctx: Context, name: str, old: int | None = None, new: int | None = None) -> Diff:
+    """What differs from generation *old* to generation *new* of image *name*.
+
+    *new* defaults to the current generation, *old* to *new*'s parent.
+    """
+    ctx.require_privileged("image diff")
+    config = images.authorize(ctx, policy.IMAGE_DIFF, name)
+    store = ctx.store
+    if old is not None:
+        old = check_generation(old)
+    if new is not None:
+        new = check_generation(new)
+    done = generations.complete(store, name)
+    if new is None:
+        new = generations.current(store, name)
+    for n in (old, new):
+        if n is not None and n not in done:
+            raise NotFound(f"image {name} has no generation {n}")
+    if old is None:
+        parent = generations.read_meta(store, name, new).parent
+        if parent is None:
+            raise BadInput(f"generation {new} of {name} has no parent: name the generation to compare it with")
+        if parent not in done:
+            raise NotFound(f"generation {parent} of {name} (the parent of {new}) is gone (removed by gc)")
+        old = parent
+    first, second = old, new
+    origin = {"image": name, "generation": first}
+    target = {"image": name, "generation": second}
+    return Diff(ctx, origin, target, lambda d: _open_image(d, name, config.backend, first, second))
+
+
+def _open_image(d: Diff, name: str, backend_name: str, old: int, new: int) -> None:
+    ctx = d.ctx
+    ctx.ready()
+    store = ctx.store
+    for n in sorted({old, new}):
+        pin = pins.pin(ctx, name, n, f"diff {name} {old} {new}")
+        d.stack.callback(pin.release, remove=True)
+    backend = backends.get(backend_name)
+    gens = store.generations_dir(name)
+    lowers = {n: backend.lowers(gens, list(generations.read_meta(store, name, n).stack)) for n in (old, new)}
+    if backend.name in ("overlay", "dir"):
+        d.old = Tree(lowers[old], d.fds, overlay=True)
+        d.new = Tree(lowers[new], d.fds, overlay=True)
+        d.method = "layers"
+    elif backend.name == "btrfs":
+        subvolume = {n: os.path.realpath(lowers[n][0]) for n in (old, new)}
+        d.old = Tree([subvolume[old]], d.fds, overlay=False)
+        d.new = Tree([subvolume[new]], d.fds, overlay=False)
+        d.related = True
+        ancestor = _common_ancestor(d, name, old, new)
+        if ancestor is None:
+            d.method = "tree"
+            d.note = "btrfs: no common ancestor left to search from: both trees walked"
+        else:
+            anc = os.path.realpath(backend.lowers(gens, [ancestor])[0])
+            d.method = "btrfs"
+            d._btrfs = [(subvolume[n], anc) for n in sorted({old, new}) if n != ancestor]
+    else:
+        label = f"diff {name} {old} {new}"
+        d.old = Tree([_view(d, backend, store.generation_dir(name, old), lowers[old], label)], d.fds, overlay=False)
+        d.new = Tree([_view(d, backend, store.generation_dir(name, new), lowers[new], label)], d.fds, overlay=False)
+        d.related = backend.name == "zfs"
+        d.method = "tree"
+        if backend.name == "zfs":
+            d.note = "zfs: both trees walked (unchanged files recognised by inode and change time)"
+
+
+def _ancestry(ctx: Context, name: str, number: int) -> list[int]:
+    """*number* and the generations it descends from, as far as their metadata is still there."""
+    chain = [number]
+    seen = {number}
+    while True:
+        try:
+            parent = generations.read_meta(ctx.store, name, chain[-1]).parent
+        except NotFound:
+            return chain
+        if parent is None or parent in seen:
+            return chain
+        chain.append(parent)
+        seen.add(parent)
+
+
+def _common_ancestor(d: Diff, name: str, old: int, new: int) -> int | None:
+    """The newest generation both descend from (one of them, possibly) that still exists; pinned."""
+    ctx = d.ctx
+    done = set(generations.complete(ctx.store, name))
+    theirs = set(_ancestry(ctx, name, old))
+    for n in _ancestry(ctx, name, new):
+        if n in theirs and n in done:
+            if n not in (old, new):
+                try:
+                    pin = pins.pin(ctx, name, n, f"diff {name} {old} {new}")
+                except NotFound:
+                    return None
+                d.stack.callback(pin.release, remove=True)
+            return n
+    return None
+
+
+# --- read-only views ----------------------------------------------------------------------
+
+
+def _scratch(d: Diff, label: str) -> str:
+    """An empty directory under the runtime root to mount a view on, known to recover and doctor."""
+    ctx = d.ctx
+    tx = new_tx()
+    tx_lock = ctx.tx_lock(tx, label)
+    d.stack.callback(tx_lock.release, remove=True)
+    scratch = os.path.join(ctx.store.stage_dir, tx)
+    os.mkdir(scratch, 0o700)
+    d.stack.callback(os.rmdir, scratch)
+    return scratch
+
+
+def _view(d: Diff, backend: backends.Backend, gen_dir: str, lowers: list[str], label: str) -> str:
+    scratch = _scratch(d, label)
+    return d.stack.enter_context(backend.view(gen_dir, lowers, scratch))
+
+
+def _bind(d: Diff, source: str, label: str) -> str:
+    """*source*'s own mount (not the mounts below it) bound read-only at a scratch directory."""
+    scratch = _scratch(d, label)
+    syscalls.mount(source, scratch, None, syscalls.MS_BIND)
+    d.stack.callback(mounts.unmount_tree, scratch, force=True)
+    syscalls.mount(None, scratch, None, syscalls.MS_PRIVATE)
+    syscalls.mount(None, scratch, None, syscalls.MS_REMOUNT | syscalls.MS_BIND | syscalls.MS_RDONLY)
+    return scratch
