@@ -23,6 +23,7 @@ if TYPE_CHECKING:  # typing and collections cost milliseconds at start-up
     from collections.abc import Callable, Mapping, Sequence
     from typing import Any
 
+    from .hosts import Host
     from .importers import Source
     from .schrootconf import Plan
 
@@ -270,6 +271,42 @@ class Engine:
 
         name = self.settings.default_backend
         return backends.best(self.site()).name if name == backends.AUTO else name
+
+    # --- other hosts (core/replicate.py, core/fleet.py) -------------------------
+
+    def image_inventory(self, name: str) -> dict[str, Any]:
+        """What this host has of image *name* and what it can receive, for a sender's plan."""
+        from . import replicate
+
+        return replicate.inventory(self, name)
+
+    def send_image(self, name: str, theirs: dict[str, Any], out: int, *, backend: str | None = None) -> dict[str, Any]:
+        """Write to *out* the stream bringing the receiver described by *theirs* to this host's *name*."""
+        from . import replicate
+
+        return replicate.send(self, name, theirs, out, backend=backend)
+
+    def receive_image(self, name: str, inp: int) -> dict[str, Any]:
+        """Read an image stream from *inp* and commit it (compare-and-swap, like promote)."""
+        from . import replicate
+
+        return replicate.receive(self, name, inp)
+
+    def push_image(self, name: str, host: Host, *, backend: str | None = None) -> dict[str, Any]:
+        from . import replicate
+
+        return replicate.push(self, name, host, backend=backend)
+
+    def pull_image(self, host: Host, name: str, *, backend: str | None = None) -> dict[str, Any]:
+        from . import replicate
+
+        return replicate.pull(self, host, name, backend=backend)
+
+    def summary(self) -> dict[str, Any]:
+        """This host's images, sessions, locks and load (what another host's console polls)."""
+        from . import fleet
+
+        return fleet.summary(self)
 
     # --- locks ------------------------------------------------------------------
 
