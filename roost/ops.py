@@ -46,6 +46,10 @@ def cmd_batch(ctx: Any) -> int:
 
     from .output import emit_json
 
+    if getattr(ctx.args, "host", None):
+        from .fleet import batch_hosts
+
+        return batch_hosts(ctx, ctx.args.host)  # the plan runs on each host, over ssh
     path = ctx.args.plan
     try:
         with open(path, "rb") as f:
