@@ -131,7 +131,7 @@ def inventory(eng: Engine, image: str) -> dict[str, Any]:
         "default_backend": eng.default_backend(),
         "native": {
             "btrfs": "btrfs" in available and not site.btrfs_pool and _which("btrfs"),
-            "zfs": "zfs" in available,
+            "zfs": "zfs" in available and not _zfs_pool_shared(site.zfs_dataset, site.state_root),
         },
     }
     if not images.exists(eng, image):
@@ -189,15 +189,35 @@ def _native_of(backend: str, directory: str, guids: dict[str, str]) -> dict[str,
     return None
 
 
+def _zfs_pool_shared(parent: str | None, state_root: str) -> bool:
+    """Whether another state root keeps datasets in our pool.
+
+    ``zfs receive`` of an incremental stream clones the received generation from
+    the snapshot with the stream's origin guid, wherever it is in the pool: with
+    the sender's own datasets in the same pool, that could be the sender's, and
+    the two state roots would depend on each other. Such a receiver takes tree
+    differences instead.
+    """
+    from .backends import zfs
+
+    if not parent:
+        return False
+    try:
+        out = zfs.zfs("get", "-H", "-r", "-o", "value", zfs.STATE_PROPERTY, parent.split("/", 1)[0])
+    except SystemFailure:
+        return True
+    return any(v not in ("-", "", state_root) for v in out.splitlines())
+
+
 def _zfs_guids(parent: str) -> dict[str, str]:
     from .backends import zfs
 
-    try:
-        out = zfs.zfs("list", "-H", "-p", "-t", "snapshot", "-o", "name,guid", "-r", f"{parent}/gen")
+    try:  # zfs-fuse's zfs list has no -p: get gives the exact values (and -t is not known to its get)
+        out = zfs.zfs("get", "-H", "-p", "-r", "-o", "name,value", "guid", f"{parent}/gen")
     except SystemFailure:
         return {}
     rows = (line.split("\t") for line in out.splitlines())
-    return {r[0]: r[1] for r in rows if len(r) == 2}
+    return {r[0]: r[1] for r in rows if len(r) == 2 and "@" in r[0]}
 
 
 # --- the sender's plan ---------------------------------------------------------------------
@@ -589,7 +609,8 @@ def _send_one(
         argv = ["btrfs", "send", "-q"]
         if prev_dir is not None:
             argv += ["-p", btrfs.real_path(os.path.join(prev_dir, "layer"))]
-        _pump_out(writer, [*argv, btrfs.real_path(os.path.join(gen_dir, "layer"))], "btrfs send")
+        subvolume = btrfs.real_path(os.path.join(gen_dir, "layer"))
+        _pump_out(writer, [*argv, subvolume], "btrfs send", edit=_RootTimes(subvolume))
     elif kind == "zfs":
         from .backends import zfs
 
@@ -631,23 +652,94 @@ def _send_one(
             _pump_out(writer, argv, "tar of the changes", stdin=names)
 
 
-def _pump_out(writer: _Writer, argv: list[str], what: str, stdin: Any = subprocess.DEVNULL) -> None:
-    """Run *argv*, framing its standard output as data; then its digest."""
+def _pump_out(
+    writer: _Writer,
+    argv: list[str],
+    what: str,
+    stdin: Any = subprocess.DEVNULL,
+    edit: _RootTimes | None = None,
+) -> None:
+    """Run *argv*, framing its standard output as data (through *edit*, if given); then its digest."""
     helper = _Helper(argv, what, stdin=stdin, stdout=subprocess.PIPE)
     sha = hashlib.sha256()
     total = 0
+
+    def put(data: bytes) -> None:
+        nonlocal total
+        if data:
+            sha.update(data)
+            total += len(data)
+            writer.frame(b"D", data)
+
     try:
         assert helper.proc.stdout is not None
         source = helper.proc.stdout.fileno()
         while chunk := os.read(source, CHUNK):
-            sha.update(chunk)
-            total += len(chunk)
-            writer.frame(b"D", chunk)
+            put(edit.feed(chunk) if edit is not None else chunk)
         helper.proc.stdout.close()
         helper.finish()
+        if edit is not None:
+            put(edit.end())
     finally:
         helper.kill()
     writer.json(b"E", {"sha256": sha.hexdigest(), "bytes": total})
+
+
+def _crc32c(data: bytes) -> int:
+    """CRC-32C as btrfs send streams use it (seed 0, no final inversion)."""
+    table = _CRC_TABLE or _crc_table()
+    crc = 0
+    for byte in data:
+        crc = table[(crc ^ byte) & 0xFF] ^ (crc >> 8)
+    return crc
+
+
+_CRC_TABLE: list[int] = []
+
+
+def _crc_table() -> list[int]:
+    for i in range(256):
+        c = i
+        for _ in range(8):
+            c = (c >> 1) ^ 0x82F63B78 if c & 1 else c >> 1
+        _CRC_TABLE.append(c)
+    return _CRC_TABLE
+
+
+class _RootTimes:
+    """Gives a btrfs send stream a last ``utimes`` of the subvolume's root, before its end command.
+
+    ``btrfs receive`` makes its temporary (orphan) names in the root directory of
+    the subvolume, which changes the root's times; ``btrfs send`` restores them
+    only when the root itself changed. Without this command a received
+    generation's root would carry the time it was received.
+    """
+
+    _END = 21
+    _UTIMES = 20
+    _PATH, _CTIME, _MTIME, _ATIME = 15, 9, 10, 11
+
+    def __init__(self, root: str) -> None:
+        st = os.lstat(root)
+        self.times = {self._ATIME: st.st_atime_ns, self._MTIME: st.st_mtime_ns, self._CTIME: st.st_ctime_ns}
+        self.tail = b""
+
+    def feed(self, chunk: bytes) -> bytes:
+        data = self.tail + chunk
+        self.tail = data[-10:]
+        return data[:-10]
+
+    def end(self) -> bytes:
+        length, cmd = struct.unpack_from("<IH", self.tail) if len(self.tail) == 10 else (-1, -1)
+        if (length, cmd) != (0, self._END):
+            return self.tail  # not the stream this was written for: leave it as it is
+        body = struct.pack("<HH", self._PATH, 0)
+        for attr in (self._ATIME, self._MTIME, self._CTIME):
+            sec, nsec = divmod(self.times[attr], 10**9)
+            body += struct.pack("<HHQI", attr, 12, sec, nsec)
+        command = bytearray(struct.pack("<IHI", len(body), self._UTIMES, 0) + body)
+        struct.pack_into("<I", command, 6, _crc32c(bytes(command)))
+        return bytes(command) + self.tail
 
 
 # --- the difference of two trees ---------------------------------------------------------------
@@ -688,23 +780,25 @@ def _same(a: bytes, sa: os.stat_result, b: bytes, sb: os.stat_result) -> bool:
 def tree_delta(before: str, after: str, names: IO[bytes]) -> list[bytes]:
     """What turns tree *before* into tree *after*, as an overlay layer would hold it.
 
-    Writes (NUL-separated, parents first) the paths of *after* that a tar of
-    the layer must hold: everything added or changed, the whole of a new
-    directory, and every directory above such a path (with its own
-    metadata). Returns the paths whose whiteouts the layer needs: entries
-    of *before* gone from *after*. Walks both trees once, comparing
-    metadata (like rsync's quick check, a file is unchanged when type, mode,
-    owners, size, modification time and xattrs are).
+    Writes (NUL-separated, in depth-first order: a directory, then all that is
+    below it, as tar expects) the paths of *after* that a tar of the layer must
+    hold: everything added or changed, the whole of a new directory, and every
+    directory above such a path (with its own metadata). Returns the paths
+    whose whiteouts the layer needs: entries of *before* gone from *after*.
+    Walks both trees once, comparing metadata (like rsync's quick check, a
+    file is unchanged when type, mode, owners, size, modification time and
+    xattrs are).
     """
     top_a, top_b = os.fsencode(before), os.fsencode(after)
     listed: set[bytes] = set()
     removed: list[bytes] = []
 
     def put(rel: bytes) -> None:
+        listed.add(rel)
         names.write(b"./" + rel + b"\x00" if rel else b".\x00")
 
     def ensure(rel: bytes) -> None:
-        """List *rel*'s parent directories (and the root) that are not listed yet, top first."""
+        """List *rel*'s parent directories that are not listed yet, top first (they are being walked)."""
         missing = []
         parent = os.path.dirname(rel)
         while parent not in listed:
@@ -713,64 +807,67 @@ def tree_delta(before: str, after: str, names: IO[bytes]) -> list[bytes]:
                 break
             parent = os.path.dirname(parent)
         for d in reversed(missing):
-            listed.add(d)
             put(d)
 
     def add(rel: bytes) -> None:
         ensure(rel)
         if rel not in listed:
-            listed.add(rel)
             put(rel)
 
     def add_tree(rel: bytes) -> None:
+        """*rel* and everything below it, depth first."""
         add(rel)
-        stack = [rel]
-        while stack:
-            where = stack.pop()
-            for entry in sorted(os.scandir(os.path.join(top_b, where) if where else top_b), key=lambda e: e.name):
-                child = os.path.join(where, entry.name) if where else entry.name
-                if stat.S_ISSOCK(entry.stat(follow_symlinks=False).st_mode):
-                    continue  # tar does not keep sockets
-                listed.add(child)
-                put(child)
-                if entry.is_dir(follow_symlinks=False):
-                    stack.append(child)
+        walk = [iter(sorted(os.listdir(os.path.join(top_b, rel))))]
+        where = [rel]
+        while walk:
+            name = next(walk[-1], None)
+            if name is None:
+                walk.pop()
+                where.pop()
+                continue
+            child = os.path.join(where[-1], name)
+            st = os.lstat(os.path.join(top_b, child))
+            if stat.S_ISSOCK(st.st_mode):
+                continue  # tar does not keep sockets
+            put(child)
+            if stat.S_ISDIR(st.st_mode):
+                walk.append(iter(sorted(os.listdir(os.path.join(top_b, child)))))
+                where.append(child)
 
-    root_a, root_b = os.lstat(top_a), os.lstat(top_b)
-    if not _same(top_a, root_a, top_b, root_b):
-        add(b"")
-    stack = [b""]
+    if not _same(top_a, os.lstat(top_a), top_b, os.lstat(top_b)):
+        put(b"")
+
+    def level(rel: bytes) -> tuple[bytes, Iterator[bytes], set[bytes], set[bytes]]:
+        names_a = set(os.listdir(os.path.join(top_a, rel) if rel else top_a))
+        names_b = set(os.listdir(os.path.join(top_b, rel) if rel else top_b))
+        return rel, iter(sorted(names_a | names_b)), names_a, names_b
+
+    stack = [level(b"")]
     while stack:
-        rel = stack.pop()
-        dir_a = os.path.join(top_a, rel) if rel else top_a
-        dir_b = os.path.join(top_b, rel) if rel else top_b
-        names_a = set(os.listdir(dir_a))
-        names_b = set(os.listdir(dir_b))
-        subdirs = []
-        for name in sorted(names_a | names_b):
-            child = os.path.join(rel, name) if rel else name
-            pa, pb = os.path.join(dir_a, name), os.path.join(dir_b, name)
-            if name not in names_b:
-                ensure(child)
-                removed.append(child)
-                continue
-            sb = os.lstat(pb)
-            if stat.S_ISSOCK(sb.st_mode):
-                continue
-            if name not in names_a:
-                add_tree(child) if stat.S_ISDIR(sb.st_mode) else add(child)
-                continue
-            sa = os.lstat(pa)
-            if stat.S_IFMT(sa.st_mode) != stat.S_IFMT(sb.st_mode):
-                add_tree(child) if stat.S_ISDIR(sb.st_mode) else add(child)
-                continue
-            if not _same(pa, sa, pb, sb):
-                add(child)
-            if stat.S_ISDIR(sb.st_mode):
-                subdirs.append(child)
-        stack.extend(reversed(subdirs))
+        rel, it, names_a, names_b = stack[-1]
+        name = next(it, None)
+        if name is None:
+            stack.pop()
+            continue
+        child = os.path.join(rel, name) if rel else name
+        pa, pb = os.path.join(top_a, child), os.path.join(top_b, child)
+        if name not in names_b:
+            ensure(child)
+            removed.append(child)
+            continue
+        sb = os.lstat(pb)
+        if stat.S_ISSOCK(sb.st_mode):
+            continue
+        sa = os.lstat(pa) if name in names_a else None
+        if sa is None or stat.S_IFMT(sa.st_mode) != stat.S_IFMT(sb.st_mode):
+            add_tree(child) if stat.S_ISDIR(sb.st_mode) else add(child)
+            continue
+        if not _same(pa, sa, pb, sb):
+            add(child)
+        if stat.S_ISDIR(sb.st_mode):
+            stack.append(level(child))  # depth first: what is below comes right after the directory
     if b"" not in listed:
-        add(b"")  # the root's own metadata always travels: a layer's root is the merged root's
+        put(b"")  # the root's own metadata always travels (a lone "." at the end sets nothing below it)
     return removed
 
 
@@ -1164,6 +1261,10 @@ def _receive_native(eng: Engine, kind: str, directory: str, label: str, reader: 
         _pump_in(reader, helper, frame, payload)
     finally:
         helper.kill()
+    origin = zfs.zfs("get", "-H", "-o", "value", "origin", dataset).strip()
+    if origin not in ("-", "") and not origin.startswith(f"{site.zfs_dataset}/gen/"):
+        zfs.zfs("destroy", dataset)
+        raise SystemFailure(f"zfs cloned the received generation from {origin}, outside {site.zfs_dataset}: refused")
     for prop in ("canmount=noauto", "mountpoint=none", "readonly=on", f"{zfs.STATE_PROPERTY}={site.state_root}"):
         zfs.zfs("set", prop, dataset)
 
@@ -1285,6 +1386,8 @@ def _remote_failure(code: int, stderr: bytes, host: Host) -> RoostError:
     """The remote roost's error as ours: its message (prefixed by the host) and its exit code."""
     from . import ssh
 
+    if code < 0:
+        return ssh.Unreachable(f"the connection to {host.name} was cut (ssh was killed by signal {-code})")
     message = f"{host.name}: {ssh.remote_error(stderr, code, host)}"
     for cls in (BadInput, Conflict, NotFound):
         if code == cls.exit_code:

@@ -168,7 +168,9 @@ class Connection:
         self.base_environ = dict(os.environ if environ is None else environ)
         self.dir = control_dir(self.caller, self.base_environ)
         key = "\x00".join([host.destination, str(host.port or ""), *(f"{k}={v}" for k, v in host.options)])
-        self.control_path = os.path.join(self.dir, hashlib.sha256(key.encode()).hexdigest()[:20])
+        self.control_path = os.path.join(self.dir, hashlib.sha256(key.encode()).hexdigest()[:16])
+        if len(os.fsencode(self.control_path)) + 17 > 107:  # ssh adds a random suffix while it binds
+            raise SystemFailure(f"{self.dir} is too long a path for ssh's control sockets (ROOST_SSH_DIR)")
         if batch is None:
             try:
                 batch = not os.isatty(0)
@@ -331,9 +333,14 @@ class Connection:
         try:
             out, err = proc.communicate(input, timeout=timeout)
         except subprocess.TimeoutExpired:
+            # Not communicate(): the master connection holds copies of our pipes (ssh passes
+            # them to it), so their ends come only when it gives the host up.
             proc.kill()
-            proc.communicate()
-            raise Unreachable(f"{self.host.name} did not answer within {timeout:g} s") from None
+            proc.wait()
+            for pipe in (proc.stdin, proc.stdout, proc.stderr):
+                if pipe is not None:
+                    pipe.close()
+            raise Unreachable(f"{self.host.name} did not answer within {timeout:.1f} s") from None
         return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
     def lost(self, code: int) -> bool:
@@ -345,6 +352,8 @@ def remote_error(stderr: bytes, code: int, host: Host) -> str:
     """The one line to show for a command that failed on *host*: roost's own message, or ssh's."""
     lines = [ln.strip() for ln in stderr.decode(errors="replace").splitlines() if ln.strip()]
     if not lines:
-        return f"{host.name}: exit code {code}"
+        if code == 255:
+            return "the command there was killed, or ssh failed (exit code 255)"
+        return f"the command there ended without a message (exit code {code})"
     last = lines[-1]
     return last[len("roost: ") :] if last.startswith("roost: ") else last
