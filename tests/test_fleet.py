@@ -929,3 +929,61 @@ def test_json_of_push_and_inventory(fleet: Fleet, busybox_tree: Path) -> None:
     assert (
         json.loads(fleet["b"].ok("image", "inventory", "bb", "--json"))["current_identity"] == inv["current_identity"]
     )
+
+
+# --- who ssh runs as ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def sudo_user() -> Iterator[tuple[str, Path]]:
+    """A user of our own (prefix roost-t-fl) with a home directory; removed afterwards."""
+    import pwd
+
+    name = f"roost-t-fl{os.getpid() % 100000}"
+    home = Path(tempfile.mkdtemp(prefix="roost-t-fl-home-"))
+    subprocess.run(["useradd", "--home-dir", str(home), "--no-create-home", "--shell", "/bin/sh", name], check=True)
+    try:
+        pw = pwd.getpwnam(name)
+        os.chown(home, pw.pw_uid, pw.pw_gid)
+        os.chmod(home, 0o755)
+        yield name, home
+    finally:
+        subprocess.run(["userdel", name], check=False)
+        subprocess.run(["rm", "-rf", "--one-file-system", str(home)], check=False)
+
+
+def test_under_sudo_ssh_runs_as_the_person_not_as_root(fleet: Fleet, busybox_tree: Path, sudo_user: Any) -> None:
+    """sudo rights here never become root's ssh identity there: ssh runs as SUDO_USER, with their keys."""
+    import pwd
+    import shutil
+
+    name, home = sudo_user
+    pw = pwd.getpwnam(name)
+    busybox(fleet, busybox_tree, "b")
+    # ROOST_SSH_DIR empty: the caller's own directory, /tmp/roost-ssh-UID
+    environ = {"SUDO_USER": name, "SUDO_UID": str(pw.pw_uid), "SUDO_GID": str(pw.pw_gid), "ROOST_SSH_DIR": ""}
+    control = Path(f"/tmp/roost-ssh-{pw.pw_uid}")
+    try:
+        # the hosts entry names root's key, which only root can read: not the caller's
+        r = fleet["a"].roost("--host", "b", "image", "list", env=environ)
+        assert r.code == 5 and "cannot reach b" in r.err and r.err.count("\n") == 1, r
+        assert control.stat().st_uid == pw.pw_uid and not any(p.is_socket() for p in control.iterdir())
+        # with a key of their own (which the other host accepts), it works, on their connection
+        for source, target in ((fleet.sshd.user_key, home / "id"), (fleet.sshd.known_hosts, home / "known_hosts")):
+            shutil.copy(source, target)
+            os.chown(target, pw.pw_uid, pw.pw_gid)
+        options = dict(fleet.sshd.ssh_options(), IdentityFile=str(home / "id"))
+        options["UserKnownHostsFile"] = str(home / "known_hosts")
+        fleet.extra_hosts["b-mine"] = dict(fleet.sshd.entry(fleet["b"]), **{"ssh-options": options})
+        fleet.write()
+        r = fleet["a"].roost("--host", "b-mine", "image", "list", env=environ)
+        assert r.code == 0 and "bb" in r.out, r
+        sockets = [p for p in control.iterdir() if p.is_socket()]
+        assert len(sockets) == 1 and sockets[0].stat().st_uid == pw.pw_uid
+        # a control directory of someone else's is refused
+        r = fleet["a"].roost("--host", "b-mine", "image", "list", env=dict(environ, ROOST_SSH_DIR=str(fleet.control)))
+        assert r.code == 5 and "refusing to use it" in r.err, r
+    finally:
+        if control.exists():
+            fleet.sshd.close_masters(control)
+            subprocess.run(["rm", "-rf", "--one-file-system", str(control)], check=False)
