@@ -1403,22 +1403,21 @@ def push(eng: Engine, image: str, host: Host, *, backend: str | None = None) -> 
     check_send(eng, image)
     conn = ssh.Connection(host)
     conn.connect()
-    asked = conn.run(["--json", "image", "inventory", image])
-    if asked.returncode != 0:
-        raise _remote_failure(asked.returncode, asked.stderr, host)
-    try:
-        theirs = json.loads(asked.stdout)
-    except ValueError:
-        raise SystemFailure(f"{host.name} answered something that is not JSON (is roost installed there?)") from None
-    planned: list[Plan] = []
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        proc = conn.popen(["--json", "image", "receive", image], stdin=subprocess.PIPE, stdout=out, stderr=err)
-        assert proc.stdin is not None
+    # One session does both: the receiver first says what it has (one JSON line), then reads the stream.
+    with tempfile.TemporaryFile() as err:
+        words = ["--json", "image", "receive", image, "--inventory-first"]
+        proc = conn.popen(words, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err)
+        assert proc.stdin is not None and proc.stdout is not None
         try:
-            fd = proc.stdin.fileno()
-            sent = send(eng, image, theirs, fd, backend=backend, peer=host.name, on_plan=planned.append)
+            line = proc.stdout.readline(16 << 20)
+            try:
+                theirs = json.loads(line) if line.strip() else None
+            except ValueError:
+                theirs = None
+            if theirs is not None:
+                send(eng, image, theirs, proc.stdin.fileno(), backend=backend, peer=host.name)
         except BrokenPipeError:
-            sent = None  # the receiver stopped reading; its exit status and message say why
+            pass  # the receiver stopped reading; its exit status and message say why
         except BaseException:
             proc.kill()  # the other side's complaint about a cut stream would only repeat ours
             proc.wait()
@@ -1428,19 +1427,21 @@ def push(eng: Engine, image: str, host: Host, *, backend: str | None = None) -> 
                 proc.stdin.close()
             except BrokenPipeError:
                 pass
+        out = proc.stdout.read()
+        proc.stdout.close()
         code = proc.wait()
         if code != 0:
             err.seek(0)
             if conn.lost(code):
                 raise ssh.Unreachable(f"lost the connection to {host.name}")
             raise _remote_failure(code, err.read(), host)
-        out.seek(0)
+        if theirs is None:
+            raise SystemFailure(f"{host.name} did not say what it has of {image} (is roost installed there?)")
         try:
-            result = json.loads(out.read())
+            result = json.loads(out)
         except ValueError:
             raise SystemFailure(f"{host.name} did not report what it received") from None
     result["host"] = host.name
-    result["sent"] = sent["bytes"] if sent else None
     eng.journal("image push", image=image, host=host.name, generations=result.get("generations") or None)
     return dict(result)
 

@@ -85,13 +85,18 @@ class Caller:
         return env
 
     def preexec(self, parent: int | None) -> Callable[[], None]:
-        """What the ssh child does before exec: die with roost (if *parent*), become the caller."""
+        """What the ssh child does before exec: die with roost (if *parent*), become the caller.
+
+        Everything it needs is looked up here, before the fork: the child of a
+        process with threads (batch on several hosts) must not import.
+        """
+        import ctypes
+
+        prctl = ctypes.CDLL(None).prctl
 
         def child() -> None:
             if parent is not None:
-                import ctypes
-
-                ctypes.CDLL(None).prctl(1, 9, 0, 0, 0)  # PR_SET_PDEATHSIG, SIGKILL
+                prctl(1, 9, 0, 0, 0)  # PR_SET_PDEATHSIG, SIGKILL
                 if os.getppid() != parent:
                     os._exit(1)
             if self.switches:

@@ -257,6 +257,7 @@ def _add_fleet_commands(isub: argparse._SubParsersAction[Parser]) -> None:
     p.set_defaults(func=cmd_image_send)
     p = isub.add_parser("receive", help="read an image stream on stdin into NAME (push)")
     p.add_argument("name")
+    p.add_argument("--inventory-first", action="store_true", help="first print the inventory of NAME as one JSON line")
     _add_json(p)
     p.set_defaults(func=cmd_image_receive)
 

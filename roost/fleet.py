@@ -29,19 +29,21 @@ def _numbers(values: list[int]) -> str:
     return ", ".join(map(str, values))
 
 
-def _describe(result: dict[str, Any], verb: str, where: str) -> str:
+def _describe(result: dict[str, Any], verb: str, where: str, at: str) -> str:
+    """One line on what a transfer did; *at* says where the receiving image is ("on b", "here")."""
     from core.units import human_size
 
     image = result["image"]
     gens = result.get("generations") or []
     if not gens:
-        return f"{image} is up to date {where} (generation {result['current']})"
+        return f"{image} {at} is at generation {result['current']}: nothing to copy"
     kinds = sorted(set((result.get("kinds") or {}).values()))
     size = human_size(result.get("bytes") or 0)
     made = "a new image, " if result.get("created") else ""
+    where = f" {where}" if where else ""
     return (
-        f"{verb} {image} {where}: {made}generation{'s' if len(gens) > 1 else ''} {_numbers(gens)} "
-        f"({', '.join(kinds)}; {size} streamed); current there: {result['current']}"
+        f"{verb} {image}{where}: {made}generation{'s' if len(gens) > 1 else ''} {_numbers(gens)} "
+        f"({', '.join(kinds)}; {size} streamed); {image} {at} is now at generation {result['current']}"
     )
 
 
@@ -57,7 +59,7 @@ def cmd_image_push(ctx: Any) -> int:
 
         emit_json(result)
     elif not ctx.quiet:
-        print(_describe(result, "pushed", f"to {host.name}"), file=sys.stderr)
+        print(_describe(result, "pushed", f"to {host.name}", f"on {host.name}"), file=sys.stderr)
     return 0
 
 
@@ -73,7 +75,7 @@ def cmd_image_pull(ctx: Any) -> int:
 
         emit_json(result)
     elif not ctx.quiet:
-        print(_describe(result, "pulled", f"from {host.name}"), file=sys.stderr)
+        print(_describe(result, "pulled", f"from {host.name}", "here"), file=sys.stderr)
     return 0
 
 
@@ -108,6 +110,11 @@ def cmd_image_send(ctx: Any) -> int:
 
 
 def cmd_image_receive(ctx: Any) -> int:
+    if ctx.args.inventory_first:  # for a sender that plans from it, in the same session (image push)
+        import json
+
+        sys.stdout.write(json.dumps(ctx.engine.image_inventory(ctx.args.name)) + "\n")
+        sys.stdout.flush()
     try:
         result = ctx.engine.receive_image(ctx.args.name, sys.stdin.fileno())
     finally:
@@ -117,7 +124,7 @@ def cmd_image_receive(ctx: Any) -> int:
 
         emit_json(result)
     elif not ctx.quiet:
-        print(_describe(result, "received", "here"), file=sys.stderr)
+        print(_describe(result, "received", "", "here"), file=sys.stderr)
     return 0
 
 

@@ -340,6 +340,10 @@ def test_every_headless_command_gives_the_same_output_and_exit_code_remotely(fle
         (("image", "export", "bb", export, "--json"), None),
         (("image", "convert", "bb", "--backend", "dir", "--to", "bbdir", "--json"), None),
         (("image", "remove", "bbdir"), None),
+        (("image", "create", "bbtar", "--from-tar", export), None),
+        (("image", "history", "bbtar", "--json"), None),
+        (("image", "remove", "bbtar", "--force"), None),
+        (("image", "import-schroot", "--all", "--dry-run", "--schroot-dir", "{base}"), None),
         (("session", "recover", "s1", "--json"), None),
         (("session", "recover", "--all"), None),
         (("schroot", "-l"), None),
@@ -367,7 +371,8 @@ def test_every_headless_command_gives_the_same_output_and_exit_code_remotely(fle
     g, w = got.json(), want.json()
     assert set(g) == set(w) and [i["name"] for i in g["images"]] == [i["name"] for i in w["images"]]
     # read-only commands against the very same state root give the very same bytes
-    for argv in (("image", "list", "--json"), ("image", "history", "bb", "--json"), ("session", "list"), ("locks",)):
+    same = (("image", "list", "--json"), ("image", "history", "bb", "--json"), ("image", "inventory", "bb", "--json"))
+    for argv in (*same, ("session", "list"), ("locks",), ("profile", "list")):
         assert remote.roost("--host", "a", *argv) == remote.roost(*argv), argv
 
 
@@ -477,7 +482,15 @@ def test_a_flattened_generation_travels_as_a_difference(fleet: Fleet, busybox_tr
 
 @pytest.mark.parametrize(
     "sender,receiver",
-    [("overlay", "dir"), ("dir", "overlay"), ("dir", "dir"), ("overlay", "squashfs"), ("squashfs", "overlay")],
+    [
+        ("overlay", "dir"),
+        ("dir", "overlay"),
+        ("dir", "dir"),
+        ("overlay", "squashfs"),
+        ("squashfs", "overlay"),
+        ("squashfs", "squashfs"),
+        ("dir", "erofs"),
+    ],
 )
 def test_push_across_backends(fleet: Fleet, busybox_tree: Path, sender: str, receiver: str) -> None:
     a, b = fleet["a"], fleet["b"]
@@ -489,7 +502,7 @@ def test_push_across_backends(fleet: Fleet, busybox_tree: Path, sender: str, rec
     promote(a, "echo three >> /etc/version; mkdir /opt/new; rm -r /etc/group", "three")
     r = a.roost("image", "push", "bb", "b", "--json")
     assert r.code == 0 and r.json()["kinds"] == {"3": "layer" if sender == "overlay" else "delta"}, r
-    same_image(a, b, seconds="squashfs" in (sender, receiver))
+    same_image(a, b, seconds=bool({"squashfs", "erofs"} & {sender, receiver}))
     consistent(b)
 
 
@@ -555,6 +568,16 @@ def test_push_between_btrfs_hosts_uses_btrfs_send(btrfs_fleet: Fleet, busybox_tr
     assert r.code == 0 and r.json()["kinds"] == {"4": "layer"}, r
     same_image(c, b)
     consistent(b)
+    # a receiver killed when the subvolumes are staged: recover deletes them, nothing else changes
+    btrfs_fleet.add_host("b-crash", b, environ={"ROOST_CRASH_AT": "receive:staged"})
+    promote(a, "echo five > /etc/version", "five")
+    before = history(b)
+    r = a.roost("image", "push", "bb", "b-crash")
+    assert r.code != 0
+    b.ok("session", "recover", "--all")
+    consistent(b)
+    assert history(b) == before
+    assert pools.btrfs_subvolumes(btrfs_fleet.base.parent, b.state / "images" / "bb" / "staging") == []
 
 
 @pytest.fixture
@@ -597,6 +620,17 @@ def test_push_between_zfs_hosts_uses_zfs_send(zfs_fleet: Fleet, busybox_tree: Pa
     same_image(a, d)
     for env in (b, d):
         consistent(env)
+    # a receiver killed when the dataset is received: recover destroys it, nothing else changes
+    zfs_fleet.add_host("b-crash", b, environ={"ROOST_CRASH_AT": "receive:staged"})
+    promote(a, "echo three > /etc/version", "three")
+    before = history(b)
+    r = a.roost("image", "push", "bb", "b-crash")
+    assert r.code != 0
+    b.ok("session", "recover", "--all")
+    consistent(b)
+    assert history(b) == before
+    parent = next(ln.split(":", 1)[1].strip() for ln in b.config.read_text().splitlines() if ln.startswith("zfs-"))
+    assert len(pools.zfs_datasets(f"{parent}/gen")) == 1 + 2 * 2  # gen, and two generations with a snapshot each
 
 
 # --- interrupted transfers, refusals -----------------------------------------------------------------
@@ -923,7 +957,6 @@ def test_json_of_push_and_inventory(fleet: Fleet, busybox_tree: Path) -> None:
         "bytes",
         "seconds",
         "host",
-        "sent",
     }
     assert r.code == 0 and keys <= set(r.json()), r
     assert (
