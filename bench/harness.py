@@ -88,9 +88,13 @@ def table(rows: Sequence[Sequence[str]], headers: Sequence[str]) -> str:
 class Roost:
     launcher: Path
     env: dict[str, str]
+    schroot_launcher: Path  # roost-schroot, the front door sbuild runs
 
     def argv(self, *args: str) -> list[str]:
         return [str(self.launcher), *args]
+
+    def schroot_argv(self, *args: str) -> list[str]:
+        return [str(self.schroot_launcher), *args]
 
     def ok(self, *args: str) -> str:
         return timed(self.argv(*args), self.env, capture=True)[1]
@@ -98,20 +102,21 @@ class Roost:
 
 @contextmanager
 def roost_install(base: Path) -> Iterator[Roost]:
-    """A temporary state and runtime root, and the launcher scripts/install writes."""
+    """A temporary state and runtime root, and the launchers scripts/install writes (roost, roost-schroot)."""
     import sysconfig
 
-    launcher = base / "roost"
     paths = [sysconfig.get_path("purelib"), str(REPO)]  # the repository: an editable install's .pth is not read
-    text = (REPO / "bin" / "roost").read_text()
-    text = text.replace("#!/usr/bin/python3 -IS", f"#!{sys.executable} -IS", 1)
-    text = text.replace("sys.path.extend(PATHS)", f"sys.path.extend({paths!r})", 1)
-    launcher.write_text(text)
-    launcher.chmod(0o755)
+    for name in ("roost", "roost-schroot"):
+        text = (REPO / "bin" / name).read_text()
+        text = text.replace("#!/usr/bin/python3 -IS", f"#!{sys.executable} -IS", 1)
+        text = text.replace("sys.path.extend(PATHS)", f"sys.path.extend({paths!r})", 1)
+        (base / name).write_text(text)
+        (base / name).chmod(0o755)
+    launcher = base / "roost"
     (base / "roost.yaml").write_text("# benchmark configuration: defaults\n")
     env = {k: v for k, v in os.environ.items() if not k.startswith("ROOST_")}
     env.update(ROOST_ROOT=str(base / "state"), ROOST_RUN=str(base / "run"), ROOST_CONFIG=str(base / "roost.yaml"))
-    roost = Roost(launcher, env)
+    roost = Roost(launcher, env, base / "roost-schroot")
     try:
         yield roost
     finally:

@@ -1,4 +1,15 @@
-"""Who is asking: the user behind an operation, for records, locks and permissions."""
+"""Who is asking: the person behind an operation, for records, locks and the policy.
+
+roost in system mode runs as root. Run by root itself it acts for root; run
+through sudo it acts for the person sudo names in ``SUDO_UID``: sessions are
+theirs, the journal names them and the policy (core/policy.py) decides with
+their name and groups, while the process keeps root's privileges to mount.
+
+``SUDO_UID`` is trustworthy as long as the sudo rule lets nobody choose the
+environment: sudo sets it itself, but a rule with ``SETENV`` (or ``sudo -E``
+allowed) lets the caller set any variable for a root process, which is root
+on the host whatever roost does (docs/security.md says so).
+"""
 
 from __future__ import annotations
 
@@ -6,41 +17,75 @@ import os
 import pwd
 import time
 
+from .errors import NotPermitted
+
 
 class Actor:
     """The person (and process) on whose behalf the engine acts.
 
-    When root runs roost through sudo, the person is ``SUDO_USER``: sessions
-    are owned by them and the journal names them, while the process keeps
-    root's privileges to mount.
+    *real_root*: root itself, not someone through sudo. *via_sudo*: root
+    acting for ``SUDO_UID``. *own_state*: an unprivileged user working on a
+    state of their own (rootless mode), who is its administrator.
     """
 
-    __slots__ = ("groups", "is_root", "pid", "uid", "user")
+    __slots__ = ("groups", "own_state", "pid", "real_root", "uid", "user", "via_sudo")
 
-    def __init__(self, uid: int, user: str, pid: int, is_root: bool, groups: tuple[str, ...]) -> None:
+    def __init__(
+        self,
+        uid: int,
+        user: str,
+        pid: int,
+        groups: tuple[str, ...],
+        *,
+        real_root: bool = False,
+        via_sudo: bool = False,
+        own_state: bool = False,
+    ) -> None:
         self.uid = uid
         self.user = user
         self.pid = pid
-        self.is_root = is_root
         self.groups = groups
+        self.real_root = real_root
+        self.via_sudo = via_sudo
+        self.own_state = own_state
 
     @classmethod
     def current(cls, environ: dict[str, str] | os._Environ[str] | None = None) -> Actor:
         env = os.environ if environ is None else environ
         euid = os.geteuid()
-        uid = euid
-        sudo_uid = env.get("SUDO_UID", "")
-        if euid == 0 and sudo_uid.isdigit():
-            uid = int(sudo_uid)
+        behind = sudo_uid(env) if euid == 0 else None
+        uid = euid if behind is None else behind
         user = user_name(uid)
-        if euid == 0 and uid != 0 and env.get("SUDO_USER"):
-            user = env["SUDO_USER"]
-        return cls(uid=uid, user=user, pid=os.getpid(), is_root=uid == 0, groups=group_names(user, uid))
+        return cls(
+            uid=uid,
+            user=user,
+            pid=os.getpid(),
+            groups=group_names(user, uid),
+            real_root=euid == 0 and behind is None,
+            via_sudo=behind is not None,
+        )
 
     @property
     def privileged(self) -> bool:
         """True when the process itself can mount and chroot."""
         return os.geteuid() == 0
+
+    def describe(self) -> str:
+        return f"{self.user} (through sudo)" if self.via_sudo else self.user
+
+
+def sudo_uid(env: dict[str, str] | os._Environ[str]) -> int | None:
+    """The uid of the person a root process runs for through sudo, or None for root itself.
+
+    ``SUDO_UID=0`` (root using sudo) is root itself. A value that is not a
+    number cannot be trusted to name anyone: the caller is refused.
+    """
+    value = env.get("SUDO_UID")
+    if value is None or value == "0":
+        return None
+    if not (value.isascii() and value.isdigit()) or len(value) > 10:
+        raise NotPermitted("SUDO_UID does not name a user: refusing to act for an unknown caller")
+    return int(value)
 
 
 def user_name(uid: int) -> str:

@@ -90,4 +90,4 @@ def failure_line(argv: Sequence[str], code: int, stderr: bytes | None, what: str
 def copy_tree(source: str, dest: str) -> None:
     """Copy *source* to the new directory *dest*, keeping owners, modes, links,
     devices, xattrs and ACLs, sharing extents where the file system can (reflink)."""
-    run(["cp", "-a", "--reflink=auto", "--no-target-directory", source, dest], what="copying the tree")
+    run(["cp", "-a", "--reflink=auto", "--no-target-directory", "--", source, dest], what="copying the tree")

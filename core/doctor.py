@@ -10,22 +10,34 @@ from __future__ import annotations
 
 import os
 
-from . import generations, images, locks, mounts, records
+from . import generations, leases, locks, mounts, policy
+from . import sessions as sessions_module
 from .errors import RoostError
 from .fsutil import is_temp_name
 from .names import is_valid_name
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing and collections cost milliseconds at start-up
-    from .engine import Engine
+    from .context import Context
 
 
-def check(eng: Engine) -> list[str]:
-    store = eng.store
-    problems: list[str] = []
+def backends(ctx: Context) -> list[tuple[str, str | None, str]]:
+    """(backend, why it cannot be used here or None, what it is) for every backend."""
+    from . import backends as registry
+
+    ctx.authorize(policy.HOST_VIEW)
+    return registry.report(ctx.site())
+
+
+def check(ctx: Context) -> list[str]:
+    ctx.authorize(policy.HOST_ADMIN)
+    store = ctx.store
+    problems: list[str] = store.problems()
+    if any("mount directory" not in p for p in problems):
+        return problems  # nothing in roots others could write is read, let alone believed
     held = set(locks.kernel_flocks())
     table = mounts.mounts()
-    sessions, broken = records.read_all(store.sessions_dir)
+    sessions, broken = sessions_module.read_all(ctx)
     for sid in broken:
         problems.append(f"session {sid}: unreadable record")
     known = {s.id for s in sessions}
@@ -65,6 +77,8 @@ def check(eng: Engine) -> list[str]:
             problems.append(f"{where}: {e}")
         for n in sorted(dirs_only):
             problems.append(f"{where}: generation {n} has data but no metadata")
+        for n in done:
+            problems += _private(store.generation_dir(name, n), f"{where}: generation {n}")
         for n in sorted(metas_only):
             problems.append(f"{where}: generation {n} has metadata but no data")
         for n in done:
@@ -88,7 +102,7 @@ def check(eng: Engine) -> list[str]:
             problems.append(f"{where}: writer lock held by missing session {lease.session} (stale)")
         elif (
             lease is not None
-            and not images.lease_binds(by_id[lease.session])
+            and not leases.binds(by_id[lease.session])
             and not busy(store.session_lock_name(lease.session))  # a promote is marking it
         ):
             problems.append(f"{where}: writer lock left by an interrupted promote of {lease.session} (stale)")
@@ -103,6 +117,8 @@ def check(eng: Engine) -> list[str]:
             continue
         if not os.path.isdir(s.clone):
             problems.append(f"{where}: its clone {s.clone} is missing")
+        else:
+            problems += _private(s.clone, f"{where}: its clone")
         if not mounts.is_mounted(s.mountpoint, table):
             problems.append(f"{where}: not mounted (needs recovery)")
         for lower in s.lowers:
@@ -110,12 +126,20 @@ def check(eng: Engine) -> list[str]:
                 problems.append(f"{where}: layer {lower} is missing")
     for name in _listdir(store.mnt_dir):
         path = os.path.join(store.mnt_dir, name)
-        if name in known or (name.startswith(".stage-") and busy(store.tx_lock_name(name[7:]))):
+        if name in known or path == store.stage_dir:
             continue
         if mounts.mounts_below(path, table):
             problems.append(f"mount at {path} belongs to no session")
         else:
             problems.append(f"leftover mount point {path}")
+    for tx in _listdir(store.stage_dir):
+        path = os.path.join(store.stage_dir, tx)
+        if busy(store.tx_lock_name(tx)):
+            continue
+        if mounts.mounts_below(path, table):
+            problems.append(f"scratch mount at {path} belongs to no operation")
+        else:
+            problems.append(f"leftover scratch mount point {path}")
     for name in _listdir(store.sessions_dir):
         path = os.path.join(store.sessions_dir, name)
         if (
@@ -125,18 +149,31 @@ def check(eng: Engine) -> list[str]:
             and not busy(store.session_lock_name(name))
         ):
             problems.append(f"clone {path} belongs to no session")
-    problems += _backend_leftovers(eng)
+    problems += _backend_leftovers(ctx)
     return problems
 
 
-def _backend_leftovers(eng: Engine) -> list[str]:
+def _backend_leftovers(ctx: Context) -> list[str]:
     """Data a backend keeps outside the state root that nothing names (zfs datasets)."""
     from .recover import zfs_leftovers
 
     try:
-        return [f"dataset {d} belongs to no generation or session" for d in zfs_leftovers(eng)]
+        return [f"dataset {d} belongs to no generation or session" for d in zfs_leftovers(ctx)]
     except RoostError as e:
         return [f"cannot list the zfs datasets: {e}"]
+
+
+def _private(path: str, what: str) -> list[str]:
+    """A problem if others may reach into *path* (an image's tree holds setuid programs)."""
+    import stat
+
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return []
+    if stat.S_ISDIR(st.st_mode) and st.st_mode & 0o077:
+        return [f"{what} {path} is open to others (mode {stat.S_IMODE(st.st_mode):04o}, want 0700)"]
+    return []
 
 
 def _listdir(path: str) -> list[str]:

@@ -1,18 +1,17 @@
-"""The engine: the one way in for every front door (CLI, console, batch, schroot).
+"""The engine's facade: the one way in for every front door (command line, console, plans, schroot door).
 
-Locking, validation and journaling happen here and in the modules it
-delegates to (:mod:`core.images`, :mod:`core.sessions`, :mod:`core.recover`);
-front doors only parse and print.
+Each method is a typed call into the module that does the work, with the
+:class:`~core.context.Context` (settings, store, actor, policy, locks,
+journal, progress) as its first argument. Locking, validation, the policy's
+decision and the journal happen there; front doors only parse and print.
 """
 
 from __future__ import annotations
 
-import os
-
-from . import images, journal, locks, mounts, sessions
+from . import images, policy, sessions
 from .actor import Actor
-from .backends.base import Site
-from .errors import NotFound, NotPermitted
+from .context import Context
+from .policy import Policy
 from .records import Session
 from .settings import Settings
 from .settings import load as load_settings
@@ -20,26 +19,24 @@ from .store import Store
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing and collections cost milliseconds at start-up
-    from collections.abc import Callable, Mapping, Sequence
-    from typing import Any
+    from collections.abc import Callable, Iterable, Mapping, Sequence
+    from typing import Any, NoReturn
 
+    from .exports import ExportResult
     from .hosts import Host
+    from .imageconf import ImageConfig
+    from .images import GcResult
     from .importers import Source
-    from .schrootconf import Plan
+    from .locks import LockState
+    from .process import Launch
+    from .profiles import Profile
+    from .views import GenerationInfo, ImageInfo, SessionInfo
 
     Progress = Callable[[float | None, str], None]
 
 
-def _no_progress(fraction: float | None, message: str) -> None:
-    return None
-
-
 class Engine:
-    """Operations on one state root, on behalf of one actor.
-
-    *on_wait* is told (once per wait) when an operation waits for a lock;
-    *progress* receives (fraction or None, message) during long operations.
-    """
+    """Operations on one state root, on behalf of one actor."""
 
     def __init__(
         self,
@@ -47,54 +44,25 @@ class Engine:
         *,
         root: str | None = None,
         actor: Actor | None = None,
+        policy: Policy | None = None,
         on_wait: Callable[[str], None] | None = None,
         progress: Progress | None = None,
     ) -> None:
-        self.settings = settings if settings is not None else load_settings(root)
-        self.store = Store(self.settings)
-        self.actor = actor if actor is not None else Actor.current()
-        self.on_wait = on_wait
-        self.progress: Progress = progress or _no_progress
-        self._ready = False
+        settings = settings if settings is not None else load_settings(root)
+        actor = actor if actor is not None else Actor.current()
+        self.ctx = Context(settings, actor, policy=policy, on_wait=on_wait, progress=progress)
 
-    # --- plumbing ---------------------------------------------------------------
+    @property
+    def settings(self) -> Settings:
+        return self.ctx.settings
 
-    def require_root(self, what: str) -> None:
-        if os.geteuid() != 0:
-            raise NotPermitted(f"{what} needs root (run roost with sudo)")
+    @property
+    def actor(self) -> Actor:
+        return self.ctx.actor
 
-    def ready(self) -> None:
-        """Create the state and runtime roots on first use (needs root)."""
-        if self._ready:
-            return
-        self.store.ensure()
-        mounts.make_private_mount_dir(self.store.mnt_dir)
-        self._ready = True
-
-    def lock(self, name: str, operation: str, *, exclusive: bool = True, wait: bool = True) -> locks.Lock:
-        lock = locks.Lock(self.store.lock_dir, name, self.actor, timeout=self.settings.lock_timeout)
-        return lock.acquire(operation, exclusive=exclusive, wait=wait, on_wait=self.on_wait)
-
-    def image_lock(self, image: str, operation: str, *, exclusive: bool = True) -> locks.Lock:
-        return self.lock(self.store.image_lock_name(image), operation, exclusive=exclusive)
-
-    def session_lock(self, session: str, operation: str, *, wait: bool = True) -> locks.Lock:
-        return self.lock(self.store.session_lock_name(session), operation, wait=wait)
-
-    def site(self) -> Site:
-        """What backends need to know about this host's roots and pools."""
-        return Site(
-            state_root=self.store.root,
-            run_root=self.store.run,
-            zfs_dataset=self.settings.zfs_dataset or None,
-            btrfs_pool=self.settings.btrfs_pool or None,
-        )
-
-    def journal(self, operation: str, **fields: Any) -> None:
-        try:
-            journal.append(self.store.journal_path, self.actor, operation, log_to=self.settings.syslog, **fields)
-        except OSError:
-            pass  # the journal is history, not state: never fail an operation over it
+    @property
+    def store(self) -> Store:
+        return self.ctx.store
 
     # --- images -----------------------------------------------------------------
 
@@ -106,79 +74,69 @@ class Engine:
         backend: str | None = None,
         profile: str = "default",
         description: str = "",
-        settings: Mapping[str, Any] | None = None,
-    ) -> images.ImageInfo:
+        settings: Mapping[str, object] | None = None,
+    ) -> ImageInfo:
         return images.create(
-            self, name, source, backend=backend, profile=profile, description=description, settings=settings
+            self.ctx, name, source, backend=backend, profile=profile, description=description, settings=settings
         )
-
-    def plan_schroot_import(
-        self,
-        files: Sequence[str] | None = None,
-        *,
-        schroot_dir: str | None = None,
-        chroots: Sequence[str] | None = None,
-    ) -> tuple[list[Plan], list[str]]:
-        """How schroot's chroots (in *files*, or all of *schroot_dir*) would become images; changes nothing.
-
-        Returns the plans and the chroot.d files schroot itself would skip.
-        """
-        from . import schrootconf
-
-        directory = schroot_dir or schrootconf.SCHROOT_DIR
-        skipped: list[str] = []
-        if files:
-            entries = [e for f in files for e in schrootconf.read_file(f)]
-        else:
-            entries, skipped = schrootconf.read_all(directory)
-        if chroots:
-            known = {e.name for e in entries}
-            for name in chroots:
-                if name not in known:
-                    raise NotFound(f"no schroot chroot {name!r} in {', '.join(files or [directory])}")
-            entries = [e for e in entries if e.name in chroots]
-        return [schrootconf.plan(e, self, schroot_dir=directory) for e in entries], skipped
-
-    def import_schroot(self, plans: list[Plan], *, backend: str | None = None) -> list[Plan]:
-        """Create an image for every plan that has no error (see :meth:`plan_schroot_import`)."""
-        from . import schrootconf
-
-        self.require_root("image import-schroot")
-        return schrootconf.run(self, plans, backend=backend)
 
     def resolve_image(self, name: str) -> str:
         """The image called *name*, or the image that has *name* as an alias."""
-        return images.resolve(self, name)
+        return images.resolve(self.ctx, name)
 
-    def convert_image(self, name: str, backend: str, *, new_name: str | None = None) -> images.ImageInfo:
-        return images.convert(self, name, backend, new_name=new_name)
+    def image_names(self) -> list[str]:
+        """The names of the images the caller may see, sorted."""
+        return images.visible_names(self.ctx)
 
-    def list_images(self) -> list[images.ImageInfo]:
-        return images.list_images(self)
+    def image_exists(self, name: str) -> bool:
+        """Whether image *name* exists (a real directory in the state root, not a planted symlink)."""
+        return images.exists_for(self.ctx, name)
 
-    def image_info(self, name: str) -> images.ImageInfo:
-        return images.info(self, name)
+    def image_config(self, name: str) -> ImageConfig:
+        """Image *name*'s image.yaml, parsed (for those who may see it); NotFound if there is no such image."""
+        return images.authorize(self.ctx, policy.IMAGE_VIEW, name)
 
-    def image_history(self, name: str) -> list[images.GenerationInfo]:
-        return images.history(self, name)
+    def current_generation(self, name: str) -> int:
+        """The number of image *name*'s current generation (for those who may see it)."""
+        return images.current_generation(self.ctx, name)
+
+    def access_level(self, lists: Mapping[str, Iterable[str]]) -> str:
+        """The caller's level (admin, root, user, none) on what these access lists guard (core/policy.py)."""
+        return self.ctx.policy.level(self.ctx.actor, lists)
+
+    def profile(self, name: str) -> Profile:
+        """Profile *name*: the site's (``profiles-dir``), else the built-in one; NotFound if neither exists."""
+        from .profiles import load_profile
+
+        self.ctx.authorize(policy.HOST_VIEW)
+        return load_profile(name, self.settings.profiles_dir)
+
+    def convert_image(self, name: str, backend: str, *, new_name: str | None = None) -> ImageInfo:
+        return images.convert(self.ctx, name, backend, new_name=new_name)
+
+    def list_images(self) -> list[ImageInfo]:
+        return images.list_images(self.ctx)
+
+    def image_info(self, name: str) -> ImageInfo:
+        return images.info(self.ctx, name)
+
+    def image_history(self, name: str) -> list[GenerationInfo]:
+        return images.history(self.ctx, name)
 
     def rollback(self, name: str, generation: int | None = None) -> int:
-        return images.rollback(self, name, generation)
+        return images.rollback(self.ctx, name, generation)
 
     def remove_image(self, name: str, *, force: bool = False) -> None:
-        images.remove(self, name, force=force)
+        images.remove(self.ctx, name, force=force)
 
-    def gc(self, name: str | None = None, *, keep: int | None = None, dry_run: bool = False) -> list[images.GcResult]:
-        return images.gc(self, name, keep=keep, dry_run=dry_run)
+    def gc(self, name: str | None = None, *, keep: int | None = None, dry_run: bool = False) -> list[GcResult]:
+        return images.gc(self.ctx, name, keep=keep, dry_run=dry_run)
 
-    def export_image(self, name: str, path: str, *, generation: int | None = None, force: bool = False) -> Any:
-        """Write a generation (default: current) as a tarball that ``--from-tar`` restores exactly.
-
-        Returns a :class:`core.exports.ExportResult`.
-        """
+    def export_image(self, name: str, path: str, *, generation: int | None = None, force: bool = False) -> ExportResult:
+        """Write a generation (default: current) as a tarball that ``--from-tar`` restores exactly."""
         from . import exports
 
-        return exports.export(self, name, path, generation=generation, force=force)
+        return exports.export(self.ctx, name, path, generation=generation, force=force)
 
     # --- sessions ---------------------------------------------------------------
 
@@ -191,22 +149,27 @@ class Engine:
         auto: bool = False,
         alias: str | None = None,
     ) -> Session:
-        return sessions.begin(self, image, name=name, maintenance=maintenance, auto=auto, alias=alias)
+        return sessions.begin(self.ctx, image, name=name, maintenance=maintenance, auto=auto, alias=alias)
 
     def mark_failed(self, session: str, reason: str) -> bool:
-        return sessions.mark_failed(self, session, reason)
+        return sessions.mark_failed(self.ctx, session, reason)
 
     def end(self, session: str, *, force: bool = False) -> None:
-        sessions.end(self, session, force=force)
+        sessions.end(self.ctx, session, force=force)
 
     def promote(self, session: str, message: str = "") -> int:
-        return sessions.promote(self, session, message)
+        return sessions.promote(self.ctx, session, message)
 
-    def list_sessions(self, image: str | None = None) -> list[sessions.SessionInfo]:
-        return sessions.list_sessions(self, image)
+    def list_sessions(self, image: str | None = None) -> list[SessionInfo]:
+        return sessions.list_sessions(self.ctx, image)
 
-    def session_info(self, session: str, *, details: bool = True) -> sessions.SessionInfo:
-        return sessions.info(self, session, details=details)
+    def session_info(self, session: str, *, details: bool = True) -> SessionInfo:
+        return sessions.info(self.ctx, session, details=details)
+
+    def session_exists(self, session: str) -> bool:
+        """Whether a session of that name exists (its name is taken), whoever's it is."""
+        self.ctx.authorize(policy.HOST_VIEW)
+        return sessions.exists(self.ctx, session)
 
     def launch(
         self,
@@ -218,9 +181,9 @@ class Engine:
         preserve_env: bool = False,
         environ: Mapping[str, str] | None = None,
         caller_cwd: str | None = None,
-    ) -> Any:
+    ) -> Launch:
         return sessions.launch(
-            self,
+            self.ctx,
             session,
             argv,
             user=user,
@@ -230,47 +193,114 @@ class Engine:
             caller_cwd=caller_cwd,
         )
 
-    def run_in(self, session: str, argv: Sequence[str], **kwargs: Any) -> int:
-        return sessions.run_in(self, session, argv, **kwargs)
+    def start(
+        self,
+        session: str,
+        launch: Launch,
+        *,
+        stdin: int = 0,
+        stdout: int = 1,
+        stderr: int = 2,
+        foreground: int | None = None,
+    ) -> int:
+        """Start *launch* (from :meth:`launch`) in *session*: the one run protocol (see core/sessions.py).
 
-    def run_auto(self, image: str, argv: Sequence[str], **kwargs: Any) -> int:
-        return sessions.run_auto(self, image, argv, **kwargs)
+        Returns the child's pid once it has exec'd; the caller waits for it.
+        """
+        return sessions.start(
+            self.ctx, session, launch, stdin=stdin, stdout=stdout, stderr=stderr, foreground=foreground
+        )
+
+    def exec(self, session: str, launch: Launch) -> NoReturn:
+        """Replace this process with *launch* in *session* (the run protocol without a fork)."""
+        sessions.exec_in(self.ctx, session, launch)
+        raise AssertionError("exec returned")
+
+    def run_in(
+        self,
+        session: str,
+        argv: Sequence[str],
+        *,
+        user: str | None = None,
+        directory: str | None = None,
+        preserve_env: bool = False,
+        environ: Mapping[str, str] | None = None,
+        caller_cwd: str | None = None,
+        stdin: int = 0,
+        stdout: int = 1,
+        stderr: int = 2,
+        forward_signals: bool = True,
+        extra_env: Mapping[str, str] | None = None,
+    ) -> int:
+        return sessions.run_in(
+            self.ctx,
+            session,
+            argv,
+            user=user,
+            directory=directory,
+            preserve_env=preserve_env,
+            environ=environ,
+            caller_cwd=caller_cwd,
+            stdin=stdin,
+            stdout=stdout,
+            stderr=stderr,
+            forward_signals=forward_signals,
+            extra_env=extra_env,
+        )
+
+    def run_auto(
+        self,
+        image: str,
+        argv: Sequence[str],
+        *,
+        user: str | None = None,
+        directory: str | None = None,
+        preserve_env: bool = False,
+        environ: Mapping[str, str] | None = None,
+        caller_cwd: str | None = None,
+        forward_signals: bool = True,
+    ) -> int:
+        return sessions.run_auto(
+            self.ctx,
+            image,
+            argv,
+            user=user,
+            directory=directory,
+            preserve_env=preserve_env,
+            environ=environ,
+            caller_cwd=caller_cwd,
+            forward_signals=forward_signals,
+        )
 
     def recover(self, session: str | None = None) -> list[str]:
         from .recover import recover
 
-        return recover(self, session)
+        return recover(self.ctx, session)
 
     def check(self) -> list[str]:
         """Every mismatch between the state root, the records and the mount table."""
         from . import doctor
 
-        return doctor.check(self)
+        return doctor.check(self.ctx)
 
-    # --- batch plans ------------------------------------------------------------
+    # --- the host ---------------------------------------------------------------
 
-    def run_plan(self, plan: Any, *, on_result: Callable[[Any], None] | None = None, output: int = 1) -> Any:
-        """Run a plan parsed by :func:`core.batch.parse` (docs/batch.md); returns a :class:`core.batch.Report`.
-
-        *on_result* gets each :class:`core.batch.StepResult` as it is known; the
-        commands of ``run`` steps write their output to the descriptor *output*.
-        """
-        from . import batch
-
-        return batch.run(self, plan, on_result=on_result, output=output)
+    def journal(self, operation: str, **fields: object) -> None:
+        """Add a line to the journal (for clients above the engine: plans, schroot import)."""
+        self.ctx.journal(operation, **fields)
 
     def backends(self) -> list[tuple[str, str | None, str]]:
-        """(backend, why it cannot be used here or None, what it is), and which new images get."""
-        from . import backends
+        """(backend, why it cannot be used here or None, what it is)."""
+        from . import doctor
 
-        return backends.report(self.site())
+        return doctor.backends(self.ctx)
 
     def default_backend(self) -> str:
         """The backend ``image create`` uses when none is given (``default-backend``, or the best here)."""
-        from . import backends
+        return images.default_backend(self.ctx)
 
-        name = self.settings.default_backend
-        return backends.best(self.site()).name if name == backends.AUTO else name
+    def locks(self) -> list[LockState]:
+        return images.lock_view(self.ctx)
 
     # --- other hosts (core/replicate.py, core/fleet.py) -------------------------
 
@@ -278,37 +308,34 @@ class Engine:
         """What this host has of image *name* and what it can receive, for a sender's plan."""
         from . import replicate
 
-        return replicate.inventory(self, name)
+        return replicate.inventory(self.ctx, name)
 
     def send_image(self, name: str, theirs: dict[str, Any], out: int, *, backend: str | None = None) -> dict[str, Any]:
         """Write to *out* the stream bringing the receiver described by *theirs* to this host's *name*."""
         from . import replicate
 
-        return replicate.send(self, name, theirs, out, backend=backend)
+        return replicate.send(self.ctx, name, theirs, out, backend=backend)
 
     def receive_image(self, name: str, inp: int) -> dict[str, Any]:
         """Read an image stream from *inp* and commit it (compare-and-swap, like promote)."""
         from . import replicate
 
-        return replicate.receive(self, name, inp)
+        return replicate.receive(self.ctx, name, inp)
 
     def push_image(self, name: str, host: Host, *, backend: str | None = None) -> dict[str, Any]:
+        """Copy the generations *host* lacks of image *name* to it, over ssh."""
         from . import replicate
 
-        return replicate.push(self, name, host, backend=backend)
+        return replicate.push(self.ctx, name, host, backend=backend)
 
     def pull_image(self, host: Host, name: str, *, backend: str | None = None) -> dict[str, Any]:
+        """Copy the generations this host lacks of image *name* from *host*, over ssh."""
         from . import replicate
 
-        return replicate.pull(self, host, name, backend=backend)
+        return replicate.pull(self.ctx, host, name, backend=backend)
 
     def summary(self) -> dict[str, Any]:
         """This host's images, sessions, locks and load (what another host's console polls)."""
         from . import fleet
 
         return fleet.summary(self)
-
-    # --- locks ------------------------------------------------------------------
-
-    def locks(self) -> list[locks.LockState]:
-        return images.lock_view(self)

@@ -19,7 +19,8 @@ import time
 from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Any
 
-from . import backends, commands, generations, images, pins
+from . import backends, commands, generations, images, pins, policy
+from .callerfs import CallerFiles
 from .errors import BadInput, Conflict, RoostError, SystemFailure
 from .fsutil import fsync_dir, temp_name
 from .importers import TAR_KEEP
@@ -27,7 +28,7 @@ from .names import check_generation
 from .store import new_tx
 
 if TYPE_CHECKING:
-    from .engine import Engine
+    from .context import Context
 
 #: suffix -> (compressor argv or None, Debian package, name)
 COMPRESSIONS: tuple[tuple[str, list[str] | None, str | None, str], ...] = (
@@ -85,28 +86,29 @@ def compression_of(path: str) -> tuple[list[str] | None, str | None, str]:
     raise BadInput(f"{path}: the file name must end in one of {known} (it chooses the compression)")
 
 
-def export(eng: Engine, image: str, path: str, *, generation: int | None = None, force: bool = False) -> ExportResult:
-    eng.require_root("image export")
-    config = images.require(eng, image)
+def export(ctx: Context, image: str, path: str, *, generation: int | None = None, force: bool = False) -> ExportResult:
+    ctx.require_privileged("image export")
+    config = images.authorize(ctx, policy.IMAGE_EXPORT, image)
     if generation is not None:
         generation = check_generation(generation)
     compressor, package, label = compression_of(path)
     dest = os.path.abspath(path)
     parent = os.path.dirname(dest)
-    if not os.path.isdir(parent):
-        raise BadInput(f"{path}: no such directory {parent}")
-    if os.path.isdir(dest):
+    files = CallerFiles(ctx.actor)  # the file is written as the caller could write it
+    if not files.is_dir(parent):
+        raise BadInput(f"{path}: no such directory {parent} (or not yours to write in)")
+    if files.is_dir(dest):
         raise BadInput(f"{path} is a directory")
-    if os.path.lexists(dest) and not force:
+    if not force and _exists(files, dest):
         raise Conflict(f"{path} already exists (use --force to replace it)")
     commands.require("tar", "tar")
     if compressor is not None:
         commands.require(compressor[0], package)
     backend = backends.get(config.backend)
-    eng.ready()
-    store = eng.store
+    ctx.ready()
+    store = ctx.store
     number = generation if generation is not None else generations.current(store, image)
-    pin = pins.pin(eng, image, number, f"export {image} {number}")
+    pin = pins.pin(ctx, image, number, f"export {image} {number}")
     try:
         meta = generations.read_meta(store, image, number)
         estimate = 0
@@ -117,30 +119,54 @@ def export(eng: Engine, image: str, path: str, *, generation: int | None = None,
                 continue
         lowers = backend.lowers(store.generations_dir(image), list(meta.stack))
         tx = new_tx()
-        tx_lock = eng.lock(store.tx_lock_name(tx), f"export {image} {number}")
-        scratch = os.path.join(store.mnt_dir, f".stage-{tx}")  # recover and doctor know the name
+        tx_lock = ctx.lock(store.tx_lock_name(tx), f"export {image} {number}")
+        scratch = os.path.join(store.stage_dir, tx)  # recover and doctor know the place
         try:
             os.mkdir(scratch, 0o700)
             try:
                 with backend.view(store.generation_dir(image, number), lowers, scratch) as tree:
-                    size, streamed = _write(eng, tree, dest, compressor, estimate)
+                    size, streamed = _write(ctx, tree, dest, compressor, estimate, files, force)
             finally:
                 os.rmdir(scratch)
         finally:
             tx_lock.release(remove=True)
     except BaseException as e:
-        eng.journal("image export", image=image, generation=number, file=dest, result="failed", error=str(e))
+        ctx.journal("image export", image=image, generation=number, file=dest, result="failed", error=str(e))
         raise
     finally:
         pin.release(remove=True)
-    eng.journal("image export", image=image, generation=number, file=dest, size=size)
+    ctx.journal("image export", image=image, generation=number, file=dest, size=size)
     return ExportResult(image, number, dest, label, size, streamed)
 
 
-def _write(eng: Engine, tree: str, dest: str, compressor: list[str] | None, estimate: int) -> tuple[int, int]:
-    """Stream *tree* as tar (through *compressor*) into *dest*; (file size, tar bytes)."""
+def _exists(files: CallerFiles, path: str) -> bool:
+    try:
+        os.close(files.open(path, os.O_PATH | os.O_NOFOLLOW))
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
+def _write(
+    ctx: Context,
+    tree: str,
+    dest: str,
+    compressor: list[str] | None,
+    estimate: int,
+    files: CallerFiles,
+    replace: bool,
+) -> tuple[int, int]:
+    """Stream *tree* as tar (through *compressor*) into *dest*; (file size, tar bytes).
+
+    The temporary file is created, and renamed into place, with the caller's rights (*files*).
+    """
     tmp = temp_name(dest)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+    try:
+        fd = files.create(tmp, 0o600)
+    except OSError as e:
+        raise BadInput(f"{dest}: {e.strerror}") from None
     errs: list[IO[bytes]] = []
     tar: subprocess.Popen[bytes] | None = None
     squeeze: subprocess.Popen[bytes] | None = None
@@ -156,7 +182,7 @@ def _write(eng: Engine, tree: str, dest: str, compressor: list[str] | None, esti
             squeeze = commands.popen(compressor, stdin=subprocess.PIPE, stdout=fd, stderr=errs[1])
             assert squeeze.stdin is not None
             sink = squeeze.stdin.fileno()
-        streamed = _pump(eng, tar, sink, dest, estimate)
+        streamed = _pump(ctx, tar, sink, dest, estimate)
         assert tar.stdout is not None
         tar.stdout.close()  # if the pump stopped early, tar now fails instead of blocking
         if squeeze is not None and squeeze.stdin is not None:
@@ -175,10 +201,15 @@ def _write(eng: Engine, tree: str, dest: str, compressor: list[str] | None, esti
         size = os.fstat(fd).st_size
         os.close(fd)
         fd = -1
-        os.replace(tmp, dest)
+        try:
+            files.rename(tmp, dest, replace=replace)
+        except FileExistsError:
+            raise Conflict(f"{dest} already exists (use --force to replace it)") from None
+        except OSError as e:
+            raise SystemFailure(f"writing {dest}: {e.strerror}") from None
         done = True
         fsync_dir(os.path.dirname(dest))
-        eng.progress(1.0, f"exported {os.path.basename(dest)}")
+        ctx.progress(1.0, f"exported {os.path.basename(dest)}")
         return size, streamed
     finally:
         for proc in (tar, squeeze):
@@ -198,12 +229,12 @@ def _write(eng: Engine, tree: str, dest: str, compressor: list[str] | None, esti
             os.close(fd)
         if not done:
             try:
-                os.unlink(tmp)
+                files.unlink(tmp)
             except FileNotFoundError:
                 pass
 
 
-def _pump(eng: Engine, tar: subprocess.Popen[bytes], sink: int, dest: str, estimate: int) -> int:
+def _pump(ctx: Context, tar: subprocess.Popen[bytes], sink: int, dest: str, estimate: int) -> int:
     """Copy tar's output to *sink*, reporting progress; returns the bytes copied.
 
     Stops early (and lets the exit statuses tell why) when the reader of
@@ -228,6 +259,6 @@ def _pump(eng: Engine, tar: subprocess.Popen[bytes], sink: int, dest: str, estim
         now = time.monotonic()
         if now - last > 0.2:
             fraction = min(total / estimate, 0.99) if estimate > 0 else None
-            eng.progress(fraction, f"exporting {name}")
+            ctx.progress(fraction, f"exporting {name}")
             last = now
     return total

@@ -85,13 +85,19 @@ def replace_symlink(target: str, link: str) -> None:
         raise
 
 
-def ensure_dir(path: str, mode: int = 0o755) -> str:
+def ensure_dir(path: str, mode: int = 0o755, *, exact: bool = False) -> str:
+    """Make directory *path* (mode *mode*); with *exact*, an existing one of ours gets that mode too."""
     try:
         os.mkdir(path, mode)
     except FileExistsError:
         st = os.lstat(path)
         if not stat.S_ISDIR(st.st_mode):
             raise SystemFailure(f"{path} exists and is not a directory") from None
+        if exact and stat.S_IMODE(st.st_mode) != mode and st.st_uid == os.geteuid():
+            os.chmod(path, mode, follow_symlinks=False)
+        return path
+    if exact:
+        os.chmod(path, mode)  # mkdir honours the umask
     return path
 
 
@@ -199,3 +205,24 @@ def tree_size(path: str) -> int:
                 if stat.S_ISDIR(st.st_mode):
                     stack.append(entry.path)
     return total
+
+
+def grant_traverse(path: str, uid: int) -> bool:
+    """Let user *uid* (only) pass through directory *path*: a POSIX ACL ``user:UID:--x``.
+
+    *path* keeps its mode for everyone else (0700: root's). Returns False when
+    the file system has no ACLs (the owner then cannot pass either).
+    """
+    import struct
+
+    user_obj, user, group_obj, mask, other = 0x01, 0x02, 0x04, 0x10, 0x20
+    unset = 0xFFFFFFFF
+    entries = [(user_obj, 7, unset), (user, 1, uid), (group_obj, 0, unset), (mask, 1, unset), (other, 0, unset)]
+    blob = struct.pack("<I", 2) + b"".join(struct.pack("<HHI", tag, perm, who) for tag, perm, who in entries)
+    try:
+        os.setxattr(path, "system.posix_acl_access", blob, follow_symlinks=False)
+    except OSError as e:
+        if e.errno in (errno.EOPNOTSUPP, errno.ENOTSUP):
+            return False
+        raise
+    return True

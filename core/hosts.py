@@ -4,7 +4,8 @@ A HOST is ``ssh://[user@]host[:port]`` or the name of an entry in
 ``hosts.yaml``. The files read are ``/etc/roost/hosts.yaml`` (the site's
 hosts), then ``~/.config/roost/hosts.yaml`` (the caller's own; an entry of the
 same name replaces the site's); ``ROOST_HOSTS`` names one file to read
-instead of both. The schema::
+instead of both. Through sudo, the caller's files are read with the caller's
+rights (core/callerfs.py) and ``~`` is the caller's home. The schema::
 
     defaults:                       # optional, for every host below and for ssh:// hosts
       user: builder
@@ -156,21 +157,43 @@ def check_options(value: object, where: str) -> tuple[tuple[str, str], ...]:
 # --- files -----------------------------------------------------------------------------
 
 
-def paths(environ: Mapping[str, str] | None = None) -> list[str]:
+def paths(environ: Mapping[str, str] | None = None, home: str | None = None) -> list[str]:
     """The hosts files to read, site first: ``ROOST_HOSTS`` alone when it is set."""
     env = os.environ if environ is None else environ
     if env.get("ROOST_HOSTS"):
         return [env["ROOST_HOSTS"]]
-    home = env.get("HOME") or os.path.expanduser("~")
+    home = home or env.get("HOME") or os.path.expanduser("~")
     return [SITE_FILE, USER_FILE.replace("~", home, 1)]
 
 
-def _read(path: str) -> Any:
+def _caller_files(environ: Mapping[str, str] | None) -> tuple[Any, str | None]:
+    """Under sudo: the caller's files (read with their rights) and their home; else (None, None)."""
+    import pwd
+
+    from .actor import Actor
+    from .callerfs import CallerFiles, needs_caller_rights
+
+    actor = Actor.current(dict(os.environ if environ is None else environ))
+    if not needs_caller_rights(actor):
+        return None, None
+    try:
+        home = pwd.getpwuid(actor.uid).pw_dir
+    except KeyError:
+        home = None
+    return CallerFiles(actor), home
+
+
+def _read(path: str, files: Any = None) -> Any:
+    """The YAML in *path* (None if there is no such file); a caller's file is read with their rights."""
     from .yamlio import parse_yaml
 
     try:
-        with open(path, "rb") as f:
-            raw = f.read((1 << 20) + 1)
+        if files is not None and path != SITE_FILE:
+            with os.fdopen(files.open(path, os.O_RDONLY), "rb") as f:
+                raw = f.read((1 << 20) + 1)
+        else:
+            with open(path, "rb") as f:
+                raw = f.read((1 << 20) + 1)
     except FileNotFoundError:
         return None
     except OSError as e:
@@ -237,8 +260,9 @@ def load(environ: Mapping[str, str] | None = None) -> HostsFile:
     defaults: dict[str, Any] = {}
     raw_hosts: dict[str, tuple[object, str]] = {}
     read: list[str] = []
-    for path in paths(environ):
-        data = _read(path)
+    files, home = _caller_files(environ)
+    for path in paths(environ, home):
+        data = _read(path, files)
         if data is None:
             continue
         read.append(path)

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import os
 
-from . import backends, faults, generations, locks, mounts, records, syscalls
+from . import backends, faults, generations, leases, locks, mounts, policy, records, syscalls, views
 from .actor import now_iso
-from .errors import BadInput, ConfigError, Conflict, NotFound, RoostError, SystemFailure
+from .errors import BadInput, ConfigError, Conflict, NotFound, NotPermitted, RoostError, SystemFailure
 from .fsutil import atomic_write, ensure_dir, fsync_dir, sync_filesystem
 from .generations import GenerationMeta
 from .imageconf import ImageConfig, parse_image_config
-from .names import check_name, is_valid_name
+from .names import check_object_name
 from .profiles import profile_path
 from .store import new_tx
 from .struct import Struct
+from .views import GenerationInfo, ImageInfo
 from .yamlio import read_yaml
 
 TYPE_CHECKING = False
@@ -21,80 +22,8 @@ if TYPE_CHECKING:  # typing and collections cost milliseconds at start-up
     from collections.abc import Mapping
     from typing import Any
 
-    from .engine import Engine
+    from .context import Context
     from .importers import Source
-
-
-class ImageInfo(Struct, frozen=True):
-    name: str
-    backend: str
-    current: int
-    profile: str
-    sessions: int
-    description: str = ""
-    generations: int = 0
-    size: int = 0
-    writer: str | None = None
-    config: ImageConfig | None = None
-    storage: str = ""
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "storage": self.storage,
-            "name": self.name,
-            "backend": self.backend,
-            "current": self.current,
-            "profile": self.profile,
-            "sessions": self.sessions,
-            "description": self.description,
-            "generations": self.generations,
-            "size": self.size,
-            "writer": self.writer,
-            "aliases": list(self.config.aliases) if self.config else [],
-        }
-
-
-class GenerationInfo(Struct, frozen=True):
-    generation: int
-    parent: int | None
-    created: str
-    author: str
-    message: str
-    session: str | None
-    size: int
-    current: bool
-    in_use: bool
-    layers: int = 1
-
-    @classmethod
-    def of(cls, n: int, meta: GenerationMeta, *, current: bool, in_use: bool) -> GenerationInfo:
-        """Generation *n* as history shows it, from its meta.yaml."""
-        return cls(
-            generation=n,
-            parent=meta.parent,
-            created=meta.created,
-            author=meta.author,
-            message=meta.message,
-            session=meta.session,
-            size=meta.size,
-            current=current,
-            in_use=in_use,
-            layers=len(meta.stack),
-        )
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "generation": self.generation,
-            "parent": self.parent,
-            "created": self.created,
-            "author": self.author,
-            "message": self.message,
-            "session": self.session,
-            "size": self.size,
-            "current": self.current,
-            "in_use": self.in_use,
-            "layers": self.layers,
-        }
 
 
 class GcResult(Struct, frozen=True):
@@ -110,40 +39,70 @@ class GcResult(Struct, frozen=True):
 # --- reading -----------------------------------------------------------------------
 
 
-def load_config(eng: Engine, name: str) -> ImageConfig:
-    path = eng.store.image_yaml(name)
+def load_config(ctx: Context, name: str) -> ImageConfig:
+    ctx.store.check_trusted()
+    path = ctx.store.image_yaml(name)
     try:
-        data = read_yaml(path, eng.store.cache_dir)
+        data = read_yaml(path, ctx.store.cache_dir)
     except FileNotFoundError:
-        if not os.path.isdir(eng.store.image_dir(name)):
+        if not os.path.isdir(ctx.store.image_dir(name)):
             raise NotFound(f"no image {name!r}") from None
         raise SystemFailure(f"image {name} has no image.yaml") from None
     return parse_image_config(data, path, backends.names())
 
 
-def exists(eng: Engine, name: str) -> bool:
+def exists(ctx: Context, name: str) -> bool:
     """An image is a real directory: a symlink planted in images/ is not one."""
     import stat
 
     try:
-        return stat.S_ISDIR(os.lstat(eng.store.image_dir(name)).st_mode)
+        return stat.S_ISDIR(os.lstat(ctx.store.image_dir(name)).st_mode)
     except FileNotFoundError:
         return False
 
 
-def require(eng: Engine, name: str) -> ImageConfig:
-    check_name(name, "image name")
-    if not exists(eng, name):
+def require(ctx: Context, name: str) -> ImageConfig:
+    check_object_name(name, "image name")
+    if not exists(ctx, name):
         raise NotFound(f"no image {name!r}")
-    return load_config(eng, name)
+    return load_config(ctx, name)
 
 
-def aliases(eng: Engine) -> dict[str, list[str]]:
+def visible_names(ctx: Context) -> list[str]:
+    """The images the caller may see (the policy's ``see``), sorted."""
+    return [n for n in ctx.store.image_names() if _permits(ctx, policy.IMAGE_VIEW, n)]
+
+
+def exists_for(ctx: Context, name: str) -> bool:
+    """Whether image *name* exists: names are no secret (the state root lists them to everyone)."""
+    ctx.authorize(policy.HOST_VIEW)
+    check_object_name(name, "image name")
+    return exists(ctx, name)
+
+
+def current_generation(ctx: Context, name: str) -> int:
+    authorize(ctx, policy.IMAGE_VIEW, name)
+    return generations.current(ctx.store, name)
+
+
+def target(name: str, config: ImageConfig) -> policy.ImageTarget:
+    """The image as the policy sees it: its name and access lists."""
+    return policy.ImageTarget(name, views.access_lists(config))
+
+
+def authorize(ctx: Context, action: str, name: str) -> ImageConfig:
+    """Image *name*'s configuration, once the policy allows *action* on it."""
+    config = require(ctx, name)
+    ctx.authorize(action, target(name, config))
+    return config
+
+
+def aliases(ctx: Context) -> dict[str, list[str]]:
     """Every alias named in an image.yaml, with the images that claim it."""
     out: dict[str, list[str]] = {}
-    for image in eng.store.image_names():
+    for image in ctx.store.image_names():
         try:
-            config = load_config(eng, image)
+            config = load_config(ctx, image)
         except NotFound:
             continue  # removed while we looked
         for alias in config.aliases:
@@ -151,134 +110,107 @@ def aliases(eng: Engine) -> dict[str, list[str]]:
     return out
 
 
-def resolve(eng: Engine, name: str) -> str:
+def resolve(ctx: Context, name: str) -> str:
     """The image called *name*, or the one image that has *name* among its aliases."""
-    check_name(name, "image name or alias")
-    if exists(eng, name):
-        return name
-    owners = aliases(eng).get(name, [])
-    if not owners:
+    check_object_name(name, "image name or alias")
+    claimed = aliases(ctx)
+    owners = claimed.get(name, [])
+    if exists(ctx, name):
+        if owners:
+            raise ConfigError(
+                f"{name} is the name of an image and an alias of image {owners[0]}: "
+                "remove the alias from its image.yaml"
+            )
+        found = name
+    elif not owners:
         raise NotFound(f"no image or alias {name!r}")
-    if len(owners) > 1:
+    elif len(owners) > 1:
         raise ConfigError(f"alias {name} is claimed by several images ({', '.join(owners)}): keep it in one image.yaml")
-    return owners[0]
+    else:
+        found = owners[0]
+    authorize(ctx, policy.IMAGE_VIEW, found)
+    return found
 
 
-def _check_aliases(eng: Engine, name: str, wanted: tuple[str, ...]) -> None:
-    """Refuse aliases that already name another image or another image's alias."""
-    taken = aliases(eng)
+def _check_aliases(ctx: Context, name: str, wanted: tuple[str, ...]) -> None:
+    """Refuse a name or aliases that clash with another image's name or aliases (one namespace)."""
+    taken = aliases(ctx)
+    owners = [i for i in taken.get(name, []) if i != name]
+    if owners:
+        raise Conflict(f"{name} is already an alias of image {owners[0]}")
     for alias in wanted:
-        if alias == name or exists(eng, alias):
+        if alias == name or exists(ctx, alias):
             raise Conflict(f"alias {alias} is already the name of an image")
         others = [i for i in taken.get(alias, []) if i != name]
         if others:
             raise Conflict(f"alias {alias} is already an alias of image {others[0]}")
 
 
-def _sessions_by_image(eng: Engine) -> dict[str, list[records.Session]]:
-    found, _ = records.read_all(eng.store.sessions_dir)
+def _sessions_by_image(ctx: Context) -> dict[str, list[records.Session]]:
+    found, _ = records.read_all(ctx.store.sessions_dir)
     by_image: dict[str, list[records.Session]] = {}
     for s in found:
         by_image.setdefault(s.image, []).append(s)
     return by_image
 
 
-def _writer(eng: Engine, name: str, mine: list[records.Session]) -> str | None:
-    return writer_among(locks.read_lease(eng.store.writer_lease(name)), mine)
-
-
-def writer_among(lease: locks.Lease | None, sessions: list[records.Session]) -> str | None:
-    """The session holding *lease*, if the lease binds, judged against the records in *sessions*."""
-    if lease is None:
-        return None
-    holder = next((s for s in sessions if s.id == lease.session), None)
-    return lease.session if lease_binds(holder) else None
-
-
-def lease_binds(holder: records.Session | None) -> bool:
-    """Whether a writer lease still binds, given the record of the session it names (None: gone).
-
-    A maintenance session holds the lease for its whole life; an ordinary
-    session holds a temporary one only while its record says it is promoting.
-    Anything else is left over by a killed operation (a promote killed before
-    it marked its session, or while putting it back) and never blocks.
-    """
-    return holder is not None and (holder.maintenance or holder.state == "promoting")
-
-
-def info(eng: Engine, name: str, by_image: dict[str, list[records.Session]] | None = None) -> ImageInfo:
-    config = require(eng, name)
+def info(ctx: Context, name: str, by_image: dict[str, list[records.Session]] | None = None) -> ImageInfo:
+    config = authorize(ctx, policy.IMAGE_VIEW, name)
     if by_image is None:
-        by_image = _sessions_by_image(eng)
-    mine = by_image.get(name, [])
-    done = generations.complete(eng.store, name)
-    size = 0
-    for n in done:
+        by_image = _sessions_by_image(ctx)
+    metas = {}
+    for n in generations.complete(ctx.store, name):
         try:
-            size += generations.read_meta(eng.store, name, n).size
+            metas[n] = generations.read_meta(ctx.store, name, n)
         except RoostError:
             continue
-    return ImageInfo(
-        name=name,
-        backend=config.backend,
-        current=generations.current(eng.store, name),
-        profile=config.profile,
-        sessions=len(mine),
-        description=config.description,
-        generations=len(done),
-        size=size,
-        writer=_writer(eng, name, mine),
-        config=config,
-        storage=_storage(eng, config.backend),
+    return views.image_info(
+        name,
+        config,
+        generations.current(ctx.store, name),
+        metas,
+        by_image.get(name, []),
+        leases.read(ctx, name),
+        storage=_storage(ctx, config.backend),
+        access=ctx.policy.level(ctx.actor, views.access_lists(config)),
     )
 
 
-def _storage(eng: Engine, backend: str) -> str:
+def _storage(ctx: Context, backend: str) -> str:
     try:
-        return backends.get(backend).storage(eng.site())
+        return backends.get(backend).storage(ctx.site())
     except RoostError:
         return ""
 
 
-def list_images(eng: Engine) -> list[ImageInfo]:
-    by_image = _sessions_by_image(eng)
+def list_images(ctx: Context) -> list[ImageInfo]:
+    by_image = _sessions_by_image(ctx)
     out = []
-    for name in eng.store.image_names():
+    for name in ctx.store.image_names():
         try:
-            out.append(info(eng, name, by_image))
-        except NotFound:
-            continue  # removed while we listed
+            out.append(info(ctx, name, by_image))
+        except (NotFound, NotPermitted):
+            continue  # removed while we listed, or not the caller's to see
     return out
 
 
-def _in_use(eng: Engine, name: str, sessions: list[records.Session]) -> set[int]:
-    """Generations a session was cloned from, or whose layers a session mounts."""
-    used = {s.generation for s in sessions}
-    gens_dir = eng.store.generations_dir(name) + "/"
-    for s in sessions:
-        for lower in s.lowers:
-            if lower.startswith(gens_dir):
-                head = lower[len(gens_dir) :].split("/", 1)[0]
-                if head.isdigit():
-                    used.add(int(head))
-    return used
+def _in_use(ctx: Context, name: str, sessions: list[records.Session]) -> set[int]:
+    return views.in_use(ctx.store.generations_dir(name), sessions)
 
 
-def history(eng: Engine, name: str) -> list[GenerationInfo]:
-    require(eng, name)
-    cur = generations.current(eng.store, name)
-    used = _in_use(eng, name, _sessions_by_image(eng).get(name, []))
-    return [
-        GenerationInfo.of(n, generations.read_meta(eng.store, name, n), current=n == cur, in_use=n in used)
-        for n in generations.complete(eng.store, name)
-    ]
+def history(ctx: Context, name: str) -> list[GenerationInfo]:
+    authorize(ctx, policy.IMAGE_VIEW, name)
+    complete = generations.complete(ctx.store, name)
+    metas = {n: generations.read_meta(ctx.store, name, n) for n in complete}
+    used = _in_use(ctx, name, _sessions_by_image(ctx).get(name, []))
+    return views.history(complete, metas, generations.current(ctx.store, name), used)
 
 
 # --- create --------------------------------------------------------------------------
 
 
 def create(
-    eng: Engine,
+    ctx: Context,
     name: str,
     source: Source,
     *,
@@ -288,54 +220,56 @@ def create(
     settings: Mapping[str, Any] | None = None,
 ) -> ImageInfo:
     """A new image from *source*; *settings* are further image.yaml keys (users, aliases …)."""
-    eng.require_root("image create")
-    check_name(name, "image name")
-    backend_obj = choose_backend(eng, backend)
+    ctx.require_privileged("image create")
+    ctx.authorize(policy.IMAGE_CREATE)
+    check_object_name(name, "image name")
+    backend_obj = choose_backend(ctx, backend)
     try:
-        profile_path(profile, eng.settings.profiles_dir)
+        profile_path(profile, ctx.settings.profiles_dir)
     except NotFound as e:
         raise BadInput(str(e)) from None
     if len(description) > 4096 or "\x00" in description:
         raise BadInput("description is too long or holds a NUL")
-    root_users = [] if eng.actor.uid == 0 else [eng.actor.user]
-    wanted: dict[str, Any] = {"root-users": root_users, **(settings or {})}
-    if eng.actor.uid != 0 and eng.actor.user not in wanted["root-users"]:
-        wanted["root-users"] = [*wanted["root-users"], eng.actor.user]
+    # Access is granted in image.yaml, never as a side effect of creating (docs/security.md).
+    wanted: dict[str, Any] = {"root-users": [], **(settings or {})}
     wanted.update(backend=backend_obj.name, description=description, profile=profile)
     try:
         config = parse_image_config(wanted, "image settings", backends.names())
     except ConfigError as e:
         raise BadInput(str(e)) from None
-    source.check()
-    eng.ready()
-    if exists(eng, name):
+    from .callerfs import CallerFiles
+
+    files = CallerFiles(ctx.actor)  # what the caller named is read with the caller's rights
+    source.check(files)
+    ctx.ready()
+    if exists(ctx, name):
         raise Conflict(f"image {name} already exists")
-    _check_aliases(eng, name, config.aliases)
-    store = eng.store
-    with eng.image_lock(name, "create"):
-        if exists(eng, name):
+    _check_aliases(ctx, name, config.aliases)
+    store = ctx.store
+    with ctx.image_lock(name, "create"):
+        if exists(ctx, name):
             raise Conflict(f"image {name} already exists")
-        _check_aliases(eng, name, config.aliases)
+        _check_aliases(ctx, name, config.aliases)
         tx = new_tx()
-        tx_lock = eng.lock(store.tx_lock_name(tx), f"create {name}")
+        tx_lock = ctx.lock(store.tx_lock_name(tx), f"create {name}")
         try:
             staging = os.path.join(store.staging_dir, tx)
             try:
                 os.mkdir(staging, 0o755)
                 os.mkdir(os.path.join(staging, "generations"), 0o755)
                 gen_dir = os.path.join(staging, "generations", "1")
-                tree = backend_obj.init_generation(gen_dir, eng.site(), f"{name}.{tx}")
+                tree = backend_obj.init_generation(gen_dir, ctx.site(), f"{name}.{tx}")
                 from .importers import fill
 
-                fill(source, tree, eng.progress)
-                eng.progress(None, "syncing")
+                fill(source, tree, ctx.progress, files)
+                ctx.progress(None, "syncing")
                 backend_obj.finish_generation(gen_dir)
                 size = backend_obj.generation_size(gen_dir)
                 meta = GenerationMeta(
                     generation=1,
                     parent=None,
                     created=now_iso(),
-                    author=eng.actor.user,
+                    author=ctx.actor.user,
                     message=f"created from {source.describe()}",
                     session=None,
                     size=size,
@@ -356,21 +290,28 @@ def create(
                 faults.crashpoint("create", "renamed")
             except BaseException as e:
                 _discard_staging(staging)
-                eng.journal("image create", image=name, result="failed", error=str(e))
+                ctx.journal("image create", image=name, result="failed", error=str(e))
                 raise
         finally:
             tx_lock.release(remove=True)
-    eng.journal("image create", image=name, generation=1, backend=backend_obj.name, size=size)
-    return info(eng, name)
+    ctx.journal("image create", image=name, generation=1, backend=backend_obj.name, size=size)
+    return info(ctx, name)
 
 
-def choose_backend(eng: Engine, backend: str | None) -> backends.Backend:
+def default_backend(ctx: Context) -> str:
+    """The backend ``image create`` uses when none is given (``default-backend``, or the best here)."""
+    ctx.authorize(policy.HOST_VIEW)
+    name = ctx.settings.default_backend
+    return backends.best(ctx.site()).name if name == backends.AUTO else name
+
+
+def choose_backend(ctx: Context, backend: str | None) -> backends.Backend:
     """The backend a new image gets: the one asked for, else ``default-backend`` (``auto``: the best here).
 
     Raises :class:`BadInput` (one line, nothing changed) when it cannot work on this host.
     """
-    name = backend or eng.settings.default_backend
-    site = eng.site()
+    name = backend or ctx.settings.default_backend
+    site = ctx.site()
     chosen = backends.best(site) if name == backends.AUTO else backends.get(name)
     chosen.require(site)
     return chosen
@@ -392,7 +333,7 @@ def _config_yaml(config: ImageConfig) -> str:
 # --- convert -------------------------------------------------------------------------
 
 
-def convert(eng: Engine, name: str, backend: str, *, new_name: str | None) -> ImageInfo:
+def convert(ctx: Context, name: str, backend: str, *, new_name: str | None) -> ImageInfo:
     """Write the current generation of *name* into *backend* as a new image.
 
     With *new_name*, a new image of that name; without, *name* itself is
@@ -401,29 +342,33 @@ def convert(eng: Engine, name: str, backend: str, *, new_name: str | None) -> Im
     old image or the new one. History does not follow: the new image starts
     at generation 1, whose message names where it came from.
     """
-    eng.require_root("image convert")
-    config = require(eng, name)
-    target = new_name or name
-    check_name(target, "image name")
-    backend_obj = choose_backend(eng, backend)
-    in_place = target == name
+    ctx.require_privileged("image convert")
+    config = authorize(ctx, policy.IMAGE_CONVERT, name)
+    dest = new_name or name
+    check_object_name(dest, "image name")
+    backend_obj = choose_backend(ctx, backend)
+    in_place = dest == name
     if in_place and backend_obj.name == config.backend:
         raise BadInput(f"image {name} already uses the {config.backend} backend")
-    if not in_place and exists(eng, target):
-        raise Conflict(f"image {target} already exists")
+    if not in_place:
+        ctx.authorize(policy.IMAGE_CREATE)
+        if exists(ctx, dest):
+            raise Conflict(f"image {dest} already exists")
+        _check_aliases(ctx, dest, ())
     if in_place:
-        _refuse_sessions(eng, name, "convert")
-    eng.ready()
-    store = eng.store
+        _refuse_sessions(ctx, name, "convert")
+    ctx.ready()
+    store = ctx.store
     source_backend = backends.get(config.backend)
-    new_config = config.replace(backend=backend_obj.name)
+    # A copy under a new name leaves the aliases with the original (names and aliases are one namespace).
+    new_config = config.replace(backend=backend_obj.name, aliases=() if not in_place else config.aliases)
     tx = new_tx()
     staging = os.path.join(store.staging_dir, tx)
-    tx_lock = eng.lock(store.tx_lock_name(tx), f"convert {name}")
-    scratch = os.path.join(store.mnt_dir, f".stage-{tx}")
+    tx_lock = ctx.lock(store.tx_lock_name(tx), f"convert {name}")
+    scratch = os.path.join(store.stage_dir, tx)
     try:
         try:
-            with eng.image_lock(name, f"convert {name}", exclusive=False):
+            with ctx.image_lock(name, f"convert {name}", exclusive=False):
                 number = generations.current(store, name)
                 stack = list(generations.read_meta(store, name, number).stack)
                 gen_dir = store.generation_dir(name, number)
@@ -431,19 +376,19 @@ def convert(eng: Engine, name: str, backend: str, *, new_name: str | None) -> Im
                 os.mkdir(staging, 0o755)
                 os.mkdir(os.path.join(staging, "generations"), 0o755)
                 new_dir = os.path.join(staging, "generations", "1")
-                tree = backend_obj.init_generation(new_dir, eng.site(), f"{target}.{tx}")
-                os.makedirs(scratch, exist_ok=True)
+                tree = backend_obj.init_generation(new_dir, ctx.site(), f"{dest}.{tx}")
+                os.makedirs(scratch, mode=0o700, exist_ok=True)
                 with source_backend.view(gen_dir, lowers, scratch) as view:
                     from .importers import Source, fill
 
-                    fill(Source("dir", path=view), tree, eng.progress)
-            eng.progress(None, "syncing")
+                    fill(Source("dir", path=view), tree, ctx.progress)
+            ctx.progress(None, "syncing")
             backend_obj.finish_generation(new_dir)
             meta = GenerationMeta(
                 generation=1,
                 parent=None,
                 created=now_iso(),
-                author=eng.actor.user,
+                author=ctx.actor.user,
                 message=f"converted from generation {number} of {name} ({config.backend})",
                 session=None,
                 size=backend_obj.generation_size(new_dir),
@@ -457,22 +402,23 @@ def convert(eng: Engine, name: str, backend: str, *, new_name: str | None) -> Im
             sync_filesystem(staging)
             faults.crashpoint("convert", "staged")
             if in_place:
-                with eng.image_lock(name, f"convert {name}"):
-                    _refuse_sessions(eng, name, "convert")
+                with ctx.image_lock(name, f"convert {name}"):
+                    _refuse_sessions(ctx, name, "convert")
                     syscalls.exchange(staging, store.image_dir(name))
                     fsync_dir(store.images_dir)
                     faults.crashpoint("convert", "exchanged")
                 _delete_image_tree(staging, config.backend)  # the old image, now in staging
             else:
-                with eng.image_lock(target, "create"):
+                with ctx.image_lock(dest, "create"):
+                    _check_aliases(ctx, dest, ())
                     try:
-                        os.rename(staging, store.image_dir(target))
+                        os.rename(staging, store.image_dir(dest))
                     except OSError as e:
-                        raise Conflict(f"image {target} already exists ({e.strerror})") from None
+                        raise Conflict(f"image {dest} already exists ({e.strerror})") from None
                     fsync_dir(store.images_dir)
         except BaseException as e:
             _discard_staging(staging)
-            eng.journal("image convert", image=name, result="failed", error=str(e))
+            ctx.journal("image convert", image=name, result="failed", error=str(e))
             raise
         finally:
             if os.path.isdir(scratch):
@@ -480,12 +426,12 @@ def convert(eng: Engine, name: str, backend: str, *, new_name: str | None) -> Im
                 os.rmdir(scratch)
     finally:
         tx_lock.release(remove=True)
-    eng.journal("image convert", image=name, target=target, backend=backend_obj.name, generation=number)
-    return info(eng, target)
+    ctx.journal("image convert", image=name, dest=dest, backend=backend_obj.name, generation=number)
+    return info(ctx, dest)
 
 
-def _refuse_sessions(eng: Engine, name: str, verb: str) -> None:
-    mine = _sessions_by_image(eng).get(name, [])
+def _refuse_sessions(ctx: Context, name: str, verb: str) -> None:
+    mine = _sessions_by_image(ctx).get(name, [])
     if mine:
         ids = ", ".join(s.id for s in mine[:5]) + (" …" if len(mine) > 5 else "")
         raise Conflict(f"cannot {verb} {name} in place while it has sessions ({ids}): end them first")
@@ -494,84 +440,59 @@ def _refuse_sessions(eng: Engine, name: str, verb: str) -> None:
 # --- rollback ------------------------------------------------------------------------
 
 
-def _live_writer(eng: Engine, name: str) -> locks.Lease | None:
-    """The writer lease of *name* if it binds (see :func:`lease_binds`; stale leases don't count)."""
-    lease = locks.read_lease(eng.store.writer_lease(name))
-    if lease is None:
-        return None
-    return lease if lease_binds_on_disk(eng, lease) else None
-
-
-def lease_binds_on_disk(eng: Engine, lease: locks.Lease) -> bool:
-    """:func:`lease_binds`, reading the record of the session *lease* names.
-
-    An unreadable record keeps the lease binding: recover deals with the
-    record first, and nothing is lost by waiting for it.
-    """
-    if not is_valid_name(lease.session):
-        return False
-    try:
-        holder = records.read(eng.store.sessions_dir, lease.session)
-    except NotFound:
-        return False
-    except RoostError:
-        return True
-    return lease_binds(holder)
-
-
-def rollback(eng: Engine, name: str, generation: int | None) -> int:
-    eng.require_root("image rollback")
-    require(eng, name)
-    eng.ready()
-    with eng.image_lock(name, "rollback"):
-        cur = generations.current(eng.store, name)
+def rollback(ctx: Context, name: str, generation: int | None) -> int:
+    ctx.require_privileged("image rollback")
+    authorize(ctx, policy.IMAGE_ROLLBACK, name)
+    ctx.ready()
+    with ctx.image_lock(name, "rollback"):
+        cur = generations.current(ctx.store, name)
         if generation is None:
-            parent = generations.read_meta(eng.store, name, cur).parent
+            parent = generations.read_meta(ctx.store, name, cur).parent
             if parent is None:
                 raise BadInput(f"generation {cur} of {name} has no parent: name the generation to roll back to")
             generation = parent
-        if generation not in generations.complete(eng.store, name):
+        if generation not in generations.complete(ctx.store, name):
             raise NotFound(f"image {name} has no generation {generation}")
         if generation == cur:
             return generation  # already there: rolling back is idempotent, nothing to record
-        writer = _live_writer(eng, name)
+        writer = leases.live_writer(ctx, name)
         if writer is not None:
             raise Conflict(f"{name} is being maintained by {writer.describe()}: promote or end it first")
-        generations.switch(eng.store, name, generation)
+        generations.switch(ctx.store, name, generation)
         faults.crashpoint("rollback", "switched")
-    eng.journal("image rollback", image=name, generation=generation, previous=cur)
+    ctx.journal("image rollback", image=name, generation=generation, previous=cur)
     return generation
 
 
 # --- remove --------------------------------------------------------------------------
 
 
-def remove(eng: Engine, name: str, *, force: bool) -> None:
-    eng.require_root("image remove")
-    config = require(eng, name)
-    eng.ready()
+def remove(ctx: Context, name: str, *, force: bool) -> None:
+    ctx.require_privileged("image remove")
+    config = authorize(ctx, policy.IMAGE_REMOVE, name)
+    ctx.ready()
     from . import sessions as session_ops
 
-    _refuse_pinned(eng, name)
-    mine = _sessions_by_image(eng).get(name, [])
+    _refuse_pinned(ctx, name)
+    mine = _sessions_by_image(ctx).get(name, [])
     if mine and not force:
         ids = ", ".join(s.id for s in mine[:5]) + (" …" if len(mine) > 5 else "")
         raise Conflict(f"image {name} is used by {len(mine)} session(s) ({ids}); use --force to end them")
     for s in mine:
         try:
-            session_ops.end(eng, s.id, force=True)
+            session_ops.end(ctx, s.id, force=True)
         except NotFound:
             pass
     faults.crashpoint("remove", "sessions-ended")
-    store = eng.store
+    store = ctx.store
     tx = new_tx()
-    lock = eng.image_lock(name, "remove")
+    lock = ctx.image_lock(name, "remove")
     try:
-        left = _sessions_by_image(eng).get(name, [])
+        left = _sessions_by_image(ctx).get(name, [])
         if left:
             raise Conflict(f"sessions of {name} began while it was being removed: {', '.join(s.id for s in left[:5])}")
-        _refuse_pinned(eng, name, sweep=True)
-        tx_lock = eng.lock(store.tx_lock_name(tx), f"remove {name}")
+        _refuse_pinned(ctx, name, sweep=True)
+        tx_lock = ctx.lock(store.tx_lock_name(tx), f"remove {name}")
         try:
             trash = ensure_dir(os.path.join(store.trash_dir, tx), 0o700)
             os.rename(store.image_dir(name), os.path.join(trash, name))
@@ -584,20 +505,20 @@ def remove(eng: Engine, name: str, *, force: bool) -> None:
             tx_lock.release(remove=True)
     finally:
         lock.release()
-    eng.journal("image remove", image=name, forced=force or None, ended=len(mine) or None)
+    ctx.journal("image remove", image=name, forced=force or None, ended=len(mine) or None)
 
 
-def _pinned(eng: Engine, name: str, *, sweep: bool = False) -> set[int]:
+def _pinned(ctx: Context, name: str, *, sweep: bool = False) -> set[int]:
     """Generations of *name* a reader (an export) has pinned; see core/pins.py."""
     from . import pins
 
-    return set(pins.pinned(eng, name, sweep=sweep))
+    return set(pins.pinned(ctx, name, sweep=sweep))
 
 
-def _refuse_pinned(eng: Engine, name: str, *, sweep: bool = False) -> None:
+def _refuse_pinned(ctx: Context, name: str, *, sweep: bool = False) -> None:
     from . import pins
 
-    held = pins.pinned(eng, name, sweep=sweep)
+    held = pins.pinned(ctx, name, sweep=sweep)
     if held:
         raise Conflict(f"image {name} is being read ({pins.describe(held)}); try again when that is done")
 
@@ -619,31 +540,44 @@ def _delete_image_tree(path: str, backend_name: str) -> None:
 # --- gc ------------------------------------------------------------------------------
 
 
-def gc(eng: Engine, name: str | None, *, keep: int | None, dry_run: bool) -> list[GcResult]:
+def gc(ctx: Context, name: str | None, *, keep: int | None, dry_run: bool) -> list[GcResult]:
     if not dry_run:
-        eng.require_root("image gc")
+        ctx.require_privileged("image gc")
     if keep is not None and keep < 1:
         raise BadInput("--keep must be at least 1")
-    names = [name] if name is not None else eng.store.image_names()
+    action = policy.IMAGE_VIEW if dry_run else policy.IMAGE_GC
     if name is not None:
-        require(eng, name)
+        authorize(ctx, action, name)
+        names = [name]
+    else:
+        if not dry_run:
+            ctx.authorize(policy.IMAGE_GC)
+        names = [n for n in ctx.store.image_names() if _permits(ctx, action, n)]
     if not dry_run:
-        eng.ready()
-    return [_gc_one(eng, n, keep, dry_run) for n in names]
+        ctx.ready()
+    return [_gc_one(ctx, n, keep, dry_run) for n in names]
 
 
-def _gc_one(eng: Engine, name: str, keep: int | None, dry_run: bool) -> GcResult:
-    config = load_config(eng, name)
-    retention = keep or config.retention or eng.settings.retention
-    store = eng.store
-    lock = None if dry_run else eng.image_lock(name, "gc")
+def _permits(ctx: Context, action: str, name: str) -> bool:
+    try:
+        authorize(ctx, action, name)
+    except (NotFound, NotPermitted):
+        return False
+    return True
+
+
+def _gc_one(ctx: Context, name: str, keep: int | None, dry_run: bool) -> GcResult:
+    config = load_config(ctx, name)
+    retention = keep or config.retention or ctx.settings.retention
+    store = ctx.store
+    lock = None if dry_run else ctx.image_lock(name, "gc")
     trash = None
     try:
         done = generations.complete(store, name)
         cur = generations.current(store, name)
         roots = {cur, *done[-retention:]}
-        roots |= _in_use(eng, name, _sessions_by_image(eng).get(name, []))
-        roots |= _pinned(eng, name, sweep=not dry_run)  # generations being exported
+        roots |= _in_use(ctx, name, _sessions_by_image(ctx).get(name, []))
+        roots |= _pinned(ctx, name, sweep=not dry_run)  # generations being exported
         keep_set: set[int] = set()
         metas = {n: generations.read_meta(store, name, n) for n in done}
         for n in roots:
@@ -655,7 +589,7 @@ def _gc_one(eng: Engine, name: str, keep: int | None, dry_run: bool) -> GcResult
         if dry_run or not victims:
             return GcResult(name, victims, sorted(keep_set & set(done)), freed)
         tx = new_tx()
-        tx_lock = eng.lock(store.tx_lock_name(tx), f"gc {name}")
+        tx_lock = ctx.lock(store.tx_lock_name(tx), f"gc {name}")
         try:
             trash = ensure_dir(store.image_trash(name), 0o700)
             trash = ensure_dir(os.path.join(trash, tx), 0o700)
@@ -675,21 +609,24 @@ def _gc_one(eng: Engine, name: str, keep: int | None, dry_run: bool) -> GcResult
     finally:
         if lock is not None:
             lock.release()
-    eng.journal("image gc", image=name, removed=victims, freed=freed)
+    ctx.journal("image gc", image=name, removed=victims, freed=freed)
     return GcResult(name, victims, sorted(keep_set & set(done)), freed)
 
 
 # --- locks ---------------------------------------------------------------------------
 
 
-def lock_view(eng: Engine) -> list[locks.LockState]:
-    """Every flock that is held, stale or waited for, and every writer lease."""
-    states = locks.lock_states(eng.store.lock_dir)
-    for name in eng.store.image_names():
-        lease = locks.read_lease(eng.store.writer_lease(name))
+def lock_view(ctx: Context) -> list[locks.LockState]:
+    """Every flock that is held, stale or waited for, and every writer lease (those the caller may see)."""
+    states = locks.lock_states(ctx.store.lock_dir)
+    visible = [n for n in ctx.store.image_names() if _permits(ctx, policy.IMAGE_VIEW, n)]
+    if not ctx.policy.is_admin(ctx.actor):
+        states = [st for st in states if _lock_visible(ctx, st.lock, visible)]
+    for name in visible:
+        lease = locks.read_lease(ctx.store.writer_lease(name))
         if lease is None:
             continue
-        stale = not lease_binds_on_disk(eng, lease)
+        stale = not leases.binds_on_disk(ctx, lease)
         states.append(
             locks.LockState(
                 lock=f"writer.{name}",
@@ -702,3 +639,20 @@ def lock_view(eng: Engine) -> list[locks.LockState]:
             )
         )
     return states
+
+
+def _lock_visible(ctx: Context, lock: str, images: list[str]) -> bool:
+    """Whether someone who is not an administrator sees *lock*: their images' locks and their own sessions'."""
+    kind, _, rest = lock.partition(".")
+    if kind in ("image", "writer"):
+        return rest in images
+    if kind == "pin":
+        return any(rest.startswith(f"{image}.") for image in images)
+    if kind == "session":
+        from . import sessions
+
+        try:
+            return ctx.permits(policy.SESSION_VIEW, sessions.session_target(sessions.read(ctx, rest)))
+        except RoostError:
+            return False
+    return False

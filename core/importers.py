@@ -20,6 +20,8 @@ if TYPE_CHECKING:  # typing and collections cost milliseconds at start-up
     from collections.abc import Callable
     from typing import Any
 
+    from .callerfs import CallerFiles
+
     Progress = Callable[[float | None, str], None]
 
 
@@ -33,6 +35,31 @@ _MAGIC = (
 
 #: tar options that keep everything a root file system needs.
 TAR_KEEP = ["--numeric-owner", "--xattrs", "--xattrs-include=*", "--acls"]
+
+
+#: mmdebstrap's variants.
+VARIANTS = (
+    "extract", "custom", "essential", "apt", "required", "minbase",
+    "buildd", "important", "debootstrap", "-", "standard",
+)  # fmt: skip
+_SUITE = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-_.")
+_PACKAGE = frozenset("abcdefghijklmnopqrstuvwxyz0123456789+-.:")
+_ARCH = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-")
+_URL = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~:/?#[]@!$&'()*+,;=%")
+
+
+def _word(value: str, allowed: frozenset[str], longest: int = 100) -> bool:
+    """A plain word: only *allowed* characters, starting with a letter or digit (never an option)."""
+    return 0 < len(value) <= longest and value[0].isalnum() and set(value.lower()) <= allowed
+
+
+def check_mirror(mirror: str, *, local: bool) -> None:
+    """A mirror URL mmdebstrap may fetch: http(s) (or ``mirror+http(s)``); ``file:`` only when *local*."""
+    scheme, sep, rest = mirror.partition("://")
+    schemes = ("http", "https", "mirror+http", "mirror+https") + (("file", "copy") if local else ())
+    if not sep or scheme not in schemes or not rest or len(mirror) > 2000 or not set(mirror) <= _URL:
+        allowed = ", ".join(f"{s}://" for s in schemes)
+        raise BadInput(f"--mirror: expected a URL starting with {allowed}")
 
 
 class Source(Struct, frozen=True):
@@ -51,36 +78,46 @@ class Source(Struct, frozen=True):
             return f"mmdebstrap {self.suite} ({self.variant or 'default'} variant)"
         return f"{self.kind} {self.path}"
 
-    def check(self) -> None:
-        """Validate before any work is done: one clear line if the source is unusable."""
+    def check(self, files: CallerFiles | None = None) -> None:
+        """Validate before any work is done: one clear line if the source is unusable.
+
+        *files* opens what the caller named with the caller's rights (root's when None).
+        """
         if self.kind == "dir":
             assert self.path is not None
-            if not os.path.isdir(self.path):
-                raise BadInput(f"--from-dir {self.path}: no such directory")
+            if not (files.is_dir(self.path) if files else os.path.isdir(self.path)):
+                raise BadInput(f"--from-dir {self.path}: no such directory (or not yours to read)")
         elif self.kind == "tar":
             assert self.path is not None
-            if not os.path.isfile(self.path):
-                raise BadInput(f"--from-tar {self.path}: no such file")
+            if not (files.is_file(self.path) if files else os.path.isfile(self.path)):
+                raise BadInput(f"--from-tar {self.path}: no such file (or not yours to read)")
         elif self.kind == "mmdebstrap":
-            if not self.suite or not all(c.isalnum() or c in "-_." for c in self.suite):
+            if not self.suite or not _word(self.suite, _SUITE):
                 raise BadInput(f"--mmdebstrap: invalid suite {self.suite!r}")
-            if self.variant and self.variant not in (
-                "extract", "custom", "essential", "apt", "required", "minbase",
-                "buildd", "important", "debootstrap", "-", "standard",
-            ):  # fmt: skip
+            if self.variant and self.variant not in VARIANTS:
                 raise BadInput(f"--variant: unknown mmdebstrap variant {self.variant!r}")
+            if self.arch is not None and not all(_word(a, _ARCH, 32) for a in self.arch.split(",")):
+                raise BadInput(f"--arch: invalid architecture {self.arch!r} (e.g. amd64, arm64)")
+            if self.include is not None and not all(_word(p, _PACKAGE) for p in self.include.split(",")):
+                raise BadInput("--include: expected package names separated by commas")
+            if self.mirror is not None:
+                check_mirror(self.mirror, local=files is None or not files.drop)
             commands.require("mmdebstrap", "mmdebstrap")
         else:
             raise BadInput(f"unknown source kind {self.kind!r}")
 
 
-def fill(source: Source, dest: str, progress: Progress) -> None:
+def fill(source: Source, dest: str, progress: Progress, files: CallerFiles | None = None) -> None:
+    """Write *source*'s tree into *dest*; what the caller named is read with the caller's rights (*files*)."""
     if source.kind == "dir":
         assert source.path is not None
-        _from_dir(source.path, dest, progress)
+        if files is not None and files.drop:
+            _from_dir_as_caller(source.path, dest, progress, files)
+        else:
+            _from_dir(source.path, dest, progress)
     elif source.kind == "tar":
         assert source.path is not None
-        _from_tar(source.path, dest, progress)
+        _from_tar(source.path, dest, progress, files)
     else:
         _from_mmdebstrap(source, dest, progress)
 
@@ -111,7 +148,7 @@ def _from_dir(source: str, dest: str, progress: Progress) -> None:
     total = max(_tree_bytes(source), 1)
     parent = os.path.dirname(dest)
     before = _used_blocks(parent)
-    argv = ["cp", "-a", "--reflink=auto", "--no-target-directory", source, dest]
+    argv = ["cp", "-a", "--reflink=auto", "--no-target-directory", "--", source, dest]
     with commands.popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) as child:
         assert child.stderr is not None
         os.set_blocking(child.stderr.fileno(), False)
@@ -127,69 +164,115 @@ def _from_dir(source: str, dest: str, progress: Progress) -> None:
     progress(1.0, f"copied {source}")
 
 
-def _decompressor(path: str) -> tuple[list[str] | None, str | None]:
-    with open(path, "rb") as f:
-        head = f.read(8)
+def _decompressor(head: bytes) -> tuple[list[str] | None, str | None]:
     for magic, argv, package in _MAGIC:
         if head.startswith(magic):
             return argv, package
     return None, None
 
 
-def _from_tar(path: str, dest: str, progress: Progress) -> None:
-    import tempfile
+def _from_dir_as_caller(source: str, dest: str, progress: Progress, files: CallerFiles) -> None:
+    """Copy the tree at *source* the way its caller could read it: tar reading as the caller, writing as root.
 
-    size = max(os.path.getsize(path), 1)
-    argv, package = _decompressor(path)
+    Owners, modes, links, devices and extended attributes are kept; a file
+    the caller may not read stops the copy with tar's message.
+    """
+    if not os.path.isdir(dest):
+        os.mkdir(dest, 0o755)
+    reader = ["tar", "--create", "--file=-", f"--directory={source}", "--numeric-owner", "--xattrs", "--acls", "."]
+    writer = [
+        "tar",
+        "--extract",
+        "--file=-",
+        f"--directory={dest}",
+        "--same-owner",
+        "--preserve-permissions",
+        *TAR_KEEP,
+    ]
+    _pipeline([(reader, files.popen_kwargs()), (writer, {})], None, progress, f"copying {source}", 0)
+    progress(1.0, f"copied {source}")
+
+
+def _from_tar(path: str, dest: str, progress: Progress, files: CallerFiles | None = None) -> None:
+    try:
+        source = files.open(path, os.O_RDONLY) if files is not None else os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as e:
+        raise BadInput(f"--from-tar {path}: {e.strerror}") from None
+    try:
+        _unpack(source, path, dest, progress)
+    finally:
+        os.close(source)
+
+
+def _unpack(source: int, path: str, dest: str, progress: Progress) -> None:
+    """Unpack the (compressed) tarball open at *source* into *dest*."""
+    size = max(os.fstat(source).st_size, 1)
+    head = os.pread(source, 8, 0)
+    argv, package = _decompressor(head)
     if not os.path.isdir(dest):  # a backend may have made it already (a subvolume, a mounted dataset)
         os.mkdir(dest, 0o755)
     tar = ["tar", "--extract", "--file=-", f"--directory={dest}", "--same-owner", "--preserve-permissions", *TAR_KEEP]
-    pipeline = [argv, tar] if argv is not None else [tar]
     if argv is not None:
         commands.require(argv[0], package)
+    stages: list[tuple[list[str], dict[str, Any]]] = [(argv, {})] if argv is not None else []
+    stages.append((tar, {}))
+    _pipeline(stages, source, progress, f"unpacking {os.path.basename(path)}", size)
+    progress(1.0, f"unpacked {os.path.basename(path)}")
+
+
+def _pipeline(
+    stages: list[tuple[list[str], dict[str, Any]]], feed: int | None, progress: Progress, label: str, size: int
+) -> None:
+    """Run helper programs piped into each other; feed the first from descriptor *feed* (if any).
+
+    Each stage's stderr goes to a file (a chatty tar must never block on a
+    full pipe); the first failing stage's last line becomes the error.
+    """
+    import tempfile
+
     procs: list[tuple[subprocess.Popen[bytes], Any]] = []
     try:
-        upstream = subprocess.PIPE
-        for i, cmd in enumerate(pipeline):
-            # stderr goes to files: a chatty tar must never block on a full pipe while we feed it
+        upstream: Any = subprocess.PIPE if feed is not None else subprocess.DEVNULL
+        for i, (cmd, extra) in enumerate(stages):
             err = tempfile.TemporaryFile()  # noqa: SIM115 - closed in the finally below
-            stdout = subprocess.PIPE if i + 1 < len(pipeline) else subprocess.DEVNULL
-            proc = commands.popen(cmd, stdin=upstream, stdout=stdout, stderr=err)
+            stdout = subprocess.PIPE if i + 1 < len(stages) else subprocess.DEVNULL
+            proc = commands.popen(cmd, stdin=upstream, stdout=stdout, stderr=err, **extra)
             if procs and procs[-1][0].stdout is not None:
                 procs[-1][0].stdout.close()  # only the next process reads it now
             procs.append((proc, err))
-            upstream = proc.stdout  # type: ignore[assignment]
-        feed = procs[0][0].stdin
-        assert feed is not None
-        fed = 0
-        last = 0.0
-        try:
-            with open(path, "rb") as f:
-                while chunk := f.read(1 << 20):
-                    feed.write(chunk)
+            upstream = proc.stdout
+        if feed is not None:
+            pipe = procs[0][0].stdin
+            assert pipe is not None
+            fed = 0
+            last = 0.0
+            try:
+                while chunk := os.read(feed, 1 << 20):
+                    pipe.write(chunk)
                     fed += len(chunk)
                     now = time.monotonic()
                     if now - last > 0.2:
-                        progress(fed / size, f"unpacking {os.path.basename(path)}")
+                        progress(min(fed / size, 0.99), label)
                         last = now
-        except BrokenPipeError:
-            pass  # the reader died; its exit status says why
-        finally:
-            try:
-                feed.close()
             except BrokenPipeError:
-                pass
+                pass  # the reader died; its exit status says why
+            finally:
+                try:
+                    pipe.close()
+                except BrokenPipeError:
+                    pass
+        else:
+            progress(None, label)
         for proc, err in procs:
             if proc.wait() != 0:
                 err.seek(0)
-                raise SystemFailure(commands.failure_line(proc.args, proc.returncode, err.read(), f"unpacking {path}"))  # type: ignore[arg-type]
+                raise SystemFailure(commands.failure_line(proc.args, proc.returncode, err.read(), label))  # type: ignore[arg-type]
     finally:
         for proc, err in procs:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
             err.close()
-    progress(1.0, f"unpacked {os.path.basename(path)}")
 
 
 def _from_mmdebstrap(source: Source, dest: str, progress: Progress) -> None:
@@ -200,7 +283,7 @@ def _from_mmdebstrap(source: Source, dest: str, progress: Progress) -> None:
         argv.append(f"--architectures={source.arch}")
     if source.include:
         argv.append(f"--include={source.include}")
-    argv += [str(source.suite), dest]
+    argv += ["--", str(source.suite), dest]  # checked words (Source.check), and never options
     if source.mirror:
         argv.append(source.mirror)
     progress(None, f"running mmdebstrap {source.suite}")

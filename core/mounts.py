@@ -155,15 +155,17 @@ def unmount_tree(path: str, *, force: bool = False) -> list[str]:
             return done
         for m in pending:
             try:
-                syscalls.umount(m.target)
+                umount_exact(m)
             except OSError as e:
-                if e.errno == errno.EINVAL or e.errno == errno.ENOENT:
-                    continue  # already gone, or covered by a mount we take down next
+                if e.errno in (errno.EINVAL, errno.ENOENT, errno.ELOOP, errno.ESTALE):
+                    continue  # gone, covered by a mount we take down next, or moved: the next pass looks again
                 if e.errno == errno.EBUSY:
+                    if any(o.parent_id == m.mount_id for o in pending):
+                        continue  # a mount on it was out of reach this pass (covered); the next pass gets it
                     if not force:
                         raise Conflict(f"{m.target} is busy: {busy_holders(m.target)}") from None
                     try:
-                        syscalls.umount(m.target, syscalls.MNT_DETACH)
+                        umount_exact(m, syscalls.MNT_DETACH)
                     except OSError as e2:
                         raise SystemFailure(f"cannot detach {m.target}: {e2.strerror}") from None
                 else:
@@ -173,6 +175,35 @@ def unmount_tree(path: str, *, force: bool = False) -> list[str]:
     if left:
         raise SystemFailure(f"cannot unmount {left[0].target}: still mounted after 8 passes")
     return done
+
+
+def umount_exact(m: Mount, flags: int = 0) -> None:
+    """Unmount exactly the mount *m*, never what a symbolic link makes its path lead to.
+
+    Paths below a session root are the session's to change: a symlink planted
+    where a directory was (in a host directory bound into the session, say)
+    must not turn an unmount into one of a mount elsewhere. So the mount
+    point's parent is opened with symbolic links refused at every component,
+    the entry there must be the root of mount *m* itself (its mount id), and
+    the unmount goes through that open directory, not through the path again.
+    Raises OSError: ELOOP (a symlink in the way), ESTALE (the entry is not
+    that mount), or whatever umount2(2) says.
+    """
+    parent, name = os.path.split(m.target)
+    if not name:
+        raise OSError(errno.EINVAL, "refusing to unmount /", m.target)
+    fd = syscalls.openat2(
+        syscalls.AT_FDCWD,
+        parent,
+        os.O_PATH | os.O_DIRECTORY,
+        syscalls.RESOLVE_NO_SYMLINKS | syscalls.RESOLVE_NO_MAGICLINKS,
+    )
+    try:
+        if syscalls.mount_id(fd, name) != m.mount_id:
+            raise OSError(errno.ESTALE, "not the mount it was", m.target)
+        syscalls.umount(f"/proc/self/fd/{fd}/{name}", flags)  # the last component is never followed
+    finally:
+        os.close(fd)
 
 
 def busy_holders(path: str, limit: int = 3) -> str:

@@ -32,6 +32,29 @@ def check_name(name: object, what: str = "name") -> str:
     raise BadInput(f"invalid {what} {shown}: use letters, digits and _ . + - (starting with a letter or digit)")
 
 
+#: Endings of the files roost keeps beside images and sessions (``<id>.json``, ``<lock>.lock``,
+#: ``<n>.yaml``, ``<lock>.lock.wait-<pid>``, ``.<name>.tmp-…``): no image or session may be named so
+#: that its files could collide with another one's.
+RESERVED_ENDINGS = (".json", ".yaml", ".lock", ".tmp")
+RESERVED_PARTS = (".tmp-", ".wait-")
+
+
+def is_reserved(name: str) -> bool:
+    """True when *name* could collide with a file roost writes (see :data:`RESERVED_ENDINGS`)."""
+    return name.endswith(RESERVED_ENDINGS) or any(part in name for part in RESERVED_PARTS)
+
+
+def check_object_name(name: object, what: str) -> str:
+    """A valid name (:func:`check_name`) that is not :func:`is_reserved`: for images and sessions."""
+    checked = check_name(name, what)
+    if is_reserved(checked):
+        raise BadInput(
+            f"invalid {what} {printable(checked)}: it may not end in {', '.join(RESERVED_ENDINGS)} "
+            f"or contain {' or '.join(RESERVED_PARTS)} (the endings of roost's own files)"
+        )
+    return checked
+
+
 def check_generation(value: object) -> int:
     """Parse a generation number (a positive integer)."""
     if isinstance(value, bool):

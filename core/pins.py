@@ -18,26 +18,26 @@ from .errors import NotFound
 from .store import new_tx
 
 if TYPE_CHECKING:
-    from .engine import Engine
+    from .context import Context
 
 PREFIX = "pin."
 
 
-def pin(eng: Engine, image: str, generation: int, operation: str) -> locks.Lock:
+def pin(ctx: Context, image: str, generation: int, operation: str) -> locks.Lock:
     """Pin *generation* of *image*; release the returned lock (with ``remove=True``) when done."""
-    with eng.image_lock(image, f"pin {generation} for {operation}", exclusive=False):
-        if generation not in generations.complete(eng.store, image):
+    with ctx.image_lock(image, f"pin {generation} for {operation}", exclusive=False):
+        if generation not in generations.complete(ctx.store, image):
             raise NotFound(f"image {image} has no generation {generation}")
-        return eng.lock(f"{PREFIX}{image}.{generation}.{new_tx()}", operation, wait=False)
+        return ctx.lock(f"{PREFIX}{image}.{generation}.{new_tx()}", operation, wait=False)
 
 
-def pinned(eng: Engine, image: str, *, sweep: bool = False) -> dict[int, list[locks.LockState]]:
+def pinned(ctx: Context, image: str, *, sweep: bool = False) -> dict[int, list[locks.LockState]]:
     """Generations of *image* pinned by a live process, with the pins' holders.
 
     With *sweep* (the caller holds the image's lock exclusively), the files of
     pins whose holder died are removed.
     """
-    lock_dir = eng.store.lock_dir
+    lock_dir = ctx.store.lock_dir
     prefix = f"{PREFIX}{image}."
     try:
         names = [n for n in os.listdir(lock_dir) if n.startswith(prefix) and n.endswith(locks.LOCK_SUFFIX)]

@@ -240,16 +240,25 @@ def exec_launch(launch: Launch) -> None:
     _fail(f"{program}: {error.strerror}", code or 126)
 
 
-def spawn(launch: Launch, *, stdin: int = 0, stdout: int = 1, stderr: int = 2, foreground: int | None = None) -> int:
-    """Fork a child that runs *launch*; returns its pid (wait for it with os.waitpid).
+def start(launch: Launch, *, stdin: int = 0, stdout: int = 1, stderr: int = 2, foreground: int | None = None) -> int:
+    """Fork a child that runs *launch*; return its pid once the child has exec'd (or died trying).
 
-    With *foreground* (a terminal's descriptor), the child becomes a process
-    group of its own and the terminal's foreground group, as a shell starts a
-    job: see :func:`run_foreground`.
+    The parent waits for the end of a close-on-exec pipe, so whatever it holds
+    for the start (the session's lock, shared) can be released as soon as this
+    returns. With *foreground* (a terminal's descriptor), the child becomes a
+    process group of its own and the terminal's foreground group, as a shell
+    starts a job: see :func:`wait_foreground`. Wait for the pid with
+    os.waitpid (or :func:`wait_relaying`).
     """
+    import sys
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    started_r, started_w = os.pipe()  # close-on-exec: EOF once the child exec'd or died
     pid = os.fork()
-    if pid == 0:
+    if pid == 0:  # pragma: no cover - the child never returns
         try:
+            os.close(started_r)
             if foreground is not None:
                 _become_foreground(foreground)
             for target, fd in ((0, stdin), (1, stdout), (2, stderr)):
@@ -260,7 +269,20 @@ def spawn(launch: Launch, *, stdin: int = 0, stdout: int = 1, stderr: int = 2, f
             try:
                 os.write(2, f"roost: {e}\n".encode(errors="replace"))
             finally:
-                os._exit(127)
+                os._exit(launch.failure_code or 127)
+    os.close(started_w)
+    try:
+        while os.read(started_r, 64):
+            pass
+    finally:
+        os.close(started_r)
+    if foreground is not None:
+        # Both sides set the group, as shells do: whichever runs first wins the race.
+        try:
+            os.setpgid(pid, pid)
+            os.tcsetpgrp(foreground, pid)
+        except OSError:
+            pass
     return pid
 
 
@@ -278,26 +300,21 @@ def _become_foreground(tty: int) -> None:
         _signal.signal(_signal.SIGTTOU, old)
 
 
-def run_foreground(launch: Launch, *, stdin: int = 0, stdout: int = 1, stderr: int = 2) -> int:
-    """Run *launch* as the terminal's foreground job, wait for it, take the terminal back.
+def terminal(stdin: int = 0) -> int | None:
+    """*stdin* if it is a terminal whose foreground a job can be given, else None."""
+    return stdin if os.isatty(stdin) else None
 
-    What a shell does for a command: the child gets a process group of its
-    own and the terminal, so the keys that send signals (ctrl+c, ctrl+\\,
-    ctrl+z) reach it and not the caller; when it exits, the caller's group is
-    put back in the foreground. Without a terminal on *stdin* it is a plain
-    fork and wait. Returns the exit code as a shell reports it.
+
+def wait_foreground(pid: int, tty: int | None) -> int:
+    """Wait for a job started with ``start(..., foreground=tty)``, then take the terminal back.
+
+    What a shell does for a command: the child has a process group of its own
+    and the terminal, so the keys that send signals (ctrl+c, ctrl+\\, ctrl+z)
+    reach it and not the caller; when it exits, the caller's group is put
+    back in the foreground. Returns the exit code as a shell reports it.
     """
     import signal
 
-    tty = stdin if os.isatty(stdin) else None
-    pid = spawn(launch, stdin=stdin, stdout=stdout, stderr=stderr, foreground=tty)
-    if tty is not None:
-        # Both sides set the group, as shells do: whichever runs first wins the race.
-        try:
-            os.setpgid(pid, pid)
-            os.tcsetpgrp(tty, pid)
-        except OSError:
-            pass
     try:
         _, status = os.waitpid(pid, 0)
     finally:

@@ -24,7 +24,7 @@ import os
 from . import fastjson
 from .errors import NotFound, SystemFailure
 from .fsutil import atomic_write, is_temp_name
-from .names import is_valid_name
+from .names import is_reserved, is_valid_name
 from .struct import Struct
 
 TYPE_CHECKING = False
@@ -67,6 +67,8 @@ class Session(Struct):
     alias: str | None = None
     #: Why the session must not be promoted automatically (a command in it failed), if so.
     failed: str | None = None
+    #: Names of the host's entries merged into each user/group database (taken out before a promote).
+    nss_merged: dict[str, list[str]] = {}
 
     @property
     def maintenance(self) -> bool:
@@ -132,13 +134,21 @@ def remove(sessions_dir: str, session_id: str) -> None:
 
 
 def ids(sessions_dir: str) -> list[str]:
+    """The ids of the session records in *sessions_dir*: regular ``<id>.json`` files with a valid id."""
     try:
-        names = os.listdir(sessions_dir)
+        entries = list(os.scandir(sessions_dir))
     except FileNotFoundError:
         return []
     out = []
-    for name in names:
-        if name.endswith(".json") and not is_temp_name(name) and is_valid_name(name[:-5]):
+    for entry in entries:
+        name = entry.name
+        if (
+            name.endswith(".json")
+            and not is_temp_name(name)
+            and is_valid_name(name[:-5])
+            and not is_reserved(name[:-5])
+            and entry.is_file(follow_symlinks=False)
+        ):
             out.append(name[:-5])
     return sorted(out)
 

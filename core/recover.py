@@ -12,43 +12,47 @@ from __future__ import annotations
 
 import os
 
-from . import backends, faults, generations, images, locks, mounts, procs, records, sessions
+from . import backends, faults, generations, images, leases, mounts, policy, procs, records, sessions
 from .errors import Conflict, NotFound, RoostError
 from .fsutil import is_temp_name, remove_tree
-from .names import check_name, is_valid_name
+from .names import is_valid_name
 from .records import Session
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing and collections cost milliseconds at start-up
-    from .engine import Engine
+    from .context import Context
 
 
-def recover(eng: Engine, sid: str | None = None) -> list[str]:
+def recover(ctx: Context, sid: str | None = None) -> list[str]:
     """Recover one session (*sid*) or everything; returns what was done, one line each."""
-    eng.require_root("session recover")
-    eng.ready()
+    ctx.require_privileged("session recover")
+    if sid is not None:
+        session = sessions.read(ctx, sid)
+        ctx.authorize(policy.SESSION_RECOVER, sessions.session_target(session))
+    else:
+        ctx.authorize(policy.HOST_ADMIN)
+    ctx.ready()
     report: list[str] = []
     if sid is not None:
-        session = records.read(eng.store.sessions_dir, check_name(sid, "session id"))
-        _image(eng, session.image, report)
-        _session(eng, sid, report)
+        _image(ctx, session.image, report)
+        _session(ctx, sid, report)
         return report
-    _store(eng, report)
-    for name in eng.store.image_names():
-        _image(eng, name, report)
-    for session_id in records.ids(eng.store.sessions_dir):
-        _session(eng, session_id, report)
-    _orphans(eng, report)
-    eng.journal("session recover", actions=len(report))
+    _store(ctx, report)
+    for name in ctx.store.image_names():
+        _image(ctx, name, report)
+    for session_id in records.ids(ctx.store.sessions_dir):
+        _session(ctx, session_id, report)
+    _orphans(ctx, report)
+    ctx.journal("session recover", actions=len(report))
     return report
 
 
-def _tx_free(eng: Engine, tx: str) -> bool:
+def _tx_free(ctx: Context, tx: str) -> bool:
     """True if no live process holds the lock of transaction *tx*."""
     if not is_valid_name(tx):
         return True
     try:
-        lock = eng.lock(eng.store.tx_lock_name(tx), "recover", wait=False)
+        lock = ctx.lock(ctx.store.tx_lock_name(tx), "recover", wait=False)
     except Conflict:
         return False
     lock.release(remove=True)
@@ -84,11 +88,11 @@ def _sweep_temps(directory: str, report: list[str]) -> None:
                 pass
 
 
-def _store(eng: Engine, report: list[str]) -> None:
-    store = eng.store
+def _store(ctx: Context, report: list[str]) -> None:
+    store = ctx.store
     for directory in (store.staging_dir, store.trash_dir):
         for tx in sorted(os.listdir(directory)):
-            if _tx_free(eng, tx):
+            if _tx_free(ctx, tx):
                 path = os.path.join(directory, tx)
                 _remove_leftover_tree(path)
                 report.append(f"removed leftover {path}")
@@ -108,8 +112,8 @@ def _remove_leftover_tree(path: str) -> None:
     backends.discard(path)
 
 
-def _promoting_txs(eng: Engine, image: str) -> set[str]:
-    found, _ = records.read_all(eng.store.sessions_dir)
+def _promoting_txs(ctx: Context, image: str) -> set[str]:
+    found, _ = records.read_all(ctx.store.sessions_dir)
     return {
         str(s.promote["tx"])
         for s in found
@@ -117,31 +121,31 @@ def _promoting_txs(eng: Engine, image: str) -> set[str]:
     }
 
 
-def _image(eng: Engine, name: str, report: list[str]) -> None:
-    store = eng.store
+def _image(ctx: Context, name: str, report: list[str]) -> None:
+    store = ctx.store
     if not os.path.isdir(store.image_dir(name)):
         return
     try:
-        config = images.load_config(eng, name)
+        config = images.load_config(ctx, name)
         backend = backends.get(config.backend)
     except RoostError as e:
         report.append(f"image {name}: {e}")
         return
-    with eng.image_lock(name, "recover"):
+    with ctx.image_lock(name, "recover"):
         _sweep_temps(store.image_dir(name), report)
         _sweep_temps(store.generations_dir(name), report)
-        busy = _promoting_txs(eng, name)
+        busy = _promoting_txs(ctx, name)
         staging = store.image_staging(name)
         if os.path.isdir(staging):
             for tx in sorted(os.listdir(staging)):
-                if tx in busy or not _tx_free(eng, tx):
+                if tx in busy or not _tx_free(ctx, tx):
                     continue  # a promote is under way, or its session's recovery decides
                 _remove_leftover_tree(os.path.join(staging, tx))
                 report.append(f"image {name}: removed half-made staging/{tx}")
         trash = store.image_trash(name)
         if os.path.isdir(trash):
             for tx in sorted(os.listdir(trash)):
-                if not _tx_free(eng, tx):
+                if not _tx_free(ctx, tx):
                     continue
                 path = os.path.join(trash, tx)
                 for entry in os.listdir(path):
@@ -171,67 +175,64 @@ def _image(eng: Engine, name: str, report: list[str]) -> None:
             report.append(f"image {name}: removed metadata of missing generation {n}")
         if cur is None or cur not in done:
             report.append(f"image {name}: current does not name a complete generation (roost doctor --check)")
-        lease_path = store.writer_lease(name)
-        lease = locks.read_lease(lease_path)
-        if lease is not None and not images.lease_binds_on_disk(eng, lease):
-            locks.clear_lease(lease_path)
-            report.append(f"image {name}: released the stale writer lock of session {lease.session}")
+        stale = leases.clear_stale(ctx, name)
+        if stale is not None:
+            report.append(f"image {name}: released the stale writer lock of session {stale.session}")
 
 
-def _session(eng: Engine, sid: str, report: list[str]) -> None:
-    store = eng.store
+def _session(ctx: Context, sid: str, report: list[str]) -> None:
     try:
-        slock = eng.session_lock(sid, "recover", wait=False)
+        slock = ctx.session_lock(sid, "recover", wait=False)
     except Conflict:
         return  # an operation is under way on it
     removed = False
     try:
         try:
-            session = records.read(store.sessions_dir, sid)
+            session = sessions.read(ctx, sid)
         except NotFound:
             removed = True
             return
         except RoostError:
-            _broken_record(eng, sid, report)
+            _broken_record(ctx, sid, report)
             removed = True
             return
         faults.crashpoint("recover", "session")
-        removed = _session_locked(eng, session, report)
+        removed = _session_locked(ctx, session, report)
     finally:
         slock.release(remove=removed)
 
 
-def _session_locked(eng: Engine, session: Session, report: list[str]) -> bool:
+def _session_locked(ctx: Context, session: Session, report: list[str]) -> bool:
     """Recover one locked session; True if it is gone afterwards."""
     sid = session.id
     if session.state == "beginning":
-        sessions._tear_down(eng, session, force=True, quiet=True)
-        sessions._finish(eng, session)
+        sessions._tear_down(ctx, session, force=True, quiet=True)
+        sessions._finish(ctx, session)
         report.append(f"session {sid}: removed (its begin was interrupted)")
         return True
     if session.state == "ending":
-        sessions._tear_down(eng, session, force=True, quiet=True)
-        sessions._finish(eng, session)
+        sessions._tear_down(ctx, session, force=True, quiet=True)
+        sessions._finish(ctx, session)
         report.append(f"session {sid}: ended (its end was interrupted)")
         return True
     if session.state == "promoting":
-        if sessions._generation_of_tx(eng, session.image, str((session.promote or {}).get("tx"))) is not None:
+        if sessions._generation_of_tx(ctx, session.image, str((session.promote or {}).get("tx"))) is not None:
             mounts.unmount_tree(session.mountpoint, force=True)
-            number = sessions.complete_promote(eng, session)
+            number = sessions.complete_promote(ctx, session)
             report.append(f"session {sid}: promote finished as generation {number} of {session.image}")
-            eng.journal("session promote", image=session.image, session=sid, generation=number, recovered=True)
+            ctx.journal("session promote", image=session.image, session=sid, generation=number, recovered=True)
             return True
         tx = str((session.promote or {}).get("tx"))
-        staging = os.path.join(eng.store.image_staging(session.image), tx)
+        staging = os.path.join(ctx.store.image_staging(session.image), tx)
         backend = backends.get(session.backend)
         if os.path.isdir(staging):
             backend.unstage(session, staging)
             backends.discard(staging)
-        sessions._abandon_promote(eng, session)
+        sessions._abandon_promote(ctx, session)
         report.append(f"session {sid}: interrupted promote undone, session kept")
     if session.auto and not procs.alive(session.creator_pid, session.creator_start):
-        sessions._tear_down(eng, session, force=True, quiet=True)
-        sessions._finish(eng, session)
+        sessions._tear_down(ctx, session, force=True, quiet=True)
+        sessions._finish(ctx, session)
         report.append(f"session {sid}: ended (automatic session whose command is gone)")
         return True
     backend = backends.get(session.backend)
@@ -242,7 +243,7 @@ def _session_locked(eng: Engine, session: Session, report: list[str]) -> bool:
         return False
     mounts.unmount_tree(session.mountpoint, force=True)
     try:
-        sessions._bring_up(eng, session, create=False)
+        sessions._bring_up(ctx, session, create=False)
     except RoostError as e:
         mounts.unmount_tree(session.mountpoint, force=True)
         report.append(f"session {sid}: cannot remount: {e}")
@@ -260,20 +261,16 @@ def _fully_mounted(session: Session) -> bool:
     return base <= below
 
 
-def _broken_record(eng: Engine, sid: str, report: list[str]) -> None:
+def _broken_record(ctx: Context, sid: str, report: list[str]) -> None:
     """A record that cannot be read: a begin killed while writing it. Remove what it could name."""
-    store = eng.store
-    mountpoint = store.mountpoint(sid)
-    procs.kill_in_root(mountpoint, eng.settings.end_grace)
-    mounts.unmount_tree(mountpoint, force=True)
-    if os.path.isdir(mountpoint):
-        os.rmdir(mountpoint)
+    store = ctx.store
+    _remove_mount_point(ctx, store.session_gate(sid), [])
     backends.discard(store.session_clone(sid))
     records.remove(store.sessions_dir, sid)
     report.append(f"session {sid}: removed an unreadable record and its leftovers")
 
 
-def zfs_leftovers(eng: Engine) -> list[str]:
+def zfs_leftovers(ctx: Context) -> list[str]:
     """Datasets of this state root's zfs parent that no generation, staging entry or record names.
 
     Pointers are read in the order things move (store staging, then each
@@ -283,14 +280,14 @@ def zfs_leftovers(eng: Engine) -> list[str]:
     """
     from .backends import zfs
 
-    site = eng.site()
+    site = ctx.site()
     if not site.zfs_dataset or backends.get("zfs").unavailable(site) is not None:
         return []
     listed = zfs.datasets_of(site)
     if not listed:
         return []
     named: set[str] = set()
-    store = eng.store
+    store = ctx.store
 
     def pointers(directory: str) -> None:
         for path in backends.pointer_dirs(directory):
@@ -312,10 +309,10 @@ def zfs_leftovers(eng: Engine) -> list[str]:
     return [d for d in listed if d not in named and not zfs.is_live_view(d)]
 
 
-def _zfs_orphans(eng: Engine, report: list[str]) -> None:
+def _zfs_orphans(ctx: Context, report: list[str]) -> None:
     from .backends import zfs
 
-    for dataset in zfs_leftovers(eng):
+    for dataset in zfs_leftovers(ctx):
         if "/session/" in dataset:
             zfs.zfs("destroy", "-r", dataset)
         else:
@@ -323,33 +320,44 @@ def _zfs_orphans(eng: Engine, report: list[str]) -> None:
         report.append(f"destroyed orphan dataset {dataset}")
 
 
-def _orphans(eng: Engine, report: list[str]) -> None:
-    """Mounts, mount points, clones, datasets and lock files that no record names."""
-    _zfs_orphans(eng, report)
-    store = eng.store
-    known = set(records.ids(store.sessions_dir))
+def _listdir(path: str) -> list[str]:
     try:
-        entries = os.listdir(store.mnt_dir)
+        return sorted(os.listdir(path))
     except FileNotFoundError:
-        entries = []
-    for name in entries:
-        if name in known:
+        return []
+
+
+def _remove_mount_point(ctx: Context, path: str, report: list[str]) -> None:
+    """A mount point (or a session's gate with its mount point) that nothing names: empty it, remove it."""
+    procs.kill_in_root(path, ctx.settings.end_grace)
+    mounts.unmount_tree(path, force=True)
+    try:
+        inner = os.path.join(path, "root")
+        if os.path.isdir(inner) and not os.path.islink(inner):
+            os.rmdir(inner)
+        os.rmdir(path)
+        report.append(f"removed orphan mount point {path}")
+    except OSError:
+        pass
+
+
+def _orphans(ctx: Context, report: list[str]) -> None:
+    """Mounts, mount points, clones, datasets and lock files that no record names."""
+    _zfs_orphans(ctx, report)
+    store = ctx.store
+    known = set(records.ids(store.sessions_dir))
+    for name in _listdir(store.mnt_dir):
+        if name in known or name == os.path.basename(store.stage_dir):
             continue
-        path = os.path.join(store.mnt_dir, name)
-        if name.startswith(".stage-") and not _tx_free(eng, name[len(".stage-") :]):
-            continue
-        procs.kill_in_root(path, eng.settings.end_grace)
-        mounts.unmount_tree(path, force=True)
-        try:
-            os.rmdir(path)
-            report.append(f"removed orphan mount point {path}")
-        except OSError:
-            pass
+        _remove_mount_point(ctx, os.path.join(store.mnt_dir, name), report)
+    for tx in _listdir(store.stage_dir):
+        if _tx_free(ctx, tx):  # a promote's or an export's scratch mount whose operation died
+            _remove_mount_point(ctx, os.path.join(store.stage_dir, tx), report)
     for name in os.listdir(store.sessions_dir):
         path = os.path.join(store.sessions_dir, name)
         if is_valid_name(name) and not name.endswith(".json") and name not in known and os.path.isdir(path):
             try:
-                lock = eng.session_lock(name, "recover", wait=False)
+                lock = ctx.session_lock(name, "recover", wait=False)
             except Conflict:
                 continue
             try:
@@ -364,7 +372,7 @@ def _orphans(eng: Engine, report: list[str]) -> None:
             if sid in known or not is_valid_name(sid):
                 continue
             try:
-                lock = eng.session_lock(sid, "recover", wait=False)
+                lock = ctx.session_lock(sid, "recover", wait=False)
             except Conflict:
                 continue
             if not os.path.exists(store.session_record(sid)):

@@ -70,19 +70,19 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from typing import IO, TYPE_CHECKING, Any
 
-from . import backends, faults, generations, images, mounts, pins
+from . import backends, faults, generations, images, leases, mounts, pins, policy
 from .backends.overlayfs import mount_overlay
 from .errors import BadInput, ConfigError, Conflict, NotFound, RoostError, SystemFailure
 from .fsutil import atomic_write, fsync_dir, remove_tree, sync_filesystem, tree_size
 from .generations import GenerationMeta
 from .importers import TAR_KEEP
-from .names import check_name, is_valid_name
+from .names import check_object_name, is_valid_name
 from .store import new_tx
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from .engine import Engine
+    from .context import Context
     from .hosts import Host
 
 MAGIC = b"roost image stream 1\n"
@@ -118,26 +118,27 @@ def identity(meta: GenerationMeta) -> str:
 # --- what a host has ---------------------------------------------------------------------
 
 
-def inventory(eng: Engine, image: str) -> dict[str, Any]:
+def inventory(ctx: Context, image: str) -> dict[str, Any]:
     """What this host has of *image* and what it can receive (read by the sender's :func:`plan`)."""
-    check_name(image, "image name")
-    site = eng.site()
+    check_object_name(image, "image name")
+    site = ctx.site()
     available = [name for name, why, _ in backends.report(site) if why is None]
     out: dict[str, Any] = {
         "version": 1,
         "image": image,
         "exists": False,
         "backends": available,
-        "default_backend": eng.default_backend(),
+        "default_backend": images.default_backend(ctx),
         "native": {
             "btrfs": "btrfs" in available and not site.btrfs_pool and _which("btrfs"),
             "zfs": "zfs" in available and not _zfs_pool_shared(site.zfs_dataset, site.state_root),
         },
     }
-    if not images.exists(eng, image):
+    if not images.exists(ctx, image):
+        ctx.authorize(policy.HOST_VIEW)
         return out
-    config = images.load_config(eng, image)
-    store = eng.store
+    config = images.authorize(ctx, policy.IMAGE_VIEW, image)
+    store = ctx.store
     cur = generations.current(store, image)
     guids = _zfs_guids(site.zfs_dataset) if config.backend == "zfs" and site.zfs_dataset else {}
     listed = []
@@ -244,10 +245,10 @@ class Plan:
         return not self.sends and self.switch_to is None
 
 
-def plan(eng: Engine, image: str, theirs: dict[str, Any], *, backend: str | None = None, peer: str = "") -> Plan:
+def plan(ctx: Context, image: str, theirs: dict[str, Any], *, backend: str | None = None, peer: str = "") -> Plan:
     """Decide what *image* needs on the receiver described by *theirs*; Conflict when it is not a fast-forward."""
-    config = images.require(eng, image)
-    store = eng.store
+    config = images.require(ctx, image)
+    store = ctx.store
     peer = peer or "the other host"
     if not isinstance(theirs, dict) or theirs.get("version") != 1:
         raise BadInput(f"{peer} described its image in a form this roost does not know")
@@ -299,19 +300,19 @@ def plan(eng: Engine, image: str, theirs: dict[str, Any], *, backend: str | None
         p.native_base = dict(by_id[ids[base]].get("native") or {})
     p.metas = metas
     p.current = cur
-    _choose_kinds(eng, p, theirs)
+    _choose_kinds(ctx, p, theirs)
     return p
 
 
-def _choose_kinds(eng: Engine, p: Plan, theirs: dict[str, Any]) -> None:
+def _choose_kinds(ctx: Context, p: Plan, theirs: dict[str, Any]) -> None:
     native = theirs.get("native") or {}
     kind: str | None = None
     if p.sends and p.backend == p.target and p.backend in ("btrfs", "zfs") and native.get(p.backend):
         if p.base is None:
             kind = p.backend
-        elif p.backend == "btrfs" and _btrfs_parent_matches(eng, p, p.native_base):
+        elif p.backend == "btrfs" and _btrfs_parent_matches(ctx, p, p.native_base):
             kind = "btrfs"
-        elif p.backend == "zfs" and _zfs_parent_matches(eng, p, p.native_base):
+        elif p.backend == "zfs" and _zfs_parent_matches(ctx, p, p.native_base):
             kind = "zfs"
     previous = p.base
     for n in p.sends:
@@ -332,22 +333,22 @@ def _choose_kinds(eng: Engine, p: Plan, theirs: dict[str, Any]) -> None:
         previous = n
 
 
-def _btrfs_parent_matches(eng: Engine, p: Plan, theirs: dict[str, str]) -> bool:
+def _btrfs_parent_matches(ctx: Context, p: Plan, theirs: dict[str, str]) -> bool:
     """Will ``btrfs receive`` find our base there? It looks for our base's received uuid, else its uuid."""
     assert p.base is not None
-    mine = _native_of("btrfs", eng.store.generation_dir(p.image, p.base), {})
+    mine = _native_of("btrfs", ctx.store.generation_dir(p.image, p.base), {})
     if not mine or not theirs:
         return False
     key = mine.get("received_uuid") or mine.get("uuid")
     return bool(key) and key in (theirs.get("received_uuid"), theirs.get("uuid"))
 
 
-def _zfs_parent_matches(eng: Engine, p: Plan, theirs: dict[str, str]) -> bool:
+def _zfs_parent_matches(ctx: Context, p: Plan, theirs: dict[str, str]) -> bool:
     """Does the receiver's base have our base snapshot's guid (so ``zfs receive`` finds the origin)?"""
     assert p.base is not None
-    site = eng.site()
+    site = ctx.site()
     guids = _zfs_guids(site.zfs_dataset) if site.zfs_dataset else {}
-    mine = _native_of("zfs", eng.store.generation_dir(p.image, p.base), guids)
+    mine = _native_of("zfs", ctx.store.generation_dir(p.image, p.base), guids)
     return mine is not None and bool(theirs) and mine.get("guid") == theirs.get("guid")
 
 
@@ -435,11 +436,11 @@ class _Reader:
 
 
 @contextmanager
-def _scratch(eng: Engine, what: str) -> Iterator[str]:
-    """An empty directory to mount on, ``<run>/mnt/.stage-<tx>`` under its transaction's lock (recover knows it)."""
+def _scratch(ctx: Context, what: str) -> Iterator[str]:
+    """An empty directory to mount on, ``<run>/mnt/.stage/<tx>`` under its transaction's lock (recover knows it)."""
     tx = new_tx()
-    lock = eng.lock(eng.store.tx_lock_name(tx), what)
-    path = os.path.join(eng.store.mnt_dir, f".stage-{tx}")
+    lock = ctx.tx_lock(tx, what)
+    path = os.path.join(ctx.store.stage_dir, tx)
     try:
         os.mkdir(path, 0o700)
         try:
@@ -452,12 +453,12 @@ def _scratch(eng: Engine, what: str) -> Iterator[str]:
 
 
 @contextmanager
-def _view(eng: Engine, image: str, backend: backends.Backend, number: int, what: str) -> Iterator[str]:
+def _view(ctx: Context, image: str, backend: backends.Backend, number: int, what: str) -> Iterator[str]:
     """The complete tree of generation *number* of this host's *image*, read-only."""
-    store = eng.store
+    store = ctx.store
     stack = list(generations.read_meta(store, image, number).stack)
     lowers = backend.lowers(store.generations_dir(image), stack)
-    with _scratch(eng, what) as scratch, backend.view(store.generation_dir(image, number), lowers, scratch) as tree:
+    with _scratch(ctx, what) as scratch, backend.view(store.generation_dir(image, number), lowers, scratch) as tree:
         yield tree
 
 
@@ -492,26 +493,13 @@ class _Helper:
 # --- send -----------------------------------------------------------------------------------
 
 
-def check_send(eng: Engine, image: str) -> None:
-    """May the caller read all of *image* (whoever may begin a session of it)?"""
-    from . import access
-
-    config = images.require(eng, image)
-    a = eng.actor
-    access.check_begin(a.user, a.uid, a.groups, _access(config), image)
-
-
-def _access(config: Any) -> dict[str, list[str]]:
-    return {
-        "users": list(config.users),
-        "groups": list(config.groups),
-        "root_users": list(config.root_users),
-        "root_groups": list(config.root_groups),
-    }
+def check_send(ctx: Context, image: str) -> None:
+    """May the caller send all of *image* to another host? As for an export: its root-users."""
+    images.authorize(ctx, policy.IMAGE_EXPORT, image)
 
 
 def send(
-    eng: Engine,
+    ctx: Context,
     image: str,
     theirs: dict[str, Any],
     out: int,
@@ -527,19 +515,19 @@ def send(
     """
     import socket
 
-    eng.require_root("image send")
-    check_send(eng, image)
-    eng.ready()
-    p = plan(eng, image, theirs, backend=backend, peer=peer)
+    ctx.require_privileged("image send")
+    check_send(ctx, image)
+    ctx.ready()
+    p = plan(ctx, image, theirs, backend=backend, peer=peer)
     if on_plan is not None:
         on_plan(p)
-    config = images.require(eng, image)
+    config = images.require(ctx, image)
     mine = backends.get(p.backend)
     writer = _Writer(out)
     started = time.monotonic()
     with ExitStack() as stack:
         for n in sorted({*p.sends, *([p.base] if p.base is not None else [])}):
-            stack.callback(pins.pin(eng, image, n, f"send {image} {n}").release, remove=True)
+            stack.callback(pins.pin(ctx, image, n, f"send {image} {n}").release, remove=True)
         header = {
             "version": 1,
             "image": image,
@@ -558,12 +546,12 @@ def send(
         previous = p.base
         for n in p.sends:
             writer.json(b"G", {"generation": n, "kind": p.kinds[n]})
-            eng.progress(None, f"sending generation {n} of {image} ({p.kinds[n]})")
-            _send_one(eng, image, mine, p.kinds[n], n, previous, writer)
+            ctx.progress(None, f"sending generation {n} of {image} ({p.kinds[n]})")
+            _send_one(ctx, image, mine, p.kinds[n], n, previous, writer)
             previous = n
         writer.end()
     seconds = time.monotonic() - started
-    eng.journal(
+    ctx.journal(
         "image send", image=image, to=peer or None, generations=p.sends or None, base=p.base, bytes=writer.bytes
     )
     return {
@@ -591,7 +579,7 @@ def _meta_json(meta: GenerationMeta, kind: str) -> dict[str, Any]:
 
 
 def _send_one(
-    eng: Engine,
+    ctx: Context,
     image: str,
     backend: backends.Backend,
     kind: str,
@@ -599,7 +587,7 @@ def _send_one(
     previous: int | None,
     writer: _Writer,
 ) -> None:
-    store = eng.store
+    store = ctx.store
     gen_dir = store.generation_dir(image, number)
     prev_dir = store.generation_dir(image, previous) if previous is not None else None
     what = f"send {image} {number}"
@@ -628,13 +616,13 @@ def _send_one(
         layer = os.path.join(gen_dir, "layer")
         _pump_out(writer, [*TAR_CREATE, *LAYER_EXCLUDES, f"--directory={layer}", "."], "tar of the layer")
     elif kind == "full":
-        with _view(eng, image, backend, number, what) as tree:
+        with _view(ctx, image, backend, number, what) as tree:
             _pump_out(writer, [*TAR_CREATE, f"--directory={tree}", "."], "tar of the generation")
     else:
         assert previous is not None
         with (
-            _view(eng, image, backend, previous, what) as before,
-            _view(eng, image, backend, number, what) as after,
+            _view(ctx, image, backend, previous, what) as before,
+            _view(ctx, image, backend, number, what) as after,
             tempfile.TemporaryFile() as names,
         ):
             removed = tree_delta(before, after, names)
@@ -928,49 +916,45 @@ def _check_header(header: Any, image: str) -> dict[str, Any]:
     return header
 
 
-def receive(eng: Engine, image: str, inp: int, *, peer: str = "") -> dict[str, Any]:
+def receive(ctx: Context, image: str, inp: int, *, peer: str = "") -> dict[str, Any]:
     """Read an image stream from *inp* and commit what it holds (see the module's description).
 
     Nothing changes unless the whole stream arrived intact and the
     compare-and-swap holds; a failure at any point removes what was staged.
     """
-    from . import access
-
-    eng.require_root("image receive")
-    check_name(image, "image name")
+    ctx.require_privileged("image receive")
+    check_object_name(image, "image name")
     started = time.monotonic()
     reader = _Reader(inp)
     reader.start()
     header = _check_header(reader.json(b"H"), image)
     peer = peer or str(header.get("from") or "")
-    exists = images.exists(eng, image)
-    a = eng.actor
+    exists = images.exists(ctx, image)
     if exists:
-        config = images.require(eng, image)
-        if access.level(a.user, a.uid, a.groups, _access(config)) != "root":
-            raise BadInput(f"{a.user} may not change image {image} (not in its root-users)")
+        config = images.authorize(ctx, policy.IMAGE_RECEIVE, image)
         if header.get("expected") is None:
             raise Conflict(f"image {image} already exists here, but the sender planned a new one: nothing received")
         changes = bool(header["generations"]) or header.get("switch") is not None
-        _check_current(eng, image, str(header["expected"]), lease=changes)
+        _check_current(ctx, image, str(header["expected"]), lease=changes)
         backend = backends.get(config.backend)
     else:
+        ctx.authorize(policy.IMAGE_CREATE)
         if header.get("expected") is not None:
             raise Conflict(f"image {image} no longer exists here: nothing received")
-        config = _new_config(eng, image, header)
-        backend = images.choose_backend(eng, config.backend)
-    eng.ready()
-    store = eng.store
-    max_depth = config.overlay_max_depth or eng.settings.overlay_max_depth
+        config = _new_config(ctx, image, header)
+        backend = images.choose_backend(ctx, config.backend)
+    ctx.ready()
+    store = ctx.store
+    max_depth = config.overlay_max_depth or ctx.settings.overlay_max_depth
     staged: list[_Staged] = []
     with ExitStack() as cleanup:
         if exists:
             base = header.get("base")
             if isinstance(base, int):
-                cleanup.callback(pins.pin(eng, image, base, f"receive {image}").release, remove=True)
+                cleanup.callback(pins.pin(ctx, image, base, f"receive {image}").release, remove=True)
             root = None
         else:
-            root = _new_image_staging(eng, image, cleanup)
+            root = _new_image_staging(ctx, image, cleanup)
         failed = True
         if root is not None:
             cleanup.callback(_discard, root, failing=lambda: failed)
@@ -981,16 +965,16 @@ def receive(eng: Engine, image: str, inp: int, *, peer: str = "") -> dict[str, A
                     raise StreamError("malformed image stream (generations out of order)")
                 tx = new_tx()
                 if root is None:
-                    lock = eng.lock(store.tx_lock_name(tx), f"receive {image} {g['generation']}")
+                    lock = ctx.lock(store.tx_lock_name(tx), f"receive {image} {g['generation']}")
                     cleanup.callback(lock.release, remove=True)
                     os.makedirs(store.image_staging(image), mode=0o700, exist_ok=True)
                     directory = os.path.join(store.image_staging(image), tx)
                 else:
                     directory = os.path.join(root, "generations", str(g["generation"]))
                 cleanup.callback(_discard, directory, failing=lambda: failed)
-                eng.progress(None, f"receiving generation {g['generation']} of {image} ({g['kind']})")
+                ctx.progress(None, f"receiving generation {g['generation']} of {image} ({g['kind']})")
                 staged.append(
-                    _receive_one(eng, image, backend, g, directory, tx, reader, staged, root, max_depth, header)
+                    _receive_one(ctx, image, backend, g, directory, tx, reader, staged, root, max_depth, header)
                 )
             digest = reader.expect(b"Z").decode(errors="replace")
             if digest != reader.sha.hexdigest():
@@ -1001,14 +985,14 @@ def receive(eng: Engine, image: str, inp: int, *, peer: str = "") -> dict[str, A
                 for g, s in zip(header["generations"], staged, strict=True)
             ]
             if root is None:
-                current = _commit(eng, image, header, staged, metas)
+                current = _commit(ctx, image, header, staged, metas)
             else:
-                current = _commit_new(eng, image, config, root, staged, metas)
+                current = _commit_new(ctx, image, config, root, staged, metas)
             failed = False
         except BaseException as e:
-            eng.journal("image receive", image=image, peer=peer or None, result="failed", error=str(e))
+            ctx.journal("image receive", image=image, peer=peer or None, result="failed", error=str(e))
             raise
-    eng.journal(
+    ctx.journal(
         "image receive",
         image=image,
         peer=peer or None,
@@ -1035,49 +1019,47 @@ def _discard(directory: str, *, failing: Callable[[], bool]) -> None:
         backends.discard(directory)
 
 
-def _check_current(eng: Engine, image: str, expected: str, *, lease: bool = True) -> int:
+def _check_current(ctx: Context, image: str, expected: str, *, lease: bool = True) -> int:
     """The receiver's current generation, if its identity is *expected* (the compare of compare-and-swap).
 
     With *lease*, also refuse while a maintenance session holds the image (it would
     otherwise find its image changed under it, as with a rollback).
     """
-    store = eng.store
+    store = ctx.store
     cur = generations.current(store, image)
     if identity(generations.read_meta(store, image, cur)) != expected:
         raise Conflict(
             f"{image} moved on here (it is now at generation {cur}, not the one the transfer was planned "
             "against): nothing received"
         )
-    holder = images._live_writer(eng, image) if lease else None
+    holder = leases.live_writer(ctx, image) if lease else None
     if holder is not None:
         raise Conflict(f"{image} is being maintained by {holder.describe()}: promote or end it first")
     return cur
 
 
-def _new_config(eng: Engine, image: str, header: dict[str, Any]) -> Any:
+def _new_config(ctx: Context, image: str, header: dict[str, Any]) -> Any:
     from .imageconf import parse_image_config
     from .profiles import profile_path
 
-    wanted = dict(header["config"])
+    wanted = dict(header["config"])  # its access lists included: the image's settings travel with it
     wanted["backend"] = header["backend"]
-    if eng.actor.uid != 0 and eng.actor.user not in (wanted.get("root-users") or []):
-        wanted["root-users"] = [*(wanted.get("root-users") or []), eng.actor.user]
     try:
         config = parse_image_config(wanted, f"the settings of image {image} in the stream", backends.names())
     except ConfigError as e:
         raise BadInput(str(e)) from None
     try:
-        profile_path(config.profile, eng.settings.profiles_dir)
+        profile_path(config.profile, ctx.settings.profiles_dir)
     except NotFound:
         raise BadInput(f"image {image} uses profile {config.profile}, which this host does not have") from None
     return config
 
 
-def _new_image_staging(eng: Engine, image: str, cleanup: ExitStack) -> str:
+def _new_image_staging(ctx: Context, image: str, cleanup: ExitStack) -> str:
     """``<state>/staging/<tx>/``: a new image being received, under its transaction's lock."""
-    store = eng.store
+    store = ctx.store
     tx = new_tx()
-    lock = eng.lock(store.tx_lock_name(tx), f"receive {image}")
+    lock = ctx.lock(store.tx_lock_name(tx), f"receive {image}")
     cleanup.callback(lock.release, remove=True)
     root = os.path.join(store.staging_dir, tx)
     os.mkdir(root, 0o755)
@@ -1085,24 +1067,24 @@ def _new_image_staging(eng: Engine, image: str, cleanup: ExitStack) -> str:
     return root
 
 
-def _dir_of(eng: Engine, image: str, number: int, staged: list[_Staged], root: str | None) -> str:
+def _dir_of(ctx: Context, image: str, number: int, staged: list[_Staged], root: str | None) -> str:
     for s in staged:
         if s.number == number:
             return s.directory
     if root is not None:
         raise StreamError(f"malformed image stream (generation {number} is not in it)")
-    return eng.store.generation_dir(image, number)
+    return ctx.store.generation_dir(image, number)
 
 
-def _stack_of(eng: Engine, image: str, number: int, staged: list[_Staged]) -> tuple[int, ...]:
+def _stack_of(ctx: Context, image: str, number: int, staged: list[_Staged]) -> tuple[int, ...]:
     for s in staged:
         if s.number == number:
             return s.stack
-    return tuple(generations.read_meta(eng.store, image, number).stack)
+    return tuple(generations.read_meta(ctx.store, image, number).stack)
 
 
 def _receive_one(
-    eng: Engine,
+    ctx: Context,
     image: str,
     backend: backends.Backend,
     g: dict[str, Any],
@@ -1116,13 +1098,13 @@ def _receive_one(
 ) -> _Staged:
     number = int(g["generation"])
     kind = str(g["kind"])
-    site = eng.site()
+    site = ctx.site()
     label = f"{image}.{tx}"
     if kind in ("btrfs", "zfs"):
         if backend.name != kind:
             raise StreamError(f"malformed image stream ({kind} data for a {backend.name} image)")
         os.mkdir(directory, 0o700)
-        _receive_native(eng, kind, directory, label, reader)
+        _receive_native(ctx, kind, directory, label, reader)
         if kind == "btrfs" and g.get("parent") is not None and (staged or header.get("base") is not None):
             from .backends import btrfs
 
@@ -1146,8 +1128,8 @@ def _receive_one(
     parent = g.get("parent")
     if not isinstance(parent, int):
         raise StreamError("malformed image stream (an incremental generation without a parent)")
-    parent_dir = _dir_of(eng, image, parent, staged, root)
-    parent_stack = _stack_of(eng, image, parent, staged)
+    parent_dir = _dir_of(ctx, image, parent, staged, root)
+    parent_stack = _stack_of(ctx, image, parent, staged)
     if backend.name == "overlay" and len(parent_stack) + 1 <= max_depth:
         os.mkdir(directory, 0o700)
         layer = os.path.join(directory, "layer")
@@ -1162,15 +1144,15 @@ def _receive_one(
     _make_whiteouts(delta, whiteouts)
     with ExitStack() as views:
         if backend.name in ("overlay", "dir"):
-            lowers = [os.path.join(_dir_of(eng, image, k, staged, root), "layer") for k in parent_stack]
+            lowers = [os.path.join(_dir_of(ctx, image, k, staged, root), "layer") for k in parent_stack]
         else:
-            scratch = views.enter_context(_scratch(eng, f"receive {image} {number}"))
+            scratch = views.enter_context(_scratch(ctx, f"receive {image} {number}"))
             lowers = [views.enter_context(backend.view(parent_dir, _lowers_in(backend, parent_dir), scratch))]
-        merged = views.enter_context(_scratch(eng, f"receive {image} {number}"))
+        merged = views.enter_context(_scratch(ctx, f"receive {image} {number}"))
         mount_overlay(merged, [delta, *lowers])
         from .importers import Source, fill
 
-        fill(Source("dir", path=merged), tree, eng.progress)
+        fill(Source("dir", path=merged), tree, ctx.progress)
     remove_tree(delta)
     backend.finish_generation(directory)
     backend.sync(directory)
@@ -1225,7 +1207,7 @@ def _pump_in(reader: _Reader, helper: _Helper, frame: bytes, payload: bytes) -> 
         raise StreamError("a generation's checksum does not match: nothing received")
 
 
-def _receive_native(eng: Engine, kind: str, directory: str, label: str, reader: _Reader) -> None:
+def _receive_native(ctx: Context, kind: str, directory: str, label: str, reader: _Reader) -> None:
     """``btrfs receive`` or ``zfs receive`` into *directory* (a new staging entry)."""
     frame, payload = reader.frame()
     if kind == "btrfs":
@@ -1247,7 +1229,7 @@ def _receive_native(eng: Engine, kind: str, directory: str, label: str, reader: 
         return
     from .backends import zfs
 
-    site = eng.site()
+    site = ctx.site()
     if not site.zfs_dataset:
         raise BadInput("no zfs-dataset is configured here: cannot receive a zfs stream")
     leaf = zfs.encode(label)
@@ -1324,11 +1306,13 @@ def _received_meta(g: dict[str, Any], s: _Staged, backend: str, tx: str) -> Gene
     )
 
 
-def _commit(eng: Engine, image: str, header: dict[str, Any], staged: list[_Staged], metas: list[GenerationMeta]) -> int:
+def _commit(
+    ctx: Context, image: str, header: dict[str, Any], staged: list[_Staged], metas: list[GenerationMeta]
+) -> int:
     """Promote's commit for received generations: compare, write metadata durably, rename, switch."""
-    store = eng.store
-    with eng.image_lock(image, "receive"):
-        _check_current(eng, image, str(header["expected"]))
+    store = ctx.store
+    with ctx.image_lock(image, "receive"):
+        _check_current(ctx, image, str(header["expected"]))
         done, dirs_only, metas_only = generations.scan(store, image)
         taken = set(done) | dirs_only | metas_only
         for s in staged:
@@ -1354,10 +1338,10 @@ def _commit(eng: Engine, image: str, header: dict[str, Any], staged: list[_Stage
 
 
 def _commit_new(
-    eng: Engine, image: str, config: Any, root: str, staged: list[_Staged], metas: list[GenerationMeta]
+    ctx: Context, image: str, config: Any, root: str, staged: list[_Staged], metas: list[GenerationMeta]
 ) -> int:
     """A received new image: its files written in ``staging/<tx>``, renamed into place like a create."""
-    store = eng.store
+    store = ctx.store
     if not staged:
         raise StreamError("malformed image stream (a new image without generations)")
     for meta in metas:
@@ -1366,10 +1350,10 @@ def _commit_new(
     os.symlink(f"generations/{staged[-1].number}", os.path.join(root, "current"))
     sync_filesystem(root)
     faults.crashpoint("receive", "committed")
-    with eng.image_lock(image, "receive"):
-        if images.exists(eng, image):
+    with ctx.image_lock(image, "receive"):
+        if images.exists(ctx, image):
             raise Conflict(f"image {image} appeared here meanwhile: nothing received")
-        images._check_aliases(eng, image, config.aliases)
+        images._check_aliases(ctx, image, config.aliases)
         try:
             os.rename(root, store.image_dir(image))
         except OSError as e:
@@ -1395,12 +1379,12 @@ def _remote_failure(code: int, stderr: bytes, host: Host) -> RoostError:
     return SystemFailure(message)
 
 
-def push(eng: Engine, image: str, host: Host, *, backend: str | None = None) -> dict[str, Any]:
+def push(ctx: Context, image: str, host: Host, *, backend: str | None = None) -> dict[str, Any]:
     """Send the generations *host* lacks of *image* (see the module's description); its receive result."""
     from . import ssh
 
-    eng.require_root("image push")
-    check_send(eng, image)
+    ctx.require_privileged("image push")
+    check_send(ctx, image)
     conn = ssh.Connection(host)
     conn.connect()
     # One session does both: the receiver first says what it has (one JSON line), then reads the stream.
@@ -1415,7 +1399,7 @@ def push(eng: Engine, image: str, host: Host, *, backend: str | None = None) -> 
             except ValueError:
                 theirs = None
             if theirs is not None:
-                send(eng, image, theirs, proc.stdin.fileno(), backend=backend, peer=host.name)
+                send(ctx, image, theirs, proc.stdin.fileno(), backend=backend, peer=host.name)
         except BrokenPipeError:
             pass  # the receiver stopped reading; its exit status and message say why
         except BaseException:
@@ -1442,18 +1426,18 @@ def push(eng: Engine, image: str, host: Host, *, backend: str | None = None) -> 
         except ValueError:
             raise SystemFailure(f"{host.name} did not report what it received") from None
     result["host"] = host.name
-    eng.journal("image push", image=image, host=host.name, generations=result.get("generations") or None)
+    ctx.journal("image push", image=image, host=host.name, generations=result.get("generations") or None)
     return dict(result)
 
 
-def pull(eng: Engine, host: Host, image: str, *, backend: str | None = None) -> dict[str, Any]:
+def pull(ctx: Context, host: Host, image: str, *, backend: str | None = None) -> dict[str, Any]:
     """Receive from *host* the generations of *image* this host lacks; the receive result."""
     from . import ssh
 
-    eng.require_root("image pull")
-    check_name(image, "image name")
-    eng.ready()
-    mine = inventory(eng, image)
+    ctx.require_privileged("image pull")
+    check_object_name(image, "image name")
+    ctx.ready()
+    mine = inventory(ctx, image)
     conn = ssh.Connection(host)
     conn.connect()
     words = ["image", "send", image] + (["--backend", backend] if backend else [])
@@ -1466,7 +1450,7 @@ def pull(eng: Engine, host: Host, image: str, *, backend: str | None = None) -> 
                 proc.stdin.close()
             except BrokenPipeError:
                 pass
-            result = receive(eng, image, proc.stdout.fileno(), peer=host.name)
+            result = receive(ctx, image, proc.stdout.fileno(), peer=host.name)
         except StreamError:
             code = proc.wait()
             if code != 0:  # the sender refused or failed: its message is the one that matters
@@ -1486,5 +1470,5 @@ def pull(eng: Engine, host: Host, image: str, *, backend: str | None = None) -> 
             err.seek(0)
             raise _remote_failure(code, err.read(), host)
     result["host"] = host.name
-    eng.journal("image pull", image=image, host=host.name, generations=result.get("generations") or None)
+    ctx.journal("image pull", image=image, host=host.name, generations=result.get("generations") or None)
     return result

@@ -5,128 +5,137 @@ from __future__ import annotations
 import os
 import sys
 
-from . import access, backends, faults, generations, images, locks, mounts, process, procs, records
+from . import backends, faults, generations, images, leases, locks, mounts, policy, process, procs, records, views
 from .actor import now_iso
 from .errors import BadInput, Conflict, RoostError, SystemFailure
 from .generations import GenerationMeta
-from .names import check_name
+from .names import check_object_name
 from .profiles import Profile, load_profile
 from .records import Session
-from .setup import setup
+from .setup import setup, unmerge_nss
 from .store import new_tx
-from .struct import Struct
+from .views import SessionInfo
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing and collections cost milliseconds at start-up
     from collections.abc import Mapping, Sequence
-    from typing import Any
 
-    from .engine import Engine
-
-
-class SessionInfo(Struct, frozen=True):
-    """A session as listings show it: the record plus what the system says now."""
-
-    session: Session
-    state: str  # mounted, needs-recovery, beginning, ending, promoting
-    processes: int | None = None
-    changes: int | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        s = self.session
-        out: dict[str, Any] = {
-            "id": s.id,
-            "image": s.image,
-            "generation": s.generation,
-            "kind": s.kind,
-            "owner": s.owner,
-            "created": s.created,
-            "state": self.state,
-            "backend": s.backend,
-            "profile": s.profile,
-            "mountpoint": s.mountpoint,
-            "auto": s.auto,
-            "alias": s.alias,
-            "failed": s.failed,
-        }
-        if self.processes is not None:
-            out["processes"] = self.processes
-        if self.changes is not None:
-            out["changes"] = self.changes
-        return out
+    from .context import Context
 
 
 # --- helpers ---------------------------------------------------------------------
 
 
-def _access_lists(config: Any) -> dict[str, list[str]]:
-    return {
-        "users": list(config.users),
-        "groups": list(config.groups),
-        "root_users": list(config.root_users),
-        "root_groups": list(config.root_groups),
-    }
+def session_target(session: Session) -> policy.SessionTarget:
+    """The session as the policy sees it: its owner and the access lists it was begun with."""
+    return policy.SessionTarget(session.id, session.image, session.uid, session.access)
 
 
-def _check(eng: Engine, session: Session, verb: str, as_uid: int | None = None) -> None:
-    a = eng.actor
-    access.check_session(a.user, a.uid, a.groups, session.access, session.uid, session.id, as_uid=as_uid, verb=verb)
-
-
-def _new_id(eng: Engine, image: str) -> str:
+def _new_id(ctx: Context, image: str) -> str:
     for _ in range(100):
         sid = f"{image[:55]}-{os.urandom(4).hex()}"
-        if not os.path.exists(eng.store.session_record(sid)):
+        if not os.path.exists(ctx.store.session_record(sid)):
             return sid
     raise SystemFailure("cannot find a free session id")
 
 
-def _read(eng: Engine, sid: str) -> Session:
-    check_name(sid, "session id")
-    return records.read(eng.store.sessions_dir, sid)
+def check_record(ctx: Context, session: Session) -> Session:
+    """Refuse a record that names anything but its own places (before any action is taken on it).
+
+    A record says where its session is mounted, where its clone lives and
+    which layers it stands on; roost unmounts, deletes and mounts there as
+    root. Whatever the record says, those must be this session's own mount
+    point and clone and layers of its image's generations.
+    """
+    store = ctx.store
+    where = store.session_record(session.id)
+    mountpoints = (store.mountpoint(session.id), store.legacy_mountpoint(session.id))
+    if session.mountpoint not in mountpoints or session.clone != store.session_clone(session.id):
+        raise SystemFailure(f"{where}: the record names places that are not its session's own; refusing it")
+    check_object_name(session.image, "image name")
+    generations_dir = store.generations_dir(session.image) + "/"
+    for lower in session.lowers:
+        if not isinstance(lower, str) or not lower.startswith(generations_dir) or "/../" in lower + "/":
+            raise SystemFailure(f"{where}: the record names a layer outside image {session.image}; refusing it")
+    dataset = session.backend_data.get("dataset")
+    if dataset is not None:
+        parent = ctx.settings.zfs_dataset
+        if not parent or not isinstance(dataset, str) or not dataset.startswith(f"{parent}/session/"):
+            raise SystemFailure(f"{where}: the record names a dataset outside roost's own; refusing it")
+    return session
 
 
-def _write(eng: Engine, session: Session) -> None:
-    records.write(eng.store.sessions_dir, session)
+def _read(ctx: Context, sid: str) -> Session:
+    check_object_name(sid, "session id")
+    ctx.store.check_trusted()
+    return check_record(ctx, records.read(ctx.store.sessions_dir, sid))
 
 
-def stack_of(eng: Engine, image: str, number: int) -> list[int]:
-    return list(generations.read_meta(eng.store, image, number).stack)
+def exists(ctx: Context, sid: str) -> bool:
+    """Whether a record named *sid* exists (the name is taken)."""
+    return os.path.lexists(ctx.store.session_record(sid))
+
+
+def read(ctx: Context, sid: str) -> Session:
+    """Session *sid*'s record, checked (:func:`check_record`); :class:`NotFound` if there is none."""
+    return _read(ctx, sid)
+
+
+def read_all(ctx: Context) -> tuple[list[Session], list[str]]:
+    """Every readable, well-formed record, and the ids of those that are not."""
+    ctx.store.check_trusted()
+    found, broken = records.read_all(ctx.store.sessions_dir)
+    good = []
+    for session in found:
+        try:
+            good.append(check_record(ctx, session))
+        except RoostError:
+            broken.append(session.id)
+    return good, broken
+
+
+def _write(ctx: Context, session: Session) -> None:
+    records.write(ctx.store.sessions_dir, session)
+
+
+def stack_of(ctx: Context, image: str, number: int) -> list[int]:
+    return list(generations.read_meta(ctx.store, image, number).stack)
 
 
 # --- begin -----------------------------------------------------------------------
 
 
 def begin(
-    eng: Engine, image: str, *, name: str | None, maintenance: bool, auto: bool, alias: str | None = None
+    ctx: Context, image: str, *, name: str | None, maintenance: bool, auto: bool, alias: str | None = None
 ) -> Session:
-    eng.require_root("session begin")
-    config = images.require(eng, image)
+    ctx.require_privileged("session begin")
+    config = images.require(ctx, image)
+    ctx.authorize(policy.SESSION_MAINTAIN if maintenance else policy.SESSION_BEGIN, images.target(image, config))
     if name is not None:
-        check_name(name, "session name")
+        check_object_name(name, "session name")
     if alias == image:
         alias = None
     if alias is not None and alias not in config.aliases:
         raise BadInput(f"{alias!r} is not an alias of image {image}")
-    profile: Profile = load_profile(config.profile, eng.settings.profiles_dir, eng.store.cache_dir)
-    a = eng.actor
-    level = access.check_begin(a.user, a.uid, a.groups, _access_lists(config), image)
-    if maintenance and level != "root":
-        raise BadInput(f"{a.user} may not maintain image {image} (not in its root-users)")
-    eng.ready()
+    profile: Profile = load_profile(config.profile, ctx.settings.profiles_dir, ctx.store.cache_dir)
+    a = ctx.actor
+    ctx.ready()
+    quota = None if ctx.policy.is_admin(a) else _quota(ctx)
     backend = backends.get(config.backend)
-    sid = name if name is not None else _new_id(eng, image)
-    store = eng.store
+    sid = name if name is not None else _new_id(ctx, image)
+    store = ctx.store
     kind = "maintenance" if maintenance else "ordinary"
     try:
-        slock = eng.session_lock(sid, "begin", wait=False)
+        slock = ctx.session_lock(sid, "begin", wait=False)
     except Conflict:
+        if quota is not None:
+            quota.release()
         raise Conflict(f"session {sid} already exists") from None
     try:
-        ilock = eng.image_lock(image, f"begin {sid}", exclusive=maintenance)
+        ilock = ctx.image_lock(image, f"begin {sid}", exclusive=maintenance)
         try:
             number = generations.current(store, image)
-            stack = stack_of(eng, image, number)
+            stack = stack_of(ctx, image, number)
             session = Session(
                 id=sid,
                 image=image,
@@ -150,13 +159,13 @@ def begin(
                 nss_databases=list(profile.nss_databases),
                 env_keep=list(profile.env_keep),
                 env_set=[list(kv) for kv in profile.env_set],
-                access=_access_lists(config),
+                access=views.access_lists(config),
                 personality=config.personality,
                 command_prefix=list(config.command_prefix),
                 alias=alias,
             )
             if maintenance:
-                holder = images._live_writer(eng, image)
+                holder = leases.live_writer(ctx, image)
                 if holder is not None:
                     raise Conflict(f"{image} is already being maintained by {holder.describe()}")
             backend.prepare(session)
@@ -164,6 +173,9 @@ def begin(
                 records.write(store.sessions_dir, session, create=True)
             except FileExistsError:
                 raise Conflict(f"session {sid} already exists") from None
+            finally:
+                if quota is not None:
+                    quota.release()  # the record counts from now on
             if maintenance:
                 lease = locks.Lease(session=sid, user=a.user, operation="maintenance", since=session.created, pid=a.pid)
                 locks.write_lease(store.writer_lease(image), lease)
@@ -171,44 +183,68 @@ def begin(
             ilock.release()
         faults.crashpoint("begin", "recorded")
         try:
-            _bring_up(eng, session, create=True)
+            _bring_up(ctx, session, create=True)
             session.state = "active"
-            _write(eng, session)
+            _write(ctx, session)
         except BaseException as e:
             try:
-                _tear_down(eng, session, force=True, quiet=True)
-                _finish(eng, session)
+                _tear_down(ctx, session, force=True, quiet=True)
+                _finish(ctx, session)
                 slock.release(remove=True)
             except RoostError:
                 pass  # left for recover, which finds the record still "beginning"
-            eng.journal("session begin", image=image, session=sid, generation=number, result="failed", error=str(e))
+            ctx.journal("session begin", image=image, session=sid, generation=number, result="failed", error=str(e))
             raise
     finally:
         slock.release()
-    eng.journal("session begin", image=image, session=sid, generation=number, kind=kind)
+    ctx.journal("session begin", image=image, session=sid, generation=number, kind=kind)
     return session
 
 
-def _bring_up(eng: Engine, session: Session, *, create: bool) -> None:
+def _quota(ctx: Context) -> locks.Lock:
+    """Refuse a begin past ``max-sessions-per-user``; else the user's lock, held until the new record exists.
+
+    Every session holds mounts (a dozen per session), so one user's sessions
+    could fill the host's mount table; administrators are not counted.
+    """
+    a = ctx.actor
+    lock = ctx.lock(f"user.{a.uid}", "begin")
+    try:
+        limit = ctx.settings.max_sessions_per_user
+        found, _ = records.read_all(ctx.store.sessions_dir)
+        mine = sum(1 for s in found if s.uid == a.uid)
+        if mine >= limit:
+            raise Conflict(
+                f"{a.user} already has {mine} sessions (max-sessions-per-user: {limit} in roost.yaml): end some first"
+            )
+    except BaseException:
+        lock.release()
+        raise
+    return lock
+
+
+def _bring_up(ctx: Context, session: Session, *, create: bool) -> None:
     """Clone (when *create*), mount and set a session up; the caller tears down on failure."""
     backend = backends.get(session.backend)
     if create:
         backend.create_clone(session)
         faults.crashpoint("begin", "cloned")
-    os.makedirs(session.mountpoint, mode=0o755, exist_ok=True)
+    _make_mountpoint(ctx, session)
     backend.mount(session)
     faults.crashpoint("begin", "mounted")
-    setup(session)
+    merged = setup(session)
+    if merged != session.nss_merged:
+        session.nss_merged = merged
     faults.crashpoint("begin", "profiled")
 
 
-def _tear_down(eng: Engine, session: Session, *, force: bool, quiet: bool = False, keep_clone: bool = False) -> None:
+def _tear_down(ctx: Context, session: Session, *, force: bool, quiet: bool = False, keep_clone: bool = False) -> None:
     """Kill, unmount (deepest first), remove the clone and the mount point.
 
     Tolerates every half-made state, so begin's failure path, end and
     recover all share it. With *keep_clone* the clone stays (promote moves it).
     """
-    procs.kill_in_root(session.mountpoint, eng.settings.end_grace)
+    procs.kill_in_root(session.mountpoint, ctx.settings.end_grace)
     faults.crashpoint("end", "killed")
     mounts.unmount_tree(session.mountpoint, force=force)
     faults.crashpoint("end", "unmounted")
@@ -216,119 +252,124 @@ def _tear_down(eng: Engine, session: Session, *, force: bool, quiet: bool = Fals
         backend = backends.get(session.backend)
         if os.path.lexists(session.clone):
             backend.remove_clone(session)
-    try:
-        os.rmdir(session.mountpoint)
-    except FileNotFoundError:
-        pass
-    except OSError as e:
-        if not quiet:
-            raise SystemFailure(f"cannot remove {session.mountpoint}: {e.strerror}") from None
+    gate = ctx.store.session_gate(session.id)
+    for path in (session.mountpoint, gate) if session.mountpoint != gate else (gate,):
+        try:
+            os.rmdir(path)
+        except FileNotFoundError:
+            pass
+        except OSError as e:
+            if not quiet:
+                raise SystemFailure(f"cannot remove {path}: {e.strerror}") from None
     faults.crashpoint("end", "removed")
 
 
-def _release_writer(eng: Engine, session: Session) -> None:
-    path = eng.store.writer_lease(session.image)
-    lease = locks.read_lease(path)
-    if lease is None or lease.session != session.id:
+def _make_mountpoint(ctx: Context, session: Session) -> None:
+    """``<run>/mnt/<id>/root``, behind a gate only the session's owner may pass (docs/security.md)."""
+    from .fsutil import ensure_dir, grant_traverse
+
+    gate = ctx.store.session_gate(session.id)
+    if session.mountpoint == gate:  # a session begun before gates: mounted at the gate's place
+        ensure_dir(gate, 0o755)
         return
-    if not images.exists(eng, session.image):
-        return
-    with eng.image_lock(session.image, f"release writer {session.id}"):
-        lease = locks.read_lease(path)
-        if lease is not None and lease.session == session.id:
-            locks.clear_lease(path)
+    ensure_dir(gate, 0o700, exact=True)
+    if session.uid != 0:
+        grant_traverse(gate, session.uid)
+    ensure_dir(session.mountpoint, 0o755)
 
 
-def _finish(eng: Engine, session: Session) -> None:
+def _finish(ctx: Context, session: Session) -> None:
     """The last steps of every ending: the writer lease, the record, the lock file."""
-    _release_writer(eng, session)
+    leases.release(ctx, session.image, session.id)
     faults.crashpoint("end", "unleased")
-    records.remove(eng.store.sessions_dir, session.id)
+    records.remove(ctx.store.sessions_dir, session.id)
 
 
 # --- end -------------------------------------------------------------------------
 
 
-def end(eng: Engine, sid: str, *, force: bool) -> None:
-    eng.require_root("session end")
-    session = _read(eng, sid)
-    _check(eng, session, "end")
-    eng.ready()
-    slock = eng.session_lock(sid, "end")
+def end(ctx: Context, sid: str, *, force: bool) -> None:
+    ctx.require_privileged("session end")
+    session = _read(ctx, sid)
+    ctx.authorize(policy.SESSION_END, session_target(session))
+    ctx.ready()
+    slock = ctx.session_lock(sid, "end")
     try:
-        session = _read(eng, sid)  # it may have changed while we waited
-        end_locked(eng, session, force=force)
+        session = _read(ctx, sid)  # it may have changed while we waited
+        end_locked(ctx, session, force=force)
         slock.release(remove=True)
     finally:
         slock.release()
-    eng.journal("session end", image=session.image, session=sid, generation=session.generation, forced=force or None)
+    ctx.journal("session end", image=session.image, session=sid, generation=session.generation, forced=force or None)
 
 
-def end_locked(eng: Engine, session: Session, *, force: bool) -> None:
+def end_locked(ctx: Context, session: Session, *, force: bool) -> None:
     """End *session*; the caller holds its lock."""
     if session.state != "ending":
         session.state = "ending"
-        _write(eng, session)
+        _write(ctx, session)
     faults.crashpoint("end", "marked")
-    _tear_down(eng, session, force=force)
-    _finish(eng, session)
+    _tear_down(ctx, session, force=force)
+    _finish(ctx, session)
 
 
 # --- failure mark ----------------------------------------------------------------
 
 
-def mark_failed(eng: Engine, sid: str, reason: str) -> bool:
+def mark_failed(ctx: Context, sid: str, reason: str) -> bool:
     """Record that *sid* must not be promoted automatically; False if it already was marked.
 
     Front doors that promote on success (the schroot front door's ``source:``
     sessions) mark a session when a command in it fails; the first reason stays.
     """
-    eng.require_root("session mark")
+    ctx.require_privileged("session mark")
     reason = reason.replace("\x00", "")[:4096] or "failed"
-    session = _read(eng, sid)
-    _check(eng, session, "mark")
-    eng.ready()
-    slock = eng.session_lock(sid, "mark failed")
+    session = _read(ctx, sid)
+    ctx.authorize(policy.SESSION_MARK, session_target(session))
+    ctx.ready()
+    slock = ctx.session_lock(sid, "mark failed")
     try:
-        session = _read(eng, sid)
+        session = _read(ctx, sid)
         if session.failed is not None:
             return False
         session.failed = reason
-        _write(eng, session)
+        _write(ctx, session)
     finally:
         slock.release()
-    eng.journal("session mark failed", image=session.image, session=sid, reason=reason)
+    ctx.journal("session mark failed", image=session.image, session=sid, reason=reason)
     return True
 
 
 # --- promote ---------------------------------------------------------------------
 
 
-def promote(eng: Engine, sid: str, message: str) -> int:
-    eng.require_root("session promote")
+def promote(ctx: Context, sid: str, message: str) -> int:
+    ctx.require_privileged("session promote")
     if len(message) > 4096 or "\x00" in message:
         raise BadInput("the message is too long or holds a NUL")
-    session = _read(eng, sid)
-    _check(eng, session, "promote")
-    config = images.require(eng, session.image)
-    eng.ready()
-    store = eng.store
+    session = _read(ctx, sid)
+    config = images.require(ctx, session.image)
+    # Promote writes into the image: decided against the image as it is now, not as it was at begin.
+    ctx.authorize(policy.SESSION_PROMOTE, images.target(session.image, config))
+    ctx.authorize(policy.SESSION_VIEW, session_target(session))
+    ctx.ready()
+    store = ctx.store
     image = session.image
-    slock = eng.session_lock(sid, "promote")
+    slock = ctx.session_lock(sid, "promote")
     try:
-        session = _read(eng, sid)
+        session = _read(ctx, sid)
         if session.state != "active":
             raise Conflict(f"session {sid} is {session.state}, not active (roost session recover {sid})")
         backend = backends.get(session.backend)
-        max_depth = config.overlay_max_depth or eng.settings.overlay_max_depth
-        with eng.image_lock(image, f"promote {sid}"):
+        max_depth = config.overlay_max_depth or ctx.settings.overlay_max_depth
+        with ctx.image_lock(image, f"promote {sid}"):
             cur = generations.current(store, image)
             if cur != session.generation:
                 raise Conflict(
                     f"session {sid} was cloned from generation {session.generation}, but {image} is now at "
                     f"generation {cur}: not a fast-forward, nothing promoted"
                 )
-            writer = images._live_writer(eng, image)
+            writer = leases.live_writer(ctx, image)
             temporary = False
             if session.maintenance:
                 if writer is None or writer.session != sid:
@@ -336,12 +377,9 @@ def promote(eng: Engine, sid: str, message: str) -> int:
             else:
                 if writer is not None:
                     raise Conflict(f"{image} is being maintained by {writer.describe()}: only it may promote")
-                lease = locks.Lease(
-                    session=sid, user=eng.actor.user, operation="promote", since=now_iso(), pid=eng.actor.pid
-                )
-                locks.write_lease(store.writer_lease(image), lease)
+                leases.take(ctx, image, sid, "promote", now_iso())
                 temporary = True
-            base_stack = stack_of(eng, image, cur)
+            base_stack = stack_of(ctx, image, cur)
             flatten = backend.always_flatten or len(base_stack) + 1 > max_depth
             faults.crashpoint("promote", "leased")  # an ordinary session's temporary lease, not yet marked
             tx = new_tx()
@@ -352,57 +390,58 @@ def promote(eng: Engine, sid: str, message: str) -> int:
                 "flatten": flatten,
                 "temporary_lease": temporary,
                 "message": message,
-                "author": eng.actor.user,
+                "author": ctx.actor.user,
             }
-            _write(eng, session)
+            _write(ctx, session)
         faults.crashpoint("promote", "marked")
         try:
-            procs.kill_in_root(session.mountpoint, eng.settings.end_grace)
+            procs.kill_in_root(session.mountpoint, ctx.settings.end_grace)
+            unmerge_nss(session)  # the host's users are never baked into a generation
             mounts.unmount_tree(session.mountpoint)
         except RoostError:
-            _abandon_promote(eng, session)
+            _abandon_promote(ctx, session)
             raise
         faults.crashpoint("promote", "unmounted")
-        number = complete_promote(eng, session)
+        number = complete_promote(ctx, session)
         slock.release(remove=True)
     finally:
         slock.release()
-    eng.journal("session promote", image=image, session=sid, generation=number, base=session.generation)
+    ctx.journal("session promote", image=image, session=sid, generation=number, base=session.generation)
     return number
 
 
-def _abandon_promote(eng: Engine, session: Session) -> None:
+def _abandon_promote(ctx: Context, session: Session) -> None:
     """Put a session whose promote could not start back to active (it stays mounted or recoverable)."""
     info = session.promote or {}
     session.state = "active"
     session.promote = None
-    _write(eng, session)
+    _write(ctx, session)
     if info.get("temporary_lease"):
-        _release_writer(eng, session)
+        leases.release(ctx, session.image, session.id)
 
 
-def complete_promote(eng: Engine, session: Session) -> int:
+def complete_promote(ctx: Context, session: Session) -> int:
     """Stage, commit and switch; then end the session. The session is unmounted and locked.
 
     Also the roll-forward path of recover: when the transaction already
     committed its generation, only the missing steps are done.
     """
-    store = eng.store
+    store = ctx.store
     image = session.image
     info = session.promote or {}
     tx = str(info["tx"])
     base = int(info["base"])
     backend = backends.get(session.backend)
     staging = os.path.join(store.image_staging(image), tx)
-    number = _generation_of_tx(eng, image, tx)
+    number = _generation_of_tx(ctx, image, tx)
     if number is None:
-        tx_lock = eng.lock(store.tx_lock_name(tx), f"promote {session.id}")
+        tx_lock = ctx.lock(store.tx_lock_name(tx), f"promote {session.id}")
         try:
-            number = _stage_and_commit(eng, session, backend, staging)
+            number = _stage_and_commit(ctx, session, backend, staging)
         finally:
             tx_lock.release(remove=True)
     else:
-        with eng.image_lock(image, f"recover promote {session.id}"):
+        with ctx.image_lock(image, f"recover promote {session.id}"):
             gen_dir = store.generation_dir(image, number)
             if not os.path.isdir(gen_dir):
                 if not os.path.isdir(staging):
@@ -411,15 +450,15 @@ def complete_promote(eng: Engine, session: Session) -> int:
                 os.rename(staging, gen_dir)
             if generations.current(store, image) == base:
                 generations.switch(store, image, number)
-    _tear_down(eng, session, force=True)
-    _finish(eng, session)
+    _tear_down(ctx, session, force=True)
+    _finish(ctx, session)
     faults.crashpoint("promote", "ended")
     return number
 
 
-def _stage_and_commit(eng: Engine, session: Session, backend: backends.Backend, staging: str) -> int:
+def _stage_and_commit(ctx: Context, session: Session, backend: backends.Backend, staging: str) -> int:
     """Write the new generation into *staging*, then commit and switch under the image lock."""
-    store = eng.store
+    store = ctx.store
     image = session.image
     info = session.promote or {}
     tx = str(info["tx"])
@@ -427,14 +466,14 @@ def _stage_and_commit(eng: Engine, session: Session, backend: backends.Backend, 
     os.makedirs(store.image_staging(image), mode=0o700, exist_ok=True)
     if not os.path.isdir(staging):
         os.mkdir(staging, 0o700)
-    scratch = os.path.join(store.mnt_dir, f".stage-{tx}")
-    os.makedirs(scratch, exist_ok=True)
+    scratch = os.path.join(store.stage_dir, tx)
+    os.makedirs(scratch, mode=0o700, exist_ok=True)
     try:
         flattened = backend.stage(session, staging, flatten=bool(info.get("flatten")), scratch=scratch)
     except BaseException:
         backend.unstage(session, staging)
         backends.discard(staging)
-        _abandon_promote(eng, session)
+        _abandon_promote(ctx, session)
         raise
     finally:
         os.rmdir(scratch)
@@ -442,20 +481,20 @@ def _stage_and_commit(eng: Engine, session: Session, backend: backends.Backend, 
     size = backend.staged_size(session, staging)
     backend.sync(staging)
     faults.crashpoint("promote", "synced")
-    with eng.image_lock(image, f"promote {session.id}"):
+    with ctx.image_lock(image, f"promote {session.id}"):
         cur = generations.current(store, image)
         if cur != base:
             backend.unstage(session, staging)
             backends.discard(staging)
-            _abandon_promote(eng, session)
+            _abandon_promote(ctx, session)
             raise Conflict(f"{image} moved to generation {cur} during the promote of {session.id}: nothing promoted")
         number = generations.highest(store, image) + 1
-        stack = (number,) if flattened else (number, *stack_of(eng, image, base))
+        stack = (number,) if flattened else (number, *stack_of(ctx, image, base))
         meta = GenerationMeta(
             generation=number,
             parent=base,
             created=now_iso(),
-            author=str(info.get("author") or eng.actor.user),
+            author=str(info.get("author") or ctx.actor.user),
             message=str(info.get("message") or ""),
             session=session.id,
             size=size,
@@ -473,13 +512,13 @@ def _stage_and_commit(eng: Engine, session: Session, backend: backends.Backend, 
     return number
 
 
-def _generation_of_tx(eng: Engine, image: str, tx: str) -> int | None:
+def _generation_of_tx(ctx: Context, image: str, tx: str) -> int | None:
     """The generation a promote transaction committed, if it got that far."""
-    _, _, metas_only = generations.scan(eng.store, image)
-    candidates = generations.complete(eng.store, image)[-8:] + sorted(metas_only)
+    _, _, metas_only = generations.scan(ctx.store, image)
+    candidates = generations.complete(ctx.store, image)[-8:] + sorted(metas_only)
     for n in candidates:
         try:
-            if generations.read_meta(eng.store, image, n).tx == tx:
+            if generations.read_meta(ctx.store, image, n).tx == tx:
                 return n
         except RoostError:
             continue
@@ -490,35 +529,31 @@ def _generation_of_tx(eng: Engine, image: str, tx: str) -> int | None:
 
 
 def display_state(session: Session, table: list[mounts.Mount], held: set[int] | None, lock_dir: str) -> str:
-    if session.state == "active":
-        return "mounted" if mounts.is_mounted(session.mountpoint, table) else "needs-recovery"
-    if held is not None:
-        try:
-            ino = os.stat(os.path.join(lock_dir, f"session.{session.id}.lock")).st_ino
-        except FileNotFoundError:
-            ino = -1
-        if ino in held:
-            return session.state
-    return "needs-recovery"
+    """:func:`core.views.session_state` against a mount table."""
+    return views.session_state(session, {m.target for m in table}, held, lock_dir)
 
 
-def list_sessions(eng: Engine, image: str | None) -> list[SessionInfo]:
+def list_sessions(ctx: Context, image: str | None) -> list[SessionInfo]:
     if image is not None:
-        check_name(image, "image name")
-    found, _ = records.read_all(eng.store.sessions_dir)
-    table = mounts.mounts()
+        check_object_name(image, "image name")
+    found, _ = read_all(ctx)
+    mounted = {m.target for m in mounts.mounts()}
     held = set(locks.kernel_flocks())
+    viewer = views.Viewer(ctx.policy, ctx.actor)
     out = []
     for s in found:
         if image is not None and s.image != image:
             continue
-        out.append(SessionInfo(s, display_state(s, table, held, eng.store.lock_dir)))
+        if not viewer.sees_session(s):
+            continue  # listings show what the caller may use
+        out.append(SessionInfo(s, views.session_state(s, mounted, held, ctx.store.lock_dir)))
     return out
 
 
-def info(eng: Engine, sid: str, *, details: bool) -> SessionInfo:
-    session = _read(eng, sid)
-    state = display_state(session, mounts.mounts(), set(locks.kernel_flocks()), eng.store.lock_dir)
+def info(ctx: Context, sid: str, *, details: bool) -> SessionInfo:
+    session = _read(ctx, sid)
+    ctx.authorize(policy.SESSION_VIEW, session_target(session))
+    state = display_state(session, mounts.mounts(), set(locks.kernel_flocks()), ctx.store.lock_dir)
     if not details:
         return SessionInfo(session, state)
     count = procs.count_in_roots([session.mountpoint])[session.mountpoint.rstrip("/")]
@@ -530,7 +565,7 @@ def info(eng: Engine, sid: str, *, details: bool) -> SessionInfo:
 
 
 def launch(
-    eng: Engine,
+    ctx: Context,
     sid: str,
     argv: Sequence[str] | None,
     *,
@@ -542,17 +577,18 @@ def launch(
     extra_env: Mapping[str, str] | None = None,
 ) -> process.Launch:
     """Resolve a command (or a login shell when *argv* is None) for *sid*, recovering it if needed."""
-    eng.require_root("session run")
-    session = _read(eng, sid)
-    target = process.resolve_user(user, eng.actor.uid if user is None else 0)
-    _check(eng, session, "enter" if argv is None else "run in", as_uid=target.pw_uid)
-    state = display_state(session, mounts.mounts(), None, eng.store.lock_dir)
+    ctx.require_privileged("session run")
+    session = _read(ctx, sid)
+    target = process.resolve_user(user, ctx.actor.uid if user is None else 0)
+    action = policy.SESSION_ENTER if argv is None else policy.SESSION_RUN
+    ctx.authorize(action, session_target(session), as_uid=target.pw_uid)
+    state = display_state(session, mounts.mounts(), None, ctx.store.lock_dir)
     if state != "mounted":
         from .recover import recover
 
-        recover(eng, sid)
-        session = _read(eng, sid)
-        if display_state(session, mounts.mounts(), None, eng.store.lock_dir) != "mounted":
+        recover(ctx, sid)
+        session = _read(ctx, sid)
+        if display_state(session, mounts.mounts(), None, ctx.store.lock_dir) != "mounted":
             raise Conflict(f"session {sid} is {session.state} and could not be recovered")
     return process.prepare(
         session.to_json(),
@@ -564,6 +600,57 @@ def launch(
         caller_cwd=caller_cwd,
         extra_env=extra_env,
     )
+
+
+def hold_for_run(ctx: Context, sid: str, launch: process.Launch) -> locks.Lock:
+    """The run protocol's first half: session *sid*'s lock, shared, once it is mounted and *launch* is allowed.
+
+    Every way a command starts in a session (``session run``, ``run``, plans,
+    the schroot door, the console) holds this until the command has exec'd,
+    so ``end`` and ``promote`` cannot unmount underneath a starting command.
+    The record is read again under the lock: *launch* must still be for this
+    session's root, and the policy is asked again for the user it runs as.
+    """
+    lock = ctx.session_lock(sid, "run", exclusive=False)
+    try:
+        session = _read(ctx, sid)
+        if display_state(session, mounts.mounts(session.mountpoint), None, ctx.store.lock_dir) != "mounted":
+            raise Conflict(f"session {sid} ended or changed while the command was starting")
+        if launch.root != session.mountpoint:
+            raise Conflict(f"session {sid} changed while the command was starting")
+        ctx.authorize(policy.SESSION_RUN, session_target(session), as_uid=launch.uid)
+    except BaseException:
+        lock.release()
+        raise
+    return lock
+
+
+def start(
+    ctx: Context,
+    sid: str,
+    launch: process.Launch,
+    *,
+    stdin: int = 0,
+    stdout: int = 1,
+    stderr: int = 2,
+    foreground: int | None = None,
+) -> int:
+    """Start *launch* in session *sid* (see :func:`hold_for_run`); returns the child's pid once it exec'd."""
+    lock = hold_for_run(ctx, sid, launch)
+    try:
+        return process.start(launch, stdin=stdin, stdout=stdout, stderr=stderr, foreground=foreground)
+    finally:
+        lock.release()
+
+
+def exec_in(ctx: Context, sid: str, launch: process.Launch) -> None:
+    """Replace this process with *launch* in session *sid*; the shared lock is close-on-exec. Does not return."""
+    hold_for_run(ctx, sid, launch)
+    import sys
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    process.exec_launch(launch)
 
 
 def _wait(pid: int, forward: bool, *, unblock: bool = False) -> int:
@@ -580,7 +667,7 @@ def _not_main_thread() -> bool:
 
 
 def run_in(
-    eng: Engine,
+    ctx: Context,
     sid: str,
     argv: Sequence[str],
     *,
@@ -597,7 +684,7 @@ def run_in(
 ) -> int:
     """Run *argv* in session *sid* in a child process and return its exit code."""
     spec = launch(
-        eng,
+        ctx,
         sid,
         argv,
         user=user,
@@ -607,12 +694,12 @@ def run_in(
         caller_cwd=caller_cwd,
         extra_env=extra_env,
     )
-    pid = process.spawn(spec, stdin=stdin, stdout=stdout, stderr=stderr)
+    pid = start(ctx, sid, spec, stdin=stdin, stdout=stdout, stderr=stderr)
     return _wait(pid, forward_signals)
 
 
 def run_auto(
-    eng: Engine,
+    ctx: Context,
     image: str,
     argv: Sequence[str],
     *,
@@ -626,7 +713,7 @@ def run_auto(
     """An automatic session: begin, run *argv*, end — the end happens whatever the command did."""
     if not argv:
         raise BadInput("no command given (put it after --)")
-    target = process.resolve_user(user, eng.actor.uid if user is None else 0)
+    target = process.resolve_user(user, ctx.actor.uid if user is None else 0)
     # Signals that arrive while the session is being set up or torn down wait
     # (blocked) until the command runs, and are then relayed to it: an
     # interrupted automatic session still ends cleanly.
@@ -636,9 +723,9 @@ def run_auto(
     if blocking:
         signal.pthread_sigmask(signal.SIG_BLOCK, process.relayed_signals())
     try:
-        session = begin(eng, image, name=None, maintenance=False, auto=True)
+        session = begin(ctx, image, name=None, maintenance=False, auto=True)
         try:
-            _check(eng, session, "run in", as_uid=target.pw_uid)
+            ctx.authorize(policy.SESSION_RUN, session_target(session), as_uid=target.pw_uid)
             spec = process.prepare(
                 session.to_json(),
                 argv,
@@ -648,10 +735,10 @@ def run_auto(
                 environ=environ,
                 caller_cwd=caller_cwd,
             )
-            pid = process.spawn(spec)
+            pid = start(ctx, session.id, spec)
             return _wait(pid, forward_signals, unblock=blocking)
         finally:
-            end(eng, session.id, force=True)
+            end(ctx, session.id, force=True)
     finally:
         if blocking:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, process.relayed_signals())

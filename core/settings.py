@@ -29,24 +29,31 @@ _KEYS: dict[str, tuple[str, type, object]] = {
     "syslog": ("syslog", str, DEFAULT_SYSLOG),
     "zfs-dataset": ("zfs_dataset", str, ""),
     "btrfs-pool": ("btrfs_pool", str, ""),
+    "admin-group": ("admin_group", str, ""),
+    "max-sessions-per-user": ("max_sessions_per_user", int, 64),
 }
 
 #: Values of default-backend (core.backends has the backends themselves; this module stays light).
 _BACKENDS = ("auto", "overlay", "dir", "btrfs", "zfs", "squashfs", "erofs")
 
 #: String settings that are not paths.
-_NOT_PATHS = frozenset(("default-backend", "zfs-dataset", "syslog"))
+_NOT_PATHS = frozenset(("default-backend", "zfs-dataset", "syslog", "admin-group"))
+
+#: Variables that move roost's state, configuration or logging: only root itself may set them.
+PATH_VARIABLES = ("ROOST_ROOT", "ROOST_RUN", "ROOST_CONFIG", "ROOST_PROFILES", "ROOST_SYSLOG")
 
 
 class Settings:
     """Resolved settings; precedence: command line > environment > roost.yaml > default."""
 
     __slots__ = (
+        "admin_group",
         "btrfs_pool",
         "config_path",
         "default_backend",
         "end_grace",
         "lock_timeout",
+        "max_sessions_per_user",
         "overlay_max_depth",
         "profiles_dir",
         "retention",
@@ -68,6 +75,8 @@ class Settings:
     syslog: str
     zfs_dataset: str
     btrfs_pool: str
+    admin_group: str
+    max_sessions_per_user: int
 
     def __init__(self, **values: object) -> None:
         self.config_path = DEFAULT_CONFIG
@@ -168,6 +177,8 @@ def _parse(path: str, text: str) -> dict[str, object]:
             raise ConfigError(f"{path}: {key} must be an absolute path")
         if key == "default-backend" and value not in _BACKENDS:
             raise ConfigError(f"{path}: default-backend must be one of {', '.join(_BACKENDS)}, not {value!r}")
+        if key == "admin-group" and not _group_name(str(value)):
+            raise ConfigError(f"{path}: admin-group must be a group name, not {value!r}")
         if key == "zfs-dataset" and not _dataset_name(str(value)):
             raise ConfigError(f"{path}: zfs-dataset must be a dataset name like tank/roost, not {value!r}")
         if kind in (int, float) and isinstance(value, (int, float)) and value < (1 if kind is int else 0):
@@ -182,20 +193,68 @@ def _dataset_name(value: str) -> bool:
     return bool(value) and set(value) <= allowed and all(p and p[0].isalnum() for p in parts) and len(value) < 200
 
 
-def load(root: str | None = None, environ: os._Environ[str] | dict[str, str] | None = None) -> Settings:
-    """Read roost.yaml (``ROOST_CONFIG`` overrides its path) and apply overrides."""
+def _group_name(value: str) -> bool:
+    allowed = set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-")
+    return 0 < len(value) <= 64 and set(value) <= allowed and value[0] not in "-."
+
+
+#: The configuration file of this installation. A launcher (bin/roost, as scripts/install writes
+#: it) may name another one before roost starts: the path is part of the installed program, so a
+#: sudo caller cannot choose it, unlike ``ROOST_CONFIG`` or ``--root``.
+SITE_CONFIG = DEFAULT_CONFIG
+
+
+def trusted_caller(environ: os._Environ[str] | dict[str, str] | None = None) -> bool:
+    """True unless roost runs as root for someone else (through sudo): only then are paths fixed."""
+    from .actor import sudo_uid
+
     env = os.environ if environ is None else environ
-    path = env.get("ROOST_CONFIG") or DEFAULT_CONFIG
+    return os.geteuid() != 0 or sudo_uid(env) is None
+
+
+def load(
+    root: str | None = None,
+    environ: os._Environ[str] | dict[str, str] | None = None,
+    *,
+    trusted: bool | None = None,
+) -> Settings:
+    """Read roost.yaml and apply overrides (``ROOST_*`` variables, *root*).
+
+    Only a trusted caller (root itself, or a user on their own state) may move
+    the configuration, state, runtime, profiles or syslog paths. Through sudo
+    roost reads :data:`SITE_CONFIG`, which must be root's and writable by no
+    one else, and a ``ROOST_*`` path variable or a state root on the command
+    line is refused with one line (:class:`NotPermitted`): nothing the caller
+    chooses decides where roost reads records or mounts from.
+    """
+    env = os.environ if environ is None else environ
+    if trusted is None:
+        trusted = trusted_caller(env)
+    if not trusted:
+        from .errors import NotPermitted
+
+        chosen = [name for name in PATH_VARIABLES if env.get(name)]
+        if chosen:
+            raise NotPermitted(f"{chosen[0]} is set: through sudo, roost reads its paths from {SITE_CONFIG} only")
+        if root:
+            raise NotPermitted(f"--root: through sudo, roost uses the state root of {SITE_CONFIG} only")
+    path = (env.get("ROOST_CONFIG") if trusted else None) or SITE_CONFIG
     values: dict[str, object] = {"config_path": path}
     try:
-        with open(path, "rb") as f:
-            raw = f.read((1 << 20) + 1)
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | (0 if trusted else os.O_NOFOLLOW))
     except FileNotFoundError:
         raw = b""
     except OSError as e:
         from .errors import ConfigError
 
         raise ConfigError(f"{path}: {e.strerror}") from None
+    else:
+        with open(fd, "rb") as f:
+            if not trusted:
+                from .trust import check_owned_file
+
+                check_owned_file(f.fileno(), path, "configuration file")
+            raw = f.read((1 << 20) + 1)
     if raw:
         from .errors import ConfigError
 
@@ -206,19 +265,24 @@ def load(root: str | None = None, environ: os._Environ[str] | dict[str, str] | N
         except UnicodeDecodeError:
             raise ConfigError(f"{path}: not valid UTF-8") from None
         values.update(_parse(path, text))
-    if env.get("ROOST_ROOT"):
-        values["state_root"] = env["ROOST_ROOT"]
-    if env.get("ROOST_RUN"):
-        values["run_root"] = env["ROOST_RUN"]
-    if env.get("ROOST_PROFILES"):
-        values["profiles_dir"] = env["ROOST_PROFILES"]
-    if env.get("ROOST_SYSLOG"):
-        values["syslog"] = env["ROOST_SYSLOG"]
-    if root:
-        values["state_root"] = root
+    if trusted:
+        for name, attr in (
+            ("ROOST_ROOT", "state_root"),
+            ("ROOST_RUN", "run_root"),
+            ("ROOST_PROFILES", "profiles_dir"),
+            ("ROOST_SYSLOG", "syslog"),
+        ):
+            if env.get(name):
+                values[attr] = env[name]
+        if root:
+            values["state_root"] = root
     settings = Settings(**values)
     for attr in ("state_root", "run_root", "profiles_dir", "syslog"):
         value = getattr(settings, attr)
         if not value.startswith("/") and not (attr == "syslog" and value == "off"):
             setattr(settings, attr, os.path.abspath(value))
+    # The roots without symbolic links (/var/run -> /run, say): every path roost builds below
+    # them can then be opened with symbolic links refused at every component.
+    settings.state_root = os.path.realpath(settings.state_root)
+    settings.run_root = os.path.realpath(settings.run_root)
     return settings

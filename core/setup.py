@@ -34,8 +34,14 @@ DEV_LINKS = {
 MERGED_DATABASES = ("passwd", "shadow", "group", "gshadow")
 
 
-def setup(session: Session, host_root: str = "/") -> None:
-    """Mount and copy everything a session gets, below its mounted root."""
+def setup(session: Session, host_root: str = "/") -> dict[str, list[str]]:
+    """Mount and copy everything a session gets, below its mounted root.
+
+    Returns the names of the host's entries merged into each of the session's
+    user and group databases (``passwd``, ``group`` …): they belong to the host,
+    and :func:`unmerge_nss` takes them out again before a promote.
+    """
+    merged: dict[str, list[str]] = {}
     with Root(session.mountpoint) as root:
         for name, step in (
             ("/proc", _proc),
@@ -62,11 +68,14 @@ def setup(session: Session, host_root: str = "/") -> None:
         if not session.maintenance:
             for db in session.nss_databases:
                 try:
-                    _nss(root, db, host_root)
+                    added = _nss(root, db, host_root)
                 except OSError as e:
                     raise SystemFailure(
                         f"cannot copy the {db} database into session {session.id}: {e.strerror}"
                     ) from None
+                if added:
+                    merged[db] = sorted(set(added) | set(session.nss_merged.get(db, ())))
+    return merged
 
 
 def _target(root: Root, rel: str, *, directory: bool = True) -> int:
@@ -188,26 +197,64 @@ def _copy_file(root: Root, path: str, host_root: str) -> None:
     root.write(path, data)
 
 
-def merge_database(image: bytes, host: bytes) -> bytes:
-    """The image's entries, then the host's entries whose name the image lacks."""
+def _entry_name(line: bytes) -> bytes:
+    return line.split(b":", 1)[0]
+
+
+def merge_database(image: bytes, host: bytes) -> tuple[bytes, list[bytes]]:
+    """The image's entries, then the host's entries whose name the image lacks; and those names."""
     lines = image.splitlines()
-    names = {ln.split(b":", 1)[0] for ln in lines if ln and not ln.startswith(b"#")}
-    extra = [ln for ln in host.splitlines() if ln and not ln.startswith(b"#") and ln.split(b":", 1)[0] not in names]
+    names = {_entry_name(ln) for ln in lines if ln and not ln.startswith(b"#")}
+    extra = [ln for ln in host.splitlines() if ln and not ln.startswith(b"#") and _entry_name(ln) not in names]
     if not extra:
-        return image
+        return image, []
     out = b"\n".join(lines + extra)
-    return out + b"\n"
+    return out + b"\n", [_entry_name(ln) for ln in extra]
 
 
-def _nss(root: Root, db: str, host_root: str) -> None:
+def _nss(root: Root, db: str, host_root: str) -> list[str]:
+    """Copy or merge the host's *db* into the session; the names of host entries merged in."""
     host = _read_host(f"/etc/{db}", host_root)
     if host is None:
-        return
+        return []
     path = f"/etc/{db}"
     current = root.read(path)
-    merge = db in MERGED_DATABASES and current is not None
-    wanted = merge_database(current, host) if merge and current is not None else host
-    if wanted == current:
+    added: list[bytes] = []
+    if db in MERGED_DATABASES and current is not None:
+        wanted, added = merge_database(current, host)
+    else:
+        wanted = host
+    if wanted != current:
+        mode = 0o640 if db in ("shadow", "gshadow") else 0o644
+        root.write(path, wanted, mode)
+    return [n.decode("utf-8", "surrogateescape") for n in added]
+
+
+def unmerge_nss(session: Session) -> None:
+    """Take the host's entries merged by :func:`setup` out of the session's databases again.
+
+    Called by promote before the session's tree becomes a generation: users of
+    the host are never baked into an image. Entries the session added itself
+    (a package's system user) stay.
+    """
+    if not session.nss_merged:
         return
-    mode = 0o640 if db in ("shadow", "gshadow") else 0o644
-    root.write(path, wanted, mode)
+    with Root(session.mountpoint) as root:
+        for db, names in session.nss_merged.items():
+            if db not in MERGED_DATABASES:
+                continue
+            path = f"/etc/{db}"
+            try:
+                current = root.read(path)
+            except OSError:
+                current = None
+            if current is None:
+                continue
+            host = {n.encode("utf-8", "surrogateescape") for n in names}
+            lines = current.splitlines()
+            kept = [ln for ln in lines if not ln or ln.startswith(b"#") or _entry_name(ln) not in host]
+            if len(kept) != len(lines):
+                try:
+                    root.write(path, b"".join(ln + b"\n" for ln in kept))
+                except OSError as e:
+                    raise SystemFailure(f"cannot restore {path} in session {session.id}: {e.strerror}") from None

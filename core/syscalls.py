@@ -30,7 +30,9 @@ UMOUNT_NOFOLLOW = 0x8
 
 # openat2(2) resolve flags
 RESOLVE_NO_MAGICLINKS = 0x02
+RESOLVE_NO_SYMLINKS = 0x04
 RESOLVE_IN_ROOT = 0x10
+AT_FDCWD = -100
 
 _SYS_OPENAT2 = 437
 _SYS_STATX = 332
@@ -133,23 +135,25 @@ class _Statx(ctypes.Structure):
     ]
 
 
-def mount_id(fd: int) -> int:
-    """The id of the mount holding the open file *fd* (statx STATX_MNT_ID).
+def mount_id(fd: int, name: str = "") -> int:
+    """The id of the mount holding the open file *fd*, or its entry *name* (statx STATX_MNT_ID).
 
     Two directories on the same file system but under different bind mounts
-    have the same st_dev; only the mount id tells them apart.
+    have the same st_dev; only the mount id tells them apart. With *name*, a
+    symbolic link is not followed, and a mount point gives the id of the
+    mount on it.
     """
     buf = _Statx()
     rc = _libc.syscall(
         ctypes.c_long(_SYS_STATX),
         ctypes.c_int(fd),
-        ctypes.c_char_p(b""),
-        ctypes.c_int(_AT_EMPTY_PATH | _AT_SYMLINK_NOFOLLOW),
+        ctypes.c_char_p(os.fsencode(name)),
+        ctypes.c_int((0 if name else _AT_EMPTY_PATH) | _AT_SYMLINK_NOFOLLOW),
         ctypes.c_uint(_STATX_MNT_ID),
         ctypes.byref(buf),
     )
     if rc != 0:
-        _raise("statx", f"fd {fd}")
+        _raise("statx", name or f"fd {fd}")
     if not buf.stx_mask & _STATX_MNT_ID:
         raise OSError(95, "statx: the kernel does not report mount ids", f"fd {fd}")
     return int(buf.stx_mnt_id)
@@ -157,7 +161,7 @@ def mount_id(fd: int) -> int:
 
 RENAME_EXCHANGE = 2
 _libc.renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
-_AT_FDCWD = -100
+_AT_FDCWD = AT_FDCWD
 
 
 def exchange(a: str, b: str) -> None:

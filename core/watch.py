@@ -34,15 +34,14 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from . import generations, images, journal, locks, mounts, procs, records, sessions
+from . import generations, images, journal, leases, locks, mounts, procs, records, views
 from .errors import NotFound, RoostError
 from .fsutil import is_temp_name, tree_size
 from .generations import GenerationMeta
 from .imageconf import ImageConfig
-from .images import GenerationInfo, ImageInfo
 from .locks import LockState
 from .names import is_valid_name
-from .sessions import SessionInfo
+from .views import GenerationInfo, ImageInfo, SessionInfo
 
 if TYPE_CHECKING:
     from .engine import Engine
@@ -153,7 +152,9 @@ class Watcher:
 
     def __init__(self, engine: Engine, *, clock: Callable[[], float] = time.time) -> None:
         self.engine = engine
-        self.store = engine.store
+        self.ctx = engine.ctx
+        self.store = engine.ctx.store
+        self.viewer = views.Viewer(engine.ctx.policy, engine.ctx.actor)
         self.clock = clock
         self._parts: dict[str, _Part] = {}
         self._records: dict[str, tuple[StatKey, records.Session]] = {}
@@ -252,7 +253,7 @@ class Watcher:
         if self._flocks is None or locks_changed or lock_dir_changed:
             self._flocks = self._lock_states()
         if prev is None or locks_changed or lock_dir_changed or images_changed or "sessions" in changed:
-            lock_list = tuple(self._flocks + self._leases())
+            lock_list = tuple(self._visible_locks(self._flocks + self._leases(), image_map, session_map))
             if prev is not None and lock_list == prev.locks:
                 lock_list = prev.locks
             else:
@@ -353,12 +354,11 @@ class Watcher:
         out: dict[str, SessionInfo] = {}
         for sid in sorted(self._records):
             session = self._records[sid][1]
-            if session.state == "active":
-                state = "mounted" if os.path.normpath(session.mountpoint) in targets else "needs-recovery"
-            else:
-                if held is None:
-                    held = set(self._kernel if self._kernel is not None else locks.kernel_flocks())
-                state = sessions.display_state(session, [], held, self.store.lock_dir)
+            if not self.viewer.sees_session(session):
+                continue  # the console shows what its user may use
+            if session.state != "active" and held is None:
+                held = set(self._kernel if self._kernel is not None else locks.kernel_flocks())
+            state = views.session_state(session, targets, held, self.store.lock_dir)
             old = previous.get(sid)
             if old is not None and old.session is session and old.state == state:
                 out[sid] = old
@@ -404,7 +404,7 @@ class Watcher:
         return changed
 
     def _read_image(self, name: str, key: tuple[Any, ...], cached: _Image | None) -> _Image | None:
-        eng = self.engine
+        eng = self.ctx
         try:
             config = images.load_config(eng, name)
             current = generations.current(eng.store, name)
@@ -430,35 +430,44 @@ class Watcher:
         out: dict[str, ImageInfo] = {}
         for name in sorted(self._images):
             entry = self._images[name]
-            mine = by_image.get(name, [])
-            writer = images.writer_among(entry.lease, mine)
-            config = entry.config
-            out[name] = ImageInfo(
-                name=name,
-                backend=config.backend,
-                current=entry.current,
-                profile=config.profile,
-                sessions=len(mine),
-                description=config.description,
-                generations=len(entry.metas),
-                size=sum(m.size for m in entry.metas.values()),
-                writer=writer,
-                config=config,
+            if not self.viewer.sees_image(name, entry.config):
+                continue  # the console shows what its user may use
+            out[name] = views.image_info(
+                name,
+                entry.config,
+                entry.current,
+                entry.metas,
+                by_image.get(name, []),
+                entry.lease,
+                access=self.viewer.level(entry.config),
             )
         return out
 
     def _history(self, name: str, mine: list[records.Session]) -> list[GenerationInfo]:
         entry = self._images.get(name)
-        if entry is None:
+        if entry is None or not self.viewer.sees_image(name, entry.config):
             return []
-        used = images._in_use(self.engine, name, mine)
-        return [
-            GenerationInfo.of(n, meta, current=n == entry.current, in_use=n in used)
-            for n in entry.complete
-            if (meta := entry.metas.get(n)) is not None
-        ]
+        used = views.in_use(self.store.generations_dir(name), mine)
+        return views.history(entry.complete, entry.metas, entry.current, used)
 
     # --- locks -------------------------------------------------------------------------
+
+    def _visible_locks(
+        self, states: list[LockState], images_shown: Mapping[str, ImageInfo], sessions_shown: Mapping[str, SessionInfo]
+    ) -> list[LockState]:
+        """The locks of what the console's user may see (all of them for an administrator)."""
+        if self.viewer.sees_everything:
+            return states
+        out = []
+        for state in states:
+            kind, _, rest = state.lock.partition(".")
+            if (
+                (kind in ("image", "writer") and rest in images_shown)
+                or (kind == "pin" and any(rest.startswith(f"{i}.") for i in images_shown))
+                or (kind == "session" and rest in sessions_shown)
+            ):
+                out.append(state)
+        return out
 
     def _lock_states(self) -> list[LockState]:
         """The flocks in the lock directory: held, stale, waited for."""
@@ -471,14 +480,14 @@ class Watcher:
         return states + kernel_waiters(lock_dir, states, self._kernel)
 
     def _leases(self) -> list[LockState]:
-        """The writer leases, from the image cache; stale unless they bind (images.lease_binds)."""
+        """The writer leases, from the image cache; stale unless they bind (leases.binds)."""
         out = []
         for name in sorted(self._images):
             lease = self._images[name].lease
             if lease is None:
                 continue
             held = self._records.get(lease.session)
-            stale = not images.lease_binds(held[1] if held is not None else None)
+            stale = not leases.binds(held[1] if held is not None else None)
             out.append(LockState(f"writer.{name}", None, lease.user, lease.operation, lease.since, stale, "lease"))
         return out
 

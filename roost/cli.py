@@ -14,12 +14,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import __version__
-from .commands import (
+from . import __version__, global_options
+from .handlers import (
     PROG,
+    cmd_batch,
     cmd_doctor,
     cmd_image_convert,
     cmd_image_create,
+    cmd_image_export,
     cmd_image_gc,
     cmd_image_history,
     cmd_image_import_schroot,
@@ -62,21 +64,13 @@ def _add_json(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> Parser:
-    from .ops import cmd_batch, cmd_image_export
-
     parser = Parser(
         prog=PROG,
         description="Chroot session manager for Linux build hosts.",
         epilog="With no command, roost opens the operator console.",
+        add_help=False,  # -h is one of the global options
     )
-    parser.add_argument("--headless", action="store_true", help="never draw or prompt (for scripts)")
-    parser.add_argument("--root", metavar="DIR", help="state root (default from roost.yaml or ROOST_ROOT)")
-    parser.add_argument(
-        "--host", metavar="HOST", help="run the command on HOST (ssh://[user@]host[:port] or a name in hosts.yaml)"
-    )
-    parser.add_argument("--json", action="store_true", help="print JSON for listings and info")
-    parser.add_argument("-q", "--quiet", action="store_true", help="no progress or waiting messages")
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    global_options.add_to(parser, version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="group", metavar="COMMAND", parser_class=Parser)
 
     # image ...
@@ -196,7 +190,7 @@ def build_parser() -> Parser:
     _add_run_options(p)
     p.add_argument("command", nargs="*", help="-- COMMAND [ARGS…]")
     p.set_defaults(func=cmd_run)
-    # Listed for --help only: main() hands `roost schroot …` to roost.schroot before argparse.
+    # Listed for --help only: main() hands `roost schroot …` to the front door before argparse.
     sub.add_parser("schroot", help="the schroot 1.6 command line sbuild uses (roost schroot --help)", add_help=False)
     p = sub.add_parser("locks", help="list lock holders (stale ones included)")
     _add_json(p)
@@ -217,7 +211,7 @@ def build_parser() -> Parser:
     _add_json(p)
     p.set_defaults(func=cmd_profile_show)
     p = sub.add_parser("batch", help="run a plan: steps such as begin, run, promote, end, gc from a YAML file")
-    p.add_argument("plan", metavar="PLAN", help="the plan file (schema: docs/batch.md)")
+    p.add_argument("plan", metavar="PLAN", help="the plan file (schema: docs/batch.md), or - for standard input")
     p.add_argument("--check", action="store_true", help="only check the plan; run nothing")
     p.add_argument("--host", action="append", metavar="HOST", help="run the plan on HOST (repeatable: in parallel)")
     _add_json(p)
@@ -278,24 +272,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return complete(words[1:])
     argv = list(sys.argv[1:] if argv is None else argv)
-    from . import schroot
+    door = schroot_request(argv)
+    if door is not None:
+        from .schroot.door import in_roost
 
-    front = schroot.request(argv)
-    if front is not None:
-        return schroot.main(front[1], root=front[0])
-    # Everything after the first "--" is a command to run, never options for roost.
-    after: list[str] | None = None
-    if "--" in argv:
-        cut = argv.index("--")
-        argv, after = argv[:cut], argv[cut + 1 :]
+        return in_roost(*door)
     try:
-        args = build_parser().parse_args(argv)
-        if after is not None:
-            if not hasattr(args, "command") or getattr(args, "func", None) not in (cmd_session_run, cmd_run):
-                raise UsageError("'--' only goes before the command of 'session run' and 'run'")
-            if args.command:
-                raise UsageError(f"unexpected {args.command[0]!r} before '--'")
-            args.after_dashes = after
+        args = parse(argv)
     except UsageError as e:
         from core.errors import one_line
 
@@ -307,6 +290,51 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         return _console(args)
     return execute(args.func, args)
+
+
+def parse(argv: Sequence[str]) -> argparse.Namespace:
+    """The arguments the command functions get, as the full command line reads *argv*; raises UsageError."""
+    argv = list(argv)
+    # Everything after the first "--" is a command to run, never options for roost.
+    after: list[str] | None = None
+    if "--" in argv:
+        cut = argv.index("--")
+        argv, after = argv[:cut], argv[cut + 1 :]
+    args = build_parser().parse_args(argv)
+    if after is not None:
+        if not hasattr(args, "command") or getattr(args, "func", None) not in (cmd_session_run, cmd_run):
+            raise UsageError("'--' only goes before the command of 'session run' and 'run'")
+        if args.command:
+            raise UsageError(f"unexpected {args.command[0]!r} before '--'")
+        args.after_dashes = after
+    return args
+
+
+def schroot_request(argv: Sequence[str]) -> tuple[dict[str, object], list[str]] | None:
+    """(global options, the front door's arguments) when the command of *argv* is ``schroot``.
+
+    Where the command begins is decided as for every other command: by the
+    splitter of global options for their plain forms, else by argparse itself,
+    on the words before each ``schroot`` (the first that parse as global
+    options alone), so ``roost --head schroot -l`` reaches the door as
+    ``roost --headless schroot -l`` does. Nothing after ``--`` is a command.
+    """
+    found = global_options.split(argv)
+    if found is not None:
+        if argv[found.index : found.index + 1] == ["schroot"]:
+            return found.values, list(argv[found.index + 1 :])
+        return None
+    end = argv.index("--") if "--" in argv else len(argv)
+    for k in range(end):
+        if argv[k] != "schroot":
+            continue
+        try:
+            args = build_parser().parse_args(argv[:k])
+        except UsageError:
+            continue  # "schroot" is an argument of something else here
+        if args.group is None:
+            return global_options.values_of(args), list(argv[k + 1 :])
+    return None
 
 
 def _console(args: argparse.Namespace) -> int:

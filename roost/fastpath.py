@@ -13,6 +13,10 @@ milliseconds it costs to import and build): :func:`dispatch` recognises their
 plain forms and calls the same command functions as roost.cli with the same
 argument names; anything else (``--help``, an unknown option) goes to
 argparse.
+
+Both read the global options with roost.global_options, the splitter every
+part of the command line shares, and take only forms argparse reads the same
+way (tests/test_argv.py checks them against the parser's option tables).
 """
 
 from __future__ import annotations
@@ -22,51 +26,43 @@ import os
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import pwd
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
 
     from core.actor import Actor
     from core.settings import Settings
 
+    from .handlers import Context
 
-def _globals(argv: Sequence[str]) -> tuple[dict[str, object], int] | None:
-    """The global options before the command, as argparse would set them."""
-    opts: dict[str, object] = {"headless": False, "root": None, "json": False, "quiet": False}
-    i = 0
-    n = len(argv)
-    while i < n and argv[i].startswith("-"):
-        arg = argv[i]
-        if arg == "--headless":
-            opts["headless"] = True
-        elif arg == "--json":
-            opts["json"] = True
-        elif arg in ("-q", "--quiet"):
-            opts["quiet"] = True
-        elif arg == "--root" and i + 1 < n:
-            i += 1
-            opts["root"] = argv[i]
-        elif arg.startswith("--root="):
-            opts["root"] = arg[7:]
-        else:
-            return None
-        i += 1
-    return opts, i
+
+def _value(argv: Sequence[str], i: int) -> str | None:
+    """The value of the option at *i*, if argparse would take the next word as one."""
+    if i + 1 < len(argv) and not argv[i + 1].startswith("-"):
+        return argv[i + 1]
+    return None
 
 
 def _run_options(argv: Sequence[str], i: int, opts: dict[str, object]) -> str | None:
-    """Parse ``[-u U] [-d D] [-p] POSITIONAL [--] CMD…`` from *i*; the positional, or None."""
+    """Parse ``[-u U] [-d D] [-p] POSITIONAL [--] CMD…`` from *i*; the positional, or None.
+
+    Only in the forms argparse reads the same way: a command without ``--``
+    is taken only if none of its words starts with ``-`` (argparse would read
+    them as options of roost).
+    """
     positional = None
     n = len(argv)
     opts.update(user=None, directory=None, preserve_environment=False)
+    dashes = False
     while i < n:
         arg = argv[i]
         if arg == "--":
             i += 1
+            dashes = True
             break
-        if arg in ("-u", "--user") and i + 1 < n:
-            opts["user"] = argv[i + 1]
-            i += 2
-        elif arg in ("-d", "--directory") and i + 1 < n:
-            opts["directory"] = argv[i + 1]
+        if arg in ("-u", "--user", "-d", "--directory"):
+            value = _value(argv, i)
+            if value is None:
+                return None
+            opts["user" if arg in ("-u", "--user") else "directory"] = value
             i += 2
         elif arg in ("-p", "--preserve-environment"):
             opts["preserve_environment"] = True
@@ -78,9 +74,12 @@ def _run_options(argv: Sequence[str], i: int, opts: dict[str, object]) -> str | 
             i += 1
         else:
             break
-    opts["command"] = list(argv[i:])
+    command = list(argv[i:])
+    if not dashes and any(word.startswith("-") for word in command):
+        return None
+    opts["command"] = command
     opts["after_dashes"] = None
-    if positional is None or not opts["command"]:
+    if positional is None or not command:
         return None
     return positional
 
@@ -94,10 +93,24 @@ class _Namespace:
 
 def dispatch(argv: Sequence[str]) -> int | None:
     """Run ``session begin``, ``session end`` or ``run`` in their plain forms; None otherwise."""
-    parsed = _globals(argv)
+    parsed = plain_command(argv)
     if parsed is None:
         return None
-    opts, i = parsed
+    func, opts = parsed
+    from .handlers import execute
+
+    return execute(func, _Namespace(opts))
+
+
+def plain_command(argv: Sequence[str]) -> tuple[Callable[[Context], int], dict[str, object]] | None:
+    """The command function and its arguments, named and set as argparse would, for the plain
+    forms of ``session begin``, ``session end`` and ``run``; None for anything else."""
+    from .global_options import split
+
+    found = split(argv)
+    if found is None:
+        return None
+    opts, i = dict(found.values), found.index
     rest = list(argv[i + 2 :])
     if argv[i : i + 2] == ["session", "begin"]:
         opts.update(image=None, name=None, maintenance=False)
@@ -108,7 +121,7 @@ def dispatch(argv: Sequence[str]) -> int | None:
                 opts["maintenance"] = True
             elif arg == "--json":
                 opts["json"] = True
-            elif arg == "--name" and j + 1 < len(rest):
+            elif arg == "--name" and _value(rest, j) is not None:
                 j += 1
                 opts["name"] = rest[j]
             elif arg.startswith("--name="):
@@ -120,33 +133,33 @@ def dispatch(argv: Sequence[str]) -> int | None:
             j += 1
         if opts["image"] is None:
             return None
-        from .commands import cmd_session_begin as func
+        from .handlers import cmd_session_begin as func
     elif argv[i : i + 2] == ["session", "end"]:
         opts["force"] = "--force" in rest
         positional = [a for a in rest if a != "--force"]
         if len(positional) != 1 or positional[0].startswith("-"):
             return None
         opts["id"] = positional[0]
-        from .commands import cmd_session_end as func
+        from .handlers import cmd_session_end as func
     elif argv[i : i + 1] == ["run"]:
         image = _run_options(argv, i + 1, opts)
         if image is None:
             return None
         opts["image"] = image
-        from .commands import cmd_run as func
+        from .handlers import cmd_run as func
     else:
         return None
-    from .commands import execute
-
-    return execute(func, _Namespace(opts))
+    return func, opts
 
 
 def parse(argv: Sequence[str]) -> tuple[str | None, str, list[str], str | None, str | None, bool] | None:
     """(root, id, command, user, directory, preserve) for a plain ``session run``, else None."""
-    parsed = _globals(argv)
-    if parsed is None:
+    from .global_options import split  # here: schroot -r reads this module, not the global options
+
+    found = split(argv)
+    if found is None:
         return None
-    opts, i = parsed
+    opts, i = dict(found.values), found.index
     if argv[i : i + 2] != ["session", "run"]:
         return None
     sid = _run_options(argv, i + 2, opts)
@@ -178,7 +191,7 @@ def run(argv: Sequence[str]) -> None:
         return
     conf, record = found
     try:
-        target = may_run(Actor.current(), record, sid, user)
+        target = may_run(Actor.current(), record, sid, user, conf)
         launch = process.prepare(record, command, user=target, directory=directory, preserve_env=preserve)
     except (RoostError, TypeError, ValueError):
         return
@@ -196,22 +209,29 @@ def live_session(root: str | None, sid: str) -> tuple[Settings, dict[str, object
     clone is not mounted (it needs recovery) all leave the decision, and the
     message, to the engine.
     """
-    from core import fastjson, names, settings
+    from core import fastjson, names, settings, trust
     from core.errors import RoostError
 
-    if not names.is_valid_name(sid):
+    if not names.is_valid_name(sid) or names.is_reserved(sid):
         return None
     try:
         conf = settings.load(root)
-        with open(os.path.join(conf.state_root, "sessions", sid + ".json"), encoding="utf-8") as f:
+        sessions_dir = os.path.join(conf.state_root, "sessions")
+        for path, what in ((conf.state_root, "state root"), (sessions_dir, "session directory")):
+            trust.check_dir(path, what)
+        fd = os.open(os.path.join(sessions_dir, sid + ".json"), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        with open(fd, encoding="utf-8") as f:
+            if trust.unsafe_reason(os.fstat(fd), directory=False) is not None:
+                return None  # a record someone else could have written: the engine refuses it with its message
             record = fastjson.loads(f.read())
     except (OSError, ValueError, RoostError):
         return None
     if not isinstance(record, dict) or record.get("state") != "active" or record.get("id") != sid:
         return None
     mountpoint = record.get("mountpoint")
-    if not isinstance(mountpoint, str):
-        return None
+    gate = os.path.join(conf.run_root, "mnt", sid)
+    if not isinstance(mountpoint, str) or mountpoint not in (gate + "/root", gate):
+        return None  # only a session's own mount point is ever entered
     try:
         if os.stat(mountpoint).st_dev == os.stat(os.path.dirname(mountpoint)).st_dev:
             return None  # not mounted: needs recovery
@@ -220,24 +240,19 @@ def live_session(root: str | None, sid: str) -> tuple[Settings, dict[str, object
     return conf, record
 
 
-def may_run(actor: Actor, record: dict[str, object], sid: str, user: str | None) -> pwd.struct_passwd:
-    """The passwd entry to run as in *record*'s session, if *actor* may; raises NotPermitted or NotFound."""
-    from core import access, process
+def may_run(actor: Actor, record: dict[str, object], sid: str, user: str | None, conf: Settings) -> pwd.struct_passwd:
+    """The passwd entry to run as in *record*'s session, if the policy lets *actor*; raises NotPermitted or NotFound."""
+    from core import policy, process
 
     target = process.resolve_user(user, actor.uid)
     session_access = record.get("access") or {}
     owner = record.get("uid", 0)
-    if not isinstance(session_access, dict) or not isinstance(owner, int | str):
+    image = record.get("image")
+    if not isinstance(session_access, dict) or not isinstance(owner, int) or not isinstance(image, str):
         raise TypeError("malformed session record")
-    access.check_session(
-        actor.user,
-        actor.uid,
-        actor.groups,
-        session_access,
-        int(owner),
-        sid,
-        as_uid=target.pw_uid,
-        verb="run in",
+    rules = policy.Policy(conf.admin_group)
+    rules.check(
+        actor, policy.SESSION_RUN, policy.SessionTarget(sid, image, owner, session_access), as_uid=target.pw_uid
     )
     return target
 

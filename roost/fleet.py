@@ -151,22 +151,17 @@ def batch_hosts(ctx: Any, specs: list[str]) -> int:
     """Run the plan on every host in *specs* at once; one block of output per host, in the order given."""
     import threading
 
-    from core import batch
-    from core.errors import BadInput
+    from core.actor import Actor
+    from core.callerfs import CallerFiles
 
+    from . import plans
     from .output import emit_json
 
     path = ctx.args.plan
-    try:
-        with open(path, "rb") as f:
-            data = f.read(batch.MAX_PLAN_BYTES + 1)
-    except FileNotFoundError:
-        raise BadInput(f"{path}: no such file") from None
-    except OSError as e:
-        raise BadInput(f"{path}: {e.strerror}") from None
-    plan = batch.parse(data, path)  # a bad plan is refused here, before any host is asked
+    data = CallerFiles(Actor.current()).read(path, plans.MAX_PLAN_BYTES)  # with the caller's rights
+    plan = plans.parse(data, path)  # a bad plan is refused here, before any host is asked
     hosts = [_host(s) for s in dict.fromkeys(specs)]
-    words = ["--json", "batch", "/dev/stdin"] + (["--check"] if ctx.args.check else [])
+    words = ["--json", "batch", "-"] + (["--check"] if ctx.args.check else [])
     results: list[dict[str, Any]] = [{} for _ in hosts]
 
     def run(i: int) -> None:
@@ -206,7 +201,9 @@ def _run_on(host: Any, words: list[str], data: bytes, path: str) -> dict[str, An
     except RoostError as e:
         out["error"] = str(e)
         return out
-    stderr = proc.stderr.decode(errors="replace").replace("/dev/stdin", path)
+    # The plan is "-" there (it came on stdin): its messages name this host's file instead.
+    said = proc.stderr.decode(errors="replace").splitlines()
+    stderr = "".join(f"roost: {path}:{ln[9:]}\n" if ln.startswith("roost: -:") else f"{ln}\n" for ln in said)
     out["exit_code"] = proc.returncode
     out["ok"] = proc.returncode == 0
     try:
@@ -230,7 +227,7 @@ def _run_on(host: Any, words: list[str], data: bytes, path: str) -> dict[str, An
 def _show(result: dict[str, Any], path: str) -> None:
     from types import SimpleNamespace
 
-    from .ops import _step_line
+    from .handlers import _step_line
 
     state = "ok" if result["ok"] else f"failed (exit code {result['exit_code']})"
     print(f"== {result['host']}: {state}")

@@ -1,7 +1,10 @@
 """Entry point of ``roost``: the hot path first, everything else through roost.cli.
 
 Kept tiny on purpose: ``roost session run`` must not pay for argparse,
-typing, json or the engine (see roost.fastpath).
+typing, json or the engine (see roost.fastpath). The global options are
+split off by roost.global_options, the one splitter every part of the
+command line uses; when it steps aside (an abbreviated option, say), argparse
+decides everything.
 """
 
 from __future__ import annotations
@@ -17,19 +20,22 @@ def main(argv: list[str] | None = None) -> int:
         code = remote.main(args)  # `roost --host HOST COMMAND`: the command runs there, over ssh
         if code is not None:
             return code
-    if "schroot" in args[:4]:
-        from . import schroot
+    from .global_options import split
 
-        front = schroot.request(args)
-        if front is not None:
-            return schroot.main(front[1], root=front[0])
-    from . import fastpath
+    found = split(args)
+    if found is not None:
+        command = args[found.index : found.index + 2]
+        if command[:1] == ["schroot"]:
+            from .schroot.door import in_roost
 
-    if "session" in args and "run" in args:
-        fastpath.run(args)  # execs on success; returns when the full command line must decide
-    code = fastpath.dispatch(args)
-    if code is not None:
-        return code
+            return in_roost(found.values, list(args[found.index + 1 :]))
+        from . import fastpath
+
+        if command == ["session", "run"]:
+            fastpath.run(args)  # execs on success; returns when the full command line must decide
+        code = fastpath.dispatch(args)
+        if code is not None:
+            return code
     from .cli import main as cli_main
 
     return cli_main(args)

@@ -14,7 +14,7 @@ import re
 import sys
 
 from . import __version__
-from .schroot import HELP as SCHROOT_HELP
+from .schroot.options import HELP as SCHROOT_HELP
 
 DESCRIPTION = """\
 roost manages chroot images and the sessions cloned from them on Linux build hosts: \
@@ -46,13 +46,25 @@ EXIT_STATUS = [
 ]
 
 ENVIRONMENT = [
-    ("ROOST_ROOT", "The state root (default: state-root in roost.yaml, else /var/lib/roost); --root overrides it."),
+    (
+        "ROOST_ROOT",
+        "The state root (default: state-root in roost.yaml, else /var/lib/roost); --root overrides it. "
+        "This and the other ROOST_ paths are honoured for root itself only: through sudo they are refused.",
+    ),
     ("ROOST_RUN", "The runtime root (default: run-root in roost.yaml, else /run/roost)."),
     ("ROOST_CONFIG", "The global settings file (default /etc/roost/roost.yaml)."),
     ("ROOST_PROFILES", "The site profiles directory (default /etc/roost/profiles)."),
     ("ROOST_SYSLOG", "Where operations are logged besides the journal: a datagram socket, or off (default /dev/log)."),
-    ("SUDO_USER", "When root runs roost through sudo, the person sessions and the journal are recorded for."),
-    ("ROOST_HOSTS", "One hosts file to read instead of /etc/roost/hosts.yaml and ~/.config/roost/hosts.yaml."),
+    (
+        "SUDO_UID",
+        "When root runs roost through sudo, the person roost acts for: sessions are theirs, the journal names "
+        "them and the image's access lists decide what they may do (see docs/security.md).",
+    ),
+    (
+        "ROOST_HOSTS",
+        "One hosts file to read instead of /etc/roost/hosts.yaml and ~/.config/roost/hosts.yaml "
+        "(through sudo, read with the caller's rights).",
+    ),
     (
         "ROOST_SSH_DIR",
         "The directory of ssh's control sockets (default $XDG_RUNTIME_DIR/roost-ssh, else /tmp/roost-ssh-UID).",

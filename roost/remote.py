@@ -22,36 +22,43 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-#: Global options that take a value, and the flags; anything else before the command is argparse's to judge.
-_VALUED = ("--root", "--host")
-_FLAGS = ("--headless", "--json", "-q", "--quiet", "--version", "-h", "--help")
 #: Commands whose standard input belongs to them (everything else gets /dev/null: ssh must not eat it).
 _READS_STDIN = (("session", "run"), ("run",), ("image", "receive"), ("image", "send"), ("schroot",))
 
 
 def split(argv: Sequence[str]) -> tuple[list[str], list[str], list[str]] | None:
-    """(global options to forward, hosts, the command and its words); None if argv names no global --host."""
+    """(global options to forward, hosts, the command and its words); None if argv names no global --host.
+
+    The global options are those of roost.global_options' table, spelt in full
+    (``--root DIR`` or ``--root=DIR``); anything else before the command
+    leaves the decision to argparse.
+    """
+    from .global_options import OPTIONS
+
+    by_flag = {flag: o for o in OPTIONS for flag in o.flags}
     forward: list[str] = []
     hosts: list[str] = []
     i = 0
     n = len(argv)
     while i < n and argv[i].startswith("-") and argv[i] != "--":
-        arg = argv[i]
-        name, eq, value = arg.partition("=")
-        if name in _VALUED:
+        name, eq, value = argv[i].partition("=")
+        option = by_flag.get(name if eq else argv[i])
+        if option is None:
+            return None
+        if option.action == "store":
             if not eq:
                 if i + 1 >= n:
                     return None  # argparse says what is missing
                 value = argv[i + 1]
                 i += 1
-            if name == "--host":
+            if option.dest == "host":
                 hosts.append(value)
             else:
                 forward += [name, value]
-        elif arg in _FLAGS:
-            forward.append(arg)
-        else:
+        elif eq:
             return None
+        else:
+            forward.append(argv[i])
         i += 1
     if not hosts:
         return None

@@ -12,16 +12,16 @@ from pathlib import Path
 
 import pytest
 
-from core import batch
 from core.errors import BadInput
+from roost import plans
 from tests.conftest import REPO, Env
 from tests.test_images import snapshot
 
 EXAMPLES = sorted((REPO / "examples" / "plans").glob("*.yaml"))
 
 
-def parse(text: str | bytes) -> batch.Plan:
-    return batch.parse(text.encode() if isinstance(text, str) else text, "plan.yaml")
+def parse(text: str | bytes) -> plans.Plan:
+    return plans.parse(text.encode() if isinstance(text, str) else text, "plan.yaml")
 
 
 # --- parsing -------------------------------------------------------------------------
@@ -30,12 +30,12 @@ def parse(text: str | bytes) -> batch.Plan:
 def test_every_example_plan_is_valid() -> None:
     assert len(EXAMPLES) >= 3
     for path in EXAMPLES:
-        plan = batch.parse(path.read_bytes(), str(path))
+        plan = plans.parse(path.read_bytes(), str(path))
         assert plan.steps and plan.description, path
 
 
 def test_the_nightly_example_has_the_documented_shape() -> None:
-    plan = batch.parse((REPO / "examples" / "plans" / "nightly.yaml").read_bytes(), "nightly.yaml")
+    plan = plans.parse((REPO / "examples" / "plans" / "nightly.yaml").read_bytes(), "nightly.yaml")
     (loop,) = plan.steps
     assert loop.kind == "for-each-image" and loop.every_image and loop.on_failure == "continue"
     assert [s.kind for s in loop.steps] == ["begin", "run", "promote", "gc"]
@@ -158,7 +158,7 @@ def test_an_invalid_plan_is_one_line_naming_the_file_and_the_step(text: str, exp
 def test_non_utf8_and_oversized_plans_are_refused() -> None:
     with pytest.raises(BadInput, match=r"^plan.yaml: not valid UTF-8 \(byte 8\)$"):
         parse(b"steps:\n-\xff\xfe")
-    big = b"steps:\n" + b"  - gc: all\n" * (batch.MAX_PLAN_BYTES // 11 + 1)
+    big = b"steps:\n" + b"  - gc: all\n" * (plans.MAX_PLAN_BYTES // 11 + 1)
     with pytest.raises(BadInput, match=r"^plan.yaml: larger than 1 MiB$"):
         parse(big)
 
@@ -468,7 +468,7 @@ def test_an_interrupted_plan_ends_what_it_began(bb: Env, sig: signal.Signals) ->
 
 
 def test_even_an_unexpected_error_ends_what_the_plan_began(bb: Env, monkeypatch: pytest.MonkeyPatch) -> None:
-    plan = batch.parse(
+    plan = plans.parse(
         b"""
 steps:
   - begin: {image: bb, as: outer}
@@ -489,7 +489,7 @@ steps:
     monkeypatch.setattr(eng, "promote", broken)
     seen: list[tuple[str, str, str]] = []
     with pytest.raises(RuntimeError, match="a bug in promote"):
-        eng.run_plan(plan, on_result=lambda r: seen.append((r.step, r.kind, r.status)))
+        plans.run(eng, plan, on_result=lambda r: seen.append((r.step, r.kind, r.status)))
     assert seen == [
         ("1", "begin", "ok"),
         ("2.1", "begin", "ok"),

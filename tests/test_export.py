@@ -138,7 +138,7 @@ def test_export_import_round_trip_of_an_mmdebstrap_root(env: Env, debian_tarball
         "echo changed >> /etc/debian_version; mkfifo /edge/fifo2",
     )
     assert r.code == 0, r.err
-    mnt = env.run / "mnt" / sid
+    mnt = env.run / "mnt" / sid / "root"
     os.setxattr(mnt / "etc" / "debian_version", "user.changed", b"yes")
     os.removexattr(mnt / "edge" / "xattrs", "user.roost")
     env.ok("session", "promote", sid, "-m", "layered changes")
@@ -169,7 +169,7 @@ def test_every_compression_round_trips_a_layered_generation(bb: Env) -> None:
 
 def add_edge_cases_in_session(env: Env) -> None:
     sid = env.begin("bb", "--maintenance")
-    add_edge_cases(env.run / "mnt" / sid)
+    add_edge_cases(env.run / "mnt" / sid / "root")
     # never /home or /tmp: the default profile binds the host's there
     assert env.sh(sid, "rm /bin/vi && mv /var /var2 && rm -r /sbin && mkdir /sbin && touch /sbin/new").code == 0
     env.ok("session", "promote", sid)
@@ -178,7 +178,7 @@ def add_edge_cases_in_session(env: Env) -> None:
 def test_dir_backend_generations_export_too(env: Env, busybox_tree: Path) -> None:
     env.ok("image", "create", "plain", "--from-dir", str(busybox_tree), "--backend", "dir")
     sid = env.begin("plain", "--maintenance")
-    add_edge_cases(env.run / "mnt" / sid)
+    add_edge_cases(env.run / "mnt" / sid / "root")
     env.ok("session", "promote", sid)
     want = manifest(generation_tree(env, "plain", 2))
     assert b"edge/sparse" in want.entries
@@ -204,7 +204,7 @@ def test_an_export_is_reproducible_and_leaves_nothing_behind(bb: Env) -> None:
     assert stat.S_IMODE(first.stat().st_mode) == 0o600  # a root file system holds /etc/shadow
     assert not [n for n in os.listdir(bb.base) if ".tmp-" in n]
     assert mounts_under(bb.run / "mnt") == []
-    assert os.listdir(bb.run / "mnt") == []
+    assert os.listdir(bb.run / "mnt") == [".stage"] and os.listdir(bb.run / "mnt" / ".stage") == []
     assert not [n for n in os.listdir(bb.run / "locks") if n.startswith(("pin.", "tx."))]
     assert bb.roost("doctor", "--check").code == 0
     entry = (bb.state / "journal.jsonl").read_text().splitlines()[-1]
@@ -247,7 +247,11 @@ def test_a_failed_export_leaves_no_file_no_mount_and_no_pin(bb: Env) -> None:
             assert os.listdir(small) == []
     finally:
         subprocess.run(["umount", str(small)], check=True)
-    assert mounts_under(bb.run / "mnt") == [] and os.listdir(bb.run / "mnt") == []
+    assert (
+        mounts_under(bb.run / "mnt") == []
+        and os.listdir(bb.run / "mnt") == [".stage"]
+        and os.listdir(bb.run / "mnt" / ".stage") == []
+    )
     assert not [n for n in os.listdir(bb.run / "locks") if n.startswith(("pin.", "tx."))]
     assert bb.roost("doctor", "--check").code == 0
 
@@ -263,7 +267,7 @@ def test_a_pinned_generation_survives_gc_and_blocks_remove(bb: Env) -> None:
     bb.ok("image", "rollback", "bb", "1")  # generations 2 and 3 become a dead branch
     promote()  # generation 4, on 1
     eng = bb.engine()
-    pin = pins.pin(eng, "bb", 3, "export bb 3")
+    pin = pins.pin(eng.ctx, "bb", 3, "export bb 3")
     try:
         held = [s for s in bb.roost("locks", "--json").json() if s["lock"].startswith("pin.bb.3.")]
         assert len(held) == 1 and held[0]["pid"] == os.getpid() and held[0]["operation"] == "export bb 3"
@@ -285,7 +289,7 @@ def test_a_dead_exporters_pin_is_stale_and_swept(bb: Env) -> None:
     other = lock_dir / "pin.bb.x.1.0-1-000000.lock"  # image "bb.x", not "bb"
     other.write_text("")
     eng = bb.engine()
-    assert pins.pinned(eng, "bb") == {}
+    assert pins.pinned(eng.ctx, "bb") == {}
     bb.ok("image", "gc", "bb")
     assert not stale.exists() and other.exists()
     other.unlink()

@@ -206,8 +206,8 @@ def consistent(env: Env) -> None:
         for sub in ("staging", "trash"):
             assert not (image / sub).exists() or os.listdir(image / sub) == [], (image, sub)
     assert os.listdir(env.state / "staging") == [] and os.listdir(env.state / "trash") == []
-    mnt = env.run / "mnt"
-    assert not mnt.exists() or [n for n in os.listdir(mnt) if n.startswith(".stage-")] == []
+    stage = env.run / "mnt" / ".stage"  # scratch mounts of views
+    assert not stage.exists() or os.listdir(stage) == []
 
 
 # --- hosts.yaml and HOST arguments (no connection) --------------------------------------------------
@@ -892,7 +892,7 @@ def test_batch_runs_a_plan_on_several_hosts_and_reports_each(fleet: Fleet, busyb
     r = fleet["a"].roost("batch", str(plan), "--host", "a", "--host", "c", "--host", "b")
     assert r.code == 4, r  # c's exit code: the image does not exist there
     assert "== a: ok" in r.out and "== c: failed (exit code 4)" in r.out and "== b: ok" in r.out
-    assert "/dev/stdin" not in r.out + r.err and "failed on 1 of 3 hosts (c)" in r.err
+    assert "roost: -:" not in r.out + r.err and "failed on 1 of 3 hosts (c)" in r.err
     r = fleet["a"].roost("--host", "b", "batch", str(plan))  # one host, as a global option
     assert r.code == 0 and "== b: ok" in r.out, r
     bad = fleet.base / "bad.yaml"
@@ -993,8 +993,20 @@ def test_under_sudo_ssh_runs_as_the_person_not_as_root(fleet: Fleet, busybox_tre
     name, home = sudo_user
     pw = pwd.getpwnam(name)
     busybox(fleet, busybox_tree, "b")
+    # The caller's hosts file is read with the caller's rights: the test's own (in a directory
+    # only root may enter) is refused, a copy of it in their home is read.
+    environ = {"SUDO_USER": name, "SUDO_UID": str(pw.pw_uid), "SUDO_GID": str(pw.pw_gid)}
+    r = fleet["a"].roost("--host", "b", "image", "list", env=environ)
+    assert r.code == 2 and "Permission denied" in r.err and r.err.count("\n") == 1, r
+    mine = home / "hosts.yaml"
+
+    def hosts_for_them() -> None:
+        shutil.copy(fleet.hosts_file, mine)
+        os.chown(mine, pw.pw_uid, pw.pw_gid)
+
+    hosts_for_them()
     # ROOST_SSH_DIR empty: the caller's own directory, /tmp/roost-ssh-UID
-    environ = {"SUDO_USER": name, "SUDO_UID": str(pw.pw_uid), "SUDO_GID": str(pw.pw_gid), "ROOST_SSH_DIR": ""}
+    environ.update(ROOST_HOSTS=str(mine), ROOST_SSH_DIR="")
     control = Path(f"/tmp/roost-ssh-{pw.pw_uid}")
     try:
         # the hosts entry names root's key, which only root can read: not the caller's
@@ -1009,6 +1021,7 @@ def test_under_sudo_ssh_runs_as_the_person_not_as_root(fleet: Fleet, busybox_tre
         options["UserKnownHostsFile"] = str(home / "known_hosts")
         fleet.extra_hosts["b-mine"] = dict(fleet.sshd.entry(fleet["b"]), **{"ssh-options": options})
         fleet.write()
+        hosts_for_them()
         r = fleet["a"].roost("--host", "b-mine", "image", "list", env=environ)
         assert r.code == 0 and "bb" in r.out, r
         sockets = [p for p in control.iterdir() if p.is_socket()]

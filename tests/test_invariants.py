@@ -180,7 +180,7 @@ def test_invariant_3_end_never_deletes_through_a_bind_mount(env: Env, busybox_tr
         sid = env.begin("c")
         assert env.sh(sid, "cat /srv/shared/canary").out == "alive\n"
         # a host process keeps the bind mount busy
-        holder = subprocess.Popen(["sleep", "1000"], cwd=env.run / "mnt" / sid / "srv" / "shared")
+        holder = subprocess.Popen(["sleep", "1000"], cwd=env.run / "mnt" / sid / "root" / "srv" / "shared")
         try:
             args = ("session", "end", sid) + (("--force",) if force else ())
             r = env.roost(*args)

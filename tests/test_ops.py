@@ -198,10 +198,12 @@ def test_tmpfiles_creates_the_runtime_root_the_engine_expects() -> None:
     assert tmpfiles_lines() == [
         ["d", run, "0755", "root", "root", "-"],
         ["d", f"{run}/locks", "0700", "root", "root", "-"],
-        ["d", f"{run}/mnt", "0755", "root", "root", "-"],
+        ["d", f"{run}/mnt", "0711", "root", "root", "-"],
+        ["d", f"{run}/mnt/.stage", "0700", "root", "root", "-"],
     ]
     store = Store(settings.Settings())
     assert (store.run, store.lock_dir, store.mnt_dir) == (run, f"{run}/locks", f"{run}/mnt")
+    assert store.stage_dir == f"{run}/mnt/.stage"
 
 
 def test_what_systemd_tmpfiles_makes_is_accepted_by_roost(tmp_path: Path) -> None:
@@ -214,7 +216,8 @@ def test_what_systemd_tmpfiles_makes_is_accepted_by_roost(tmp_path: Path) -> Non
     locks = run / "locks"
     st = locks.stat()
     assert stat.S_IMODE(st.st_mode) == 0o700 and st.st_uid == 0 and st.st_gid == 0
-    assert stat.S_IMODE((run / "mnt").stat().st_mode) == 0o755
+    assert stat.S_IMODE((run / "mnt").stat().st_mode) == 0o711
+    assert stat.S_IMODE((run / "mnt" / ".stage").stat().st_mode) == 0o700
     Store(settings.Settings(state_root=str(tmp_path / "state"), run_root=str(run))).ensure()
     assert ensure_lock_dir(str(locks)) == str(locks)
     assert stat.S_IMODE(locks.stat().st_mode) == 0o700
@@ -312,7 +315,7 @@ def test_the_manual_page_renders_cleanly_and_names_every_command() -> None:
     for section in ("SYNOPSIS", "COMMANDS", "SCHROOT COMPATIBILITY", "EXIT STATUS", "ENVIRONMENT", "FILES", "SEE ALSO"):
         assert f"\n{section}\n" in shown
     # every option of the schroot front door, as its --help lists it
-    from roost.schroot import HELP
+    from roost.schroot.options import HELP
 
     front_door = flat.split("SCHROOT COMPATIBILITY", 1)[1].split("EXIT STATUS", 1)[0]
     options = [line.split()[0] for line in HELP.splitlines() if line.startswith("  -")]

@@ -45,7 +45,7 @@ def listed(env: Env) -> list[str]:
 @pytest.mark.parametrize("hold", ["cwd", "open-file"])
 def test_end_while_a_host_process_keeps_the_mount_busy(env: Env, canary: Path, hold: str) -> None:
     sid = env.begin("c")
-    inside = env.run / "mnt" / sid / "srv" / "shared"
+    inside = env.run / "mnt" / sid / "root" / "srv" / "shared"
     if hold == "cwd":
         holder = subprocess.Popen(["sleep", "1000"], cwd=inside / "deep")
     else:
@@ -67,7 +67,7 @@ def test_end_while_a_host_process_keeps_the_mount_busy(env: Env, canary: Path, h
 
 def test_end_force_detaches_a_busy_mount_and_deletes_nothing_through_it(env: Env, canary: Path) -> None:
     sid = env.begin("c")
-    holder = subprocess.Popen(["sleep", "1000"], cwd=env.run / "mnt" / sid / "srv" / "rshared" / "deep")
+    holder = subprocess.Popen(["sleep", "1000"], cwd=env.run / "mnt" / sid / "root" / "srv" / "rshared" / "deep")
     try:
         env.ok("session", "end", "--force", sid)
         alive(canary)
@@ -112,7 +112,7 @@ def test_image_remove_force_ends_sessions_without_touching_the_canary(env: Env, 
 def test_a_mount_made_inside_the_session_is_taken_down_too(env: Env, canary: Path, tmp_path: Path) -> None:
     """Mounts the session made itself (here: another bind of the canary) go before the clone."""
     sid = env.begin("c")
-    extra = env.run / "mnt" / sid / "root" / "again"
+    extra = env.run / "mnt" / sid / "root" / "root" / "again"
     extra.mkdir()
     subprocess.run(["mount", "--bind", str(canary), str(extra)], check=True)
     env.ok("session", "end", sid)

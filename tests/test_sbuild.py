@@ -252,3 +252,49 @@ def test_sbuild_builds_through_the_front_door_and_again_after_sbuild_update(
     assert _begins(env, image) == [1, 1, 2]  # the first build, sbuild-update's source session, the second build
     assert env.roost("session", "list", "--json").json() == []
     assert REPO.exists()
+
+
+def test_sbuild_as_an_ordinary_user_through_the_sudo_wrapper(createchroot: Created, hello_dsc: Path) -> None:
+    """What docs/schroot.md tells a build host: a wrapper running `sudo roost-schroot`, a sudo rule, no -E."""
+    from tests.support import sudo
+
+    inst = sudo.make_installation("roost-t-sb")
+    try:
+        builder = inst.add_user("builder", ["sbuild"])
+        inst.allow_sudo()
+        r = inst.root("image", "import-schroot", str(createchroot.conf), "--json", timeout=600)
+        assert r.code == 0, r.err
+        image = createchroot.name
+        config_path = inst.state / "images" / image / "image.yaml"
+        config = yaml.safe_load(config_path.read_text())
+        assert "sbuild" in config["root-groups"]  # as sbuild-createchroot wrote it: root-groups=root,sbuild
+        config["aliases"] = [*config["aliases"], f"{SUITE}-{_arch()}-sbuild"]
+        config_path.write_text(yaml.safe_dump(config))
+        home = inst.home(builder)
+        wrapper = inst.base / "bin" / "roost-schroot-sudo"
+        wrapper.write_text(f'#!/bin/sh\nexec sudo -n {inst.schroot_bin} "$@"\n')
+        wrapper.chmod(0o755)
+        script = (
+            f"mkdir -p {home}/build && cp {hello_dsc.parent}/hello_* {home}/build/ && "
+            f"printf \"%s\\n\" \"\\$conf->set('SCHROOT', '{wrapper}');\" '$run_lintian = 0;' "
+            f"'$run_autopkgtest = 0;' '$run_piuparts = 0;' '1;' > {home}/.sbuildrc"
+        )
+        for path in hello_dsc.parent.glob("hello_*"):
+            path.chmod(0o644)
+        hello_dsc.parent.chmod(0o755)
+        for parent in hello_dsc.parents:
+            if str(parent).startswith("/tmp/pytest-of-root"):
+                parent.chmod(parent.stat().st_mode | 0o005)  # the builder copies the source from here
+        r = inst.as_user(builder, "/bin/sh", "-c", script)
+        assert r.code == 0, r.err
+        r = inst.as_user(builder, "sbuild", "-d", SUITE, hello_dsc.name, cwd=home / "build", timeout=1800)
+        assert r.code == 0, (r.out[-4000:], r.err[-2000:])
+        _check_build(home / "build", hello_dsc)
+        built = next((home / "build").glob("hello_*.deb"))
+        assert built.stat().st_uid == inst.home(builder).stat().st_uid  # the build is the builder's
+        journal = [json.loads(line) for line in (inst.state / "journal.jsonl").read_text().splitlines()]
+        begins = [e for e in journal if e["operation"] == "session begin" and e.get("image") == image]
+        assert begins and all(e["user"] == builder for e in begins)
+        assert json.loads(inst.root_ok("session", "list", "--json")) == []
+    finally:
+        sudo.remove(inst)

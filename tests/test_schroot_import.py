@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from core.errors import ConfigError
-from core.schrootconf import parse
+from roost.schroot.importer import parse
 from tests.conftest import Env
 
 # --- the key-file format (no root needed) ------------------------------------------------------

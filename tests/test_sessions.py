@@ -40,8 +40,8 @@ def test_begin_list_info_end_leaves_nothing(bb: Env) -> None:
     }
     assert s["created"].endswith("Z")
     info = bb.roost("session", "info", sid, "--json").json()
-    assert info["processes"] == 0 and info["mountpoint"] == str(bb.run / "mnt" / sid)
-    mnt = bb.run / "mnt" / sid
+    assert info["processes"] == 0 and info["mountpoint"] == str(bb.run / "mnt" / sid / "root")
+    mnt = bb.run / "mnt" / sid / "root"
     targets = mounts_under(mnt)
     for sub in ("", "/proc", "/sys", "/dev", "/dev/pts", "/dev/shm"):
         assert str(mnt) + sub in targets
@@ -142,7 +142,7 @@ def test_kernel_file_systems_and_devices(bb: Env) -> None:
         for line in f:
             fields = line.split()
             fstypes[fields[4]] = line.split(" - ")[1].split()[0]
-    mnt = str(bb.run / "mnt" / sid)
+    mnt = str(bb.run / "mnt" / sid / "root")
     assert fstypes[mnt] == "overlay"
     assert fstypes[mnt + "/dev/pts"] == "devpts"
     assert fstypes[mnt + "/dev/shm"] == "tmpfs"
@@ -406,7 +406,7 @@ def test_site_profile_mounts_copies_and_escape_proof_targets(env: Env, busybox_t
     assert r.out == "host data\nyes\nro\ncopied\n", r.err
     assert mounts_under(outside) == []  # the bind landed inside the session, not on the host
     assert os.listdir(outside) == []
-    mnt = env.run / "mnt" / sid
+    mnt = env.run / "mnt" / sid / "root"
     assert str(mnt / outside.relative_to("/")) in mounts_under(mnt)
     env.ok("session", "end", sid)
     assert (shared / "canary").read_text() == "host data\n"
@@ -462,7 +462,7 @@ def test_hostile_image_symlinks_cannot_reach_host_mounts(env: Env, busybox_tree:
     before = host_mounts()
     env.ok("image", "create", "hostile", "--from-dir", str(tree))
     sid = env.begin("hostile")
-    mnt = env.run / "mnt" / sid
+    mnt = env.run / "mnt" / sid / "root"
     # every mount landed inside the session, wherever the symlinks pointed
     now = host_mounts()
     added = [m for m in now if m not in before]

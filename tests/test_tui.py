@@ -304,7 +304,7 @@ def test_recover_remounts_a_session_that_needs_it(bb2: Env) -> None:
     env = bb2
     sid = env.begin()
     env.sh(sid, "echo kept > /root/kept")
-    subprocess.run(["umount", "-R", str(env.run / "mnt" / sid)], check=True)
+    subprocess.run(["umount", "-R", str(env.run / "mnt" / sid / "root")], check=True)
     assert sessions(env)[sid]["state"] == "needs-recovery"
 
     async def scenario(pilot: Pilot[Any], app: RoostConsole) -> None:
@@ -445,7 +445,7 @@ def test_engine_errors_become_notifications_not_crashes(bb2: Env) -> None:
 def test_end_offers_force_when_a_mount_is_kept_busy_from_outside(bb2: Env) -> None:
     env = bb2
     sid = env.begin()
-    holder = subprocess.Popen(["sleep", "60"], cwd=env.run / "mnt" / sid / "root")  # outside, cwd inside
+    holder = subprocess.Popen(["sleep", "60"], cwd=env.run / "mnt" / sid / "root" / "root")  # outside, cwd inside
 
     async def scenario(pilot: Pilot[Any], app: RoostConsole) -> None:
         await until(pilot, lambda: sid in app.main.sessions_pane.table.model)

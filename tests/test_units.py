@@ -55,13 +55,14 @@ def test_mountinfo_parsing_unescapes_and_orders_deepest_first() -> None:
 def test_nss_merge_keeps_image_entries_and_adds_host_ones() -> None:
     image = b"root:x:0:0::/root:/bin/sh\n_apt:x:42:65534::/nonexistent:/usr/sbin/nologin\n"
     host = b"root:x:0:0:host root:/root:/bin/bash\nalice:x:1000:1000::/home/alice:/bin/bash\n"
-    merged = merge_database(image, host)
+    merged, added = merge_database(image, host)
     assert merged.splitlines() == [
         b"root:x:0:0::/root:/bin/sh",
         b"_apt:x:42:65534::/nonexistent:/usr/sbin/nologin",
         b"alice:x:1000:1000::/home/alice:/bin/bash",
     ]
-    assert merge_database(merged, host) == merged
+    assert added == [b"alice"]
+    assert merge_database(merged, host) == (merged, [])
 
 
 def test_image_config_rejects_unknown_keys_and_bad_values() -> None:
@@ -148,7 +149,8 @@ def test_fast_path_parses_only_plain_session_run() -> None:
         "/tmp",
         True,
     )
-    assert fastpath.parse(["session", "run", "s", "ls", "-l"]) == (None, "s", ["ls", "-l"], None, None, False)
+    assert fastpath.parse(["session", "run", "s", "ls", "x"]) == (None, "s", ["ls", "x"], None, None, False)
+    assert fastpath.parse(["session", "run", "s", "ls", "-l"]) is None  # argparse reads -l as an option
     for other in (
         ["session", "run", "--help"],
         ["session", "run", "s"],
@@ -226,10 +228,10 @@ def test_struct_records() -> None:
 
 
 def test_fast_dispatch_takes_plain_forms_and_leaves_the_rest_to_argparse(monkeypatch: pytest.MonkeyPatch) -> None:
-    from roost import commands
+    from roost import handlers
 
     calls: list[tuple[str, dict[str, object]]] = []
-    monkeypatch.setattr(commands, "execute", lambda func, ns: calls.append((func.__name__, vars(ns))) or 0)
+    monkeypatch.setattr(handlers, "execute", lambda func, ns: calls.append((func.__name__, vars(ns))) or 0)
     assert fastpath.dispatch(["session", "begin", "img", "--maintenance", "--name=x", "--json"]) == 0
     assert fastpath.dispatch(["--headless", "-q", "--root", "/r", "session", "end", "--force", "s1"]) == 0
     assert fastpath.dispatch(["run", "-u", "bob", "img", "--", "make", "-j2"]) == 0

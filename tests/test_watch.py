@@ -90,7 +90,7 @@ def test_the_mount_table_is_watched(bb: Env) -> None:
     try:
         assert w.poll() is not None
         settle(w)
-        subprocess.run(["umount", "-R", str(bb.run / "mnt" / sid)], check=True)
+        subprocess.run(["umount", "-R", str(bb.run / "mnt" / sid / "root")], check=True)
         snap = w.poll()
         assert snap is not None and snap.sessions[sid].state == "needs-recovery"
     finally:

@@ -142,7 +142,7 @@ class RoostConsole(App[int]):
         self._force = False
         self._timer: Timer | None = None
         self._shown_errors: set[str] = set()
-        engine.on_wait = lambda message: self.notify(message, timeout=4, markup=False)
+        engine.ctx.on_wait = lambda message: self.notify(message, timeout=4, markup=False)
 
     async def on_event(self, event: events.Event) -> None:
         if isinstance(event, events.Key):

@@ -31,7 +31,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from core import generations, journal, locks, mounts, process, records
+from core import generations, journal, locks, mounts, records
 from core.actor import Actor
 from core.engine import Engine
 from core.fsutil import remove_tree
@@ -110,7 +110,7 @@ HELD_LOCK = ("image.bullseye-i386", "carol", "gc", "2026-11-24T09:29:12Z")
 
 
 def _actor(user: str) -> Actor:
-    return Actor(uid=0, user=user, pid=os.getpid(), is_root=True, groups=())
+    return Actor(uid=0, user=user, pid=os.getpid(), groups=(), real_root=True)
 
 
 class Demo:
@@ -205,7 +205,7 @@ class Demo:
         """A long-running process inside the session (a build, say)."""
         launch = eng.launch(sid, ["/bin/sleep", "86400"], directory="/")
         with open(os.devnull, "rb") as null:
-            pid = process.spawn(launch, stdin=null.fileno(), stdout=null.fileno(), stderr=null.fileno())
+            pid = eng.start(sid, launch, stdin=null.fileno(), stdout=null.fileno(), stderr=null.fileno())
         self.children.append(pid)
 
     def _normalize(self, store: Any) -> None:

@@ -287,7 +287,10 @@ class Operations:
         app = self.app
         try:
             with app.suspend():
-                code = process.run_foreground(launch, **app.terminal)
+                terminal = app.terminal
+                tty = process.terminal(terminal["stdin"])
+                pid = self.engine.start(sid, launch, foreground=tty, **terminal)
+                code = process.wait_foreground(pid, tty)
         except SuspendNotSupported:
             app.notify(
                 f"this console cannot hand over its terminal here; in a shell run: sudo roost session enter {sid}",
@@ -334,15 +337,8 @@ class Operations:
         read_end, write_end = os.pipe()
         devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
         try:
-            # Like `roost session run`: hold the session's lock shared until the command
-            # execs (its copy is close-on-exec), so `end` cannot unmount underneath.
-            lock = eng.lock(eng.store.session_lock_name(sid), "run", exclusive=False)
-            try:
-                if eng.session_info(sid, details=False).state != "mounted":
-                    raise Conflict(f"session {sid} ended or changed while the command was starting")
-                pid = process.spawn(launch, stdin=devnull, stdout=write_end, stderr=write_end)
-            finally:
-                lock.release()
+            # The run protocol, as `roost session run`: the session's lock is held shared until the command execs.
+            pid = eng.start(sid, launch, stdin=devnull, stdout=write_end, stderr=write_end)
         except BaseException:
             os.close(read_end)
             raise

@@ -19,8 +19,7 @@ from textual.screen import Screen
 from textual.widget import Widget
 from textual.widgets import Footer
 
-from core.images import GenerationInfo, ImageInfo
-from core.sessions import SessionInfo
+from core.views import GenerationInfo, ImageInfo, SessionInfo
 from core.watch import Snapshot
 
 from .widgets.detail import DetailPanel, generation_detail, image_detail, lock_detail, session_detail

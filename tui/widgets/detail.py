@@ -8,10 +8,9 @@ from rich.table import Table
 from rich.text import Text
 from textual.widgets import Static
 
-from core.images import GenerationInfo, ImageInfo
 from core.locks import LockState
-from core.sessions import SessionInfo
 from core.units import human_size
+from core.views import GenerationInfo, ImageInfo, SessionInfo
 from core.watch import Figures
 
 from .. import format as fmt

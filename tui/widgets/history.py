@@ -6,7 +6,7 @@ from typing import ClassVar
 
 from textual.binding import Binding, BindingType
 
-from core.images import GenerationInfo
+from core.views import GenerationInfo
 
 from .. import format as fmt
 from .pane import Col, Pane

@@ -8,7 +8,7 @@ from typing import ClassVar
 from textual.binding import Binding, BindingType
 from textual.widgets import DataTable
 
-from core.images import ImageInfo
+from core.views import ImageInfo
 
 from .. import format as fmt
 from .pane import Col, Pane

@@ -10,7 +10,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import DataTable, Input
 
-from core.sessions import SessionInfo
+from core.views import SessionInfo
 from core.watch import Figures
 
 from .. import format as fmt

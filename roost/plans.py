@@ -1,4 +1,4 @@
-"""Batch plans: a YAML list of steps the engine runs in order (``roost --headless batch PLAN``).
+"""Batch plans: a YAML list of steps run in order through the engine (``roost --headless batch PLAN``).
 
 A plan is parsed and checked completely before anything runs: an unknown
 step or field, a missing field, a wrong type, a bad name, a reference to a
@@ -13,6 +13,10 @@ that began them. ``for-each-image`` runs its steps once per image; the
 sessions an iteration begins must be ended or promoted by that iteration,
 and a failed iteration is cleaned up before the next one (or before the
 plan stops). The schema is documented in docs/batch.md.
+
+Plans are a client of the engine: every step is one of ``Engine``'s public
+operations, so locking, validation and journaling happen there as for any
+other command.
 """
 
 from __future__ import annotations
@@ -22,14 +26,14 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .actor import now_iso
-from .errors import EXIT_COMMAND_FAILED, BadInput, Conflict, NotFound, RoostError
-from .names import check_generation, is_valid_name, printable
+from core.actor import now_iso
+from core.errors import EXIT_COMMAND_FAILED, BadInput, Conflict, NotFound, RoostError
+from core.names import check_generation, is_valid_name, printable
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from .engine import Engine
+    from core.engine import Engine
 
 MAX_PLAN_BYTES = 1 << 20
 EXIT_INTERRUPTED = 130
@@ -172,7 +176,7 @@ def _load_yaml(text: str, where: str) -> Any:
                     raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
             return super().construct_mapping(node, deep=deep)
 
-    from .yamlio import parse_yaml
+    from core.yamlio import parse_yaml
 
     return parse_yaml(text, where, loader=StrictLoader, error=BadInput)
 
@@ -575,7 +579,7 @@ class _Runner:
 
     def loop(self, step: Step, scope: _Scope) -> bool:
         started, clock = now_iso(), time.monotonic()
-        names = list(self.eng.store.image_names()) if step.every_image else list(step.images or ())
+        names = self.eng.image_names() if step.every_image else list(step.images or ())
         first_result = len(self.report.results)
         ran: list[str] = []
         failed_images: list[str] = []
@@ -774,15 +778,12 @@ def _closed_later(steps: tuple[Step, ...]) -> set[str]:
 
 
 def preflight(eng: Engine, plan: Plan) -> None:
-    """What must hold before the first step runs: root, the named images, free session ids."""
-    eng.require_root("batch")
-    from . import images
-
+    """What must hold before the first step runs: the named images exist, the session ids are free."""
     for step, name in plan.image_names():
-        if not images.exists(eng, name):
+        if not eng.image_exists(name):
             raise NotFound(f"{plan.where}: {step.label()}: no image {name!r}")
     for step in _walk(plan.steps):
-        if step.name is not None and os.path.exists(eng.store.session_record(step.name)):
+        if step.name is not None and eng.session_exists(step.name):
             raise Conflict(f"{plan.where}: {step.label()}: session {step.name} already exists")
 
 
@@ -799,7 +800,6 @@ def run(
     (a file descriptor) and their errors to 2; their input is /dev/null.
     """
     preflight(eng, plan)
-    eng.ready()
     runner = _Runner(eng, plan, on_result, output)
     top = _Scope()
     finished = False

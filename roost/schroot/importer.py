@@ -1,4 +1,4 @@
-"""Taking over schroot's chroots: read schroot.conf and chroot.d, plan and run their import.
+"""``roost image import-schroot``: read schroot.conf and chroot.d, plan and run their import.
 
 schroot describes chroots in key files (``[name]`` groups of ``key=value``
 lines) in ``/etc/schroot/schroot.conf`` and ``/etc/schroot/chroot.d/*``.
@@ -17,6 +17,10 @@ command-prefix and the description go into image.yaml. What has no
 counterpart (or a different one) is reported, one line per key, as a note;
 a chroot that cannot be imported at all gets an error and is skipped. The
 schroot files and trees are only read, never changed.
+
+The import is a client of the engine: it creates images with
+``Engine.create_image`` and reads profiles with ``Engine.profile``, like any
+other front door.
 """
 
 from __future__ import annotations
@@ -25,13 +29,17 @@ import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .errors import BadInput, ConfigError, RoostError
-from .imageconf import PERSONALITIES
-from .importers import Source
-from .names import is_valid_name
+from core.errors import BadInput, ConfigError, NotFound, RoostError
+from core.imageconf import PERSONALITIES
+from core.importers import Source
+from core.names import is_valid_name
 
 if TYPE_CHECKING:
-    from .engine import Engine
+    from collections.abc import Sequence
+
+    from core.callerfs import CallerFiles
+    from core.engine import Engine
+    from core.profiles import Profile
 
 SCHROOT_DIR = "/etc/schroot"
 
@@ -138,35 +146,32 @@ def parse(text: str, path: str) -> list[Entry]:
             continue
         if line.startswith("["):
             if not line.endswith("]") or len(line) < 3:
-                raise ConfigError(f"{path}:{number}: malformed group line {line[:80]!r}")
+                raise ConfigError(f"{path}:{number}: malformed group line")
             name = line[1:-1].strip()
             if name in seen:
-                raise ConfigError(f"{path}:{number}: chroot {name!r} is defined twice")
+                raise ConfigError(f"{path}:{number}: this chroot is defined twice in the file")
             seen.add(name)
             current = Entry(name, path, number, {})
             entries.append(current)
             continue
         key, eq, value = line.partition("=")
         if not eq:
-            raise ConfigError(f"{path}:{number}: expected key=value, got {line[:80]!r}")
+            raise ConfigError(f"{path}:{number}: expected key=value")
         if current is None:
-            raise ConfigError(f"{path}:{number}: key {key.strip()!r} outside a [chroot] group")
+            raise ConfigError(f"{path}:{number}: a key outside a [chroot] group")
         key = key.strip()
         if key in current.keys:
-            raise ConfigError(f"{path}:{number}: key {key!r} is set twice in [{current.name}]")
+            raise ConfigError(f"{path}:{number}: a key set twice in the same group")
         current.keys[key] = value.strip()
     return entries
 
 
-def read_file(path: str) -> list[Entry]:
-    try:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            text = f.read(1 << 20)
-    except FileNotFoundError:
-        raise BadInput(f"{path}: no such file") from None
-    except OSError as e:
-        raise BadInput(f"{path}: {e.strerror}") from None
-    return parse(text, path)
+def read_file(path: str, files: CallerFiles) -> list[Entry]:
+    """The chroots of one key file, read with the caller's rights (*files*)."""
+    data = files.read(path, 1 << 20)
+    if len(data) > 1 << 20:
+        raise BadInput(f"{path}: larger than 1 MiB")
+    return parse(data.decode("utf-8", "replace"), path)
 
 
 def _valid_chroot_d_name(name: str) -> bool:
@@ -178,26 +183,31 @@ def _valid_chroot_d_name(name: str) -> bool:
     return not any(name.endswith(s) for s in (".dpkg-old", ".dpkg-dist", ".dpkg-new", ".dpkg-tmp", ".dpkg-bak"))
 
 
-def read_all(schroot_dir: str = SCHROOT_DIR) -> tuple[list[Entry], list[str]]:
-    """Every chroot of schroot.conf and chroot.d (as schroot reads them), and the files skipped."""
+def read_all(schroot_dir: str, files: CallerFiles) -> tuple[list[Entry], list[str]]:
+    """Every chroot of schroot.conf and chroot.d (as schroot reads them), and the files skipped.
+
+    Everything is read with the caller's rights (*files*).
+    """
     entries: list[Entry] = []
     skipped: list[str] = []
     conf = os.path.join(schroot_dir, "schroot.conf")
-    if os.path.isfile(conf):
-        entries += read_file(conf)
+    if files.is_file(conf):
+        entries += read_file(conf, files)
     chroot_d = os.path.join(schroot_dir, "chroot.d")
     try:
-        names = sorted(os.listdir(chroot_d))
+        names = sorted(files.listdir(chroot_d))
     except FileNotFoundError:
         names = []
+    except OSError as error:
+        raise BadInput(f"{chroot_d}: {error.strerror}") from None
     for name in names:
         path = os.path.join(chroot_d, name)
-        if not os.path.isfile(path):
+        if not files.is_file(path):
             continue
         if not _valid_chroot_d_name(name):
             skipped.append(path)
             continue
-        entries += read_file(path)
+        entries += read_file(path, files)
     names_seen: dict[str, str] = {}
     for e in entries:
         if e.name in names_seen:
@@ -235,17 +245,12 @@ def _profile_name(entry: Entry) -> str | None:
     return None
 
 
-def _profile_notes(plan: Plan, schroot_profile: str, roost_profile: str, schroot_dir: str, site_dir: str) -> None:
+def _profile_notes(plan: Plan, schroot_profile: str, profile: Profile, schroot_dir: str, files: CallerFiles) -> None:
     """Notes for what the schroot profile's fstab, copyfiles and nssdatabases have and the roost one lacks."""
-    from .profiles import load_profile
-
-    try:
-        profile = load_profile(roost_profile, site_dir)
-    except RoostError:
-        return
+    roost_profile = profile.name
     base = os.path.join(schroot_dir, schroot_profile)
     mounted = {m.target for m in profile.mounts} | set(BASE_MOUNTS)
-    for line in _lines(os.path.join(base, "fstab")):
+    for line in _lines(os.path.join(base, "fstab"), files):
         fields = line.split()
         if len(fields) >= 2 and os.path.normpath(fields[1]) == "/dev" and profile.dev == "private":
             plan.notes.append(
@@ -258,29 +263,28 @@ def _profile_notes(plan: Plan, schroot_profile: str, roost_profile: str, schroot
                 f"which roost profile {roost_profile} does not"
             )
     copies = set(profile.copy_files)
-    for line in _lines(os.path.join(base, "copyfiles")):
+    for line in _lines(os.path.join(base, "copyfiles"), files):
         if os.path.normpath(line) not in copies and line not in ("/etc/resolv.conf",):
             plan.notes.append(f"profile {schroot_profile}: copies {line}, which roost profile {roost_profile} does not")
     databases = set(profile.nss_databases)
-    for line in _lines(os.path.join(base, "nssdatabases")):
+    for line in _lines(os.path.join(base, "nssdatabases"), files):
         if line not in databases:
             plan.notes.append(
                 f"profile {schroot_profile}: copies the {line} database, which roost profile {roost_profile} does not"
             )
 
 
-def _lines(path: str) -> list[str]:
+def _lines(path: str, files: CallerFiles) -> list[str]:
     try:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            text = f.read(1 << 20)
-    except OSError:
+        text = files.read(path, 1 << 20).decode("utf-8", "replace")
+    except BadInput:
         return []
     return [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.strip().startswith("#")]
 
 
 def _zfs_mountpoint(dataset: str) -> str | None:
     """Where *dataset* is mounted, from the mount table (no zfs tools needed)."""
-    from .mounts import mounts
+    from core.mounts import mounts
 
     for m in mounts():
         if m.fstype == "zfs" and m.source == dataset:
@@ -288,10 +292,8 @@ def _zfs_mountpoint(dataset: str) -> str | None:
     return None
 
 
-def plan(entry: Entry, eng: Engine, *, schroot_dir: str = SCHROOT_DIR) -> Plan:
+def plan(entry: Entry, eng: Engine, files: CallerFiles, *, schroot_dir: str = SCHROOT_DIR) -> Plan:
     """Decide how *entry* becomes an image; nothing is changed."""
-    from .profiles import profile_path
-
     keys = entry.keys
     p = Plan(chroot=entry.name, where=entry.where)
     if not is_valid_name(entry.name):
@@ -349,7 +351,7 @@ def plan(entry: Entry, eng: Engine, *, schroot_dir: str = SCHROOT_DIR) -> Plan:
         p.source = Source("dir", path=mounted)
         p.notes.append(f"zfs-snapshot: the tree of {dataset} (mounted at {mounted}) is copied")
     try:
-        p.source.check()
+        p.source.check(files)
     except BadInput as e:
         p.error = str(e).replace("--from-dir ", "").replace("--from-tar ", "")
         return p
@@ -361,17 +363,25 @@ def plan(entry: Entry, eng: Engine, *, schroot_dir: str = SCHROOT_DIR) -> Plan:
         p.notes.append("type=plain: no setup in schroot; roost sessions still get /proc, /sys and /dev (minimal)")
     else:
         schroot_profile = schroot_profile or "default"  # schroot's own default
-        site = eng.settings.profiles_dir
+        profile: Profile | None
         try:
-            profile_path(schroot_profile, site)
+            profile = eng.profile(schroot_profile)
             p.profile = schroot_profile
-        except RoostError:
+        except (NotFound, BadInput):
             p.profile = PROFILES.get(schroot_profile, "default")
             p.notes.append(
                 f"profile={schroot_profile} has no roost counterpart: using {p.profile} "
                 f"(write /etc/roost/profiles/{schroot_profile}.yaml and set profile: in image.yaml)"
             )
-        _profile_notes(p, schroot_profile, p.profile, schroot_dir, site)
+            try:
+                profile = eng.profile(p.profile)
+            except RoostError:
+                profile = None
+        except RoostError:
+            p.profile = schroot_profile  # it exists but does not load: sessions will say why
+            profile = None
+        if profile is not None:
+            _profile_notes(p, schroot_profile, profile, schroot_dir, files)
     for key in ("setup.fstab", "setup.copyfiles", "setup.nssdatabases"):
         value = keys.get(key, "")
         if value and (value.startswith("/") or value.split("/", 1)[0] != schroot_profile):
@@ -415,6 +425,35 @@ def plan(entry: Entry, eng: Engine, *, schroot_dir: str = SCHROOT_DIR) -> Plan:
         else:
             p.notes.append(f"{key}={value}: unknown to roost, not carried over")
     return p
+
+
+def plan_import(
+    eng: Engine,
+    files: Sequence[str] | None = None,
+    *,
+    schroot_dir: str | None = None,
+    chroots: Sequence[str] | None = None,
+) -> tuple[list[Plan], list[str]]:
+    """How schroot's chroots (in *files*, or all of *schroot_dir*) would become images; changes nothing.
+
+    Returns the plans and the chroot.d files schroot itself would skip.
+    """
+    from core.callerfs import CallerFiles
+
+    reader = CallerFiles(eng.actor)  # schroot's files are read as the caller could read them
+    directory = schroot_dir or SCHROOT_DIR
+    skipped: list[str] = []
+    if files:
+        entries = [e for f in files for e in read_file(f, reader)]
+    else:
+        entries, skipped = read_all(directory, reader)
+    if chroots:
+        known = {e.name for e in entries}
+        for name in chroots:
+            if name not in known:
+                raise NotFound(f"no schroot chroot {name!r} in {', '.join(files or [directory])}")
+        entries = [e for e in entries if e.name in chroots]
+    return [plan(e, eng, reader, schroot_dir=directory) for e in entries], skipped
 
 
 def run(eng: Engine, plans: list[Plan], *, backend: str | None = None) -> list[Plan]:

@@ -98,12 +98,14 @@ def cmd_image_convert(ctx: Context) -> int:
 
 
 def cmd_image_import_schroot(ctx: Context) -> int:
+    from .schroot import importer
+
     a = ctx.args
     eng = ctx.engine
-    plans, skipped = eng.plan_schroot_import(a.files or None, schroot_dir=a.schroot_dir, chroots=a.chroot)
+    plans, skipped = importer.plan_import(eng, a.files or None, schroot_dir=a.schroot_dir, chroots=a.chroot)
     if not a.dry_run:
         try:
-            eng.import_schroot(plans, backend=a.backend)
+            importer.run(eng, plans, backend=a.backend)
         finally:
             ctx.progress.done()
     if ctx.json:
@@ -228,6 +230,28 @@ def cmd_image_gc(ctx: Context) -> int:
     return 0
 
 
+def cmd_image_export(ctx: Context) -> int:
+    from core.names import check_generation
+    from core.units import human_size
+
+    from .output import emit_json
+
+    a = ctx.args
+    gen = check_generation(a.generation) if a.generation is not None else None
+    try:
+        r = ctx.engine.export_image(a.name, a.file, generation=gen, force=a.force)
+    finally:
+        ctx.progress.done()
+    if ctx.json:
+        emit_json(r.to_json())
+    elif not ctx.quiet:
+        print(
+            f"exported {r.image} generation {r.generation} to {r.path} ({human_size(r.size)}, {r.compression})",
+            file=sys.stderr,
+        )
+    return 0
+
+
 def cmd_session_begin(ctx: Context) -> int:
     s = ctx.engine.begin(ctx.args.image, name=ctx.args.name, maintenance=ctx.args.maintenance)
     if ctx.json:
@@ -242,33 +266,19 @@ def cmd_session_begin(ctx: Context) -> int:
 
 
 def cmd_session_run(ctx: Context) -> int:
-    from core import process
-    from core.errors import Conflict
-
     a = ctx.args
     argv = _command_argv(a)
     eng = ctx.engine
     launch = eng.launch(a.id, argv, user=a.user, directory=a.directory, preserve_env=a.preserve_environment)
-    # Hold the session's lock shared until exec, so end cannot unmount underneath.
-    lock = eng.lock(eng.store.session_lock_name(a.id), "run", exclusive=False)
-    if eng.session_info(a.id, details=False).state != "mounted":
-        lock.release()
-        raise Conflict(f"session {a.id} ended or changed while the command was starting")
-    sys.stdout.flush()
-    sys.stderr.flush()
-    process.exec_launch(launch)  # does not return; the lock is close-on-exec
-    return 127
+    eng.exec(a.id, launch)  # the run protocol: the session's lock is held shared until the exec
+    return 127  # not reached: exec replaces roost with the command
 
 
 def cmd_session_enter(ctx: Context) -> int:
-    from core import process
-
     a = ctx.args
     launch = ctx.engine.launch(a.id, None, user=a.user, directory=a.directory)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    process.exec_launch(launch)
-    return 127
+    ctx.engine.exec(a.id, launch)
+    return 127  # not reached
 
 
 def cmd_session_end(ctx: Context) -> int:
@@ -449,6 +459,66 @@ def cmd_profile_show(ctx: Context) -> int:
         with open(p.path, encoding="utf-8") as f:
             sys.stdout.write(f.read())
     return 0
+
+
+def cmd_batch(ctx: Context) -> int:
+    import signal
+
+    from core.callerfs import CallerFiles
+
+    from . import plans
+    from .output import emit_json
+
+    if getattr(ctx.args, "host", None):
+        from .fleet import batch_hosts
+
+        return batch_hosts(ctx, ctx.args.host)  # the plan runs on each host, over ssh
+    path = ctx.args.plan
+    if path == "-":  # the plan on standard input (batch on several hosts sends it so)
+        data = sys.stdin.buffer.read(plans.MAX_PLAN_BYTES + 1)
+    else:
+        data = CallerFiles(ctx.engine.actor).read(path, plans.MAX_PLAN_BYTES)  # with the caller's rights
+    plan = plans.parse(data, path)
+    if ctx.args.check:
+        if ctx.json:
+            emit_json({"file": path, "ok": True, "steps": len(plan.steps)})
+        elif not ctx.quiet:
+            print(f"{path}: a valid plan of {len(plan.steps)} step(s)", file=sys.stderr)
+        return 0
+
+    def show(result: plans.StepResult) -> None:
+        if not ctx.json:
+            print(_step_line(result), flush=True)
+
+    def stop(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt  # the plan stops and ends what it began
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        report = plans.run(ctx.engine, plan, on_result=show, output=2 if ctx.json else 1)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if ctx.json:
+        emit_json(report.to_json())
+    failed = report.failed
+    if failed is not None:
+        where = f"step {failed.step} ({failed.kind}{', ' + failed.image if failed.image else ''})"
+        print(f"{PROG}: {path}: {where} failed: {failed.error}", file=sys.stderr)
+    elif not ctx.json:
+        steps = sum(1 for r in report.results if not r.cleanup)
+        left = "".join(f"; {s.name} stays open as {s.id}" for s in report.open_sessions)
+        print(f"plan {path}: ok ({steps} step{'s' if steps != 1 else ''}{left})")
+    code: int = report.exit_code
+    return code
+
+
+def _step_line(r: Any) -> str:
+    label = "cleanup" if r.cleanup else f"step {r.step}"
+    head = f"{label} {r.kind}" + (f" {r.image}" if r.image else "") + f": {r.status}"
+    if r.ok:
+        return head + (f": {r.detail}" if r.detail else "")
+    return head + f" (exit code {r.exit_code}): {r.error}"
 
 
 def execute(func: Callable[[Context], int], args: Any) -> int:
