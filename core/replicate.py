@@ -923,7 +923,7 @@ def receive(ctx: Context, image: str, inp: int, *, peer: str = "") -> dict[str, 
     compare-and-swap holds; a failure at any point removes what was staged.
     """
     ctx.require_privileged("image receive")
-    check_object_name(image, "image name")
+    check_receive(ctx, image)  # before a byte is read
     started = time.monotonic()
     reader = _Reader(inp)
     reader.start()
@@ -1011,6 +1011,15 @@ def receive(ctx: Context, image: str, inp: int, *, peer: str = "") -> dict[str, 
         "bytes": reader.bytes,
         "seconds": round(time.monotonic() - started, 3),
     }
+
+
+def check_receive(ctx: Context, image: str) -> None:
+    """May the caller receive *image*? Into an existing image: its root-users; a new one: who may create."""
+    check_object_name(image, "image name")
+    if images.exists(ctx, image):
+        images.authorize(ctx, policy.IMAGE_RECEIVE, image)
+    else:
+        ctx.authorize(policy.IMAGE_CREATE)
 
 
 def _discard(directory: str, *, failing: Callable[[], bool]) -> None:
@@ -1435,7 +1444,7 @@ def pull(ctx: Context, host: Host, image: str, *, backend: str | None = None) ->
     from . import ssh
 
     ctx.require_privileged("image pull")
-    check_object_name(image, "image name")
+    check_receive(ctx, image)
     ctx.ready()
     mine = inventory(ctx, image)
     conn = ssh.Connection(host)
