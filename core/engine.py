@@ -102,6 +102,7 @@ class Engine:
 
     def access_level(self, lists: Mapping[str, Iterable[str]]) -> str:
         """The caller's level (admin, root, user, none) on what these access lists guard (core/policy.py)."""
+        self.ctx.authorize(policy.HOST_VIEW)
         return self.ctx.policy.level(self.ctx.actor, lists)
 
     def profile(self, name: str) -> Profile:

@@ -154,7 +154,7 @@ def test_session_begin_run_end(bb: Env) -> None:
     code, out, _ = s(bb, "-i", "-c", f"session:{sid}")
     assert f"  Mount Location         {bb.run / 'mnt' / sid / 'root'}\n" in out
     assert "  Session Purged         true\n" in out and "  Selected Chroot Name   busy\n" in out
-    assert s(bb, "--location", "-c", f"session:{sid}")[1] == f"{bb.run / 'mnt' / sid}\n"
+    assert s(bb, "--location", "-c", f"session:{sid}")[1] == f"{bb.run / 'mnt' / sid / 'root'}\n"
     assert s(bb, "-l", "--all-sessions")[1] == f"session:{sid}\n"
     listed = bb.roost("session", "list", "--json").json()
     assert [(x["id"], x["alias"], x["failed"]) for x in listed] == [(sid, "busy", None)]

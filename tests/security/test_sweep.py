@@ -116,7 +116,7 @@ def cli_cases() -> list[list[str]]:
 
 
 def schroot_cases() -> list[list[str]]:
-    from roost import schroot
+    from roost.schroot import options as schroot
 
     cases = []
     for long, (takes, _) in schroot._LONG.items():
