@@ -311,8 +311,15 @@ class Engine:
 
         return replicate.inventory(self.ctx, name)
 
-    def send_image(self, name: str, theirs: dict[str, Any], out: int, *, backend: str | None = None) -> dict[str, Any]:
-        """Write to *out* the stream bringing the receiver described by *theirs* to this host's *name*."""
+    def send_image(
+        self,
+        name: str,
+        theirs: dict[str, Any] | Callable[[], dict[str, Any]],
+        out: int,
+        *,
+        backend: str | None = None,
+    ) -> dict[str, Any]:
+        """Write to *out* the stream bringing the receiver described by *theirs* (or what it returns) to *name*."""
         from . import replicate
 
         return replicate.send(self.ctx, name, theirs, out, backend=backend)

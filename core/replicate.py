@@ -501,7 +501,7 @@ def check_send(ctx: Context, image: str) -> None:
 def send(
     ctx: Context,
     image: str,
-    theirs: dict[str, Any],
+    theirs: dict[str, Any] | Callable[[], dict[str, Any]],
     out: int,
     *,
     backend: str | None = None,
@@ -510,13 +510,16 @@ def send(
 ) -> dict[str, Any]:
     """Write the stream that brings the receiver described by *theirs* to this host's current *image*.
 
-    Raises :class:`Conflict` (nothing written) when that is not a fast-forward;
-    ``BrokenPipeError`` when the reader goes away.
+    *theirs* may be a function that reads the receiver's inventory: it is called
+    once the caller may send. Raises :class:`Conflict` (nothing written) when
+    that is not a fast-forward; ``BrokenPipeError`` when the reader goes away.
     """
     import socket
 
     ctx.require_privileged("image send")
     check_send(ctx, image)
+    if callable(theirs):
+        theirs = theirs()
     ctx.ready()
     p = plan(ctx, image, theirs, backend=backend, peer=peer)
     if on_plan is not None:

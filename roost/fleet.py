@@ -93,11 +93,12 @@ def cmd_image_send(ctx: Any) -> int:
 
     from core.errors import BadInput
 
-    data = sys.stdin.buffer.read(16 << 20)
-    try:
-        theirs = json.loads(data)
-    except ValueError:
-        raise BadInput("image send reads the receiver's inventory (roost image inventory --json) on stdin") from None
+    def theirs() -> Any:  # read once the caller may send
+        try:
+            return json.loads(sys.stdin.buffer.read(16 << 20))
+        except ValueError:
+            raise BadInput("image send reads the receiver's inventory (image inventory --json) on stdin") from None
+
     sys.stdout.flush()
     try:
         ctx.engine.send_image(ctx.args.name, theirs, sys.stdout.fileno(), backend=ctx.args.backend)
