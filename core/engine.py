@@ -20,10 +20,11 @@ from .store import Store
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing and collections cost milliseconds at start-up
     from collections.abc import Callable, Iterable, Mapping, Sequence
-    from typing import NoReturn
+    from typing import Any, NoReturn
 
     from .diff import Diff
     from .exports import ExportResult
+    from .hosts import Host
     from .imageconf import ImageConfig
     from .images import GcResult
     from .importers import Source
@@ -348,3 +349,48 @@ class Engine:
         from .diff import image_diff
 
         return image_diff(self.ctx, name, old, new)
+
+    # --- other hosts (core/replicate.py, core/fleet.py) -------------------------
+
+    def image_inventory(self, name: str) -> dict[str, Any]:
+        """What this host has of image *name* and what it can receive, for a sender's plan."""
+        from . import replicate
+
+        return replicate.inventory(self.ctx, name)
+
+    def send_image(
+        self,
+        name: str,
+        theirs: dict[str, Any] | Callable[[], dict[str, Any]],
+        out: int,
+        *,
+        backend: str | None = None,
+    ) -> dict[str, Any]:
+        """Write to *out* the stream bringing the receiver described by *theirs* (or what it returns) to *name*."""
+        from . import replicate
+
+        return replicate.send(self.ctx, name, theirs, out, backend=backend)
+
+    def receive_image(self, name: str, inp: int) -> dict[str, Any]:
+        """Read an image stream from *inp* and commit it (compare-and-swap, like promote)."""
+        from . import replicate
+
+        return replicate.receive(self.ctx, name, inp)
+
+    def push_image(self, name: str, host: Host, *, backend: str | None = None) -> dict[str, Any]:
+        """Copy the generations *host* lacks of image *name* to it, over ssh."""
+        from . import replicate
+
+        return replicate.push(self.ctx, name, host, backend=backend)
+
+    def pull_image(self, host: Host, name: str, *, backend: str | None = None) -> dict[str, Any]:
+        """Copy the generations this host lacks of image *name* from *host*, over ssh."""
+        from . import replicate
+
+        return replicate.pull(self.ctx, host, name, backend=backend)
+
+    def summary(self) -> dict[str, Any]:
+        """This host's images, sessions, locks and load (what another host's console polls)."""
+        from . import fleet
+
+        return fleet.summary(self)

@@ -34,6 +34,7 @@ class GenerationMeta(Struct, frozen=True):
     stack: tuple[int, ...] = ()
     tx: str | None = None
     flattened: bool = False
+    identity: str | None = None  # set on generations received from another host (core/replicate.py)
 
     def to_yaml(self) -> str:
         data: dict[str, Any] = {
@@ -49,6 +50,8 @@ class GenerationMeta(Struct, frozen=True):
             "flattened": self.flattened,
             "tx": self.tx,
         }
+        if self.identity is not None:
+            data["identity"] = self.identity
         return dump_yaml(data)
 
     @classmethod
@@ -71,6 +74,7 @@ class GenerationMeta(Struct, frozen=True):
                 stack=stack,
                 tx=str(data["tx"]) if data.get("tx") else None,
                 flattened=bool(data.get("flattened", False)),
+                identity=str(data["identity"]) if data.get("identity") else None,
             )
         except (KeyError, TypeError, ValueError):
             raise ConfigError(f"{where}: malformed generation record") from None

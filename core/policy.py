@@ -37,8 +37,9 @@ ADMIN, ROOT, USER, NONE = "admin", "root", "user", "none"
 _RANK = {NONE: 0, USER: 1, ROOT: 2, ADMIN: 3}
 
 # --- actions -------------------------------------------------------------------------
-# Images: the first five need an administrator; rollback and export the image's
-# root-users (who may promote anything into it and read all of it as root already).
+# Images: the first five need an administrator; rollback, export (and sending to
+# another host, which is an export) and receiving generations from another host the
+# image's root-users (who may promote anything into it and read all of it as root already).
 IMAGE_CREATE = "create images"
 IMAGE_CONVERT = "convert images"
 IMAGE_REMOVE = "remove images"
@@ -46,6 +47,7 @@ IMAGE_GC = "garbage-collect images"
 IMAGE_ROLLBACK = "roll back"
 IMAGE_EXPORT = "export"
 IMAGE_DIFF = "see the changes in"
+IMAGE_RECEIVE = "receive generations into"  # image receive and pull: changes current, like a promote
 IMAGE_VIEW = "see"
 # Sessions
 SESSION_BEGIN = "begin sessions of"
@@ -73,6 +75,7 @@ NEEDS: dict[str, str] = {
     IMAGE_ROLLBACK: ROOT,
     IMAGE_EXPORT: ROOT,
     IMAGE_DIFF: ROOT,
+    IMAGE_RECEIVE: ROOT,
     IMAGE_VIEW: USER,
     SESSION_BEGIN: USER,
     SESSION_MAINTAIN: ROOT,

@@ -153,6 +153,7 @@ def build_parser() -> Parser:
     p.add_argument("--force", action="store_true", help="replace FILE if it exists")
     _add_json(p)
     p.set_defaults(func=cmd_image_export)
+    _add_fleet_commands(isub)
 
     # session ...
     session = sub.add_parser("session", help="begin, use, promote and end sessions")
@@ -234,10 +235,16 @@ def build_parser() -> Parser:
     _add_json(p)
     p.set_defaults(func=cmd_profile_show)
     p = sub.add_parser("batch", help="run a plan: steps such as begin, run, promote, end, gc from a YAML file")
-    p.add_argument("plan", metavar="PLAN", help="the plan file (schema: docs/batch.md)")
+    p.add_argument("plan", metavar="PLAN", help="the plan file (schema: docs/batch.md), or - for standard input")
     p.add_argument("--check", action="store_true", help="only check the plan; run nothing")
+    p.add_argument("--host", action="append", metavar="HOST", help="run the plan on HOST (repeatable: in parallel)")
     _add_json(p)
     p.set_defaults(func=cmd_batch)
+    from .fleet import cmd_summary
+
+    p = sub.add_parser("summary", help="this host's images, sessions, locks and load (what other hosts poll)")
+    _add_json(p)
+    p.set_defaults(func=cmd_summary)
     return parser
 
 
@@ -251,6 +258,38 @@ def _add_isolation_options(p: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="a resource limit: memory, swap, pids, cpu-weight, cpu-quota, io-weight (repeatable)",
     )
+
+
+def _add_fleet_commands(isub: argparse._SubParsersAction[Parser]) -> None:
+    """image push, pull and the plumbing they run on the other host (roost/fleet.py)."""
+    from .fleet import cmd_image_inventory, cmd_image_pull, cmd_image_push, cmd_image_receive, cmd_image_send
+
+    backend = "backend of the image if the receiver does not have it yet (default: the sender's, if it can)"
+    p = isub.add_parser("push", help="copy the generations HOST lacks of image NAME to HOST (over ssh)")
+    p.add_argument("name")
+    p.add_argument("host", metavar="HOST", help="ssh://[user@]host[:port] or a name in hosts.yaml")
+    p.add_argument("--backend", help=backend)
+    _add_json(p)
+    p.set_defaults(func=cmd_image_push)
+    p = isub.add_parser("pull", help="copy the generations this host lacks of image NAME from HOST (over ssh)")
+    p.add_argument("host", metavar="HOST", help="ssh://[user@]host[:port] or a name in hosts.yaml")
+    p.add_argument("name")
+    p.add_argument("--backend", help=backend)
+    _add_json(p)
+    p.set_defaults(func=cmd_image_pull)
+    p = isub.add_parser("inventory", help="what this host has of NAME, as JSON (what push asks the receiver)")
+    p.add_argument("name")
+    _add_json(p)
+    p.set_defaults(func=cmd_image_inventory)
+    p = isub.add_parser("send", help="write NAME's image stream to stdout for the inventory read on stdin (pull)")
+    p.add_argument("name")
+    p.add_argument("--backend", help=backend)
+    p.set_defaults(func=cmd_image_send)
+    p = isub.add_parser("receive", help="read an image stream on stdin into NAME (push)")
+    p.add_argument("name")
+    p.add_argument("--inventory-first", action="store_true", help="first print the inventory of NAME as one JSON line")
+    _add_json(p)
+    p.set_defaults(func=cmd_image_receive)
 
 
 def _add_run_options(p: argparse.ArgumentParser) -> None:

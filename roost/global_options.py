@@ -78,6 +78,14 @@ OPTIONS: tuple[GlobalOption, ...] = (
     ),
     GlobalOption(("--json",), "json", "print JSON for listings and info"),
     GlobalOption(("-q", "--quiet"), "quiet", "no progress or waiting messages"),
+    GlobalOption(
+        ("--host",),
+        "host",
+        "run the command on HOST (ssh://[user@]host[:port] or a name in hosts.yaml); roost.remote handles it",
+        action="store",
+        metavar="HOST",
+        fast=False,
+    ),
     GlobalOption(("--version",), "version", "show program's version number and exit", action="version", fast=False),
 )
 

@@ -513,8 +513,15 @@ def cmd_batch(ctx: Context) -> int:
     from . import plans
     from .output import emit_json
 
+    if getattr(ctx.args, "host", None):
+        from .fleet import batch_hosts
+
+        return batch_hosts(ctx, ctx.args.host)  # the plan runs on each host, over ssh
     path = ctx.args.plan
-    data = CallerFiles(ctx.engine.actor).read(path, plans.MAX_PLAN_BYTES)  # with the caller's rights
+    if path == "-":  # the plan on standard input (batch on several hosts sends it so)
+        data = sys.stdin.buffer.read(plans.MAX_PLAN_BYTES + 1)
+    else:
+        data = CallerFiles(ctx.engine.actor).read(path, plans.MAX_PLAN_BYTES)  # with the caller's rights
     plan = plans.parse(data, path)
     if ctx.args.check:
         if ctx.json:

@@ -14,6 +14,12 @@ import sys
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
+    if "--host" in args or any(a.startswith("--host=") for a in args):
+        from . import remote
+
+        code = remote.main(args)  # `roost --host HOST COMMAND`: the command runs there, over ssh
+        if code is not None:
+            return code
     from .global_options import split
 
     found = split(args)

@@ -42,7 +42,7 @@ EXIT_STATUS = [
     ("2", "Bad input: a name, path, option, plan or configuration file; or not root."),
     ("3", "Conflict: locked, busy, an existing name, not a fast-forward."),
     ("4", "Not found: an image, generation or session."),
-    ("5", "System error: a mount, a system call or a helper program failed."),
+    ("5", "System error: a mount, a system call or a helper program failed, or another host cannot be reached."),
 ]
 
 ENVIRONMENT = [
@@ -59,6 +59,15 @@ ENVIRONMENT = [
         "SUDO_UID",
         "When root runs roost through sudo, the person roost acts for: sessions are theirs, the journal names "
         "them and the image's access lists decide what they may do (see docs/security.md).",
+    ),
+    (
+        "ROOST_HOSTS",
+        "One hosts file to read instead of /etc/roost/hosts.yaml and ~/.config/roost/hosts.yaml "
+        "(through sudo, read with the caller's rights).",
+    ),
+    (
+        "ROOST_SSH_DIR",
+        "The directory of ssh's control sockets (default $XDG_RUNTIME_DIR/roost-ssh, else /tmp/roost-ssh-UID).",
     ),
 ]
 
@@ -84,9 +93,16 @@ FILES = [
     ("/run/roost/locks/", "Lock files with their holders (root's, mode 0700)."),
     ("/etc/systemd/system/roost-recover.service", "Runs roost --headless session recover --all at boot."),
     ("/etc/tmpfiles.d/roost.conf", "Creates the runtime root at boot."),
+    (
+        "/etc/roost/hosts.yaml, ~/.config/roost/hosts.yaml",
+        "Other hosts by name: address, port, user, the roost command there, ssh options "
+        "(for --host, image push and image pull; the caller's file replaces entries of the site's).",
+    ),
 ]
 
-SEE_ALSO = "schroot(1), sbuild(1), mmdebstrap(1), tar(1), systemd-tmpfiles(8)"
+SEE_ALSO = (
+    "schroot(1), sbuild(1), mmdebstrap(1), tar(1), systemd-tmpfiles(8), ssh(1), ssh_config(5), btrfs-send(8), zfs(8)"
+)
 
 
 def esc(text: str) -> str:

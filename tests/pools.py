@@ -59,8 +59,11 @@ def _zfs_ready() -> bool:
 
 
 @contextmanager
-def zfs_pool(base: Path, size: str = "2G") -> Iterator[str]:
-    """A zfs pool on a sparse file below *base*, served by zfs-fuse (started here if none runs)."""
+def zfs_pool(base: Path, size: str = "2G", name: str | None = None) -> Iterator[str]:
+    """A zfs pool on a sparse file below *base*, served by zfs-fuse (started here if none runs).
+
+    *name* defaults to ``roosttest<pid>``; a second pool in the same run needs another.
+    """
     if not shutil.which("zpool") or not shutil.which("zfs"):
         raise Unavailable("zfs is not installed (apt-get install zfs-fuse)")
     if not os.path.exists("/dev/fuse"):
@@ -78,7 +81,7 @@ def zfs_pool(base: Path, size: str = "2G") -> Iterator[str]:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-    name = f"roosttest{os.getpid()}"
+    name = name or f"roosttest{os.getpid()}"
     image = base / "zpool.img"
     created = False
     try:

@@ -418,6 +418,31 @@ def created_transid(path: str) -> int:
         os.close(fd)
 
 
+def subvolume_uuids(path: str) -> tuple[str, str]:
+    """(uuid, received uuid) of the subvolume at *path*, as hex ("" for a received uuid never set)."""
+    fd = os.open(path, _DIR)
+    try:
+        buf = bytearray(_SubvolInfo())
+        fcntl.ioctl(fd, IOC_GET_SUBVOL_INFO, buf)
+        info = _SubvolInfo.from_buffer(buf)
+        received = bytes(info.received_uuid)
+        return bytes(info.uuid).hex(), "" if received == bytes(16) else received.hex()
+    except OSError as e:
+        raise SystemFailure(f"cannot read the uuids of {path}: {e.strerror}") from None
+    finally:
+        os.close(fd)
+
+
+def real_path(path: str) -> str:
+    """The subvolume a ``layer`` or clone path names (itself, or the pool subvolume it links to)."""
+    return _real(path)
+
+
+def uses_pool(path: str) -> bool:
+    """True when the generation or clone at *path* is a link into a btrfs pool."""
+    return os.path.islink(path)
+
+
 def written_since(path: str, transid: int) -> int:
     """Bytes of file data the subvolume at *path* got after transaction *transid*.
 

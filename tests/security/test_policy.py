@@ -87,7 +87,38 @@ def _calls(image: str, session: str, launch: Any) -> dict[str, Callable[[Engine]
         "locks": lambda e: e.locks(),
         "session_diff": lambda e: e.session_diff(session),
         "image_diff": lambda e: e.image_diff(image, 1, 1),
+        # several hosts (core/replicate.py, core/fleet.py): refused before any stream or connection
+        "image_inventory": lambda e: e.image_inventory(image),
+        "send_image": lambda e: e.send_image(image, {"version": 1, "exists": False}, _devnull()),
+        "receive_image": lambda e: e.receive_image(image, _devnull()),
+        "push_image": lambda e: e.push_image(image, _nowhere()),
+        "pull_image": lambda e: e.pull_image(_nowhere(), image),
+        "summary": lambda e: e.summary(),
     }
+
+
+def _devnull() -> int:
+    import os
+
+    return os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+
+
+def _nowhere() -> Any:
+    from core.hosts import Host
+
+    return Host(name="nowhere", address="127.0.0.1", port=1)
+
+
+def _devnull() -> int:
+    import os
+
+    return os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+
+
+def _nowhere() -> Any:
+    from core.hosts import Host
+
+    return Host(name="nowhere", address="127.0.0.1", port=1)
 
 
 def _public(cls: type) -> set[str]:

@@ -57,6 +57,12 @@ BASE: dict[tuple[str, ...], list[str]] = {
     ("profile", "list"): [],
     ("profile", "show"): ["default"],
     ("batch",): ["/nonexistent"],
+    ("image", "push"): ["shared", "ssh://127.0.0.1:1"],
+    ("image", "pull"): ["ssh://127.0.0.1:1", "swept"],
+    ("image", "inventory"): ["shared"],
+    ("image", "send"): ["shared"],
+    ("image", "receive"): ["swept"],
+    ("summary",): [],
 }
 
 
