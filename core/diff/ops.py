@@ -71,7 +71,7 @@ class Diff:
         self.note: str | None = None
         self.old: Tree | None = None
         self.new: Tree | None = None
-        self.related = False
+        self.related_since: int | None = None  # see trees.compare
         self._opener = opener
         self._btrfs: list[tuple[str, str]] | None = None  # (subvolume, its ancestor) to search
         self._pruner: Pruner | None = None
@@ -143,7 +143,7 @@ class Diff:
         """Every changed path, depth first in name order, read as it is yielded."""
         old, new = self._trees()
         self.plan()
-        return compare(old, new, related=self.related, pruner=self._pruner)
+        return compare(old, new, related_since=self.related_since, pruner=self._pruner)
 
     def summary(self) -> DiffSummary:
         """Packages and counts; walks the files but keeps none of them."""
@@ -228,7 +228,7 @@ def _open_session(d: Diff, sid: str) -> None:
         base, clone = os.path.realpath(session.lowers[0]), os.path.realpath(session.clone)
         d.old = Tree([base], d.fds, overlay=False)
         d.new = Tree([clone], d.fds, overlay=False)
-        d.related = True
+        d.related_since = _since(session.created)
         d.method = "btrfs"
         d._btrfs = [(clone, base)]
     else:  # zfs: the clone is read where it is mounted, without what the profile mounted inside it
@@ -237,7 +237,7 @@ def _open_session(d: Diff, sid: str) -> None:
         view = _view(d, backend, gen_dir, session.lowers, f"diff {sid}")
         d.old = Tree([view], d.fds, overlay=False)
         d.new = Tree([_bind(d, session.mountpoint, f"diff {sid}")], d.fds, overlay=False)
-        d.related = True
+        d.related_since = _since(session.created)
         d.method = "tree"
         d.note = "zfs: both trees walked (unchanged files recognised by inode and change time)"
 
@@ -294,8 +294,9 @@ def _open_image(d: Diff, name: str, backend_name: str, old: int, new: int) -> No
         subvolume = {n: os.path.realpath(lowers[n][0]) for n in (old, new)}
         d.old = Tree([subvolume[old]], d.fds, overlay=False)
         d.new = Tree([subvolume[new]], d.fds, overlay=False)
-        d.related = True
         ancestor = _common_ancestor(d, name, old, new)
+        if ancestor is not None:
+            d.related_since = _since(generations.read_meta(store, name, ancestor).created)
         if ancestor is None:
             d.method = "tree"
             d.note = "btrfs: no common ancestor left to search from: both trees walked"
@@ -307,10 +308,32 @@ def _open_image(d: Diff, name: str, backend_name: str, old: int, new: int) -> No
         label = f"diff {name} {old} {new}"
         d.old = Tree([_view(d, backend, store.generation_dir(name, old), lowers[old], label)], d.fds, overlay=False)
         d.new = Tree([_view(d, backend, store.generation_dir(name, new), lowers[new], label)], d.fds, overlay=False)
-        d.related = backend.name == "zfs"
         d.method = "tree"
         if backend.name == "zfs":
+            ancestor = _common_ancestor(d, name, old, new)
+            if ancestor is not None:
+                d.related_since = _since(generations.read_meta(store, name, ancestor).created)
             d.note = "zfs: both trees walked (unchanged files recognised by inode and change time)"
+
+
+def _since(created: str) -> int | None:
+    """The change time before which an inode both trees share is unchanged, for a clone made at *created*.
+
+    Every change to a clone happens after it was made, and moves the inode's
+    change time to then or later; a change time *earlier* than that is the
+    snapshot's own. File systems that keep times in whole seconds (zfs-fuse)
+    make a change in the same second look unchanged by change time alone: the
+    bound is a whole second before *created* (ISO 8601, UTC, as records keep
+    it); None when it cannot be read (then nothing is trusted by change time).
+    """
+    import calendar
+    import time
+
+    try:
+        t = calendar.timegm(time.strptime(created, "%Y-%m-%dT%H:%M:%SZ"))
+    except (TypeError, ValueError):
+        return None
+    return (t - 1) * 1_000_000_000
 
 
 def _ancestry(ctx: Context, name: str, number: int) -> list[int]:

@@ -431,15 +431,18 @@ class Pruner:
         self.dirty = dirty
 
 
-def compare(old: Tree, new: Tree, *, related: bool = False, pruner: Pruner | None = None) -> Iterator[FileChange]:
+def compare(
+    old: Tree, new: Tree, *, related_since: int | None = None, pruner: Pruner | None = None
+) -> Iterator[FileChange]:
     """Every path that differs between *old* and *new*, depth first in name order.
 
-    *related* trees are snapshots or clones of one another (btrfs, zfs):
-    equal inode numbers with equal change times are the same, unchanged
-    file, not compared further. With a *pruner*, only where it points is
-    walked.
+    Trees *related_since* a time (nanoseconds since the epoch) are snapshots
+    or clones of one another (btrfs, zfs) made then: equal inode numbers
+    with equal change times before it are the same, unchanged file, not
+    compared further (a change time at or after it may be a change made in
+    the same tick: compared). With a *pruner*, only where it points is walked.
     """
-    return _Walk(old, new, related, pruner).run()
+    return _Walk(old, new, related_since, pruner).run()
 
 
 class _Frame:
@@ -456,10 +459,10 @@ class _Walk:
     #: How many hard-linked files remember their first path (for ``link_to``).
     MAX_LINKS = 100_000
 
-    def __init__(self, old: Tree, new: Tree, related: bool, pruner: Pruner | None) -> None:
+    def __init__(self, old: Tree, new: Tree, related_since: int | None, pruner: Pruner | None) -> None:
         self.old = old
         self.new = new
-        self.related = related
+        self.related_since = -1 if related_since is None else related_since
         self.pruner = pruner
         self.links: dict[tuple[int, int], str] = {}
 
@@ -552,8 +555,8 @@ class _Walk:
         fo, fn = stat.S_IFMT(so.st_mode), stat.S_IFMT(sn.st_mode)
         if fo != fn:
             return ("type",), None, None
-        if self.related and so.st_ino == sn.st_ino and so.st_ctime_ns == sn.st_ctime_ns:
-            return (), None, None  # a snapshot's unchanged inode: any change would have moved ctime
+        if so.st_ctime_ns < self.related_since and so.st_ino == sn.st_ino and so.st_ctime_ns == sn.st_ctime_ns:
+            return (), None, None  # a snapshot's unchanged inode: any change would have moved ctime past the clone
         what: set[str] = set()
         if fo == stat.S_IFREG:
             if so.st_size != sn.st_size:
