@@ -148,8 +148,12 @@ class Engine:
         maintenance: bool = False,
         auto: bool = False,
         alias: str | None = None,
+        command_prefix: Sequence[str] | None = None,
     ) -> Session:
-        return sessions.begin(self.ctx, image, name=name, maintenance=maintenance, auto=auto, alias=alias)
+        """Begin a session of *image*; *command_prefix* replaces the image's ``command-prefix`` for it."""
+        return sessions.begin(
+            self.ctx, image, name=name, maintenance=maintenance, auto=auto, alias=alias, command_prefix=command_prefix
+        )
 
     def mark_failed(self, session: str, reason: str) -> bool:
         return sessions.mark_failed(self.ctx, session, reason)

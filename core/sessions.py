@@ -39,6 +39,14 @@ def _new_id(ctx: Context, image: str) -> str:
     raise SystemFailure("cannot find a free session id")
 
 
+def _check_prefix(words: Sequence[str]) -> list[str]:
+    """A session's own command prefix (schroot's ``command-prefix``): at most 100 plain words."""
+    prefix = list(words)
+    if len(prefix) > 100 or not all(isinstance(w, str) and w and len(w) <= 4096 and "\x00" not in w for w in prefix):
+        raise BadInput("a command prefix is at most 100 non-empty words without NUL")
+    return prefix
+
+
 def check_record(ctx: Context, session: Session) -> Session:
     """Refuse a record that names anything but its own places (before any action is taken on it).
 
@@ -106,7 +114,14 @@ def stack_of(ctx: Context, image: str, number: int) -> list[int]:
 
 
 def begin(
-    ctx: Context, image: str, *, name: str | None, maintenance: bool, auto: bool, alias: str | None = None
+    ctx: Context,
+    image: str,
+    *,
+    name: str | None,
+    maintenance: bool,
+    auto: bool,
+    alias: str | None = None,
+    command_prefix: Sequence[str] | None = None,
 ) -> Session:
     ctx.require_privileged("session begin")
     config = images.require(ctx, image)
@@ -117,6 +132,7 @@ def begin(
         alias = None
     if alias is not None and alias not in config.aliases:
         raise BadInput(f"{alias!r} is not an alias of image {image}")
+    prefix = list(config.command_prefix) if command_prefix is None else _check_prefix(command_prefix)
     profile: Profile = load_profile(config.profile, ctx.settings.profiles_dir, ctx.store.cache_dir)
     a = ctx.actor
     ctx.ready()
@@ -161,7 +177,7 @@ def begin(
                 env_set=[list(kv) for kv in profile.env_set],
                 access=views.access_lists(config),
                 personality=config.personality,
-                command_prefix=list(config.command_prefix),
+                command_prefix=prefix,
                 alias=alias,
             )
             if maintenance:

@@ -1,0 +1,105 @@
+"""``-o KEY=VALUE``: the configuration keys a caller may set for one session, one table.
+
+schroot lets a caller modify the keys a chroot lists in ``user-modifiable-keys``
+(or ``root-modifiable-keys``) with ``-o``, and refuses every other key:
+``E: Configuration key 'foo' is not permitted to be modified``. The door
+keeps that contract with a table of its own: each row is one key the door
+understands, with the parser that validates its value and what it does. A
+key not in the table is refused with schroot's words (exit 1, like every
+failure of the door); a value its parser rejects is refused naming the key.
+
+Like schroot, ``-o`` counts when a session begins (``-b`` and the automatic
+session) and when a command runs in one (``-r``); other actions ignore it.
+Every key in the table today sets how a session is made, so with ``-r`` it
+is refused ("applies only when a session begins") rather than silently
+dropped; a key that acts on a running session would add its own column and
+the code that applies it.
+
+A new key is one row: its name, its parser, and the keyword of
+:meth:`core.engine.Engine.begin` it sets.
+"""
+
+from __future__ import annotations
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
+#: the longest value the door takes for any key
+MAX_VALUE = 4096
+
+
+class InvalidValue(ValueError):
+    """A value a key's parser refuses; the message says what it expects."""
+
+
+class Key:
+    """One row of the table: a key, how its value is read, the Engine.begin keyword it sets."""
+
+    __slots__ = ("begin", "help", "name", "parse")
+
+    def __init__(self, name: str, parse: Callable[[str], object], help: str, *, begin: str) -> None:
+        self.name = name
+        self.parse = parse
+        self.help = help
+        self.begin = begin
+
+
+def _command_prefix(value: str) -> tuple[str, ...]:
+    """schroot's ``command-prefix``: words separated by commas, prepended to every command."""
+    if value == "":
+        return ()
+    words = tuple(value.split(","))
+    for word in words:
+        if word == "" or any(ord(c) < 32 or c == "\x7f" for c in word):
+            raise InvalidValue("expected words separated by commas (e.g. eatmydata or nice,-n,10)")
+    return words
+
+
+#: every key the door understands, by name
+KEYS: dict[str, Key] = {
+    k.name: k
+    for k in (
+        Key(
+            "command-prefix",
+            _command_prefix,
+            "words (comma-separated) prepended to every command run in the session; "
+            "replaces the image's command-prefix for this session",
+            begin="command_prefix",
+        ),
+    )
+}
+
+
+def parse(options: Sequence[str], action: str) -> dict[str, object]:
+    """The ``-o`` options of one command line, validated: Engine keyword -> value.
+
+    *action* is ``begin`` (``-b`` and automatic sessions) or ``run`` (``-r``).
+    The last of several ``-o`` for one key wins, as with schroot. Raises
+    :class:`core.errors.BadInput` with one line for an unknown key, a missing
+    or invalid value, or a key that does not apply to *action*.
+    """
+    from core.errors import BadInput
+    from core.names import printable
+
+    chosen: dict[str, object] = {}
+    for option in options:
+        name, sep, value = option.partition("=")
+        key = KEYS.get(name)
+        if key is None:
+            known = ", ".join(sorted(KEYS))
+            raise BadInput(
+                f"-o {printable(option)}: configuration key {printable(name)} is not permitted "
+                f"to be modified (the keys roost-schroot takes: {known})"
+            )
+        if not sep:
+            raise BadInput(f"-o {name}: give a value (-o {name}=VALUE)")
+        if len(value) > MAX_VALUE or "\x00" in value:
+            raise BadInput(f"-o {name}: the value is too long or holds a NUL")
+        if action != "begin":
+            raise BadInput(f"-o {name} applies only when a session begins (-b, or an automatic session)")
+        try:
+            chosen[key.begin] = key.parse(value)
+        except InvalidValue as e:
+            raise BadInput(f"-o {name}={printable(value)}: {e}") from None
+    return chosen
