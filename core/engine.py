@@ -29,6 +29,7 @@ if TYPE_CHECKING:  # typing and collections cost milliseconds at start-up
     from .locks import LockState
     from .process import Launch
     from .profiles import Profile
+    from .publish import PublishResult
     from .views import GenerationInfo, ImageInfo, SessionInfo
 
     Progress = Callable[[float | None, str], None]
@@ -137,6 +138,25 @@ class Engine:
         from . import exports
 
         return exports.export(self.ctx, name, path, generation=generation, force=force)
+
+    def publish_sbuild_tarball(
+        self,
+        name: str,
+        directory: str | None = None,
+        *,
+        tarball_name: str | None = None,
+        compression: str = "zstd",
+        generation: int | None = None,
+    ) -> PublishResult:
+        """Write a generation (default: current) as the tarball sbuild's unshare mode reads (core/publish.py).
+
+        Into *directory*, by default the caller's ``~/.cache/sbuild``, with the caller's rights.
+        """
+        from . import publish
+
+        return publish.publish(
+            self.ctx, name, directory, name=tarball_name, compression=compression, generation=generation
+        )
 
     # --- sessions ---------------------------------------------------------------
 

@@ -40,6 +40,7 @@ POINTS: dict[str, tuple[str, ...]] = {
     "gc": ("trashed",),
     "remove": ("sessions-ended", "trashed"),
     "recover": ("session",),
+    "publish": ("streaming", "written"),
 }
 
 

@@ -14,12 +14,19 @@
     overlay-max-depth: 16       # layers before a promote flattens
     personality: linux          # passed to the command (schroot's personality)
     command-prefix: []          # prepended to every command (schroot's command-prefix)
+    publish:                    # written again after every promote (core/publish.py)
+      sbuild-tarball:           # the tarball sbuild's unshare mode reads
+        directory: /srv/roost/sbuild   # root's, writable by nobody else
+        name: bookworm-amd64    # default: SUITE-ARCH of the generation
+        compression: zstd       # zstd, gzip, xz or none
 
 Parsed once into a frozen :class:`ImageConfig`; an unknown key, a wrong type
 or a bad name is one :class:`ConfigError` line naming the file.
 """
 
 from __future__ import annotations
+
+import os
 
 from .errors import ConfigError
 from .names import is_valid_name
@@ -31,6 +38,23 @@ if TYPE_CHECKING:  # typing and collections cost milliseconds at start-up
 
 BACKENDS = ("overlay", "dir", "btrfs", "zfs", "squashfs", "erofs")
 PERSONALITIES = ("linux", "linux32", "linux64", "undefined")
+#: compressions of a published sbuild tarball (core/publish.py)
+TARBALL_COMPRESSIONS = ("zstd", "gzip", "xz", "none")
+
+
+class SbuildTarball(Struct, frozen=True):
+    """``publish: sbuild-tarball:``: where (and as what) every promote writes the tarball sbuild unpacks."""
+
+    directory: str
+    name: str | None = None
+    compression: str = "zstd"
+
+    def to_yaml_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"directory": self.directory}
+        if self.name is not None:
+            out["name"] = self.name
+        out["compression"] = self.compression
+        return out
 
 
 class ImageConfig(Struct, frozen=True):
@@ -46,12 +70,16 @@ class ImageConfig(Struct, frozen=True):
     overlay_max_depth: int | None = None
     personality: str | None = None
     command_prefix: tuple[str, ...] = ()
+    publish: SbuildTarball | None = None
 
     def to_yaml_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for name in self._fields:
             value = getattr(self, name)
             if value is None or (value == () and name not in ("users", "root_users")):
+                continue
+            if isinstance(value, SbuildTarball):
+                out[name] = {"sbuild-tarball": value.to_yaml_dict()}
                 continue
             out[name.replace("_", "-")] = list(value) if isinstance(value, tuple) else value
         return out
@@ -83,6 +111,8 @@ def parse_image_config(data: Any, where: str, backends: tuple[str, ...] = BACKEN
             if len(value) > 1000:
                 raise ConfigError(f"{where}: {key} is too long")
             values[attr] = tuple(value)
+        elif key == "publish":
+            values[attr] = _parse_publish(value, where)
         elif key in ("retention", "overlay-max-depth"):
             if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 1000:
                 raise ConfigError(f"{where}: {key} must be a number from 1 to 1000")
@@ -101,3 +131,33 @@ def parse_image_config(data: Any, where: str, backends: tuple[str, ...] = BACKEN
     if config.personality is not None and config.personality not in PERSONALITIES:
         raise ConfigError(f"{where}: personality must be one of {', '.join(PERSONALITIES)}")
     return config
+
+
+def _parse_publish(value: Any, where: str) -> SbuildTarball | None:
+    """``publish:``: one entry today, ``sbuild-tarball`` (a directory, or a mapping of its settings)."""
+    if value is None:
+        return None
+    if not isinstance(value, dict) or set(value) - {"sbuild-tarball"}:
+        raise ConfigError(f"{where}: publish must be a mapping with the key sbuild-tarball")
+    spec = value.get("sbuild-tarball")
+    if spec is None:
+        return None
+    if isinstance(spec, str):
+        spec = {"directory": spec}
+    if not isinstance(spec, dict):
+        raise ConfigError(f"{where}: publish: sbuild-tarball must be a directory or a mapping")
+    unknown = set(spec) - {"directory", "name", "compression"}
+    if unknown:
+        raise ConfigError(f"{where}: publish: sbuild-tarball: unknown key {sorted(map(str, unknown))[0]!r}")
+    directory = spec.get("directory")
+    if not isinstance(directory, str) or not directory.startswith("/") or "\x00" in directory or len(directory) > 4096:
+        raise ConfigError(f"{where}: publish: sbuild-tarball: directory must be an absolute path")
+    name = spec.get("name")
+    if name is not None and not is_valid_name(name):
+        raise ConfigError(f"{where}: publish: sbuild-tarball: invalid name {str(name)[:64]!r}")
+    compression = spec.get("compression", "zstd")
+    if compression not in TARBALL_COMPRESSIONS:
+        raise ConfigError(
+            f"{where}: publish: sbuild-tarball: compression must be one of {', '.join(TARBALL_COMPRESSIONS)}"
+        )
+    return SbuildTarball(directory=os.path.normpath(directory), name=name, compression=compression)

@@ -423,6 +423,10 @@ def promote(ctx: Context, sid: str, message: str) -> int:
     finally:
         slock.release()
     ctx.journal("session promote", image=image, session=sid, generation=number, base=session.generation)
+    if config.publish is not None:  # image.yaml asks for the new generation to be published
+        from . import publish
+
+        publish.after_promote(ctx, image, number)
     return number
 
 
