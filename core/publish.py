@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -53,6 +54,7 @@ from .exports import TAR_CREATE
 from .fsutil import fsync_dir, temp_name
 from .imageconf import TARBALL_COMPRESSIONS, ImageConfig, SbuildTarball
 from .names import check_generation, is_valid_name, printable
+from .rootfs import Root
 from .store import new_tx
 from .struct import Struct
 
@@ -254,8 +256,6 @@ def _generation_tree(ctx: Context, image: str, config: ImageConfig, number: int)
 
 def sbuild_name(tree: str, image: str, number: int) -> str:
     """``SUITE-ARCH`` of the root file system *tree* (see the module's documentation)."""
-    from .rootfs import Root
-
     with Root(tree) as root:
         suite = _os_release_codename(root)
         arch = _dpkg_architecture(root)
@@ -271,14 +271,12 @@ def sbuild_name(tree: str, image: str, number: int) -> str:
     return name
 
 
-def _read_inside(root: Any, rel: str, limit: int = 1 << 24) -> str | None:
+def _read_inside(root: Root, rel: str, limit: int = 1 << 24) -> str | None:
     try:
         fd = root.open(rel, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
     except OSError:
         return None
     try:
-        import stat
-
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             return None
         data = b""
@@ -289,7 +287,7 @@ def _read_inside(root: Any, rel: str, limit: int = 1 << 24) -> str | None:
         os.close(fd)
 
 
-def _os_release_codename(root: Any) -> str | None:
+def _os_release_codename(root: Root) -> str | None:
     for rel in ("etc/os-release", "usr/lib/os-release"):
         text = _read_inside(root, rel, 1 << 16)
         if text is None:
@@ -303,7 +301,7 @@ def _os_release_codename(root: Any) -> str | None:
     return None
 
 
-def _dpkg_architecture(root: Any) -> str | None:
+def _dpkg_architecture(root: Root) -> str | None:
     text = _read_inside(root, "var/lib/dpkg/status")
     if text is None:
         return None
