@@ -208,6 +208,18 @@ class CallerFiles:
             return
         self._as_caller(work)
 
+    def mkdir(self, path: str, mode: int = 0o755) -> None:
+        """Create directory *path* as the caller (raises OSError as mkdir(2) would)."""
+
+        def work() -> None:
+            os.mkdir(path, mode)
+            return None
+
+        if not self.drop:
+            work()
+            return
+        self._as_caller(work)
+
     def unlink(self, path: str) -> None:
         def work() -> None:
             os.unlink(path)

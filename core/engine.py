@@ -31,6 +31,7 @@ if TYPE_CHECKING:  # typing and collections cost milliseconds at start-up
     from .locks import LockState
     from .process import Launch
     from .profiles import Profile
+    from .publish import PublishResult
     from .views import GenerationInfo, ImageInfo, SessionInfo
 
     Progress = Callable[[float | None, str], None]
@@ -140,6 +141,25 @@ class Engine:
 
         return exports.export(self.ctx, name, path, generation=generation, force=force)
 
+    def publish_sbuild_tarball(
+        self,
+        name: str,
+        directory: str | None = None,
+        *,
+        tarball_name: str | None = None,
+        compression: str = "zstd",
+        generation: int | None = None,
+    ) -> PublishResult:
+        """Write a generation (default: current) as the tarball sbuild's unshare mode reads (core/publish.py).
+
+        Into *directory*, by default the caller's ``~/.cache/sbuild``, with the caller's rights.
+        """
+        from . import publish
+
+        return publish.publish(
+            self.ctx, name, directory, name=tarball_name, compression=compression, generation=generation
+        )
+
     # --- sessions ---------------------------------------------------------------
 
     def begin(
@@ -152,7 +172,9 @@ class Engine:
         alias: str | None = None,
         network: str | None = None,
         limits: Mapping[str, int | float | str] | None = None,
+        command_prefix: Sequence[str] | None = None,
     ) -> Session:
+        """Begin a session of *image*; *network*, *limits* and *command_prefix* replace the image's for it."""
         return sessions.begin(
             self.ctx,
             image,
@@ -162,6 +184,7 @@ class Engine:
             alias=alias,
             network=network,
             limits=limits,
+            command_prefix=command_prefix,
         )
 
     def set_network(self, session: str, network: str) -> tuple[str, int]:

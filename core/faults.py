@@ -41,6 +41,7 @@ POINTS: dict[str, tuple[str, ...]] = {
     "remove": ("sessions-ended", "trashed"),
     "recover": ("session",),
     "receive": ("staged", "committed", "renamed", "switched"),
+    "publish": ("streaming", "written"),
 }
 
 

@@ -18,12 +18,19 @@
     limits: {memory: 4G, pids: 2048}
     architecture: arm64         # Debian architecture of the tree (found at image create)
     suite: bookworm             # what mmdebstrap bootstrapped (the schroot door's sbuild names)
+    publish:                    # written again after every promote (core/publish.py)
+      sbuild-tarball:           # the tarball sbuild's unshare mode reads
+        directory: /srv/roost/sbuild   # root's, writable by nobody else
+        name: bookworm-amd64    # default: SUITE-ARCH of the generation
+        compression: zstd       # zstd, gzip, xz or none
 
 Parsed once into a frozen :class:`ImageConfig`; an unknown key, a wrong type
 or a bad name is one :class:`ConfigError` line naming the file.
 """
 
 from __future__ import annotations
+
+import os
 
 from .errors import ConfigError
 from .names import is_valid_name
@@ -40,6 +47,23 @@ ARCHITECTURES = (
     "amd64", "i386", "arm64", "armhf", "armel", "riscv64", "ppc64el", "ppc64", "s390x", "mips64el", "mipsel",
     "loong64", "alpha", "hppa", "m68k", "sh4", "sparc64",
 )  # fmt: skip
+#: compressions of a published sbuild tarball (core/publish.py)
+TARBALL_COMPRESSIONS = ("zstd", "gzip", "xz", "none")
+
+
+class SbuildTarball(Struct, frozen=True):
+    """``publish: sbuild-tarball:``: where (and as what) every promote writes the tarball sbuild unpacks."""
+
+    directory: str
+    name: str | None = None
+    compression: str = "zstd"
+
+    def to_yaml_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"directory": self.directory}
+        if self.name is not None:
+            out["name"] = self.name
+        out["compression"] = self.compression
+        return out
 
 
 class ImageConfig(Struct, frozen=True):
@@ -59,12 +83,16 @@ class ImageConfig(Struct, frozen=True):
     limits: dict[str, Any] | None = None
     architecture: str | None = None
     suite: str | None = None
+    publish: SbuildTarball | None = None
 
     def to_yaml_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for name in self._fields:
             value = getattr(self, name)
             if value is None or (value == () and name not in ("users", "root_users")):
+                continue
+            if isinstance(value, SbuildTarball):
+                out[name] = {"sbuild-tarball": value.to_yaml_dict()}
                 continue
             out[name.replace("_", "-")] = list(value) if isinstance(value, tuple) else value
         return out
@@ -100,6 +128,8 @@ def parse_image_config(data: Any, where: str, backends: tuple[str, ...] = BACKEN
             from .limits import parse_limits
 
             values[attr] = parse_limits(value, where)
+        elif key == "publish":
+            values[attr] = _parse_publish(value, where)
         elif key in ("retention", "overlay-max-depth"):
             if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 1000:
                 raise ConfigError(f"{where}: {key} must be a number from 1 to 1000")
@@ -130,3 +160,33 @@ def _check_isolation(config: ImageConfig, where: str) -> None:
         raise ConfigError(f"{where}: unknown architecture {config.architecture[:40]!r}")
     if config.suite is not None and not is_valid_name(config.suite):
         raise ConfigError(f"{where}: invalid suite {config.suite[:64]!r}")
+
+
+def _parse_publish(value: Any, where: str) -> SbuildTarball | None:
+    """``publish:``: one entry today, ``sbuild-tarball`` (a directory, or a mapping of its settings)."""
+    if value is None:
+        return None
+    if not isinstance(value, dict) or set(value) - {"sbuild-tarball"}:
+        raise ConfigError(f"{where}: publish must be a mapping with the key sbuild-tarball")
+    spec = value.get("sbuild-tarball")
+    if spec is None:
+        return None
+    if isinstance(spec, str):
+        spec = {"directory": spec}
+    if not isinstance(spec, dict):
+        raise ConfigError(f"{where}: publish: sbuild-tarball must be a directory or a mapping")
+    unknown = set(spec) - {"directory", "name", "compression"}
+    if unknown:
+        raise ConfigError(f"{where}: publish: sbuild-tarball: unknown key {sorted(map(str, unknown))[0]!r}")
+    directory = spec.get("directory")
+    if not isinstance(directory, str) or not directory.startswith("/") or "\x00" in directory or len(directory) > 4096:
+        raise ConfigError(f"{where}: publish: sbuild-tarball: directory must be an absolute path")
+    name = spec.get("name")
+    if name is not None and not is_valid_name(name):
+        raise ConfigError(f"{where}: publish: sbuild-tarball: invalid name {str(name)[:64]!r}")
+    compression = spec.get("compression", "zstd")
+    if compression not in TARBALL_COMPRESSIONS:
+        raise ConfigError(
+            f"{where}: publish: sbuild-tarball: compression must be one of {', '.join(TARBALL_COMPRESSIONS)}"
+        )
+    return SbuildTarball(directory=os.path.normpath(directory), name=name, compression=compression)

@@ -54,6 +54,14 @@ def _new_id(ctx: Context, image: str) -> str:
     raise SystemFailure("cannot find a free session id")
 
 
+def _check_prefix(words: Sequence[str]) -> list[str]:
+    """A session's own command prefix (schroot's ``command-prefix``): at most 100 plain words."""
+    prefix = list(words)
+    if len(prefix) > 100 or not all(isinstance(w, str) and w and len(w) <= 4096 and "\x00" not in w for w in prefix):
+        raise BadInput("a command prefix is at most 100 non-empty words without NUL")
+    return prefix
+
+
 def check_record(ctx: Context, session: Session) -> Session:
     """Refuse a record that names anything but its own places (before any action is taken on it).
 
@@ -130,6 +138,7 @@ def begin(
     alias: str | None = None,
     network: str | None = None,
     limits: Mapping[str, int | float | str] | None = None,
+    command_prefix: Sequence[str] | None = None,
 ) -> Session:
     ctx.require_privileged("session begin")
     config = images.require(ctx, image)
@@ -140,6 +149,7 @@ def begin(
         alias = None
     if alias is not None and alias not in config.aliases:
         raise BadInput(f"{alias!r} is not an alias of image {image}")
+    prefix = list(config.command_prefix) if command_prefix is None else _check_prefix(command_prefix)
     profile: Profile = load_profile(config.profile, ctx.settings.profiles_dir, ctx.store.cache_dir)
     a = ctx.actor
     net, session_limits = isolation.resolve(
@@ -189,7 +199,7 @@ def begin(
                 env_set=[list(kv) for kv in profile.env_set],
                 access=views.access_lists(config),
                 personality=config.personality,
-                command_prefix=list(config.command_prefix),
+                command_prefix=prefix,
                 alias=alias,
                 network=net,
                 limits=session_limits,
@@ -474,6 +484,10 @@ def promote(ctx: Context, sid: str, message: str) -> int:
     finally:
         slock.release()
     ctx.journal("session promote", image=image, session=sid, generation=number, base=session.generation)
+    if config.publish is not None:  # image.yaml asks for the new generation to be published
+        from . import publish
+
+        publish.after_promote(ctx, image, number)
     return number
 
 

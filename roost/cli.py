@@ -28,6 +28,7 @@ from .handlers import (
     cmd_image_import_schroot,
     cmd_image_info,
     cmd_image_list,
+    cmd_image_publish,
     cmd_image_remove,
     cmd_image_rollback,
     cmd_locks,
@@ -154,6 +155,23 @@ def build_parser() -> Parser:
     _add_json(p)
     p.set_defaults(func=cmd_image_export)
     _add_fleet_commands(isub)
+    p = isub.add_parser("publish", help="write a generation as the tarball sbuild's unshare mode builds in")
+    p.add_argument("name")
+    p.add_argument(
+        "--sbuild-tarball",
+        nargs="?",
+        const="",
+        required=True,
+        metavar="DIR",
+        help="write DIR/SUITE-ARCH.tar.zst (default DIR: your ~/.cache/sbuild), atomically",
+    )
+    p.add_argument("--name", dest="tarball_name", metavar="NAME", help="the tarball's name (default: SUITE-ARCH)")
+    p.add_argument(
+        "--compression", choices=("zstd", "gzip", "xz", "none"), default="zstd", help="default: zstd (.tar.zst)"
+    )
+    p.add_argument("--generation", metavar="N", help="the generation to publish (default: current)")
+    _add_json(p)
+    p.set_defaults(func=cmd_image_publish)
 
     # session ...
     session = sub.add_parser("session", help="begin, use, promote and end sessions")

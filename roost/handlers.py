@@ -276,6 +276,27 @@ def cmd_image_export(ctx: Context) -> int:
     return 0
 
 
+def cmd_image_publish(ctx: Context) -> int:
+    from core.names import check_generation
+    from core.units import human_size
+
+    from .output import emit_json
+
+    a = ctx.args
+    gen = check_generation(a.generation) if a.generation is not None else None
+    try:
+        r = ctx.engine.publish_sbuild_tarball(
+            a.name, a.sbuild_tarball or None, tarball_name=a.tarball_name, compression=a.compression, generation=gen
+        )
+    finally:
+        ctx.progress.done()
+    if ctx.json:
+        emit_json(r.to_json())
+    elif not ctx.quiet:
+        print(f"published {r.image} generation {r.generation} as {r.path} ({human_size(r.size)})", file=sys.stderr)
+    return 0
+
+
 def cmd_session_begin(ctx: Context) -> int:
     extra = _isolation_options(ctx.args)
     s = ctx.engine.begin(ctx.args.image, name=ctx.args.name, maintenance=ctx.args.maintenance, **extra)

@@ -255,15 +255,22 @@ def test_sbuild_builds_through_the_front_door_and_again_after_sbuild_update(
 
 
 def test_sbuild_as_an_ordinary_user_through_the_sudo_wrapper(createchroot: Created, hello_dsc: Path) -> None:
-    """What docs/schroot.md tells a build host: a wrapper running `sudo roost-schroot`, a sudo rule, no -E."""
+    """What docs/schroot.md tells a build host: a wrapper running `sudo roost-schroot`, a sudo rule, no -E.
+
+    The image is adopted from sbuild-createchroot's output with the one command docs/schroot.md
+    gives; the ordinary user builds, updates the image with sbuild-update, publishes it and
+    builds again with sbuild's unshare mode from the published tarball.
+    """
     from tests.support import sudo
 
     inst = sudo.make_installation("roost-t-sb")
     try:
         builder = inst.add_user("builder", ["sbuild"])
         inst.allow_sudo()
-        r = inst.root("image", "import-schroot", str(createchroot.conf), "--json", timeout=600)
+        # sbuild-createchroot's output, adopted in one command (docs/schroot.md, "sbuild-createchroot")
+        r = inst.root("image", "import-schroot", "--all", "--chroot", createchroot.name, "--json", timeout=600)
         assert r.code == 0, r.err
+        assert [c["image"] for c in json.loads(r.out)["chroots"] if c["imported"]] == [createchroot.name]
         image = createchroot.name
         config_path = inst.state / "images" / image / "image.yaml"
         config = yaml.safe_load(config_path.read_text())
@@ -295,6 +302,39 @@ def test_sbuild_as_an_ordinary_user_through_the_sudo_wrapper(createchroot: Creat
         journal = [json.loads(line) for line in (inst.state / "journal.jsonl").read_text().splitlines()]
         begins = [e for e in journal if e["operation"] == "session begin" and e.get("image") == image]
         assert begins and all(e["user"] == builder for e in begins)
+        assert json.loads(inst.root_ok("session", "list", "--json")) == []
+
+        # sbuild-update as the same user: a source: session through the wrapper, promoted under their name
+        r = inst.as_user(builder, "sbuild-update", "-udcar", SUITE, timeout=1800)
+        assert r.code == 0, (r.out[-4000:], r.err[-2000:])
+        history = json.loads(inst.root_ok("image", "history", image, "--json"))
+        assert [g["generation"] for g in history] == [1, 2] and history[-1]["current"]
+        assert history[-1]["author"] == builder
+        assert history[-1]["message"].startswith(f"schroot source:{SUITE}-{_arch()}-sbuild session ")
+        assert json.loads(inst.root_ok("session", "list", "--json")) == []
+
+        # the unshare world: the user publishes generation 2 into their ~/.cache/sbuild, sbuild unpacks it
+        r = inst.sudo(builder, "image", "publish", image, "--sbuild-tarball", "--json", timeout=600)
+        assert r.code == 0, r.err
+        tarball = home / ".cache" / "sbuild" / f"{SUITE}-{_arch()}.tar.zst"
+        assert r.json()["path"] == str(tarball) and r.json()["generation"] == 2
+        assert tarball.stat().st_uid == home.stat().st_uid
+        assert any(line.startswith(f"{builder}:") for line in Path("/etc/subuid").read_text().splitlines())
+        unshared = home / "unshare"
+        r = inst.as_user(
+            builder,
+            "/bin/sh",
+            "-c",
+            f"mkdir {unshared} && cp {home}/build/hello_*.dsc {home}/build/hello_*.tar.* {unshared}/",
+        )
+        assert r.code == 0, r.err
+        r = inst.as_user(
+            builder, "sbuild", "--chroot-mode=unshare", "-d", SUITE, hello_dsc.name, cwd=unshared, timeout=1800
+        )
+        assert r.code == 0, (r.out[-4000:], r.err[-2000:])
+        _check_build(unshared, hello_dsc)
+        log = next(unshared.glob("hello_*.build")).read_text()
+        assert f"Unpacking {tarball} to " in log and "Status: successful" in log
         assert json.loads(inst.root_ok("session", "list", "--json")) == []
     finally:
         sudo.remove(inst)

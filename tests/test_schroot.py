@@ -142,8 +142,8 @@ def test_list_info_location_with_aliases(bb: Env) -> None:
     code, out, _ = s(bb, "-i", "-c", "chroot:busy-source")
     assert "─── Source ───" in out and "a busybox root (source chroot)" in out and "Session Cloned         false" in out
     assert s(bb, "--location", "-c", "bb") == (0, "\n", "")
-    code, _, err = s(bb, "--config", "-c", "bb")
-    assert code == 1 and "image.yaml" in err
+    code, out, _ = s(bb, "--config", "-c", "busy")  # an alias prints under its image's name, as with schroot
+    assert code == 0 and "\n[bb]\naliases=busy,box\n" in out and "\ntype=roost-overlay\nunion-type=overlay\n" in out
 
 
 def test_session_begin_run_end(bb: Env) -> None:

@@ -11,9 +11,10 @@ it onto the engine:
 =====================  ====================================================
 
 Actions: ``-l`` (list), ``-i`` (info, in schroot's text format, which sbuild
-scrapes), ``--location``, ``-b`` (begin; prints the session id), ``-r``
-(run), ``-e`` (end), ``--recover-session``, and the automatic session (no
-action: begin, run, end). Semantics follow schroot 1.6 where build tools
+scrapes), ``--config`` (schroot.conf keys, which autopkgtest reads),
+``--location``, ``-b`` (begin; prints the session id), ``-r`` (run), ``-e``
+(end), ``--recover-session``, and the automatic session (no action: begin,
+run, end). Semantics follow schroot 1.6 where build tools
 depend on them: the working-directory rules, the environment (``SCHROOT_*``
 variables, the environment filter of ``-p``), and exit codes (a command's own
 status; 1 for everything that goes wrong around it, a command killed by a
@@ -26,6 +27,9 @@ One module per layer, each importing only what it needs when it needs it
 options       the command line: :func:`~.options.parse`, ``--help``, exit code
 catalogue     ``chroot:``/``source:``/``session:`` names, what the caller sees
 info          ``-i`` in schroot's text format
+config        ``--config`` in schroot.conf's format (autopkgtest reads it)
+keys          ``-o KEY=VALUE``: the table of keys the door takes
+sessionnames  long session names (piuparts') mapped onto roost ids
 environment   schroot's environment, PATHs, shell and directory rules
 running       start a command in a session, wait for it as schroot does
 fast          ``-r`` without the engine

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 
+from . import keys
 from .catalogue import Catalogue, Target, not_found, resolve
 from .info import info_text
 from .options import ACTIONS, EXIT_FAILURE, PROG, UsageError
@@ -94,15 +95,18 @@ class FrontDoor:
             raise BadInput(f"{target.given}: a session cannot begin another session (use -r)")
         assert target.image is not None
         alias = target.name if target.name != target.image else None
-        from .isolation import network_option
+        name = self.opts.session_name
+        if name is not None and not auto:
+            from .sessionnames import session_id
 
+            name = session_id(name)
         session = self.eng.begin(
             target.image,
-            name=None if auto else self.opts.session_name,
+            name=None if auto else name,
             maintenance=target.namespace == "source",
             auto=auto,
             alias=alias,
-            network=network_option(self.opts.options),
+            **keys.parse(self.opts.options, "begin"),  # type: ignore[arg-type]
         )
         self.say(f"began {session.kind} session {session.id} of {session.image} (generation {session.generation})")
         return session
@@ -112,7 +116,8 @@ class FrontDoor:
             raise UsageError("--begin-session takes no command")
         target = self.one_target("chroot")
         session = self._begin(target, auto=False)
-        print(session.id, flush=True)
+        # as schroot: the name given with -n (a long one is kept under its roost id), else the id
+        print(self.opts.session_name or session.id, flush=True)
         return 0
 
     def _sessions(self) -> list[Target]:
@@ -198,6 +203,7 @@ class FrontDoor:
         code = 0
         for target in self.targets("chroot"):
             if target.session is not None:
+                keys.parse(o.options, "run")  # a session that exists is not begun: begin keys do not apply
                 status = self.run_in(target.session)
             else:
                 relayed = process.relayed_signals()
@@ -220,18 +226,18 @@ class FrontDoor:
         return code
 
     def do_config(self) -> int:
-        from core.errors import BadInput
+        from .config import config_text
 
-        raise BadInput("--config is not available: roost images are configured in image.yaml (roost image info NAME)")
+        self._default_all(sessions=False)
+        sys.stdout.write(config_text(self.eng, self.targets()))
+        return 0
 
     def dispatch(self) -> int:
-
         o = self.opts
-        if o.options:
-            from .isolation import network_option
-
-            network_option(o.options)  # only network=… is accepted; anything else is refused here
         action = o.action or "automatic"
+        if action in ("automatic", "begin", "run"):
+            # like schroot: -o is checked for the actions that begin or run, and ignored by the others
+            keys.parse(o.options, "run" if action == "run" else "begin")
         if action not in ("automatic", "run") and o.command:
             raise UsageError(f"unexpected command {o.command[0]!r} for {ACTIONS[action]}")
         handlers: dict[str, Callable[[], int]] = {

@@ -47,6 +47,10 @@ def resolve(eng: Engine, given: str, default: str = "chroot") -> Target:
     from core.names import is_valid_name
 
     namespace, name = split_name(given, default)
+    if namespace == "session":
+        from .sessionnames import session_id
+
+        name = session_id(name)  # a long name a client generated (piuparts) maps to its roost id
     if namespace not in NAMESPACES or not is_valid_name(name):
         raise not_found(given)
     if namespace == "session":
@@ -63,14 +67,18 @@ def resolve(eng: Engine, given: str, default: str = "chroot") -> Target:
         derived = resolve_sbuild_name(eng, name)  # SUITE-ARCH-sbuild: the name sbuild --arch looks for
         if derived is not None:
             return Target(namespace, given, derived, image=derived)
-        # schroot's compatibility names: chroot:ALIAS-source is source:ALIAS
+        # schroot's compatibility names: chroot:ALIAS-source is source:ALIAS (for aliases only:
+        # schroot 1.6 has no chroot:NAME-source for a chroot's own name)
         if namespace == "chroot" and name.endswith("-source") and len(name) > 7:
             try:
-                return Target("source", given, name[:-7], image=eng.resolve_image(name[:-7]))
+                image = eng.resolve_image(name[:-7])
             except NotFound:
                 derived = resolve_sbuild_name(eng, name[:-7])
                 if derived is not None:
                     return Target("source", given, derived, image=derived)
+            else:
+                if image != name[:-7]:
+                    return Target("source", given, name[:-7], image=image)
         raise not_found(given) from None
     return Target(namespace, given, name, image=image)
 

@@ -39,6 +39,10 @@ def run_fast(opts: Options, root: str | None, environ: Mapping[str, str]) -> int
 
     if namespace != "session":
         return None
+    if len(sid) > 64:
+        from .sessionnames import session_id
+
+        sid = session_id(sid)  # a long name a client generated (piuparts)
     found = live_session(root, sid)
     if found is None:
         return None

@@ -1,7 +1,7 @@
 """The schroot front door's share of per-session network and foreign architectures.
 
-Network. schroot has no network key; roost's door accepts one user option,
-``-o network=host|none|loopback``: with ``-b`` and automatic sessions it is
+Network. schroot has no network key; roost's door takes
+``-o network=host|none|loopback`` (a row of :mod:`.keys`): with ``-b`` and automatic sessions it is
 the network the session begins with; with ``-r`` the session is switched to it
 before the command runs (and stays so), as ``roost session network`` does.
 
@@ -40,29 +40,16 @@ if TYPE_CHECKING:
 NETWORK_VARIABLE = "ROOST_NETWORK"
 
 
-def network_option(options: Iterable[str]) -> str | None:
-    """The value of ``-o network=…`` (the last one); any other ``-o`` is refused as before."""
-    from core.errors import BadInput
-    from core.limits import NETWORKS
-
-    network = None
-    for option in options:
-        key, sep, value = option.partition("=")
-        if key != "network" or not sep:
-            raise BadInput(f"-o {option}: roost images have no user-modifiable keys but network=host|none|loopback")
-        if value not in NETWORKS:
-            raise BadInput(f"-o network={value}: expected one of {', '.join(NETWORKS)}")
-        network = value
-    return network
-
-
 def requested_network(options: Iterable[str], environ: Mapping[str, str]) -> str | None:
     """What a ``-r`` asks for: ``-o network=…``, else ``ROOST_NETWORK`` in its environment."""
     from core.errors import BadInput
     from core.limits import NETWORKS
 
-    network = network_option(options)
+    from .keys import value as option_value
+
+    network = option_value(list(options), "network")
     if network is not None:
+        assert isinstance(network, str)
         return network
     value = environ.get(NETWORK_VARIABLE)
     if not value:

@@ -67,6 +67,7 @@ def _calls(image: str, session: str, launch: Any) -> dict[str, Callable[[Engine]
         "remove_image": lambda e: e.remove_image(image),
         "gc": lambda e: e.gc(image),
         "export_image": lambda e: e.export_image(image, "/tmp/roost-policy-test.tar"),
+        "publish_sbuild_tarball": lambda e: e.publish_sbuild_tarball(image, "/tmp", tarball_name="roost-policy-test"),
         "begin": lambda e: e.begin(image),
         "mark_failed": lambda e: e.mark_failed(session, "x"),
         "set_network": lambda e: e.set_network(session, "none"),
