@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Any
 
-from . import backends, commands, generations, images, pins, policy
+from . import backends, generations, images, pins, policy, programs
 from .callerfs import CallerFiles
 from .errors import BadInput, Conflict, RoostError, SystemFailure
 from .fsutil import fsync_dir, temp_name
@@ -101,9 +101,9 @@ def export(ctx: Context, image: str, path: str, *, generation: int | None = None
         raise BadInput(f"{path} is a directory")
     if not force and _exists(files, dest):
         raise Conflict(f"{path} already exists (use --force to replace it)")
-    commands.require("tar", "tar")
+    programs.require("tar", "tar")
     if compressor is not None:
-        commands.require(compressor[0], package)
+        programs.require(compressor[0], package)
     backend = backends.get(config.backend)
     ctx.ready()
     store = ctx.store
@@ -173,13 +173,13 @@ def _write(
     done = False
     try:
         errs.append(tempfile.TemporaryFile())  # noqa: SIM115 - closed below
-        tar = commands.popen(
+        tar = programs.popen(
             [*TAR_CREATE, f"--directory={tree}", "."], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=errs[0]
         )
         sink = fd
         if compressor is not None:
             errs.append(tempfile.TemporaryFile())  # noqa: SIM115 - closed below
-            squeeze = commands.popen(compressor, stdin=subprocess.PIPE, stdout=fd, stderr=errs[1])
+            squeeze = programs.popen(compressor, stdin=subprocess.PIPE, stdout=fd, stderr=errs[1])
             assert squeeze.stdin is not None
             sink = squeeze.stdin.fileno()
         streamed = _pump(ctx, tar, sink, dest, estimate)
@@ -192,7 +192,7 @@ def _write(
             if proc is not None and proc.wait() != 0:
                 err.seek(0)
                 raise SystemFailure(
-                    commands.failure_line(proc.args, proc.returncode, err.read(), f"exporting to {dest}")  # type: ignore[arg-type]
+                    programs.failure_line(proc.args, proc.returncode, err.read(), f"exporting to {dest}")  # type: ignore[arg-type]
                 )
         try:
             os.fsync(fd)

@@ -11,7 +11,7 @@ import os
 import subprocess
 import time
 
-from . import commands
+from . import programs
 from .errors import BadInput, SystemFailure
 from .struct import Struct
 
@@ -102,7 +102,7 @@ class Source(Struct, frozen=True):
                 raise BadInput("--include: expected package names separated by commas")
             if self.mirror is not None:
                 check_mirror(self.mirror, local=files is None or not files.drop)
-            commands.require("mmdebstrap", "mmdebstrap")
+            programs.require("mmdebstrap", "mmdebstrap")
             if self.arch is not None:
                 from . import binfmt
 
@@ -156,7 +156,7 @@ def _from_dir(source: str, dest: str, progress: Progress) -> None:
     parent = os.path.dirname(dest)
     before = _used_blocks(parent)
     argv = ["cp", "-a", "--reflink=auto", "--no-target-directory", "--", source, dest]
-    with commands.popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) as child:
+    with programs.popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) as child:
         assert child.stderr is not None
         os.set_blocking(child.stderr.fileno(), False)
         err = b""
@@ -167,7 +167,7 @@ def _from_dir(source: str, dest: str, progress: Progress) -> None:
             err += child.stderr.read() or b""
         err += child.stderr.read() or b""
     if child.returncode != 0:
-        raise SystemFailure(commands.failure_line(argv, child.returncode, err, "copying the tree"))
+        raise SystemFailure(programs.failure_line(argv, child.returncode, err, "copying the tree"))
     progress(1.0, f"copied {source}")
 
 
@@ -224,7 +224,7 @@ def _unpack(source: int, path: str, dest: str, progress: Progress, options: list
     keep = TAR_KEEP if options is None else options
     tar = ["tar", "--extract", "--file=-", f"--directory={dest}", "--same-owner", "--preserve-permissions", *keep]
     if argv is not None:
-        commands.require(argv[0], package)
+        programs.require(argv[0], package)
     stages: list[tuple[list[str], dict[str, Any]]] = [(argv, {})] if argv is not None else []
     stages.append((tar, {}))
     _pipeline(stages, source, progress, f"unpacking {os.path.basename(path)}", size)
@@ -247,7 +247,7 @@ def _pipeline(
         for i, (cmd, extra) in enumerate(stages):
             err = tempfile.TemporaryFile()  # noqa: SIM115 - closed in the finally below
             stdout = subprocess.PIPE if i + 1 < len(stages) else subprocess.DEVNULL
-            proc = commands.popen(cmd, stdin=upstream, stdout=stdout, stderr=err, **extra)
+            proc = programs.popen(cmd, stdin=upstream, stdout=stdout, stderr=err, **extra)
             if procs and procs[-1][0].stdout is not None:
                 procs[-1][0].stdout.close()  # only the next process reads it now
             procs.append((proc, err))
@@ -277,7 +277,7 @@ def _pipeline(
         for proc, err in procs:
             if proc.wait() != 0:
                 err.seek(0)
-                raise SystemFailure(commands.failure_line(proc.args, proc.returncode, err.read(), label))  # type: ignore[arg-type]
+                raise SystemFailure(programs.failure_line(proc.args, proc.returncode, err.read(), label))  # type: ignore[arg-type]
     finally:
         for proc, err in procs:
             if proc.poll() is None:
@@ -303,7 +303,7 @@ def _from_mmdebstrap(source: Source, dest: str, progress: Progress) -> None:
     if source.mirror:
         argv.append(source.mirror)
     progress(None, f"running mmdebstrap {source.suite}")
-    proc = commands.popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = programs.popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     assert proc.stderr is not None
     tail: list[str] = []
     for raw in proc.stderr:
@@ -313,5 +313,5 @@ def _from_mmdebstrap(source: Source, dest: str, progress: Progress) -> None:
         tail = [*tail[-19:], line]
         progress(None, line[:120])
     if proc.wait() != 0:
-        raise SystemFailure(commands.failure_line(argv, proc.returncode, "\n".join(tail).encode(), "mmdebstrap"))
+        raise SystemFailure(programs.failure_line(argv, proc.returncode, "\n".join(tail).encode(), "mmdebstrap"))
     progress(1.0, f"mmdebstrap {source.suite} done")

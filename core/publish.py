@@ -46,7 +46,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import IO, TYPE_CHECKING, Any
 
-from . import backends, commands, faults, generations, images, pins, policy
+from . import backends, faults, generations, images, pins, policy, programs
 from .actor import Actor
 from .callerfs import CallerFiles
 from .errors import BadInput, Conflict, RoostError, SystemFailure
@@ -207,9 +207,9 @@ def _publish(
     suffix, compressor, package = FORMATS[compression]
     if name is not None and not is_valid_name(name):
         raise BadInput(f"invalid tarball name {printable(name)}: use letters, digits and _ . + -")
-    commands.require("tar", "tar")
+    programs.require("tar", "tar")
     if compressor is not None:
-        commands.require(compressor[0], package)
+        programs.require(compressor[0], package)
     ctx.ready()
     store = ctx.store
     number = generation if generation is not None else generations.current(store, image)
@@ -362,7 +362,7 @@ def _write(ctx: Context, tree: str, dest: str, compressor: list[str] | None, fil
     try:
         os.fchmod(fd, MODE)  # whatever the caller's umask
         errs.append(tempfile.TemporaryFile())  # noqa: SIM115 - closed below
-        tar = commands.popen(
+        tar = programs.popen(
             [*TAR_CREATE, "--exclude=./dev/*", f"--directory={tree}", "."],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
@@ -371,7 +371,7 @@ def _write(ctx: Context, tree: str, dest: str, compressor: list[str] | None, fil
         sink = fd
         if compressor is not None:
             errs.append(tempfile.TemporaryFile())  # noqa: SIM115 - closed below
-            squeeze = commands.popen(compressor, stdin=subprocess.PIPE, stdout=fd, stderr=errs[1])
+            squeeze = programs.popen(compressor, stdin=subprocess.PIPE, stdout=fd, stderr=errs[1])
             assert squeeze.stdin is not None
             sink = squeeze.stdin.fileno()
         _pump(ctx, tar, sink, dest)
@@ -383,7 +383,7 @@ def _write(ctx: Context, tree: str, dest: str, compressor: list[str] | None, fil
             if proc is not None and proc.wait() != 0:
                 err.seek(0)
                 raise SystemFailure(
-                    commands.failure_line(proc.args, proc.returncode, err.read(), f"publishing {dest}")  # type: ignore[arg-type]
+                    programs.failure_line(proc.args, proc.returncode, err.read(), f"publishing {dest}")  # type: ignore[arg-type]
                 )
         try:
             os.fsync(fd)

@@ -466,21 +466,21 @@ class _Helper:
     """A helper program (tar, btrfs, zfs) whose stderr goes to a file, so it never blocks on it."""
 
     def __init__(self, argv: list[str], what: str, **kwargs: Any) -> None:
-        from . import commands
+        from . import programs
 
         self.what = what
         self.err: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115 - closed in finish()
-        self.proc = commands.popen(argv, stderr=self.err, **kwargs)
+        self.proc = programs.popen(argv, stderr=self.err, **kwargs)
 
     def finish(self) -> None:
-        from . import commands
+        from . import programs
 
         code = self.proc.wait()
         self.err.seek(0)
         err = self.err.read()
         self.err.close()
         if code != 0:
-            raise SystemFailure(commands.failure_line(self.proc.args, code, err, self.what))  # type: ignore[arg-type]
+            raise SystemFailure(programs.failure_line(self.proc.args, code, err, self.what))  # type: ignore[arg-type]
 
     def kill(self) -> None:
         if self.proc.poll() is None:

@@ -253,11 +253,11 @@ def test_a_killed_create_takes_its_copy_with_it(env: Env, tmp_path: Path) -> Non
 
 
 def test_helpers_die_with_roost() -> None:
-    """The mechanism behind the test above: a helper started by core.commands dies with its roost."""
+    """The mechanism behind the test above: a helper started by core.programs dies with its roost."""
     code = (
         f"import sys, time; sys.path.insert(0, {str(Path(__file__).resolve().parent.parent)!r})\n"
-        "from core import commands\n"
-        "child = commands.popen(['sleep', '1000'])\n"
+        "from core import programs\n"
+        "child = programs.popen(['sleep', '1000'])\n"
         "print(child.pid, flush=True); time.sleep(1000)\n"
     )
     roost = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)

@@ -16,7 +16,7 @@ import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from .. import commands, mounts
+from .. import mounts, programs
 from ..errors import SystemFailure
 from ..fsutil import remove_tree
 from ..records import Session
@@ -65,7 +65,7 @@ class ImageFileBackend(UpperClone, Backend):
         tmp = os.path.join(directory, f".{self.filename}.part")
         if os.path.exists(tmp):
             os.unlink(tmp)
-        commands.run(self.build_argv(tree, tmp), what=f"writing the {self.fstype} image")
+        programs.run(self.build_argv(tree, tmp), what=f"writing the {self.fstype} image")
         os.rename(tmp, out)
 
     # --- generations ------------------------------------------------------------

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from .. import commands, mounts, syscalls
+from .. import mounts, programs, syscalls
 from ..errors import SystemFailure
 from ..fsutil import remove_tree, tree_size
 from ..records import Session
@@ -44,11 +44,11 @@ def mount_overlay(target: str, lowers: list[str], upper: str | None = None, work
 def materialize(lowers: list[str], dest: str, scratch: str) -> None:
     """Copy the merged view of *lowers* (topmost first) to the new directory *dest*."""
     if len(lowers) == 1:
-        commands.copy_tree(lowers[0], dest)
+        programs.copy_tree(lowers[0], dest)
         return
     mount_overlay(scratch, lowers)
     try:
-        commands.copy_tree(scratch, dest)
+        programs.copy_tree(scratch, dest)
     finally:
         mounts.unmount_tree(scratch, force=True)
 

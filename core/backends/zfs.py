@@ -36,7 +36,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from .. import commands, mounts, syscalls
+from .. import mounts, programs, syscalls
 from ..errors import SystemFailure
 from ..fsutil import atomic_write, remove_tree
 from ..records import Session
@@ -67,7 +67,7 @@ def zfs(*args: str, what: str | None = None) -> str:
     deadline = time.monotonic() + BUSY_WAIT
     while True:
         try:
-            proc = commands.run(["zfs", *args], what=what or f"zfs {args[0]}", stdout=subprocess.PIPE)
+            proc = programs.run(["zfs", *args], what=what or f"zfs {args[0]}", stdout=subprocess.PIPE)
         except SystemFailure as e:
             if args[0] in ("destroy", "rename") and "busy" in str(e) and time.monotonic() < deadline:
                 time.sleep(pause)
@@ -110,7 +110,7 @@ def _ensure_containers(parent: str) -> None:
                 check=False,
             )
             if proc.returncode != 0 and not exists(name):
-                raise SystemFailure(commands.failure_line(["zfs", "create"], proc.returncode, proc.stderr))
+                raise SystemFailure(programs.failure_line(["zfs", "create"], proc.returncode, proc.stderr))
 
 
 def _datasets(parent: str) -> list[tuple[str, str, str]]:

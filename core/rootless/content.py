@@ -33,7 +33,7 @@ import os
 import stat
 import subprocess
 
-from .. import commands
+from .. import programs
 from ..errors import BadInput, SystemFailure
 from . import userns
 from .ids import IdMap
@@ -143,7 +143,7 @@ def _from_dir(path: str, dest: str, idmap: IdMap, progress: Progress) -> None:
 
     def copy() -> None:
         userns.report(None, f"copying {path}")
-        commands.copy_tree(path, dest)
+        programs.copy_tree(path, dest)
         _own_files_to_root(dest, idmap)
 
     userns.run_mapped(idmap, copy, progress=progress)
@@ -179,7 +179,7 @@ def _from_mmdebstrap(source: Source, dest: str, idmap: IdMap, progress: Progress
 
     def inside() -> None:
         env = {**os.environ, "TMPDIR": tmpdir}
-        mm = commands.popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+        mm = programs.popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
         assert mm.stdout is not None and mm.stderr is not None
         os.mkdir(dest, 0o755)
         tar_argv = [
@@ -189,7 +189,7 @@ def _from_mmdebstrap(source: Source, dest: str, idmap: IdMap, progress: Progress
         import tempfile
 
         with tempfile.TemporaryFile(dir=tmpdir) as tar_err:
-            tar = commands.popen(tar_argv, stdin=mm.stdout, stdout=subprocess.DEVNULL, stderr=tar_err)
+            tar = programs.popen(tar_argv, stdin=mm.stdout, stdout=subprocess.DEVNULL, stderr=tar_err)
             mm.stdout.close()  # tar reads it now
             tail: list[str] = []
             for raw in mm.stderr:
@@ -200,7 +200,7 @@ def _from_mmdebstrap(source: Source, dest: str, idmap: IdMap, progress: Progress
             code = mm.wait()
             tar_code = tar.wait()
             if code != 0:  # its failure explains the truncated stream tar saw
-                raise SystemFailure(commands.failure_line(argv, code, "\n".join(tail).encode(), "mmdebstrap"))
+                raise SystemFailure(programs.failure_line(argv, code, "\n".join(tail).encode(), "mmdebstrap"))
             if tar_code != 0:
                 tar_err.seek(0)
                 raise SystemFailure(tar_failure(tar_argv, tar_code, tar_err.read(), "unpacking mmdebstrap's tarball"))
@@ -241,17 +241,17 @@ def export_tree(lowers: list[str], scratch: str, out_fd: int, compressor: list[s
             tree = scratch
         create = [*TAR_CREATE, "--xattrs-exclude=user.overlay.*", f"--directory={tree}", "."]
         if compressor is None:
-            commands.run(create, stdout=out_fd, what="tar")
+            programs.run(create, stdout=out_fd, what="tar")
             return
-        tar = commands.popen(create, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        tar = programs.popen(create, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         assert tar.stdout is not None
         try:
-            commands.run(compressor, stdin=tar.stdout, stdout=out_fd, what=compressor[0])
+            programs.run(compressor, stdin=tar.stdout, stdout=out_fd, what=compressor[0])
         finally:
             tar.stdout.close()
             _, tar_err = tar.communicate()
         if tar.returncode != 0:
-            raise SystemFailure(commands.failure_line(create, tar.returncode, tar_err, "tar"))
+            raise SystemFailure(programs.failure_line(create, tar.returncode, tar_err, "tar"))
 
     userns.run_mapped(idmap, inside, flags=userns.CLONE_NEWNS, keep=(out_fd,))
 

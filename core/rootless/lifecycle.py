@@ -714,7 +714,7 @@ def _materialize(lowers: list[str], dest: str, scratch: str) -> None:
 
     The view is mounted in a mount namespace of this process's own.
     """
-    from .. import commands, syscalls
+    from .. import programs, syscalls
     from .setup import OVERLAY_OPTIONS
 
     userns.unshare(userns.CLONE_NEWNS)
@@ -724,7 +724,7 @@ def _materialize(lowers: list[str], dest: str, scratch: str) -> None:
         data = "lowerdir=" + ":".join(lowers) + "," + OVERLAY_OPTIONS
         syscalls.mount("overlay", scratch, "overlay", syscalls.MS_RDONLY, data)
         try:
-            commands.copy_tree(scratch, dest)
+            programs.copy_tree(scratch, dest)
         finally:
             syscalls.umount(scratch, syscalls.MNT_DETACH)
     finally:

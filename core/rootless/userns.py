@@ -95,9 +95,9 @@ def helper(name: str) -> str:
         path = f"{directory}/{name}"
         if os.access(path, os.X_OK):
             return path
-    from .. import commands
+    from .. import programs
 
-    return commands.require(name, "uidmap")
+    return programs.require(name, "uidmap")
 
 
 def map_ids(pid: int, idmap: IdMap) -> None:
