@@ -103,13 +103,12 @@ class Roost:
 @contextmanager
 def roost_install(base: Path) -> Iterator[Roost]:
     """A temporary state and runtime root, and the launchers scripts/install writes (roost, roost-schroot)."""
-    import sysconfig
-
-    paths = [sysconfig.get_path("purelib"), str(REPO)]  # the repository: an editable install's .pth is not read
     for name in ("roost", "roost-schroot"):
         text = (REPO / "bin" / name).read_text()
-        text = text.replace("#!/usr/bin/python3 -IS", f"#!{sys.executable} -IS", 1)
-        text = text.replace("sys.path.extend(PATHS)", f"sys.path.extend({paths!r})", 1)
+        lines = text.split("\n")
+        lines[0] = f"#!{sys.executable} -IS"  # as scripts/install writes it
+        # the repository first: an editable install is found through a .pth file, which -S skips
+        text = "\n".join(lines).replace("\nimport sys\n", f"\nimport sys\n\nsys.path.append({str(REPO)!r})\n", 1)
         (base / name).write_text(text)
         (base / name).chmod(0o755)
     launcher = base / "roost"

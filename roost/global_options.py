@@ -81,7 +81,7 @@ OPTIONS: tuple[GlobalOption, ...] = (
     GlobalOption(
         ("--host",),
         "host",
-        "run the command on HOST (ssh://[user@]host[:port] or a name in hosts.yaml); roost.remote handles it",
+        "run the command on HOST (ssh://[user@]host[:port] or a name in hosts.yaml) through ssh",
         action="store",
         metavar="HOST",
         fast=False,

@@ -14,6 +14,10 @@ import sys
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
+    if len(args) == 1 and args[0] in ("--version", "--help", "-h"):
+        from . import usage
+
+        return usage.fast(args[0])  # without building the parser (roost.usage)
     if "--host" in args or any(a.startswith("--host=") for a in args):
         from . import remote
 

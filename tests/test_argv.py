@@ -274,3 +274,20 @@ def test_global_options_reach_the_door(capsys: pytest.CaptureFixture[str]) -> No
         assert "the schroot 1.6.13 command line" in capsys.readouterr().out
     assert main(["--json", "schroot", "-l"]) == 2
     assert capsys.readouterr().err == "roost: --json does not apply to roost schroot (see roost schroot --help)\n"
+
+
+def test_version_and_help_without_the_parser_print_what_the_parser_prints(capsys: pytest.CaptureFixture[str]) -> None:
+    """roost --version and --help take a path of their own (roost.usage): it must say what argparse says."""
+    from roost import usage
+
+    with open(usage._help_file(), encoding="utf-8") as f:
+        assert f.read() == usage.render(), "roost/help.txt is out of date: run scripts/manpage"
+    for option in usage.FAST:
+        assert main([option]) == 0
+        fast = capsys.readouterr().out
+        with pytest.raises(SystemExit) as exit_:
+            usage_parser = cli.build_parser()
+            usage_parser.formatter_class = lambda prog: argparse.HelpFormatter(prog, width=usage.WIDTH)  # type: ignore[assignment]
+            usage_parser.parse_args([option])
+        assert exit_.value.code == 0
+        assert fast == capsys.readouterr().out, option

@@ -93,10 +93,12 @@ def test_info_sections_align_like_schroot() -> None:
 
 
 def installed_launcher(directory: Path) -> Path:
-    """bin/roost-schroot as scripts/install writes it (a PATHS placeholder becomes this checkout)."""
-    text = (REPO / "bin" / "roost-schroot").read_text()
+    """bin/roost-schroot as scripts/install writes it (its interpreter line names this interpreter)."""
+    lines = (REPO / "bin" / "roost-schroot").read_text().split("\n")
+    lines[0] = f"#!{sys.executable} -IS"
     launcher = directory / "roost-schroot"
-    launcher.write_text(text.replace("sys.path.extend(PATHS)", f"sys.path.append({str(REPO)!r})"))
+    launcher.write_text("\n".join(lines))
+    launcher.chmod(0o755)
     return launcher
 
 
