@@ -63,6 +63,9 @@ BASE: dict[tuple[str, ...], list[str]] = {
     ("image", "send"): ["shared"],
     ("image", "receive"): ["swept"],
     ("summary",): [],
+    ("image", "diff"): ["shared", "1", "1"],
+    ("session", "diff"): ["SID"],
+    ("image", "publish"): ["shared", "--sbuild-tarball", "/tmp/roost-sweep-publish"],
 }
 
 
