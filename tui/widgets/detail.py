@@ -103,7 +103,10 @@ def limits_note(limits: Mapping[str, object] | None) -> str:
         return "none (no cgroup)"
     if not limits:
         return "none (tracked in a cgroup)"
-    return ", ".join(f"{key} {value}" for key, value in limits.items())
+    return ", ".join(
+        f"{key} {human_size(value) if key in ('memory', 'swap') and isinstance(value, int) else value}"
+        for key, value in limits.items()
+    )
 
 
 def usage_note(load: Load | None) -> str:
@@ -122,17 +125,19 @@ def usage_note(load: Load | None) -> str:
     return ", ".join(parts) or "not accounted here"
 
 
-def generation_detail(image: str, g: GenerationInfo) -> Table:
+def generation_detail(image: str, g: GenerationInfo, changes: Pairs | None = None) -> Table:
+    """A generation; *changes*: what it changed against its parent (computed elsewhere, in a worker)."""
     flags = [w for w, on in (("current", g.current), ("in use", g.in_use)) if on]
     return grid(
         f"{image} generation {g.generation}" + (f" ({', '.join(flags)})" if flags else ""),
         [
             ("parent", str(g.parent) if g.parent is not None else "none (first)"),
             ("created", f"{fmt.stamp(g.created)} by {g.author}"),
+            ("message", g.message),
+            *(changes or ()),
             ("session", g.session),
             ("size", human_size(g.size)),
             ("layers", str(g.layers)),
-            ("message", g.message),
         ],
     )
 

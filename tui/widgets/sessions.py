@@ -83,6 +83,13 @@ class SessionsPane(Pane):
             tooltip="Kill what runs inside, unmount, and delete the session's changes",
         ),
         Binding(
+            "n",
+            "screen.switch_network",
+            "Network",
+            id="session.network",
+            tooltip="Switch the network the session's next commands get (host, none, loopback)",
+        ),
+        Binding(
             "r", "screen.recover", "Recover", id="session.recover", tooltip="Remount a session that needs recovery"
         ),
         Binding("slash", "filter", "Filter", id="session.filter", key_display="/", tooltip="Filter sessions by text"),
