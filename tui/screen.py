@@ -315,6 +315,7 @@ class MainScreen(OperationsScreen):
         self.sessions_pane.action_filter()
 
     def action_refresh(self) -> None:
+        self.changes_read.clear()  # what a generation changed, and what could not be read, is read again too
         self.post_message(RefreshRequested(force=True))
         self.notify("reading everything again", timeout=1.5)
 
