@@ -145,6 +145,38 @@ class SessionInfo(Struct, frozen=True):
         return out
 
 
+class Load(Struct, frozen=True):
+    """Memory and CPU a session with a cgroup uses now (the console's MEM and CPU columns).
+
+    ``cpu_percent`` is the CPU time used between two readings over the time
+    between them, in percent of one CPU (200 is two CPUs busy); None on a
+    session's first reading, since a rate needs two.
+    """
+
+    memory: int | None = None
+    memory_peak: int | None = None
+    cpu_usec: int | None = None
+    cpu_percent: float | None = None
+    pids: int | None = None
+    oom_kills: int | None = None
+
+
+def load(figures: Mapping[str, int | None], previous: Load | None, elapsed: float) -> Load:
+    """A session's :class:`Load` from :func:`core.isolation.usage`'s *figures*, *elapsed* seconds after *previous*."""
+    cpu = figures.get("cpu_usec")
+    percent = None
+    if cpu is not None and previous is not None and previous.cpu_usec is not None and elapsed > 0:
+        percent = max(0.0, (cpu - previous.cpu_usec) / (elapsed * 1e6) * 100.0)
+    return Load(
+        memory=figures.get("memory"),
+        memory_peak=figures.get("memory_peak"),
+        cpu_usec=cpu,
+        cpu_percent=percent,
+        pids=figures.get("pids"),
+        oom_kills=figures.get("oom_kills"),
+    )
+
+
 # --- the rules -----------------------------------------------------------------------
 
 

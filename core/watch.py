@@ -30,7 +30,7 @@ from __future__ import annotations
 import os
 import select
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Container, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -604,6 +604,12 @@ class Figures:
     processes: int
     disk: int | None  # bytes in the session's own layer; None if it has none
     measured: bool  # False until its disk use was measured once
+    #: Memory and CPU of a session with a cgroup, once read (core.views.Load); None otherwise.
+    load: views.Load | None = None
+
+
+#: Reads memory and CPU figures of sessions with a cgroup, by id (``Engine.session_usage``).
+LoadReader = Callable[[list[records.Session]], Mapping[str, Mapping[str, int | None]]]
 
 
 @dataclass
@@ -615,12 +621,20 @@ class Usage:
     can be large; :meth:`measure` walks as many as fit in *budget* seconds:
     the *first* session (the one an operator looks at) always, then the
     never-measured ones, then the longest-unmeasured.
+
+    Memory and CPU (:class:`core.views.Load`) are read, with *loads*, only
+    for sessions that have a cgroup and that the caller *watches* (those an
+    operator can see): a few small files each, every round, so the CPU
+    share is over the time between two rounds.
     """
 
     clock: Callable[[], float] = time.monotonic
     processes: dict[str, int] = field(default_factory=dict)
     disk: dict[str, int | None] = field(default_factory=dict)
     measured: dict[str, float] = field(default_factory=dict)
+    loads: dict[str, views.Load] = field(default_factory=dict)
+    #: When each session's load was read (this clock).
+    loaded_at: dict[str, float] = field(default_factory=dict)
 
     def measure(
         self,
@@ -629,11 +643,15 @@ class Usage:
         budget: float = 0.2,
         first: str | None = None,
         again_after: float = 30.0,
+        loads: LoadReader | None = None,
+        watched: Container[str] | None = None,
     ) -> dict[str, Figures]:
         """Measure; returns the figures of the sessions whose figures changed.
 
         A session's disk use is measured again once it is *again_after*
-        seconds old (the *first* one every time).
+        seconds old (the *first* one every time). With *loads*, memory and
+        CPU are read for the sessions with a cgroup in *watched* (all if
+        None) and *first*.
         """
         known = {s.id: s for s in sessions_}
         changed: set[str] = set()
@@ -641,6 +659,11 @@ class Usage:
             self.measured.pop(gone, None)
             self.disk.pop(gone, None)
             self.processes.pop(gone, None)
+        for gone in set(self.loads) - known.keys():
+            self.loads.pop(gone, None)
+            self.loaded_at.pop(gone, None)
+        if loads is not None:
+            changed |= self._read_loads(known, loads, watched, first)
         roots = {sid: s.mountpoint.rstrip("/") for sid, s in known.items()}
         counts = procs.count_in_roots(list(roots.values())) if roots else {}
         for sid, root in roots.items():
@@ -662,8 +685,30 @@ class Usage:
                 changed.add(sid)
         return {sid: self.figures(sid) for sid in changed}
 
+    def _read_loads(
+        self,
+        known: Mapping[str, records.Session],
+        reader: LoadReader,
+        watched: Container[str] | None,
+        first: str | None,
+    ) -> set[str]:
+        wanted = [s for sid, s in known.items() if s.cgroups and (watched is None or sid in watched or sid == first)]
+        if not wanted:
+            return set()
+        figures = reader(wanted)
+        now = self.clock()
+        changed = set()
+        for sid, values in figures.items():
+            previous = self.loads.get(sid)
+            fresh = views.load(values, previous, now - self.loaded_at.get(sid, now))
+            self.loaded_at[sid] = now
+            if fresh != previous:
+                self.loads[sid] = fresh
+                changed.add(sid)
+        return changed
+
     def figures(self, sid: str) -> Figures:
-        return Figures(self.processes.get(sid, 0), self.disk.get(sid), sid in self.measured)
+        return Figures(self.processes.get(sid, 0), self.disk.get(sid), sid in self.measured, self.loads.get(sid))
 
 
 def changes_size(session: records.Session) -> int | None:

@@ -25,7 +25,7 @@ from textual.pilot import Pilot
 
 from tests.conftest import Env
 from tui.app import RoostConsole
-from tui.widgets.dialogs import ConfirmDialog, OutputDialog, PromptDialog
+from tui.widgets.dialogs import ChoiceDialog, ConfirmDialog, OutputDialog, PromptDialog
 from tui.widgets.help import HelpScreen
 
 
@@ -44,9 +44,9 @@ class Console(RoostConsole):
 Scenario = Callable[[Pilot[Any], Console], Awaitable[None]]
 
 
-def drive(env: Env, scenario: Scenario, *, size: tuple[int, int] = (160, 48), **kw: Any) -> Console:
-    """Run the console on *env*'s state root and play *scenario* against it."""
-    app = Console(env.engine(), host="test-host", interval=0.1, usage_interval=0.3, **kw)
+def drive(env: Env, scenario: Scenario, *, size: tuple[int, int] = (160, 48), engine: Any = None, **kw: Any) -> Console:
+    """Run the console on *env*'s state root (as *engine*'s actor, else as root) and play *scenario* against it."""
+    app = Console(engine or env.engine(), host="test-host", interval=0.1, usage_interval=0.3, **kw)
 
     async def main() -> None:
         async with app.run_test(size=size) as pilot:
@@ -572,3 +572,231 @@ def test_works_at_80x24_with_no_color(bb2: Env, monkeypatch: pytest.MonkeyPatch)
         assert app.main.active == "sessions"
 
     drive(env, scenario, size=(80, 24))
+
+
+# --- isolation: network, memory and CPU per session (issue 15) ----------------------------------
+
+
+@pytest.fixture
+def iso2(bb2: Env) -> Iterator[Env]:
+    """Image bb with a cgroup parent of the test's own; no cgroup or namespace of it may remain."""
+    from core import cgroups
+
+    parent = f"roost-t-cs-{os.getpid()}-{os.urandom(3).hex()}"
+    with open(bb2.config, "a", encoding="utf-8") as f:
+        f.write(f"cgroup-parent: {parent}\n")
+    yield bb2
+    for s in sessions(bb2):
+        bb2.roost("session", "end", s, "--force")
+    left = []
+    for h in cgroups.hierarchies():
+        top = os.path.join(h.path, parent)
+        if os.path.isdir(top):
+            left += [os.path.join(p, d) for p, dirs, _ in os.walk(top) for d in dirs] + [top]
+    for path in sorted(left, key=len, reverse=True):  # clean up before failing
+        cgroups.kill([path])
+        os.rmdir(path)
+    netns = list((bb2.run / "netns").glob("*")) if (bb2.run / "netns").exists() else []
+    assert netns == [], f"network namespaces left behind: {netns}"
+    assert all(os.path.basename(p) == parent for p in left), f"cgroups left behind: {left}"
+
+
+def _cell(app: Console, sid: str, column: str) -> str:
+    """The text of one cell of the sessions table."""
+    table = app.main.sessions_pane.table
+    return str(table.get_cell(sid, column)).strip()
+
+
+def test_sessions_show_network_memory_and_cpu_and_the_network_switches(iso2: Env) -> None:
+    env = iso2
+    busy = env.begin("bb", "--limit", "memory=64M")
+    offline = env.begin("bb", "--network", "none")
+    # A command that keeps a CPU busy inside the limited session (killed when the session ends).
+    spin = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "roost",
+            "session",
+            "run",
+            busy,
+            "--",
+            "/bin/sh",
+            "-c",
+            "while :; do :; done",
+        ],
+        env=env.environ,
+        cwd="/",
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+    async def scenario(pilot: Pilot[Any], app: Console) -> None:
+        pane = app.main.sessions_pane
+        await until(pilot, lambda: {busy, offline} <= set(pane.table.model))
+        assert _cell(app, offline, "network") == "none" and _cell(app, busy, "network") == "host"
+        assert _cell(app, offline, "memory") == "-"  # no cgroup: nothing accounts it
+        # Memory and then (two readings later) a CPU share for the session with a cgroup.
+        await until(pilot, lambda: _cell(app, busy, "memory") not in ("…", "-", "0"))
+        await until(pilot, lambda: _cell(app, busy, "cpu").endswith("%") and _cell(app, busy, "cpu") != "0%")
+        assert app.shown_sessions == {busy, offline}  # both rows are on screen
+        _select(app, busy)
+        await pilot.pause(0.3)
+        detail = screen_text(app)
+        assert "limits" in detail and "memory 64.0 MiB" in detail and "network" in detail
+        assert re.search(r"usage +memory [0-9.]+ [KM]iB", detail) and "CPU" in detail
+        # Filtered out and not highlighted: its memory and CPU are no longer read.
+        _select(app, offline)
+        await pilot.press("slash", *offline[-6:], "enter")
+        await until(pilot, lambda: app.shown_sessions == {offline})
+        await pilot.pause(0.5)
+        read = app.meter.loaded_at[busy]
+        await pilot.pause(1.0)  # three rounds of the usage loop
+        assert app.meter.loaded_at[busy] == read
+        await pilot.press("escape")
+        # Switch the network of the offline session back to the host's, after a confirmation.
+        _select(app, offline)
+        await pilot.press("n")
+        text = await shown(pilot, app, ChoiceDialog)
+        assert offline in text and "none (now)" in text and "keep the network they started with" in text
+        await pilot.press("escape")  # cancelled: nothing changes
+        await pilot.pause(0.2)
+        assert sessions(env)[offline]["network"] == "none"
+        await pilot.press("n")
+        await until(pilot, lambda: isinstance(app.screen, ChoiceDialog))
+        await pilot.press("h")
+        await until(pilot, lambda: _cell(app, offline, "network") == "host")
+
+    try:
+        app = drive(env, scenario)
+    finally:
+        env.roost("session", "end", busy, "--force")
+        spin.wait(timeout=30)
+    assert sessions(env)[offline]["network"] == "host"
+    assert f"{offline}: network none -> host" in notes(app)
+
+
+# --- diffs: promote, history, rollback (issue 16) ------------------------------------------------
+
+STATUS = """Package: dpkg
+Status: install ok installed
+Architecture: amd64
+Version: 1.21.22
+
+Package: hello
+Status: install ok installed
+Architecture: amd64
+Version: {hello}
+{extra}"""
+
+NANO = """
+Package: nano
+Status: install ok installed
+Architecture: amd64
+Version: 7.2-1
+"""
+
+
+def _write_status(env: Env, sid: str, hello: str, extra: str = "") -> None:
+    status = STATUS.format(hello=hello, extra=extra)
+    env.sh(sid, f"mkdir -p /var/lib/dpkg && cat > /var/lib/dpkg/status <<'END'\n{status}END\n")
+
+
+async def _computed(pilot: Pilot[Any], app: Console) -> str:
+    """Wait until the diff in the dialog on top is computed; the terminal's text."""
+    from tui.widgets.diffs import DiffLines
+
+    await until(pilot, lambda: app.screen.query(DiffLines) and app.screen.query_one(DiffLines).pairs is not None)
+    await pilot.pause(0.2)
+    return screen_text(app)
+
+
+def test_promote_dialog_shows_the_sessions_packages_and_files_before_the_message(bb2: Env) -> None:
+    env = bb2
+    sid = env.begin("bb", "--maintenance")
+    _write_status(env, sid, "2.10-2")
+    env.sh(sid, "echo x > /root/a && echo y > /root/b")
+
+    async def scenario(pilot: Pilot[Any], app: Console) -> None:
+        await until(pilot, lambda: sid in app.main.sessions_pane.table.model)
+        _select(app, sid)
+        await pilot.press("p")
+        await until(pilot, lambda: isinstance(app.screen, PromptDialog))
+        text = await _computed(pilot, app)
+        assert "What it changed:" in text
+        assert "packages: 2 installed: dpkg, hello" in text
+        assert re.search(r"files: \d+ added, 0 removed, \d+ changed \(\+", text)
+        assert text.index("packages:") < text.index("A message says what changed")
+        await pilot.press(*"hello 2.10", "enter")
+        await until(pilot, lambda: app.main.images_pane.images["bb"].current == 2)
+
+    drive(env, scenario)
+    assert env.roost("image", "history", "bb", "--json").json()[-1]["message"] == "hello 2.10"
+
+
+def _promote_status(env: Env, hello: str, extra: str = "") -> None:
+    sid = env.begin("bb", "--maintenance")
+    _write_status(env, sid, hello, extra)
+    env.ok("session", "promote", sid, "-m", f"hello {hello}")
+
+
+def test_history_shows_what_each_generation_changed_and_rollback_names_the_packages(bb2: Env) -> None:
+    env = bb2
+    _promote_status(env, "2.10-2")  # 2: dpkg and hello installed
+    _promote_status(env, "2.10-3", NANO)  # 3: hello upgraded, nano installed
+
+    async def scenario(pilot: Pilot[Any], app: Console) -> None:
+        await pilot.press("3")
+        await until(pilot, lambda: len(app.main.history_pane.generations) == 3)
+        app.main.history_pane.table.select_key("3")
+        await until(pilot, lambda: any(k[:2] == ("bb", 3) for k in app.main.changes_read))
+        await pilot.pause(0.2)
+        assert "1 upgraded, 1 installed: hello, nano" in screen_text(app)
+        app.main.history_pane.table.select_key("1")
+        await pilot.pause(0.3)
+        assert "the first generation" in screen_text(app)
+        app.main.history_pane.table.select_key("2")
+        await until(pilot, lambda: any(k[:2] == ("bb", 2) for k in app.main.changes_read))
+        await pilot.pause(0.2)
+        assert "2 installed: dpkg, hello" in screen_text(app)
+        # Rollback to 2 names the packages that change back.
+        await pilot.press("r")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmDialog))
+        text = await _computed(pilot, app)
+        assert "1 downgraded, 1 removed by the rollback" in text
+        assert "hello 2.10-3 -> 2.10-2 (downgraded)" in text and "nano 7.2-1 (removed)" in text
+        await pilot.press("y")
+        await until(pilot, lambda: app.main.images_pane.images["bb"].current == 2)
+
+    drive(env, scenario)
+    assert env.roost("image", "info", "bb", "--json").json()["current"] == 2
+
+
+def test_a_diff_that_cannot_be_computed_is_one_line_not_a_crash(bb2: Env) -> None:
+    from core.actor import Actor
+    from core.engine import Engine
+    from core.settings import load
+
+    env = bb2
+    _promote_times(env, 2)  # 1, 2, 3
+    # A user of the image (through sudo), not one of its root-users: a generation's diff is refused.
+    user = "roost-t-cs-bob"
+    image_yaml = env.state / "images" / "bb" / "image.yaml"
+    image_yaml.write_text(image_yaml.read_text() + f"users: [{user}]\n")
+    actor = Actor(uid=2000, user=user, pid=os.getpid(), groups=(), via_sudo=True)
+    engine = Engine(load(environ=env.environ), actor=actor)
+
+    async def scenario(pilot: Pilot[Any], app: Console) -> None:
+        await pilot.press("3")
+        await until(pilot, lambda: len(app.main.history_pane.generations) == 3)
+        app.main.history_pane.table.select_key("3")
+        await until(pilot, lambda: any(k[:2] == ("bb", 3) for k in app.main.changes_read))
+        pairs = next(v for k, v in app.main.changes_read.items() if k[:2] == ("bb", 3))
+        assert len(pairs) == 1 and pairs[0][0] == "changes" and pairs[0][1].startswith("not shown: ")
+        assert "\n" not in pairs[0][1] and "root" in pairs[0][1]
+        await pilot.pause(0.2)
+        assert "not shown:" in screen_text(app)
+
+    app = drive(env, scenario, engine=engine)
+    assert not [n for n, severity in app.notes if severity == "error"]

@@ -134,3 +134,61 @@ def test_cut_keeps_the_unique_end_of_ids() -> None:
     assert cut("short", 20, middle=True) == "short"
     assert cut("apt-get upgrade: Debian 12.9", 12) == "apt-get upg…"
     assert len(cut("x" * 100, 7, middle=True)) == 7
+
+
+def test_optional_columns_show_where_they_fit_and_the_table_keeps_its_selection_when_they_come() -> None:
+    from tui.widgets.sessions import SessionsPane
+
+    pane = SessionsPane()
+    narrow = pane.allocate(77)  # 80 columns, one pane at a time
+    assert narrow["network"] == 4 and narrow["memory"] == 0 and narrow["cpu"] == 0
+    assert narrow["state"] == 8 and narrow["id"] >= 14
+    wide = pane.allocate(93)  # 160 columns, the sessions pane of the grid
+    assert wide["network"] and wide["memory"] and wide["cpu"]
+    shown = [w for w in wide.values() if w]
+    assert sum(shown) + len(shown) - 1 == 93  # the id column takes exactly what is left
+    roomy = pane.allocate(130)
+    assert roomy["state"] == 14 and roomy["owner"] == 8  # wide widths once everything fits
+    assert [c.key for c in pane._columns(narrow)] == [
+        *("id", "image", "generation", "kind", "owner", "network"),
+        *("age", "processes", "disk", "state"),
+    ]
+
+    async def scenario(pilot: Any, table: DiffTable) -> None:
+        table.sync(rows(("a", 1), ("b", 2), ("c", 3)))
+        table.select_key("b")
+        table.set_columns([Column("name", "NAME", 10, gap=False)])  # another set of columns: rows go
+        assert table.row_count == 0
+        table.sync({k: (C(k),) for k in ("a", "b", "c")})
+        assert table.selected_key == "b"  # and the cursor comes back to where it was
+
+    run(scenario)
+
+
+def test_cpu_share_is_over_the_time_between_two_readings() -> None:
+    from core import views
+
+    first = views.load({"memory": 10 << 20, "cpu_usec": 5_000_000, "pids": 3}, None, 0.0)
+    assert first.cpu_percent is None and first.memory == 10 << 20  # a rate needs two readings
+    second = views.load({"memory": 11 << 20, "cpu_usec": 8_000_000, "pids": 3}, first, 2.0)
+    assert second.cpu_percent == 150.0  # 3 s of CPU in 2 s: one and a half CPUs
+    assert views.load({"memory": None, "cpu_usec": None}, second, 2.0).cpu_percent is None
+    assert fmt.percent(None) == "…" and fmt.percent(150.0) == "150%" and fmt.percent(4321.0) == "999%"
+
+
+def test_diff_summaries_read_in_a_few_lines() -> None:
+    from core.diff.dpkg import PackageChange
+    from core.diff.model import DiffSummary
+    from tui.widgets import diffs
+
+    up = PackageChange("hello", "amd64", "upgraded", "2.10-2", "2.10-3", "hello")
+    new = PackageChange("nano", "amd64", "installed", None, "7.2-1", "nano")
+    summary = DiffSummary([up, new], added=3, changed=1, size_delta=2048)
+    assert diffs.text(diffs.summary_pairs(summary)) == (
+        "packages: 1 upgraded, 1 installed: hello, nano\nfiles: 3 added, 0 removed, 1 changed (+2.0 KiB)"
+    )
+    assert diffs.summary_pairs(DiffSummary(None))[0] == ("packages", "no dpkg database")
+    back = diffs.rollback_pairs([up.__class__("hello", "amd64", "downgraded", "2.10-3", "2.10-2", "hello")])
+    assert back[1] == ("", "  • hello 2.10-3 -> 2.10-2 (downgraded)")
+    many = [PackageChange(f"p{i}", "all", "removed", "1", None, f"p{i}") for i in range(9)]
+    assert diffs.rollback_pairs(many)[-1][1].startswith("  … and 3 more")

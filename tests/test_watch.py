@@ -201,3 +201,37 @@ def test_journal_is_read_from_its_tail_and_then_incrementally(bb: Env, tmp_path:
         assert snap is not None and [e["operation"] for e in snap.events] == ["half"]
     finally:
         w.close()
+
+
+def test_usage_reads_memory_and_cpu_only_of_watched_sessions_with_a_cgroup(tmp_path: Path) -> None:
+    from core import records
+
+    def session(sid: str, cgroups: list[str]) -> records.Session:
+        return records.Session(
+            id=sid, image="bb", generation=1, kind="ordinary", owner="root", uid=0,
+            created="2026-01-01T00:00:00Z", state="active", backend="overlay", profile="default",
+            mountpoint=str(tmp_path / sid), clone=str(tmp_path / "clones" / sid), lowers=[], cgroups=cgroups,
+        )  # fmt: skip
+
+    found = [session("plain", []), session("shown", ["/cg/shown"]), session("hidden", ["/cg/hidden"])]
+    asked: list[list[str]] = []
+    cpu = {"shown": 1_000_000, "hidden": 0}
+
+    def reader(sessions: list[records.Session]) -> dict[str, dict[str, int | None]]:
+        asked.append([s.id for s in sessions])
+        return {s.id: {"memory": 1 << 20, "cpu_usec": cpu[s.id]} for s in sessions}
+
+    now = [10.0]
+    usage = watch.Usage(clock=lambda: now[0])
+    first = usage.measure(found, budget=0.0, loads=reader, watched={"shown", "plain"})
+    assert asked == [["shown"]]  # no cgroup: nothing to read; not watched: not read
+    assert first["shown"].load is not None and first["shown"].load.cpu_percent is None
+    cpu["shown"] = 2_000_000
+    now[0] = 12.0
+    again = usage.measure(found, budget=0.0, loads=reader, watched=set(), first="hidden")
+    assert asked[-1] == ["hidden"]  # the highlighted one is read even when not on screen
+    assert "shown" not in again and usage.loads["shown"].cpu_usec == 1_000_000  # kept, not read again
+    assert usage.figures("hidden").load is not None and usage.figures("plain").load is None
+    now[0] = 14.0
+    usage.measure(found, budget=0.0, loads=reader, watched={"shown"})
+    assert usage.loads["shown"].cpu_percent == 25.0  # 1 s of CPU over the 4 s since it was last read

@@ -4,7 +4,8 @@ The console reads the state root through :class:`core.watch.Watcher` and acts
 only through :class:`core.engine.Engine`. Two loops keep it current without
 ever overlapping themselves: the refresh loop (every half second: a cheap poll
 in a thread worker, then only what changed is shown) and the usage loop (every
-two seconds: processes and disk use per session, within a time budget).
+two seconds: processes and disk use per session, within a time budget, and
+memory and CPU of the sessions with a cgroup whose rows are on screen).
 
 Data flows one way: the app publishes what it read as reactive attributes
 (:attr:`RoostConsole.snapshot`, :attr:`RoostConsole.usage`), which the main
@@ -34,7 +35,7 @@ from core.errors import RoostError
 from core.records import Session
 from core.watch import Figures, Snapshot, Usage, Watcher
 
-from .messages import ImageHighlighted, RefreshRequested, SessionHighlighted
+from .messages import ImageHighlighted, RefreshRequested, SessionHighlighted, SessionsShown
 from .palette import SelectionCommands
 from .screen import MainScreen
 
@@ -95,6 +96,8 @@ class RoostConsole(App[int]):
         self.history_image: str | None = None
         #: The session the usage loop measures first (the highlighted one).
         self.measure_first: str | None = None
+        #: The sessions whose rows are on screen: only their memory and CPU are read.
+        self.shown_sessions: frozenset[str] = frozenset()
         #: True once the first full read is shown, and once every session has been measured.
         self.loaded = False
         self.usage_loaded = False
@@ -147,6 +150,10 @@ class RoostConsole(App[int]):
     @on(SessionHighlighted)
     def _measure_first(self, message: SessionHighlighted) -> None:
         self.measure_first = message.session
+
+    @on(SessionsShown)
+    def _sessions_shown(self, message: SessionsShown) -> None:
+        self.shown_sessions = message.sessions
 
     @on(RefreshRequested)
     def _refresh_requested(self, message: RefreshRequested) -> None:
@@ -222,16 +229,24 @@ class RoostConsole(App[int]):
 
     def _measure_usage(self) -> None:
         sessions = [i.session for i in self.snapshot.sessions.values()] if self.snapshot else []
-        self._measure(sessions, self.measure_first)
+        self._measure(sessions, self.measure_first, self.shown_sessions)
 
     @work(thread=True, exit_on_error=False, group="usage")
-    def _measure(self, sessions: list[Session], first: str | None) -> None:
+    def _measure(self, sessions: list[Session], first: str | None, shown: frozenset[str]) -> None:
         try:
-            figures = self.meter.measure(sessions, first=first)
+            figures = self.meter.measure(sessions, first=first, loads=self.read_loads, watched=shown)
             error = None
         except Exception as e:  # noqa: BLE001 - measuring is best effort
             figures, error = {}, f"{type(e).__name__}: {e}"
         self.post_message(UsageMeasured(figures, error))
+
+    def read_loads(self, sessions: list[Session]) -> Mapping[str, Mapping[str, int | None]]:
+        """Memory and CPU of *sessions* (in the usage worker); a refusal is shown once, not retried as an error."""
+        try:
+            return self.engine.session_usage(sessions)
+        except RoostError as e:
+            self.call_from_thread(self._report, f"cannot read memory and CPU: {e}")
+            return {}
 
     def on_usage_measured(self, message: UsageMeasured) -> None:
         if message.error:

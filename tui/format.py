@@ -22,6 +22,13 @@ def size(value: int | None) -> str:
     return f"{value}B"
 
 
+def percent(value: float | None) -> str:
+    """``0%``, ``12%``, ``180%`` (of one CPU; at most 4 characters), ``…`` before a rate is known."""
+    if value is None:
+        return "…"
+    return f"{min(value, 999):.0f}%"
+
+
 @lru_cache(maxsize=8192)
 def epoch(iso: str) -> float | None:
     """Seconds since the epoch of an ISO 8601 UTC time as roost writes it, or None."""

@@ -23,6 +23,7 @@ from rich.text import Text
 from textual import work
 from textual.app import SuspendNotSupported
 from textual.screen import Screen
+from textual.widget import Widget
 from textual.worker import WorkerFailed
 
 from core import process
@@ -32,7 +33,9 @@ from core.units import human_size
 from core.views import ImageInfo, SessionInfo
 
 from .messages import RefreshRequested
-from .widgets.dialogs import ConfirmDialog, OutputDialog, PromptDialog
+from .widgets import diffs
+from .widgets.dialogs import ChoiceDialog, ConfirmDialog, OutputDialog, PromptDialog
+from .widgets.diffs import DiffLines
 
 T = TypeVar("T")
 P = ParamSpec("P")
@@ -143,12 +146,16 @@ class OperationsScreen(Screen[None]):
     @work(group="operations", exit_on_error=False)
     @operation("rollback")
     async def roll_back(self, image: str, generation: int, current: int) -> None:
-        question: list[str | Text] = [
+        question: list[str | Text | Widget] = [
             Text.assemble("Make generation ", (str(generation), "bold"), " of ", (image, "bold"), " current again?"),
             f"Generation {current} stops being current: new sessions clone {generation} from now on.",
             "Running sessions keep what they were cloned from, and no generation is deleted:",
             f"rolling back to {current} undoes this.",
         ]
+        packages = DiffLines(
+            "What changes back:", lambda: diffs.rollback_changes(self.engine, image, current, generation)
+        )
+        question.append(packages)
         dialog = ConfirmDialog(f"Roll {image} back to generation {generation}", question, "Roll back", danger=False)
         if not await self.app.push_screen_wait(dialog):
             return
@@ -233,10 +240,12 @@ class OperationsScreen(Screen[None]):
                 markup=False,
             )
             return
-        question: list[str | Text] = [
+        question: list[str | Text | Widget] = [
             Text.assemble("Promote ", (sid, "bold"), " into ", (s.image, "bold"), f" generation {following}?"),
             f"It becomes current (generation {image.current} stays in history for rollback),",
-            "and the session ends. A message says what changed:",
+            "and the session ends.",
+            DiffLines("What it changed:", lambda: diffs.session_changes(self.engine, sid)),
+            "A message says what changed:",
         ]
         dialog = PromptDialog(f"Promote {sid}", question, placeholder="e.g. install build-essential", accept="Promote")
         message = await self.app.push_screen_wait(dialog)
@@ -244,6 +253,25 @@ class OperationsScreen(Screen[None]):
             return
         generation = await self.call(lambda: self.engine.promote(sid, message.strip()), f"promote {sid}")
         self.say(f"promoted {sid}: {s.image} is now at generation {generation}")
+
+    @work(group="operations", exit_on_error=False)
+    @operation("network")
+    async def switch_network(self, sid: str, current: str) -> None:
+        """Ask which network the session's next commands get, switch it, say who keeps the old one."""
+        question: list[str | Text] = [
+            Text.assemble("Switch the network of ", (sid, "bold"), " (now ", (current, "bold"), ")?"),
+            "host: the host's network; none: a namespace of its own, loopback only;",
+            "loopback: the host's network filtered to 127.0.0.1 and ::1.",
+            "Commands started from now on get the new one; processes running inside",
+            "keep the network they started with until they exit.",
+        ]
+        choices = [("host", "h"), ("none", "o"), ("loopback", "l")]
+        choice = await self.app.push_screen_wait(ChoiceDialog(f"Network of {sid}", question, choices, current))
+        if choice is None or choice == current:
+            return
+        old, running = await self.call(lambda: self.engine.set_network(sid, choice), f"network {sid}")
+        kept = f"; {running} process(es) inside keep {old} until they exit" if running else ""
+        self.say(f"{sid}: network {old} -> {choice}{kept}")
 
     @work(group="operations", exit_on_error=False)
     @operation("recover")

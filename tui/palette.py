@@ -45,6 +45,11 @@ def commands(screen: MainScreen) -> Iterator[Command]:
             f"into the next generation of {info.session.image} (asks for a message)",
             run("promote"),
         )
+        yield (
+            f"Switch the network of {sid}",
+            f"now {info.session.network}: host, none or loopback for its next commands (asks which)",
+            run("switch_network"),
+        )
         yield (f"End session {sid}", "kill, unmount, delete its changes (asks first)", run("end_session"))
         if info.state == "needs-recovery":
             yield (f"Recover session {sid}", "remount it, changes intact", run("recover"))

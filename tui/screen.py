@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
-from textual import events, on
+from textual import events, on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Container, Horizontal
@@ -29,6 +29,7 @@ from core.watch import Figures, Snapshot
 
 from .messages import ImageHighlighted, RefreshRequested, SessionHighlighted
 from .operations import OperationsScreen
+from .widgets import diffs
 from .widgets.detail import DetailPanel, generation_detail, image_detail, lock_detail, session_detail
 from .widgets.events import EventLog
 from .widgets.help import HelpScreen
@@ -51,7 +52,7 @@ HINTS = {
 
 #: Which verbs need what kind of selection.
 IMAGE_VERBS = {"begin", "begin_maintenance", "gc"}
-SESSION_VERBS = {"enter_session", "run_command", "promote", "end_session", "recover"}
+SESSION_VERBS = {"enter_session", "run_command", "promote", "end_session", "recover", "switch_network"}
 
 
 class MainScreen(OperationsScreen):
@@ -97,6 +98,10 @@ class MainScreen(OperationsScreen):
         self.usage: Mapping[str, Figures] = {}
         self._pending_session: str | None = None
         self._footer_state: tuple[bool | None, ...] = ()
+        #: What generations changed against their parents, by (image, generation, created).
+        self.changes_read: dict[tuple[str, int, str], diffs.Pairs] = {}
+        self._diffing: tuple[str, int, str] | None = None
+        self._wanted_diff: tuple[tuple[str, int, str], int] | None = None
 
     def compose(self) -> ComposeResult:
         yield TopBar(self.host, self.engine.store.root)
@@ -210,11 +215,59 @@ class MainScreen(OperationsScreen):
             item = session_detail(info, self.usage.get(info.session.id), now) if info else None
         elif self.active == "history":
             found = self.selected_generation()
-            item = generation_detail(*found) if found else None
+            item = generation_detail(*found, self.generation_changes(*found)) if found else None
         else:
             lock = self.locks_pane.selected_lock()
             item = lock_detail(lock, now) if lock else None
         self.detail.show(item if item is not None else HINTS[self.active])
+
+    # --- what a generation changed ------------------------------------------------------
+
+    def generation_changes(self, image: str, g: GenerationInfo) -> diffs.Pairs:
+        """What *g* changed against its parent: known, or "computing…" while a worker reads it.
+
+        One diff runs at a time; the operator moving on meanwhile asks for the newest
+        highlighted generation next. Generations never change once made, so what was
+        read is kept (by image, number and creation time).
+        """
+        if g.parent is None:
+            return [("changes", "the first generation: nothing before it")]
+        key = (image, g.generation, g.created)
+        known = self.changes_read.get(key)
+        if known is not None:
+            return known
+        self._wanted_diff = (key, g.parent)
+        if self._diffing is None:
+            self._start_diff()
+        return [("changes", diffs.COMPUTING)]
+
+    @property
+    def diff_pending(self) -> bool:
+        """A generation's changes are being read (or waiting to be)."""
+        return self._diffing is not None
+
+    def _start_diff(self) -> None:
+        wanted, self._wanted_diff = self._wanted_diff, None
+        if wanted is None or wanted[0] in self.changes_read:
+            return
+        self._diffing = wanted[0]
+        self._diff_generation(*wanted)
+
+    @work(thread=True, exit_on_error=False, group="history-diff")
+    def _diff_generation(self, key: tuple[str, int, str], parent: int) -> None:
+        image, generation, _ = key
+        pairs = diffs.compute(lambda: diffs.generation_changes(self.engine, image, generation, parent))
+        try:
+            self.app.call_from_thread(self._generation_diffed, key, pairs)
+        except RuntimeError:
+            pass  # the console is shutting down
+
+    def _generation_diffed(self, key: tuple[str, int, str], pairs: diffs.Pairs) -> None:
+        self.changes_read[key] = pairs
+        self._diffing = None
+        self._start_diff()
+        if self.active == "history":
+            self.show_detail()
 
     @on(DiffTable.SelectionChanged)
     def _selection_changed(self, event: DiffTable.SelectionChanged) -> None:
@@ -262,6 +315,7 @@ class MainScreen(OperationsScreen):
         self.sessions_pane.action_filter()
 
     def action_refresh(self) -> None:
+        self.changes_read.clear()  # what a generation changed, and what could not be read, is read again too
         self.post_message(RefreshRequested(force=True))
         self.notify("reading everything again", timeout=1.5)
 
@@ -295,7 +349,7 @@ class MainScreen(OperationsScreen):
                 return None
             if action == "recover":
                 return True if info.state == "needs-recovery" else None
-            if action in ("enter_session", "run_command", "promote") and info.state not in (
+            if action in ("enter_session", "run_command", "promote", "switch_network") and info.state not in (
                 "mounted",
                 "needs-recovery",
             ):
@@ -359,6 +413,13 @@ class MainScreen(OperationsScreen):
     def action_end_session(self) -> None:
         if (sid := self._session()) is not None:
             self.end_session(sid)
+
+    def action_switch_network(self) -> None:
+        info = self.selected_session()
+        if info is None:
+            self.notify("select a session first (2)", severity="warning")
+            return
+        self.switch_network(info.session.id, info.session.network)
 
     def action_recover(self) -> None:
         if (sid := self._session()) is not None:

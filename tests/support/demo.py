@@ -64,6 +64,24 @@ HISTORY: list[tuple[str, int, str, str, str, float]] = [
     ("bullseye-i386", 1, "2025-06-12T09:00:00Z", "root", "created from mmdebstrap bullseye (minbase, i386)", 154.6),
 ]
 
+# What dpkg says is installed in a generation (every package, by name), where the story installs some.
+BOOKWORM_BASE = {"dpkg": "1.21.22", "libc6": "2.36-9+deb12u7", "apt": "2.6.1"}
+BUILD = {"build-essential": "12.9", "ccache": "4.8+really4.6.1-1", "eatmydata": "130-2"}
+PACKAGES: dict[tuple[str, int], dict[str, str]] = {
+    ("bookworm-amd64", 2): BOOKWORM_BASE | BUILD,
+    ("bookworm-amd64", 3): BOOKWORM_BASE | BUILD | {"libc6": "2.36-9+deb12u8", "apt": "2.6.1+deb12u1"},
+    ("bookworm-amd64", 4): BOOKWORM_BASE
+    | BUILD
+    | {"libc6": "2.36-9+deb12u8", "apt": "2.6.1+deb12u1", "debhelper": "13.24~bpo12+1"},
+    ("bookworm-amd64", 5): BOOKWORM_BASE
+    | BUILD
+    | {"libc6": "2.36-9+deb12u9", "apt": "2.6.1+deb12u2", "dpkg": "1.21.23", "debhelper": "13.24~bpo12+1"},
+    ("trixie-amd64", 2): {"dpkg": "1.22.11", "libc6": "2.40-6", "build-essential": "12.12", "ccache": "4.10.2-1"},
+    ("trixie-amd64", 3): {"dpkg": "1.22.21", "libc6": "2.41-6", "build-essential": "12.12", "ccache": "4.11.2-1"},
+}
+#: What the maintenance session of bookworm-amd64 (on generation 4) installed so far.
+SESSION_PACKAGES = {"bookworm-amd64-c1d2e3f4": PACKAGES[("bookworm-amd64", 4)] | {"ccache": "4.8.0-2~bpo12+1"}}
+
 IMAGES = [
     # name, backend, profile, description
     ("bookworm-amd64", "overlay", "sbuild", "Debian 12 build chroot for the amd64 buildds"),
@@ -156,6 +174,8 @@ class Demo:
             sid = f"{image}-{zlib.crc32(f'{image} {number}'.encode()):08x}"
             self._journaled(when, partial(eng.begin, image, name=sid, maintenance=True))
             self._write(eng, sid, f"/var/lib/demo-{number}", 0.05)
+            if (image, number) in PACKAGES:
+                self._dpkg(eng, sid, PACKAGES[(image, number)])
             self._journaled(when, partial(eng.promote, sid, message))
         self._journaled("2026-11-21T08:02:30Z", partial(self.engine("bob").rollback, "bookworm-amd64", 4))
         for sid, image, kind, owner, created, mib, busy, broken in SESSIONS:
@@ -163,6 +183,8 @@ class Demo:
             self._journaled(created, partial(eng.begin, image, name=sid, maintenance=kind == "maintenance"))
             if mib:
                 self._write(eng, sid, "/var/cache/demo.bin", mib)
+            if sid in SESSION_PACKAGES:
+                self._dpkg(eng, sid, SESSION_PACKAGES[sid])
             if busy:
                 self._start(eng, sid)
             if broken:
@@ -182,6 +204,20 @@ class Demo:
             )
         if code != 0:
             raise RuntimeError(f"writing in demo session {sid} failed ({code})")
+
+    def _dpkg(self, eng: Engine, sid: str, packages: dict[str, str]) -> None:
+        """Write dpkg's status file inside the session: *packages* installed (what a diff names)."""
+        status = "".join(
+            f"Package: {name}\nStatus: install ok installed\nArchitecture: amd64\nVersion: {version}\n\n"
+            for name, version in sorted(packages.items())
+        )
+        script = f"mkdir -p /var/lib/dpkg && cat > /var/lib/dpkg/status <<'END'\n{status}END\n"
+        with open(os.devnull, "wb") as null:
+            code = eng.run_in(
+                sid, ["/bin/sh", "-c", script], stdout=null.fileno(), directory="/", forward_signals=False
+            )
+        if code != 0:
+            raise RuntimeError(f"writing dpkg's status in demo session {sid} failed ({code})")
 
     def _start(self, eng: Engine, sid: str) -> None:
         """A long-running process inside the session (a build, say)."""
@@ -340,6 +376,29 @@ async def wait_for_screen(pilot: Any, name: str) -> None:
     await pilot.pause(0.2)
 
 
+async def diffed(pilot: Any) -> None:
+    """Wait until the History pane's detail shows what the highlighted generation changed."""
+    main = pilot.app.main
+    for _ in range(400):
+        found = main.selected_generation()
+        if found is not None and not main.diff_pending and "computing" not in str(main.generation_changes(*found)):
+            break
+        await pilot.pause(0.05)
+    await pilot.pause(0.2)
+
+
+async def computed(pilot: Any) -> None:
+    """Wait until the dialog on top shows the diff it computes."""
+    from tui.widgets.diffs import DiffLines
+
+    for _ in range(400):
+        lines = pilot.app.screen.query(DiffLines)
+        if lines and all(w.pairs is not None for w in lines):
+            break
+        await pilot.pause(0.05)
+    await pilot.pause(0.2)
+
+
 def scenes() -> dict[str, Callable[[Any], Any]]:
     """What each screenshot shows: a coroutine driving the console to it."""
 
@@ -350,12 +409,14 @@ def scenes() -> dict[str, Callable[[Any], Any]]:
         await settle(pilot)
         await pilot.press("3")
         await settle(pilot)
+        await diffed(pilot)
 
     async def promote(pilot: Any) -> None:
         await settle(pilot)
         pilot.app.main.sessions_pane.table.select_key("bookworm-amd64-c1d2e3f4")
         await pilot.press("p")
         await wait_for_screen(pilot, "PromptDialog")
+        await computed(pilot)
         await pilot.press(*"install ccache 4.8")
         pilot.app.screen.query_one("#prompt").cursor_blink = False  # a still picture: the cursor shown
         await pilot.pause(0.1)
@@ -366,12 +427,21 @@ def scenes() -> dict[str, Callable[[Any], Any]]:
         await pilot.press("d")
         await wait_for_screen(pilot, "ConfirmDialog")
 
+    async def rollback(pilot: Any) -> None:
+        await settle(pilot)
+        await pilot.press("3")
+        await settle(pilot)
+        pilot.app.main.history_pane.table.select_key("3")
+        await pilot.press("r")
+        await wait_for_screen(pilot, "ConfirmDialog")
+        await computed(pilot)
+
     async def help_(pilot: Any) -> None:
         await settle(pilot)
         await pilot.press("question_mark")
         await wait_for_screen(pilot, "HelpScreen")
 
-    return {"main": main, "history": history, "promote": promote, "end": end, "help": help_}
+    return {"main": main, "history": history, "promote": promote, "end": end, "rollback": rollback, "help": help_}
 
 
 SIZES = {"80x24": (80, 24), "160x48": (160, 48)}

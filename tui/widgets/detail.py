@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from rich.table import Table
 from rich.text import Text
@@ -10,7 +10,7 @@ from textual.widgets import Static
 
 from core.locks import LockState
 from core.units import human_size
-from core.views import GenerationInfo, ImageInfo, SessionInfo
+from core.views import GenerationInfo, ImageInfo, Load, SessionInfo
 from core.watch import Figures
 
 from .. import format as fmt
@@ -81,23 +81,63 @@ def session_detail(info: SessionInfo, figures: Figures | None, now: float) -> Ta
             ("kind", f"{s.kind}, owned by {s.owner}" + (", holds the writer lock" if s.maintenance else "")),
             ("age", age),
             ("inside", inside),
+            ("network", NETWORK_NOTES.get(s.network, s.network)),
+            ("limits", limits_note(s.limits)),
+            ("usage", usage_note(figures.load if figures is not None else None) if s.cgroups else None),
             ("profile", s.profile),
             ("mount", s.mountpoint),
         ],
     )
 
 
-def generation_detail(image: str, g: GenerationInfo) -> Table:
+NETWORK_NOTES = {
+    "host": "host (the host's network)",
+    "none": "none (a namespace of its own: loopback only)",
+    "loopback": "loopback (the host's, filtered to 127.0.0.1 and ::1)",
+}
+
+
+def limits_note(limits: Mapping[str, object] | None) -> str:
+    """``memory 2G, pids 512``; what no limits means."""
+    if limits is None:
+        return "none (no cgroup)"
+    if not limits:
+        return "none (tracked in a cgroup)"
+    return ", ".join(
+        f"{key} {human_size(value) if key in ('memory', 'swap') and isinstance(value, int) else value}"
+        for key, value in limits.items()
+    )
+
+
+def usage_note(load: Load | None) -> str:
+    """``memory 120.0 MiB (peak 300.0 MiB), CPU 12% (4.2 s in all)``, from the session's cgroup."""
+    if load is None:
+        return "being read…"
+    parts = []
+    if load.memory is not None:
+        peak = f" (peak {human_size(load.memory_peak)})" if load.memory_peak is not None else ""
+        parts.append(f"memory {human_size(load.memory)}{peak}")
+    if load.cpu_usec is not None:
+        rate = f"{fmt.percent(load.cpu_percent)}" if load.cpu_percent is not None else "…"
+        parts.append(f"CPU {rate} ({load.cpu_usec / 1e6:.1f} s in all)")
+    if load.oom_kills:
+        parts.append(f"{load.oom_kills} killed for memory")
+    return ", ".join(parts) or "not accounted here"
+
+
+def generation_detail(image: str, g: GenerationInfo, changes: Pairs | None = None) -> Table:
+    """A generation; *changes*: what it changed against its parent (computed elsewhere, in a worker)."""
     flags = [w for w, on in (("current", g.current), ("in use", g.in_use)) if on]
     return grid(
         f"{image} generation {g.generation}" + (f" ({', '.join(flags)})" if flags else ""),
         [
             ("parent", str(g.parent) if g.parent is not None else "none (first)"),
             ("created", f"{fmt.stamp(g.created)} by {g.author}"),
+            ("message", g.message),
+            *(changes or ()),
             ("session", g.session),
             ("size", human_size(g.size)),
             ("layers", str(g.layers)),
-            ("message", g.message),
         ],
     )
 

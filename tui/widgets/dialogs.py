@@ -6,23 +6,27 @@ from collections.abc import Sequence
 from typing import ClassVar
 
 from rich.text import Text
-from textual import on
+from textual import events, on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
+from textual.widget import Widget
 from textual.widgets import Button, Input, Label, RichLog, Static
 
 
 class ConfirmDialog(ModalScreen[bool]):
-    """Yes or no, for an action that changes or destroys something; the question names it."""
+    """Yes or no, for an action that changes or destroys something; the question names it.
+
+    A line may be a widget of its own (what a diff computed in a worker says, say).
+    """
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape,n", "cancel", "Cancel", id="dialog.cancel"),
         Binding("y", "confirm", "Confirm", id="dialog.confirm"),
     ]
 
-    def __init__(self, title: str, lines: Sequence[str | Text], confirm: str, *, danger: bool = True) -> None:
+    def __init__(self, title: str, lines: Sequence[str | Text | Widget], confirm: str, *, danger: bool = True) -> None:
         super().__init__(classes="dialog")
         self.title_text = title
         self.lines = list(lines)
@@ -33,7 +37,7 @@ class ConfirmDialog(ModalScreen[bool]):
         with Vertical(id="dialog-box", classes="danger" if self.danger else "") as box:
             box.border_title = self.title_text
             for line in self.lines:
-                yield Static(line, classes="dialog-line")
+                yield line if isinstance(line, Widget) else Static(line, classes="dialog-line")
             with Horizontal(classes="dialog-buttons"):
                 yield Button("Cancel (n)", id="cancel")
                 yield Button(f"{self.confirm_label} (y)", id="confirm", variant="error" if self.danger else "primary")
@@ -58,7 +62,7 @@ class PromptDialog(ModalScreen[str | None]):
     def __init__(
         self,
         title: str,
-        lines: Sequence[str | Text],
+        lines: Sequence[str | Text | Widget],
         *,
         placeholder: str = "",
         value: str = "",
@@ -77,7 +81,7 @@ class PromptDialog(ModalScreen[str | None]):
         with Vertical(id="dialog-box") as box:
             box.border_title = self.title_text
             for line in self.lines:
-                yield Static(line, classes="dialog-line")
+                yield line if isinstance(line, Widget) else Static(line, classes="dialog-line")
             yield Input(value=self.value, placeholder=self.placeholder, id="prompt")
             with Horizontal(classes="dialog-buttons"):
                 yield Button("Cancel (esc)", id="cancel")
@@ -94,6 +98,53 @@ class PromptDialog(ModalScreen[str | None]):
             self.notify("type something first, or press escape", severity="warning")
             return
         self.dismiss(value)
+
+    @on(Button.Pressed, "#cancel")
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+
+class ChoiceDialog(ModalScreen[str | None]):
+    """One of a few choices (a session's network), each a button with a key of its own; escape cancels."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "Cancel", id="dialog.cancel")]
+
+    def __init__(
+        self, title: str, lines: Sequence[str | Text], choices: Sequence[tuple[str, str]], current: str
+    ) -> None:
+        """*choices*: (value, key) pairs; the *current* value cannot be chosen again."""
+        super().__init__(classes="dialog")
+        self.title_text = title
+        self.lines = list(lines)
+        self.choices = list(choices)
+        self.current = current
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="dialog-box") as box:
+            box.border_title = self.title_text
+            for line in self.lines:
+                yield Static(line, classes="dialog-line")
+            with Horizontal(classes="dialog-buttons"):
+                yield Button("Cancel (esc)", id="cancel")
+                for value, key in self.choices:
+                    now = value == self.current
+                    label = f"{value} (now)" if now else f"{value} ({key})"
+                    yield Button(label, id=f"choice-{value}", variant="default" if now else "primary", disabled=now)
+
+    def on_mount(self) -> None:
+        self.query_one("#cancel", Button).focus()
+
+    def on_key(self, event: events.Key) -> None:
+        for value, key in self.choices:
+            if event.key == key and value != self.current:
+                event.stop()
+                self.dismiss(value)
+
+    @on(Button.Pressed)
+    def _pressed(self, event: Button.Pressed) -> None:
+        name = event.button.id or ""
+        if name.startswith("choice-"):
+            self.dismiss(name.removeprefix("choice-"))
 
     @on(Button.Pressed, "#cancel")
     def action_cancel(self) -> None:

@@ -1,8 +1,10 @@
 """What every pane shares: a titled box around a DiffTable whose columns fit the width.
 
 Columns have a narrow and a wide width; one column (an id, a message) takes
-the space that is left. Cells are cut to their width here (ids in the middle,
-so the unique end stays visible), never by the terminal.
+the space that is left. Optional columns come first, where they fit beside the
+others at their narrow widths; then the others widen where they can. Cells are
+cut to their width here (ids in the middle, so the unique end stays visible),
+never by the terminal.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ class Col:
     justify: str = "left"
     flex: bool = False
     middle: bool = False  # cut in the middle rather than at the end
+    #: Shown only where it fits (1 first, then 2, …) with every other column at its narrow width; 0: always.
+    optional: int = 0
 
 
 def cut(text: str, width: int, *, middle: bool = False) -> str:
@@ -58,9 +62,10 @@ class Pane(Vertical):
     def __init__(self) -> None:
         super().__init__(id=self.PANE, classes="pane")
         self.border_title = self.TITLE
-        self.widths: dict[str, int] = {c.key: c.width for c in self.COLUMNS}
+        #: Before the first layout: narrow widths, optional columns hidden.
+        self.widths: dict[str, int] = {c.key: 0 if c.optional else c.width for c in self.COLUMNS}
         self.table = DiffTable(
-            [self._column(c) for c in self.COLUMNS],
+            self._columns(self.widths),
             sort_column=self.SORT,
             id=f"{self.PANE}-table",
         )
@@ -69,20 +74,33 @@ class Pane(Vertical):
     def compose(self) -> ComposeResult:
         yield self.table
 
-    def _column(self, col: Col, width: int | None = None) -> Column:
-        w = width if width is not None else col.width
-        return Column(col.key, cut(col.label, w), w, col.justify, gap=col is not self.COLUMNS[-1])
+    def _columns(self, widths: Mapping[str, int]) -> list[Column]:
+        """The table's columns at *widths*: hidden ones (width 0) left out, the last one without a gap."""
+        shown = [c for c in self.COLUMNS if widths[c.key]]
+        return [
+            Column(c.key, cut(c.label, widths[c.key]), widths[c.key], c.justify, gap=c is not shown[-1]) for c in shown
+        ]
 
     # --- widths ------------------------------------------------------------------------
 
     def allocate(self, inner: int) -> dict[str, int]:
-        wide = inner >= WIDE_AT
-        widths = {c.key: (c.wide or c.width) if wide else c.width for c in self.COLUMNS}
+        """Column widths for *inner* columns of text (hidden optional columns: 0)."""
+        widths = {c.key: 0 if c.optional else c.width for c in self.COLUMNS}
         flex = next((c for c in self.COLUMNS if c.flex), None)
+
+        def spare() -> int:
+            shown = [k for k, w in widths.items() if w]
+            return inner - sum(widths[k] for k in shown) - (len(shown) - 1)
+
+        for col in sorted((c for c in self.COLUMNS if c.optional), key=lambda c: c.optional):
+            if spare() >= col.width + 1:
+                widths[col.key] = col.width
+        if inner >= WIDE_AT:
+            for col in self.COLUMNS:
+                if widths[col.key] and col.wide and col is not flex and spare() >= col.wide - widths[col.key]:
+                    widths[col.key] = col.wide
         if flex is not None:
-            gaps = len(self.COLUMNS) - 1
-            used = sum(w for k, w in widths.items() if k != flex.key) + gaps
-            widths[flex.key] = max(flex.width, inner - used)
+            widths[flex.key] = max(flex.width, widths[flex.key] + spare())
         return widths
 
     def on_resize(self, event: events.Resize) -> None:
@@ -91,7 +109,7 @@ class Pane(Vertical):
         if widths == self.widths:
             return
         self.widths = widths
-        self.table.set_columns([self._column(c, widths[c.key]) for c in self.COLUMNS])
+        self.table.set_columns(self._columns(widths))
         self.relayout()
 
     def relayout(self) -> None:
@@ -105,6 +123,8 @@ class Pane(Vertical):
         out = []
         for col, c in zip(self.COLUMNS, values, strict=True):
             w = self.widths[col.key]
+            if not w:
+                continue  # a column hidden at this width
             text = cut(c.text, w, middle=col.middle)
             out.append(c if text == c.text else C(text, c.style, c.sort if c.sort is not None else c.text))
         return tuple(out)

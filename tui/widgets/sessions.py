@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import ClassVar
 
-from textual import on
+from textual import events, on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import DataTable, Input
@@ -14,6 +14,7 @@ from core.views import SessionInfo
 from core.watch import Figures
 
 from .. import format as fmt
+from ..messages import SessionsShown
 from .pane import Col, Pane
 from .table import C, Row
 
@@ -26,7 +27,23 @@ STATES = {
     "promoting": ("promoting", "promote…", "italic"),
 }
 
-SORTABLE = ("id", "image", "generation", "kind", "owner", "age", "processes", "disk", "state")
+SORTABLE = (
+    "id",
+    "image",
+    "generation",
+    "kind",
+    "owner",
+    "network",
+    "age",
+    "processes",
+    "cpu",
+    "memory",
+    "disk",
+    "state",
+)
+
+#: How a network mode reads in the NET column.
+NETWORKS = {"host": "host", "none": "none", "loopback": "loop"}
 
 
 class SessionsPane(Pane):
@@ -39,8 +56,11 @@ class SessionsPane(Pane):
         Col("generation", "GEN", 3, justify="right"),
         Col("kind", "KIND", 5),
         Col("owner", "OWNER", 7, 8),
+        Col("network", "NET", 4, optional=1),
         Col("age", "AGE", 4, justify="right"),
         Col("processes", "PROC", 4, justify="right"),
+        Col("cpu", "CPU", 4, justify="right", optional=3),
+        Col("memory", "MEM", 5, justify="right", optional=2),
         Col("disk", "DISK", 6, justify="right"),
         Col("state", "STATE", 8, 14),
     )
@@ -63,6 +83,13 @@ class SessionsPane(Pane):
             tooltip="Kill what runs inside, unmount, and delete the session's changes",
         ),
         Binding(
+            "n",
+            "screen.switch_network",
+            "Network",
+            id="session.network",
+            tooltip="Switch the network the session's next commands get (host, none, loopback)",
+        ),
+        Binding(
             "r", "screen.recover", "Recover", id="session.recover", tooltip="Remount a session that needs recovery"
         ),
         Binding("slash", "filter", "Filter", id="session.filter", key_display="/", tooltip="Filter sessions by text"),
@@ -77,8 +104,9 @@ class SessionsPane(Pane):
         self.usage: Mapping[str, Figures] = {}
         self.now = 0.0
         self.filter_text = ""
-        self.filter_input = Input(placeholder="filter: id, image, owner, kind or state", id="sessions-filter")
+        self.filter_input = Input(placeholder="filter: id, image, owner, kind, network or state", id="sessions-filter")
         self._cache: dict[str, tuple[object, ...]] = {}
+        self._shown: frozenset[str] = frozenset()
 
     def compose(self) -> ComposeResult:
         yield self.table
@@ -86,6 +114,27 @@ class SessionsPane(Pane):
 
     def on_mount(self) -> None:
         self.filter_input.display = False
+        self.watch(self.table, "scroll_y", self._tell_shown, init=False)
+
+    def on_resize(self, event: events.Resize) -> None:
+        super().on_resize(event)
+        self.call_after_refresh(self._tell_shown)
+
+    def shown_keys(self) -> frozenset[str]:
+        """The sessions whose rows are on screen now (none while the pane is hidden)."""
+        table = self.table
+        if not self.display or not table.row_count:
+            return frozenset()
+        top = int(table.scroll_y)
+        height = max(0, table.scrollable_content_region.height - 1)  # the header row
+        return frozenset(str(row.key.value) for row in table.ordered_rows[top : top + height])
+
+    def _tell_shown(self, *_: object) -> None:
+        """Tell the app which rows are on screen, when that changed: only their memory and CPU are read."""
+        keys = self.shown_keys()
+        if keys != self._shown:
+            self._shown = keys
+            self.post_message(SessionsShown(keys))
 
     # --- rows ----------------------------------------------------------------------------
 
@@ -98,6 +147,14 @@ class SessionsPane(Pane):
             processes = C(str(figures.processes), "" if figures.processes else "dim", figures.processes)
             measured = figures.measured
             disk = C(fmt.size(figures.disk), sort=figures.disk or 0) if measured else C("…", "dim", -1)
+        load = figures.load if figures is not None else None
+        if not s.cgroups:
+            cpu, memory = C("-", "dim", -2), C("-", "dim", -2)  # no cgroup: nothing accounts it
+        elif load is None:
+            cpu, memory = C("…", "dim", -1), C("…", "dim", -1)
+        else:
+            cpu = C(fmt.percent(load.cpu_percent), sort=load.cpu_percent if load.cpu_percent is not None else -1)
+            memory = C(fmt.size(load.memory), sort=load.memory if load.memory is not None else -1)
         created = fmt.epoch(s.created) or 0.0
         return self.cells(
             (
@@ -106,8 +163,11 @@ class SessionsPane(Pane):
                 C(str(s.generation), sort=s.generation),
                 C("maint" if s.maintenance else "ord", "yellow" if s.maintenance else ""),
                 C(s.owner),
+                C(NETWORKS.get(s.network, s.network), "" if s.network == "host" else "cyan", s.network),
                 C(fmt.duration(self.now - created) if created else "?", sort=-created),
                 processes,
+                cpu,
+                memory,
                 disk,
                 C(long if wide_state else short, style, info.state),
             )
@@ -117,7 +177,7 @@ class SessionsPane(Pane):
         if not self.filter_text:
             return True
         s = info.session
-        haystack = f"{s.id} {s.image} {s.owner} {s.kind} {info.state} {s.generation}".lower()
+        haystack = f"{s.id} {s.image} {s.owner} {s.kind} {info.state} {s.generation} {s.network}".lower()
         return all(word in haystack for word in self.filter_text.lower().split())
 
     def show(self, sessions: Mapping[str, SessionInfo], usage: Mapping[str, Figures], now: float) -> None:
@@ -144,6 +204,7 @@ class SessionsPane(Pane):
         self._cache = fresh
         self.sync(rows)
         self._subtitle()
+        self._tell_shown()
 
     def _subtitle(self) -> None:
         total = len(self.sessions)
@@ -193,7 +254,8 @@ class SessionsPane(Pane):
 
     def action_sort(self) -> None:
         current = self.table.sort_column or "id"
-        following = SORTABLE[(SORTABLE.index(current) + 1) % len(SORTABLE)] if current in SORTABLE else "id"
+        sortable = [key for key in SORTABLE if self.widths[key]]  # not by a column hidden at this width
+        following = sortable[(sortable.index(current) + 1) % len(sortable)] if current in sortable else "id"
         self.table.set_sort(following, self.table.reverse)
         self.notify(f"sessions sorted by {following}", timeout=1.5)
 

@@ -121,6 +121,8 @@ class DiffTable(DataTable[Cell]):
         self._row_keys: dict[str, RowKey] = {}
         self._column_keys: list[ColumnKey] = []
         self._last_key: str | None = None
+        #: The row to put the cursor back on once the table is filled again (see set_columns).
+        self._keep: str | None = None
 
     def on_mount(self) -> None:
         self._ensure_columns()
@@ -140,10 +142,17 @@ class DiffTable(DataTable[Cell]):
         return Text(label + (" " if col.gap else ""), no_wrap=True)
 
     def set_columns(self, columns: Sequence[Column]) -> None:
-        """New widths (the terminal was resized): the table is built again with the same rows."""
+        """New widths (the terminal was resized): the table is built again with the same rows.
+
+        When the set of columns changed, the rows cannot be kept: the next :meth:`sync`
+        fills the table (and puts the cursor back on the row it was on).
+        """
+        same = [c.key for c in columns] == [c.key for c in self.column_specs]
         self.column_specs = list(columns)
         keep = self.selected_key
-        rows = self.model
+        rows = self.model if same else {}
+        if not same:
+            self._keep = keep
         self.clear(columns=True)
         self.model = {}
         self._row_keys = {}
@@ -194,12 +203,14 @@ class DiffTable(DataTable[Cell]):
                 shown.label = self.label_for(col)
         keep = self.selected_key
         # Sorting redraws the whole table, the header with its new labels too.
-        self.sort(*([column] if column is not None else []), key=_sort_value, reverse=reverse)
+        self.sort(
+            *([column] if column is not None and column in self.columns else []), key=_sort_value, reverse=reverse
+        )
         if keep is not None:
             self.select_key(keep)
 
     def _sort(self) -> None:
-        if self.sort_column is not None and self.row_count > 1:
+        if self.sort_column is not None and self.sort_column in self.columns and self.row_count > 1:
             self.sort(self.sort_column, key=_sort_value, reverse=self.reverse)
 
     # --- the diff ----------------------------------------------------------------------
@@ -232,7 +243,8 @@ class DiffTable(DataTable[Cell]):
     def sync(self, rows: Mapping[str, Row]) -> None:
         """Show exactly *rows*, in sort order, changing only what differs."""
         self._ensure_columns()
-        keep = self.selected_key
+        keep = self.selected_key if self.row_count else self._keep
+        self._keep = None
         model = self.model
         gone = [k for k in model if k not in rows]
         if (len(gone) > self.REBUILD_AT and len(gone) > len(model) // 4) or (not model and rows):
