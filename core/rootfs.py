@@ -152,8 +152,13 @@ class Root:
         finally:
             os.close(fd)
 
-    def write(self, rel: str, data: bytes, mode: int = 0o644) -> None:
-        """Write file *rel*; a symlink in its place is replaced by a regular file."""
+    def write(self, rel: str, data: bytes, mode: int = 0o644, *, keep_times: bool = False) -> None:
+        """Write file *rel*; a symlink in its place is replaced by a regular file.
+
+        With *keep_times*, a file that was there keeps its access and
+        modification times (a database merged in and taken out again looks
+        untouched to a comparison of the trees).
+        """
         rel = _rel(rel)
         parent_rel, name = os.path.split(rel)
         parent = self.dir_fd(parent_rel or ".")
@@ -161,6 +166,7 @@ class Root:
             real = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=parent)
         finally:
             os.close(parent)
+        times: tuple[int, int] | None = None
         try:
             try:
                 st = os.stat(name, dir_fd=real, follow_symlinks=False)
@@ -170,6 +176,8 @@ class Root:
                     raise SystemFailure(f"cannot write {rel} in {self.path}: not a regular file")
                 else:
                     mode = stat.S_IMODE(st.st_mode)
+                    if keep_times:
+                        times = (st.st_atime_ns, st.st_mtime_ns)
             except FileNotFoundError:
                 pass
             fd = os.open(
@@ -182,6 +190,8 @@ class Root:
                 view = memoryview(data)
                 while view:
                     view = view[os.write(fd, view) :]
+                if times is not None:
+                    os.utime(fd, ns=times)
             finally:
                 os.close(fd)
         finally:

@@ -75,15 +75,40 @@ def apply_profile(root: Root, session: Session, host_root: str = "/") -> dict[st
             _copy_file(root, path, host_root)
         except OSError as e:
             raise SystemFailure(f"cannot copy {path} into session {session.id}: {e.strerror}") from None
-    if not session.maintenance:
-        for db in session.nss_databases:
-            try:
-                added = _nss(root, db, host_root)
-            except OSError as e:
-                raise SystemFailure(f"cannot copy the {db} database into session {session.id}: {e.strerror}") from None
-            if added:
-                merged[db] = sorted(set(added) | set(session.nss_merged.get(db, ())))
+    # A maintenance session gets only its owner's own account (and primary group): what
+    # sbuild checks before it would add the building user to the image (getent passwd USER),
+    # while a package's postinst still sees the image's accounts alone (adduser --system
+    # finds no host user of the same name and makes its own).
+    only = _owner_entries(session.owner, host_root) if session.maintenance else None
+    for db in session.nss_databases:
+        if only is not None and db not in only:
+            continue
+        try:
+            added = _nss(root, db, host_root, None if only is None else only[db])
+        except OSError as e:
+            raise SystemFailure(f"cannot copy the {db} database into session {session.id}: {e.strerror}") from None
+        if added:
+            merged[db] = sorted(set(added) | set(session.nss_merged.get(db, ())))
     return merged
+
+
+def _owner_entries(owner: str, host_root: str) -> dict[str, set[bytes]]:
+    """The names a maintenance session of *owner* merges, by database: their user and primary group."""
+    name = owner.encode("utf-8", "surrogateescape")
+    gid = None
+    for line in (_read_host("/etc/passwd", host_root) or b"").splitlines():
+        fields = line.split(b":")
+        if fields[0] == name and len(fields) > 3:
+            gid = fields[3]
+            break
+    if gid is None:
+        return {}
+    groups = {
+        fields[0]
+        for fields in (ln.split(b":") for ln in (_read_host("/etc/group", host_root) or b"").splitlines())
+        if len(fields) > 2 and fields[2] == gid
+    }
+    return {"passwd": {name}, "shadow": {name}, "group": groups, "gshadow": groups}
 
 
 def _target(root: Root, rel: str, *, directory: bool = True) -> int:
@@ -240,21 +265,29 @@ def merge_database(image: bytes, host: bytes) -> tuple[bytes, list[bytes]]:
     return out + b"\n", [_entry_name(ln) for ln in extra]
 
 
-def _nss(root: Root, db: str, host_root: str) -> list[str]:
-    """Copy or merge the host's *db* into the session; the names of host entries merged in."""
+def _nss(root: Root, db: str, host_root: str, only: set[bytes] | None = None) -> list[str]:
+    """Copy or merge the host's *db* into the session; the names of host entries merged in.
+
+    With *only*, just the host's entries of those names are merged (a database
+    that is copied whole is then left as the image has it).
+    """
     host = _read_host(f"/etc/{db}", host_root)
     if host is None:
         return []
     path = f"/etc/{db}"
     current = root.read(path)
     added: list[bytes] = []
+    if only is not None:
+        if db not in MERGED_DATABASES or current is None:
+            return []
+        host = b"".join(ln + b"\n" for ln in host.splitlines() if _entry_name(ln) in only)
     if db in MERGED_DATABASES and current is not None:
         wanted, added = merge_database(current, host)
     else:
         wanted = host
     if wanted != current:
         mode = 0o640 if db in ("shadow", "gshadow") else 0o644
-        root.write(path, wanted, mode)
+        root.write(path, wanted, mode, keep_times=True)
     return [n.decode("utf-8", "surrogateescape") for n in added]
 
 
@@ -283,6 +316,6 @@ def unmerge_nss(session: Session) -> None:
             kept = [ln for ln in lines if not ln or ln.startswith(b"#") or _entry_name(ln) not in host]
             if len(kept) != len(lines):
                 try:
-                    root.write(path, b"".join(ln + b"\n" for ln in kept))
+                    root.write(path, b"".join(ln + b"\n" for ln in kept), keep_times=True)
                 except OSError as e:
                     raise SystemFailure(f"cannot restore {path} in session {session.id}: {e.strerror}") from None

@@ -143,7 +143,7 @@ def pair(tmp_path_factory: pytest.TempPathFactory, debian_tarball: Path) -> Iter
         if not shutil.which(tool):
             pytest.skip(f"{tool} is not installed (apt-get install schroot autopkgtest piuparts)")
     base = Path(tempfile.mkdtemp(prefix="roost-clients-", dir=tmp_path_factory.getbasetemp()))
-    name = f"roost-clients-{os.getpid()}"
+    name = f"roost-clients-chroot-{os.getpid()}"  # piuparts' session names for it are longer than 64
     alias = f"{name}-alias"
     root = base / "root"
     root.mkdir()
