@@ -116,8 +116,8 @@ def _remove_leftover_tree(path: str) -> None:
 
 def _promoting_txs(ctx: Context, image: str) -> set[str]:
     found, _ = records.read_all(ctx.store.sessions_dir)
-    txns = (PromoteTx.of(s) for s in found if s.image == image and s.state == "promoting")
-    return {txn.id for txn in txns if txn is not None}
+    txs = (PromoteTx.id_of(s) for s in found if s.image == image and s.state == "promoting")
+    return {tx for tx in txs if tx is not None}
 
 
 def _image(ctx: Context, name: str, report: list[str]) -> None:
@@ -222,8 +222,9 @@ def _session_locked(ctx: Context, session: Session, report: list[str]) -> bool:
             report.append(f"session {sid}: promote finished as generation {number} of {session.image}")
             ctx.journal("session promote", image=session.image, session=sid, generation=number, recovered=True)
             return True
-        if txn is not None:
-            staging = os.path.join(ctx.store.image_staging(session.image), txn.id)
+        tx = PromoteTx.id_of(session)
+        if tx is not None:
+            staging = os.path.join(ctx.store.image_staging(session.image), tx)
             backend = backends.get(session.backend)
             if os.path.isdir(staging):
                 backend.unstage(session, staging)

@@ -277,6 +277,8 @@ def test_promote_transaction_round_trips_through_the_record_and_refuses_malforme
         {"tx": "t", "base": True},
     ):
         assert PromoteTx.of(record(bad)) is None, bad
+    assert PromoteTx.id_of(record({"tx": "t", "base": "1"})) == "t"  # recover still finds its staging
+    assert PromoteTx.id_of(record({"base": 1})) is None and PromoteTx.id_of(record(None)) is None
     with pytest.raises(AttributeError):
         txn.base = 4  # type: ignore[misc]
 

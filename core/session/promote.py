@@ -63,6 +63,17 @@ class PromoteTx(Struct, frozen=True):
             "author": self.author,
         }
 
+    @staticmethod
+    def id_of(session: Session) -> str | None:
+        """The transaction id *session*'s record names, even if the rest of its transaction is malformed.
+
+        Recover keeps that transaction's staging (it may hold the session's
+        changes) and puts it back, whatever else the record lost.
+        """
+        data = session.promote
+        tx = data.get("tx") if isinstance(data, dict) else None
+        return tx if isinstance(tx, str) and tx else None
+
     @classmethod
     def of(cls, session: Session) -> PromoteTx | None:
         """The transaction *session*'s record names; None if it names none, or none that is well-formed."""
