@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 
 from . import generations, leases, locks, mounts, policy
-from . import sessions as sessions_module
+from . import session as session_ops
 from .errors import RoostError
 from .fsutil import is_temp_name
 from .names import is_valid_name
@@ -37,7 +37,7 @@ def check(ctx: Context) -> list[str]:
         return problems  # nothing in roots others could write is read, let alone believed
     held = set(locks.kernel_flocks())
     table = mounts.mounts()
-    sessions, broken = sessions_module.read_all(ctx)
+    sessions, broken = session_ops.read_all(ctx)
     for sid in broken:
         problems.append(f"session {sid}: unreadable record")
     known = {s.id for s in sessions}

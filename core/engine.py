@@ -8,7 +8,8 @@ decision and the journal happen there; front doors only parse and print.
 
 from __future__ import annotations
 
-from . import images, policy, sessions
+from . import images, policy
+from . import session as session_ops
 from .actor import Actor
 from .context import Context
 from .policy import Policy
@@ -175,7 +176,7 @@ class Engine:
         command_prefix: Sequence[str] | None = None,
     ) -> Session:
         """Begin a session of *image*; *network*, *limits* and *command_prefix* replace the image's for it."""
-        return sessions.begin(
+        return session_ops.begin(
             self.ctx,
             image,
             name=name,
@@ -201,28 +202,28 @@ class Engine:
         from . import isolation
 
         self.ctx.authorize(policy.HOST_VIEW)
-        visible = [s for s in found if self.ctx.permits(policy.SESSION_VIEW, sessions.session_target(s))]
+        visible = [s for s in found if self.ctx.permits(policy.SESSION_VIEW, session_ops.session_target(s))]
         return isolation.usages(visible)
 
     def mark_failed(self, session: str, reason: str) -> bool:
-        return sessions.mark_failed(self.ctx, session, reason)
+        return session_ops.mark_failed(self.ctx, session, reason)
 
     def end(self, session: str, *, force: bool = False) -> None:
-        sessions.end(self.ctx, session, force=force)
+        session_ops.end(self.ctx, session, force=force)
 
     def promote(self, session: str, message: str = "") -> int:
-        return sessions.promote(self.ctx, session, message)
+        return session_ops.promote(self.ctx, session, message)
 
     def list_sessions(self, image: str | None = None) -> list[SessionInfo]:
-        return sessions.list_sessions(self.ctx, image)
+        return session_ops.list_sessions(self.ctx, image)
 
     def session_info(self, session: str, *, details: bool = True) -> SessionInfo:
-        return sessions.info(self.ctx, session, details=details)
+        return session_ops.info(self.ctx, session, details=details)
 
     def session_exists(self, session: str) -> bool:
         """Whether a session of that name exists (its name is taken), whoever's it is."""
         self.ctx.authorize(policy.HOST_VIEW)
-        return sessions.exists(self.ctx, session)
+        return session_ops.exists(self.ctx, session)
 
     def launch(
         self,
@@ -235,7 +236,7 @@ class Engine:
         environ: Mapping[str, str] | None = None,
         caller_cwd: str | None = None,
     ) -> Launch:
-        return sessions.launch(
+        return session_ops.launch(
             self.ctx,
             session,
             argv,
@@ -256,17 +257,17 @@ class Engine:
         stderr: int = 2,
         foreground: int | None = None,
     ) -> int:
-        """Start *launch* (from :meth:`launch`) in *session*: the one run protocol (see core/sessions.py).
+        """Start *launch* (from :meth:`launch`) in *session*: the one run protocol (see core/session/running.py).
 
         Returns the child's pid once it has exec'd; the caller waits for it.
         """
-        return sessions.start(
+        return session_ops.start(
             self.ctx, session, launch, stdin=stdin, stdout=stdout, stderr=stderr, foreground=foreground
         )
 
     def exec(self, session: str, launch: Launch) -> NoReturn:
         """Replace this process with *launch* in *session* (the run protocol without a fork)."""
-        sessions.exec_in(self.ctx, session, launch)
+        session_ops.exec_in(self.ctx, session, launch)
         raise AssertionError("exec returned")
 
     def run_in(
@@ -285,7 +286,7 @@ class Engine:
         forward_signals: bool = True,
         extra_env: Mapping[str, str] | None = None,
     ) -> int:
-        return sessions.run_in(
+        return session_ops.run_in(
             self.ctx,
             session,
             argv,
@@ -315,7 +316,7 @@ class Engine:
         network: str | None = None,
         limits: Mapping[str, int | float | str] | None = None,
     ) -> int:
-        return sessions.run_auto(
+        return session_ops.run_auto(
             self.ctx,
             image,
             argv,

@@ -484,7 +484,7 @@ def remove(ctx: Context, name: str, *, force: bool) -> None:
     ctx.require_privileged("image remove")
     config = authorize(ctx, policy.IMAGE_REMOVE, name)
     ctx.ready()
-    from . import sessions as session_ops
+    from . import session as session_ops
 
     _refuse_pinned(ctx, name)
     mine = _sessions_by_image(ctx).get(name, [])
@@ -662,10 +662,10 @@ def _lock_visible(ctx: Context, lock: str, images: list[str]) -> bool:
     if kind == "pin":
         return any(rest.startswith(f"{image}.") for image in images)
     if kind == "session":
-        from . import sessions
+        from . import session as session_ops
 
         try:
-            return ctx.permits(policy.SESSION_VIEW, sessions.session_target(sessions.read(ctx, rest)))
+            return ctx.permits(policy.SESSION_VIEW, session_ops.session_target(session_ops.read(ctx, rest)))
         except RoostError:
             return False
     return False

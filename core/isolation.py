@@ -246,20 +246,21 @@ def remove(session: Session) -> None:
 
 def set_network(ctx: Context, sid: str, mode: str) -> tuple[str, int]:
     """Switch session *sid* to *mode*; (the mode it had, processes that keep the old network)."""
-    from . import images, limits, netns, policy, procs, sessions
+    from . import images, limits, netns, policy, procs
+    from . import session as session_ops
 
     ctx.require_privileged("session network")
     if mode not in limits.NETWORKS:
         raise BadInput(f"network must be one of {', '.join(limits.NETWORKS)}, not {mode[:40]!r}")
-    session = sessions.read(ctx, sid)
-    ctx.authorize(policy.SESSION_NETWORK, sessions.session_target(session))
+    session = session_ops.read(ctx, sid)
+    ctx.authorize(policy.SESSION_NETWORK, session_ops.session_target(session))
     strictness = {"host": 0, "loopback": 1, "none": 2}
     if strictness[mode] < strictness.get(session.network, 0):  # more network than it has: root-users only
         ctx.authorize(policy.SESSION_LOOSEN, images.target(session.image, images.require(ctx, session.image)))
     ctx.ready()
     slock = ctx.session_lock(sid, "network")
     try:
-        session = sessions.read(ctx, sid)
+        session = session_ops.read(ctx, sid)
         if session.state != "active":
             raise Conflict(f"session {sid} is {session.state}, not active")
         old = session.network

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import os
 
-from . import backends, faults, generations, images, isolation, leases, mounts, policy, procs, records, sessions
+from . import backends, faults, generations, images, isolation, leases, mounts, policy, procs, records
+from . import session as session_ops
 from .errors import Conflict, NotFound, RoostError
 from .fsutil import is_temp_name, remove_tree
 from .names import is_valid_name
 from .records import Session
+from .session import PromoteTx
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing and collections cost milliseconds at start-up
@@ -27,8 +29,8 @@ def recover(ctx: Context, sid: str | None = None) -> list[str]:
     """Recover one session (*sid*) or everything; returns what was done, one line each."""
     ctx.require_privileged("session recover")
     if sid is not None:
-        session = sessions.read(ctx, sid)
-        ctx.authorize(policy.SESSION_RECOVER, sessions.session_target(session))
+        session = session_ops.read(ctx, sid)
+        ctx.authorize(policy.SESSION_RECOVER, session_ops.session_target(session))
     else:
         ctx.authorize(policy.HOST_ADMIN)
     ctx.ready()
@@ -114,11 +116,8 @@ def _remove_leftover_tree(path: str) -> None:
 
 def _promoting_txs(ctx: Context, image: str) -> set[str]:
     found, _ = records.read_all(ctx.store.sessions_dir)
-    return {
-        str(s.promote["tx"])
-        for s in found
-        if s.image == image and s.state == "promoting" and s.promote and "tx" in s.promote
-    }
+    txs = (PromoteTx.id_of(s) for s in found if s.image == image and s.state == "promoting")
+    return {tx for tx in txs if tx is not None}
 
 
 def _image(ctx: Context, name: str, report: list[str]) -> None:
@@ -188,7 +187,7 @@ def _session(ctx: Context, sid: str, report: list[str]) -> None:
     removed = False
     try:
         try:
-            session = sessions.read(ctx, sid)
+            session = session_ops.read(ctx, sid)
         except NotFound:
             removed = True
             return
@@ -206,33 +205,35 @@ def _session_locked(ctx: Context, session: Session, report: list[str]) -> bool:
     """Recover one locked session; True if it is gone afterwards."""
     sid = session.id
     if session.state == "beginning":
-        sessions._tear_down(ctx, session, force=True, quiet=True)
-        sessions._finish(ctx, session)
+        session_ops.tear_down(ctx, session, force=True, quiet=True)
+        session_ops.finish(ctx, session)
         report.append(f"session {sid}: removed (its begin was interrupted)")
         return True
     if session.state == "ending":
-        sessions._tear_down(ctx, session, force=True, quiet=True)
-        sessions._finish(ctx, session)
+        session_ops.tear_down(ctx, session, force=True, quiet=True)
+        session_ops.finish(ctx, session)
         report.append(f"session {sid}: ended (its end was interrupted)")
         return True
     if session.state == "promoting":
-        if sessions._generation_of_tx(ctx, session.image, str((session.promote or {}).get("tx"))) is not None:
+        txn = PromoteTx.of(session)
+        if txn is not None and session_ops.generation_of_tx(ctx, session.image, txn.id) is not None:
             mounts.unmount_tree(session.mountpoint, force=True)
-            number = sessions.complete_promote(ctx, session)
+            number = session_ops.complete_promote(ctx, session, txn)
             report.append(f"session {sid}: promote finished as generation {number} of {session.image}")
             ctx.journal("session promote", image=session.image, session=sid, generation=number, recovered=True)
             return True
-        tx = str((session.promote or {}).get("tx"))
-        staging = os.path.join(ctx.store.image_staging(session.image), tx)
-        backend = backends.get(session.backend)
-        if os.path.isdir(staging):
-            backend.unstage(session, staging)
-            backends.discard(staging)
-        sessions._abandon_promote(ctx, session)
+        tx = PromoteTx.id_of(session)
+        if tx is not None:
+            staging = os.path.join(ctx.store.image_staging(session.image), tx)
+            backend = backends.get(session.backend)
+            if os.path.isdir(staging):
+                backend.unstage(session, staging)
+                backends.discard(staging)
+        session_ops.abandon_promote(ctx, session, txn)
         report.append(f"session {sid}: interrupted promote undone, session kept")
     if session.auto and not procs.alive(session.creator_pid, session.creator_start):
-        sessions._tear_down(ctx, session, force=True, quiet=True)
-        sessions._finish(ctx, session)
+        session_ops.tear_down(ctx, session, force=True, quiet=True)
+        session_ops.finish(ctx, session)
         report.append(f"session {sid}: ended (automatic session whose command is gone)")
         return True
     backend = backends.get(session.backend)
@@ -246,7 +247,7 @@ def _session_locked(ctx: Context, session: Session, report: list[str]) -> bool:
         return False
     mounts.unmount_tree(session.mountpoint, force=True)
     try:
-        sessions._bring_up(ctx, session, create=False)
+        session_ops.bring_up(ctx, session, create=False)
     except RoostError as e:
         mounts.unmount_tree(session.mountpoint, force=True)
         report.append(f"session {sid}: cannot remount: {e}")
@@ -349,7 +350,7 @@ def _orphans(ctx: Context, report: list[str]) -> None:
     _zfs_orphans(ctx, report)
     store = ctx.store
     known = set(records.ids(store.sessions_dir))
-    isolation.orphans(ctx, sessions.read_all(ctx)[0], report)
+    isolation.orphans(ctx, session_ops.read_all(ctx)[0], report)
     for name in _listdir(store.mnt_dir):
         if name in known or name == os.path.basename(store.stage_dir):
             continue

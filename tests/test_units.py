@@ -227,6 +227,62 @@ def test_struct_records() -> None:
     assert hash(f) == hash(Frozen(name="n"))
 
 
+def test_promote_transaction_round_trips_through_the_record_and_refuses_malformed_ones() -> None:
+    from core.records import Session
+    from core.session import PromoteTx
+
+    def record(promote: object) -> Session:
+        data = {
+            "id": "s",
+            "image": "bb",
+            "generation": 3,
+            "kind": "ordinary",
+            "owner": "root",
+            "uid": 0,
+            "created": "2026-01-01T00:00:00Z",
+            "state": "promoting",
+            "backend": "overlay",
+            "profile": "default",
+            "mountpoint": "/run/roost/mnt/s/root",
+            "clone": "/var/lib/roost/sessions/s",
+            "lowers": [],
+            "promote": promote,
+        }
+        return Session.from_json(fastjson.loads(fastjson.dumps(data)), "s.json")
+
+    txn = PromoteTx(id="18c-1-abcdef", base=3, flatten=True, temporary_lease=True, message="m", author="ann")
+    on_disk = txn.to_record()
+    assert on_disk == {
+        "tx": "18c-1-abcdef",
+        "base": 3,
+        "flatten": True,
+        "temporary_lease": True,
+        "message": "m",
+        "author": "ann",
+    }
+    assert PromoteTx.of(record(on_disk)) == txn
+    # a record written with only the keys that matter reads back with the defaults
+    assert PromoteTx.of(record({"tx": "t", "base": 1})) == PromoteTx(
+        id="t", base=1, flatten=False, temporary_lease=False
+    )
+    for bad in (
+        None,
+        [],
+        {},
+        {"tx": "t"},
+        {"base": 1},
+        {"tx": "", "base": 1},
+        {"tx": 5, "base": 1},
+        {"tx": "t", "base": "1"},
+        {"tx": "t", "base": True},
+    ):
+        assert PromoteTx.of(record(bad)) is None, bad
+    assert PromoteTx.id_of(record({"tx": "t", "base": "1"})) == "t"  # recover still finds its staging
+    assert PromoteTx.id_of(record({"base": 1})) is None and PromoteTx.id_of(record(None)) is None
+    with pytest.raises(AttributeError):
+        txn.base = 4  # type: ignore[misc]
+
+
 def test_fast_dispatch_takes_plain_forms_and_leaves_the_rest_to_argparse(monkeypatch: pytest.MonkeyPatch) -> None:
     from roost import handlers
 

@@ -28,7 +28,8 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from typing import TYPE_CHECKING, Any, BinaryIO
 
-from .. import backends, generations, images, mounts, pins, policy, sessions, syscalls
+from .. import backends, generations, images, mounts, pins, policy, syscalls
+from .. import session as session_ops
 from ..errors import BadInput, Conflict, NotFound
 from ..names import check_generation
 from ..store import new_tx
@@ -195,8 +196,8 @@ def _bounded_lines(f: BinaryIO, limit: int) -> Iterator[bytes]:
 def session_diff(ctx: Context, sid: str) -> Diff:
     """What session *sid* changed against the generation it was cloned from."""
     ctx.require_privileged("session diff")
-    session = sessions.read(ctx, sid)
-    ctx.authorize(policy.SESSION_VIEW, sessions.session_target(session))
+    session = session_ops.read(ctx, sid)
+    ctx.authorize(policy.SESSION_VIEW, session_ops.session_target(session))
     origin = {"image": session.image, "generation": session.generation}
     target = {"session": session.id, "image": session.image, "generation": session.generation}
     return Diff(ctx, origin, target, lambda d: _open_session(d, sid))
@@ -209,7 +210,7 @@ def _open_session(d: Diff, sid: str) -> None:
     # Shared: promote and end (exclusive) wait until the diff is read; run and other diffs do not.
     lock = ctx.session_lock(sid, f"diff {sid}", exclusive=False)
     d.stack.callback(lock.release)
-    session = sessions.read(ctx, sid)  # it may have ended while we waited
+    session = session_ops.read(ctx, sid)  # it may have ended while we waited
     if session.state != "active":
         raise Conflict(f"session {sid} is {session.state}: nothing to compare")
     backend = backends.get(session.backend)

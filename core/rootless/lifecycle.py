@@ -1,6 +1,6 @@
 """Rootless images and sessions: the engine's operations for an ordinary user, step by step.
 
-This is the rootless side of what core.images and core.sessions do as root,
+This is the rootless side of what core.images and core.session do as root,
 on the same on-disk layout (DESIGN.md §3) with the same records, locks,
 leases, generation metadata and compare-and-swap commit; only the steps that
 need privileges differ:
