@@ -345,7 +345,8 @@ def btrfs_mnt(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 def zfs_pool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     need_root()
     try:
-        with pools.zfs_pool(tmp_path_factory.mktemp("zfs")) as name:
+        # a name of its own: tests/test_backends.py's pool (roosttest<pid>) lives for the whole run
+        with pools.zfs_pool(tmp_path_factory.mktemp("zfs"), name=f"roostdiff{os.getpid()}") as name:
             yield name
     except pools.Unavailable as e:
         pytest.skip(str(e))
