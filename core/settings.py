@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import os
 
+from .backends import AUTO
+from .backends import NAMES as BACKEND_NAMES
+
 DEFAULT_CONFIG = "/etc/roost/roost.yaml"
 DEFAULT_STATE_ROOT = "/var/lib/roost"
 DEFAULT_RUN_ROOT = "/run/roost"
@@ -34,8 +37,8 @@ _KEYS: dict[str, tuple[str, type, object]] = {
     "cgroup-parent": ("cgroup_parent", str, "roost"),
 }
 
-#: Values of default-backend (core.backends has the backends themselves; this module stays light).
-_BACKENDS = ("auto", "overlay", "dir", "btrfs", "zfs", "squashfs", "erofs")
+#: Values of default-backend (core.backends imports no backend, nor anything else, at load).
+_BACKENDS = (AUTO, *BACKEND_NAMES)
 
 #: String settings that are not paths.
 _NOT_PATHS = frozenset(("default-backend", "zfs-dataset", "syslog", "admin-group", "cgroup-parent"))

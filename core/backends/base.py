@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import os
+from abc import ABC, abstractmethod  # abc is loaded with the interpreter: free
 
 from ..records import Session
 from ..struct import Struct
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing, collections and contextlib cost milliseconds at start-up
+    from collections.abc import Iterator
     from contextlib import AbstractContextManager
+
+    from ..store import Store
 
 
 class GenerationPaths(Struct, frozen=True):
@@ -31,7 +35,50 @@ class Site(Struct, frozen=True):
     btrfs_pool: str | None = None
 
 
-class Backend:
+class Orphan(Struct, frozen=True):
+    """Data a backend keeps that no generation, staging or trash entry, record or clone names."""
+
+    backend: str
+    kind: str  # what it is, for people: "dataset"
+    name: str  # how the backend names it
+
+
+class Known:
+    """What a state root names, read when a backend asks, in the order things move.
+
+    A backend lists its own data first and reads this afterwards: pointers in
+    the store's staging directory, then in each image (staging, generations,
+    trash), then in the store's trash, then session records and clone
+    directories. A generation that a concurrent promote, gc, create or remove
+    moves from one place to the next is therefore always seen in one of them.
+    """
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def pointer_dirs(self) -> Iterator[str]:
+        """Every directory where roost keeps a pointer to a generation's data, area by area."""
+        from . import pointer_dirs
+
+        store = self.store
+        yield from pointer_dirs(store.staging_dir)
+        for name in store.image_names():
+            yield from pointer_dirs(store.image_dir(name))
+        yield from pointer_dirs(store.trash_dir)
+
+    def sessions(self) -> list[Session]:
+        """Every readable session record."""
+        from .. import records
+
+        return records.read_all(self.store.sessions_dir)[0]
+
+    def clone_dirs(self) -> list[str]:
+        """Every directory in the sessions directory (clones, with or without a record)."""
+        where = self.store.sessions_dir
+        return [p for p in (os.path.join(where, n) for n in sorted(os.listdir(where))) if os.path.isdir(p)]
+
+
+class Backend(ABC):
     """How one storage technology keeps generations and clones sessions.
 
     A generation is written in a staging directory and renamed into place by
@@ -82,6 +129,7 @@ class Backend:
 
     def finish_generation(self, directory: str) -> None:
         """The tree of a new generation is complete: seal it (read-only, compressed, snapshot)."""
+        return None  # nothing to seal by default
 
     def generation_size(self, directory: str) -> int:
         """Bytes the generation (or its own layer) takes."""
@@ -113,28 +161,56 @@ class Backend:
         """
         return _StackedView(lowers, scratch)
 
+    # --- what the backend leaves behind -----------------------------------------------
+
+    def discard(self, path: str) -> None:
+        """Remove what this backend left at or below *path* that a plain tree removal cannot.
+
+        *path* is a staging, trash, generation or clone directory (or link) of
+        any backend: data it names outside itself (datasets, subvolumes in a
+        pool) and data a plain walk refuses (subvolumes) are this method's;
+        :func:`core.backends.discard` asks every backend, then removes the rest.
+        Only looks for pointers where roost writes them (see
+        :func:`core.backends.pointer_dirs`), never inside a tree an image or a
+        session fills, and never deletes through a mount.
+        """
+        return None  # by default a backend leaves only plain trees
+
+    def orphans(self, site: Site, known: Known) -> list[Orphan]:
+        """This backend's data for *site* that nothing in *known* names (read after listing)."""
+        return []
+
+    def remove_orphan(self, orphan: Orphan) -> None:
+        """Delete one of :meth:`orphans`."""
+        raise NotImplementedError(f"backend {self.name} reports no orphans")
+
     # --- sessions ---------------------------------------------------------------
 
     def prepare(self, session: Session) -> None:
         """Fill ``session.backend_data`` before the record is first written (names of clones …)."""
+        return None  # by default the clone's place says it all
 
+    @abstractmethod
     def create_clone(self, session: Session) -> None:
-        raise NotImplementedError
+        """Make the session's clone at ``session.clone`` (named in ``backend_data`` by :meth:`prepare`)."""
 
+    @abstractmethod
     def mount(self, session: Session) -> None:
         """Mount the session's root at ``session.mountpoint`` (which exists, empty)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def remove_clone(self, session: Session) -> None:
-        raise NotImplementedError
+        """Delete the session's clone (it is unmounted) and what it names."""
 
+    @abstractmethod
     def has_clone(self, session: Session) -> bool:
-        raise NotImplementedError
+        """True if the session's clone exists."""
 
     def changes(self, session: Session) -> int | None:
         """Bytes the session has written, if the backend can tell cheaply."""
         return None
 
+    @abstractmethod
     def stage(self, session: Session, staging: str, *, flatten: bool, scratch: str) -> bool:
         """Write the session's state as a generation into *staging* (which exists).
 
@@ -142,18 +218,17 @@ class Backend:
         (flattened), False if it is a layer on top of the session's stack.
         *scratch* is an empty directory the backend may mount on.
         """
-        raise NotImplementedError
 
     def staged_size(self, session: Session, staging: str) -> int:
         """Bytes the generation staged from *session* adds (what history shows as its size)."""
         return self.generation_size(staging)
 
+    @abstractmethod
     def unstage(self, session: Session, staging: str) -> None:
         """Undo :meth:`stage` so the session is as it was (the caller then removes *staging*).
 
         Must cope with every point a crash can interrupt :meth:`stage` at.
         """
-        raise NotImplementedError
 
 
 class _StackedView:

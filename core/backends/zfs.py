@@ -40,7 +40,7 @@ from .. import mounts, programs, syscalls
 from ..errors import SystemFailure
 from ..fsutil import atomic_write, remove_tree
 from ..records import Session
-from .base import Backend, Site
+from .base import Backend, Known, Orphan, Site
 
 POINTER = "snapshot"
 STATE_PROPERTY = "roost:state"
@@ -204,6 +204,11 @@ def destroy_session_dataset(pointer: str) -> None:
     os.unlink(pointer)
 
 
+def _plain_directory(path: str) -> bool:
+    """On its parent's file system: a directory roost made, not a subvolume (a clone of another backend)."""
+    return os.lstat(path).st_dev == os.lstat(os.path.dirname(path)).st_dev
+
+
 class ZfsBackend(Backend):
     name = "zfs"
     always_flatten = True
@@ -271,6 +276,50 @@ class ZfsBackend(Backend):
 
     def lowers(self, generations_dir: str, stack: list[int]) -> list[str]:
         return [os.path.join(generations_dir, str(stack[0]), POINTER)]
+
+    # --- what is left behind ----------------------------------------------------
+
+    def discard(self, path: str) -> None:
+        """Destroy the datasets that pointers at or below *path* name (generations, a session's clone)."""
+        if not os.path.isdir(path) or os.path.islink(path):
+            return
+        from . import structural_dirs
+
+        for directory in structural_dirs(path):
+            if os.path.isfile(os.path.join(directory, POINTER)):
+                self.remove_generation(directory)
+        if os.path.isdir(path) and os.listdir(path) == ["dataset"] and _plain_directory(path):
+            destroy_session_dataset(os.path.join(path, "dataset"))
+
+    def orphans(self, site: Site, known: Known) -> list[Orphan]:
+        """Datasets of *site*'s state root that no generation, staging entry, record or clone names.
+
+        The datasets are listed first, then *known* is read (in the order
+        generations move), so a generation moved meanwhile is still found.
+        """
+        if not site.zfs_dataset or self.unavailable(site) is not None:
+            return []
+        listed = datasets_of(site)
+        if not listed:
+            return []
+        named: set[str] = set()
+        for directory in known.pointer_dirs():
+            snapshot = read_pointer(directory)
+            if snapshot is not None:
+                named.add(snapshot.split("@", 1)[0])
+        named |= {str(s.backend_data["dataset"]) for s in known.sessions() if s.backend_data.get("dataset")}
+        for clone in known.clone_dirs():
+            pointer = os.path.join(clone, "dataset")
+            if os.path.isfile(pointer):
+                with open(pointer, encoding="utf-8") as f:
+                    named.add(f.read().strip())
+        return [Orphan(self.name, "dataset", d) for d in listed if d not in named and not is_live_view(d)]
+
+    def remove_orphan(self, orphan: Orphan) -> None:
+        if "/session/" in orphan.name:
+            zfs("destroy", "-r", orphan.name)
+        else:
+            destroy_dataset(orphan.name)
 
     def remove_generation(self, directory: str) -> None:
         if os.path.isdir(directory):
