@@ -13,6 +13,7 @@ if TYPE_CHECKING:  # typing, collections and contextlib cost milliseconds at sta
     from collections.abc import Iterator
     from contextlib import AbstractContextManager
 
+    from ..diff.trees import Pruner
     from ..store import Store
 
 
@@ -76,6 +77,10 @@ class Known:
         """Every directory in the sessions directory (clones, with or without a record)."""
         where = self.store.sessions_dir
         return [p for p in (os.path.join(where, n) for n in sorted(os.listdir(where))) if os.path.isdir(p)]
+
+
+class TooManyChanges(Exception):
+    """A backend's change search gave up (too much changed): walking both trees is the better plan."""
 
 
 class Backend(ABC):
@@ -183,6 +188,35 @@ class Backend(ABC):
     def remove_orphan(self, orphan: Orphan) -> None:
         """Delete one of :meth:`orphans`."""
         raise NotImplementedError(f"backend {self.name} reports no orphans")
+
+    # --- reading trees (diff) ---------------------------------------------------------
+
+    #: Generations are overlay layers readable in place: two trees are compared by
+    #: reading only the layers they do not share.
+    layered = False
+    #: Generations and clones are snapshots of one another: an inode both trees hold with
+    #: a change time from before the later one was made is the same, unchanged file.
+    shared_inodes = False
+    #: Name of :meth:`change_search` in diff output ("layers" and "tree" are diff's own),
+    #: and what it does, in words.
+    search_method: str | None = None
+    search_summary = ""
+
+    def upper(self, session: Session) -> str | None:
+        """The directory holding what *session* wrote over its generation (an overlay upper), or None."""
+        return None
+
+    def in_place(self, path: str) -> str | None:
+        """The complete tree of a generation layer or a session clone, readable without a mount, or None."""
+        return None
+
+    def change_search(self, pairs: list[tuple[str, str]]) -> Pruner | None:
+        """Where each tree can differ from its ancestor, as (tree, ancestor) pairs of :meth:`in_place` paths.
+
+        None when the backend cannot tell (both trees are walked); raises
+        :class:`TooManyChanges` when walking is cheaper.
+        """
+        return None
 
     # --- sessions ---------------------------------------------------------------
 

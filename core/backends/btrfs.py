@@ -32,6 +32,10 @@ from ..fsutil import remove_tree
 from ..records import Session
 from .base import Backend, GenerationPaths, Site
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from ..diff.trees import Pruner
+
 _MAGIC = 0x94
 _NAME_MAX = 4039
 SUBVOL_RDONLY = 1 << 1
@@ -371,6 +375,25 @@ class BtrfsBackend(Backend):
     @contextmanager
     def view(self, directory: str, lowers: list[str], scratch: str) -> Iterator[str]:
         yield _real(lowers[0])
+
+    # --- reading trees (diff) ---------------------------------------------------------
+
+    shared_inodes = True
+    search_method = "btrfs"
+    search_summary = "entered only directories the btrfs tree search found changed"
+
+    def in_place(self, path: str) -> str | None:
+        return os.path.realpath(path)  # a subvolume, or the pool subvolume a link names
+
+    def change_search(self, pairs: list[tuple[str, str]]) -> Pruner | None:
+        """A tree search for inodes changed since each ancestor was sealed (see :mod:`.btrfschanges`)."""
+        from ..fsutil import sync_filesystem
+        from .btrfschanges import pruner, sealed_transid
+
+        # btrfs writes inode changes into its tree at commit: commit first, then search.
+        for path in sorted({tree for tree, _ in pairs}):
+            sync_filesystem(path)
+        return pruner([(tree, sealed_transid(ancestor)) for tree, ancestor in pairs])
 
 
 def _fstype(path: str) -> str:

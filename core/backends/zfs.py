@@ -213,6 +213,7 @@ class ZfsBackend(Backend):
     name = "zfs"
     always_flatten = True
     summary = "a generation is a snapshot of a dataset; a session is a clone of it"
+    shared_inodes = True  # a clone keeps its snapshot's inode numbers and change times
 
     def unavailable(self, site: Site) -> str | None:
         if shutil.which("zfs") is None:
