@@ -12,7 +12,7 @@ import os
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from .base import Backend, GenerationPaths, Known, Orphan, Site, TooManyChanges
+    from .base import Backend, GenerationPaths, Known, NativeStream, Orphan, Site, StreamEdit, TooManyChanges
 
 #: Every backend, in the order listings show them. This module imports nothing
 #: else at load (core.settings reads the names on every command); a backend's
@@ -38,7 +38,16 @@ AUTO = "auto"
 
 def __getattr__(name: str) -> object:
     """``backends.Backend``, ``backends.Site`` … without importing them at load."""
-    if name in ("Backend", "GenerationPaths", "Known", "Orphan", "Site", "TooManyChanges"):
+    if name in (
+        "Backend",
+        "GenerationPaths",
+        "Known",
+        "NativeStream",
+        "Orphan",
+        "Site",
+        "StreamEdit",
+        "TooManyChanges",
+    ):
         from . import base
 
         return getattr(base, name)
@@ -167,8 +176,10 @@ __all__ = [
     "Backend",
     "GenerationPaths",
     "Known",
+    "NativeStream",
     "Orphan",
     "Site",
+    "StreamEdit",
     "TooManyChanges",
     "all",
     "available",

@@ -83,6 +83,61 @@ class TooManyChanges(Exception):
     """A backend's change search gave up (too much changed): walking both trees is the better plan."""
 
 
+class StreamEdit:
+    """Rewrites a native stream as it is sent (the default passes it through)."""
+
+    def feed(self, chunk: bytes) -> bytes:
+        """The bytes to send for *chunk* (may hold some back)."""
+        return chunk
+
+    def end(self) -> bytes:
+        """What is left to send once the stream has ended."""
+        return b""
+
+
+class NativeStream(ABC):
+    """A backend's own stream of a generation between hosts (``btrfs send``, ``zfs send``), for one site.
+
+    :attr:`kind` names the stream in roost's image stream (the backend's
+    :attr:`Backend.native_kind`); the sender frames the program's output and the receiver feeds it
+    to :meth:`receive`'s program, both with checksums (core.replicate).
+    """
+
+    kind = ""
+
+    @abstractmethod
+    def receivable(self) -> bool:
+        """Whether this host can receive the stream (an inventory tells the sender)."""
+
+    @abstractmethod
+    def identity(self, directory: str) -> dict[str, str] | None:
+        """The file system's own name of the generation in *directory* (uuids, guid), or None."""
+
+    @abstractmethod
+    def parent_matches(self, mine: dict[str, str], theirs: dict[str, str]) -> bool:
+        """Will the receiver, whose base generation has *theirs*, find the parent of an incremental stream
+        whose base here has *mine*?"""
+
+    @abstractmethod
+    def send(self, directory: str, parent: str | None) -> tuple[list[str], str, StreamEdit | None]:
+        """(argv, what it is, an edit of its output or None) sending *directory*, incrementally from *parent*."""
+
+    @abstractmethod
+    def receive(self, directory: str, label: str) -> tuple[list[str], str]:
+        """(argv, what it is) receiving into *directory* (a new, empty staging entry) from standard input.
+
+        *label* is unique (image and transaction), as for :meth:`Backend.init_generation`.
+        """
+
+    @abstractmethod
+    def received(self, directory: str, label: str) -> None:
+        """The receiving program succeeded: make *directory* a generation (names, properties)."""
+
+    def received_size(self, directory: str, incremental: bool) -> int | None:
+        """Bytes the received generation adds, if the stream tells more cheaply than the backend (None)."""
+        return None
+
+
 class Backend(ABC):
     """How one storage technology keeps generations and clones sessions.
 
@@ -165,6 +220,13 @@ class Backend(ABC):
         *scratch* is an empty directory the backend may mount on.
         """
         return _StackedView(lowers, scratch)
+
+    #: The kind of :meth:`native`'s stream in roost's image stream (the backend's name), if it has one.
+    native_kind: str | None = None
+
+    def native(self, site: Site) -> NativeStream | None:
+        """This backend's own stream between hosts for *site*, if it has one (see :attr:`native_kind`)."""
+        return None
 
     # --- what the backend leaves behind -----------------------------------------------
 

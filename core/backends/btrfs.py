@@ -30,7 +30,7 @@ from .. import mounts, syscalls
 from ..errors import SystemFailure
 from ..fsutil import remove_tree
 from ..records import Session
-from .base import Backend, GenerationPaths, Site
+from .base import Backend, GenerationPaths, NativeStream, Site
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -375,6 +375,13 @@ class BtrfsBackend(Backend):
     @contextmanager
     def view(self, directory: str, lowers: list[str], scratch: str) -> Iterator[str]:
         yield _real(lowers[0])
+
+    native_kind = "btrfs"
+
+    def native(self, site: Site) -> NativeStream | None:
+        from .btrfssend import BtrfsStream
+
+        return BtrfsStream(site)
 
     # --- reading trees (diff) ---------------------------------------------------------
 
