@@ -99,8 +99,9 @@ class NativeStream(ABC):
     """A backend's own stream of a generation between hosts (``btrfs send``, ``zfs send``), for one site.
 
     :attr:`kind` names the stream in roost's image stream (the backend's
-    :attr:`Backend.native_kind`); the sender frames the program's output and the receiver feeds it
-    to :meth:`receive`'s program, both with checksums (core.replicate).
+    :attr:`Backend.native_kind`); the sender frames the output of
+    :meth:`send`'s program and the receiver feeds it to :meth:`receive`'s
+    program, both with checksums (core.replicate).
     """
 
     kind = ""
