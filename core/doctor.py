@@ -157,13 +157,20 @@ def check(ctx: Context) -> list[str]:
 
 
 def _backend_leftovers(ctx: Context) -> list[str]:
-    """Data a backend keeps outside the state root that nothing names (zfs datasets)."""
-    from .recover import zfs_leftovers
+    """Data backends keep outside the state root that nothing names (zfs datasets)."""
+    from . import backends as registry
 
-    try:
-        return [f"dataset {d} belongs to no generation or session" for d in zfs_leftovers(ctx)]
-    except RoostError as e:
-        return [f"cannot list the zfs datasets: {e}"]
+    site = ctx.site()
+    known = registry.Known(ctx.store)
+    problems = []
+    for backend in registry.all():
+        try:
+            orphans = backend.orphans(site, known)
+        except RoostError as e:
+            problems.append(f"cannot list the data of backend {backend.name}: {e}")
+            continue
+        problems += [f"{o.kind} {o.name} belongs to no generation or session" for o in orphans]
+    return problems
 
 
 def _private(path: str, what: str) -> list[str]:

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import os
 
+from .backends import NAMES as BACKENDS
 from .errors import ConfigError
 from .names import is_valid_name
 from .struct import Struct
@@ -40,7 +41,6 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing and collections cost milliseconds at start-up
     from typing import Any
 
-BACKENDS = ("overlay", "dir", "btrfs", "zfs", "squashfs", "erofs")
 PERSONALITIES = ("linux", "linux32", "linux64", "undefined")
 #: Debian architectures roost knows (core.binfmt has how to run each).
 ARCHITECTURES = (

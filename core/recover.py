@@ -274,54 +274,23 @@ def _broken_record(ctx: Context, sid: str, report: list[str]) -> None:
     report.append(f"session {sid}: removed an unreadable record and its leftovers")
 
 
-def zfs_leftovers(ctx: Context) -> list[str]:
-    """Datasets of this state root's zfs parent that no generation, staging entry or record names.
+def leftovers(ctx: Context) -> list[tuple[backends.Backend, backends.Orphan]]:
+    """What every backend keeps for this state root that no generation, staging entry or record names.
 
-    Pointers are read in the order things move (store staging, then each
-    image's staging, generations and trash, then store trash), after the
-    datasets were listed, so a generation moved by a concurrent promote,
-    gc, create or remove is always seen in one of its places.
+    Each backend lists its own data first and then reads what the state root
+    names, in the order things move (see :class:`core.backends.Known`), so a
+    generation moved by a concurrent promote, gc, create or remove is never
+    taken for a leftover.
     """
-    from .backends import zfs
-
     site = ctx.site()
-    if not site.zfs_dataset or backends.get("zfs").unavailable(site) is not None:
-        return []
-    listed = zfs.datasets_of(site)
-    if not listed:
-        return []
-    named: set[str] = set()
-    store = ctx.store
-
-    def pointers(directory: str) -> None:
-        for path in backends.pointer_dirs(directory):
-            snapshot = zfs.read_pointer(path)
-            if snapshot is not None:
-                named.add(snapshot.split("@", 1)[0])
-
-    pointers(store.staging_dir)
-    for name in store.image_names():
-        pointers(store.image_dir(name))
-    pointers(store.trash_dir)
-    found, _ = records.read_all(store.sessions_dir)
-    named |= {str(s.backend_data.get("dataset")) for s in found if s.backend_data.get("dataset")}
-    for name in os.listdir(store.sessions_dir):
-        pointer = os.path.join(store.sessions_dir, name, "dataset")
-        if os.path.isfile(pointer):
-            with open(pointer, encoding="utf-8") as f:
-                named.add(f.read().strip())
-    return [d for d in listed if d not in named and not zfs.is_live_view(d)]
+    known = backends.Known(ctx.store)
+    return [(b, orphan) for b in backends.all() for orphan in b.orphans(site, known)]
 
 
-def _zfs_orphans(ctx: Context, report: list[str]) -> None:
-    from .backends import zfs
-
-    for dataset in zfs_leftovers(ctx):
-        if "/session/" in dataset:
-            zfs.zfs("destroy", "-r", dataset)
-        else:
-            zfs.destroy_dataset(dataset)
-        report.append(f"destroyed orphan dataset {dataset}")
+def _backend_orphans(ctx: Context, report: list[str]) -> None:
+    for backend, orphan in leftovers(ctx):
+        backend.remove_orphan(orphan)
+        report.append(f"destroyed orphan {orphan.kind} {orphan.name}")
 
 
 def _listdir(path: str) -> list[str]:
@@ -346,8 +315,8 @@ def _remove_mount_point(ctx: Context, path: str, report: list[str]) -> None:
 
 
 def _orphans(ctx: Context, report: list[str]) -> None:
-    """Mounts, mount points, clones, datasets and lock files that no record names."""
-    _zfs_orphans(ctx, report)
+    """Mounts, mount points, clones, backend data (datasets) and lock files that no record names."""
+    _backend_orphans(ctx, report)
     store = ctx.store
     known = set(records.ids(store.sessions_dir))
     isolation.orphans(ctx, session_ops.read_all(ctx)[0], report)

@@ -88,7 +88,8 @@ if TYPE_CHECKING:
 MAGIC = b"roost image stream 1\n"
 CHUNK = 1 << 20
 MAX_FRAME = 64 << 20
-KINDS = ("btrfs", "zfs", "layer", "delta", "full")
+#: How a generation travels when not in its backend's own stream (whose kind is the backend's name).
+TREE_KINDS = ("layer", "delta", "full")
 
 #: tar options of every stream: POSIX tar, sparse files, owners by number, xattrs, ACLs.
 TAR_CREATE = ["tar", "--create", "--file=-", "--format=posix", "--sparse", *TAR_KEEP]
@@ -123,16 +124,14 @@ def inventory(ctx: Context, image: str) -> dict[str, Any]:
     check_object_name(image, "image name")
     site = ctx.site()
     available = [name for name, why, _ in backends.report(site) if why is None]
+    streams = {b.name: s for b in backends.all() if (s := b.native(site)) is not None}
     out: dict[str, Any] = {
         "version": 1,
         "image": image,
         "exists": False,
         "backends": available,
         "default_backend": images.default_backend(ctx),
-        "native": {
-            "btrfs": "btrfs" in available and not site.btrfs_pool and _which("btrfs"),
-            "zfs": "zfs" in available and not _zfs_pool_shared(site.zfs_dataset, site.state_root),
-        },
+        "native": {name: name in available and s.receivable() for name, s in streams.items()},
     }
     if not images.exists(ctx, image):
         ctx.authorize(policy.HOST_VIEW)
@@ -140,7 +139,7 @@ def inventory(ctx: Context, image: str) -> dict[str, Any]:
     config = images.authorize(ctx, policy.IMAGE_VIEW, image)
     store = ctx.store
     cur = generations.current(store, image)
-    guids = _zfs_guids(site.zfs_dataset) if config.backend == "zfs" and site.zfs_dataset else {}
+    stream = streams.get(config.backend)
     listed = []
     cur_identity = None
     for n in generations.complete(store, image):
@@ -149,7 +148,7 @@ def inventory(ctx: Context, image: str) -> dict[str, Any]:
         except RoostError:
             continue
         entry: dict[str, Any] = {"generation": n, "identity": identity(meta), "parent": meta.parent}
-        native = _native_of(config.backend, store.generation_dir(image, n), guids)
+        native = _native_of(stream, store.generation_dir(image, n)) if stream is not None else None
         if native is not None:
             entry["native"] = native
         listed.append(entry)
@@ -165,60 +164,12 @@ def inventory(ctx: Context, image: str) -> dict[str, Any]:
     return out
 
 
-def _which(program: str) -> bool:
-    import shutil
-
-    return shutil.which(program) is not None
-
-
-def _native_of(backend: str, directory: str, guids: dict[str, str]) -> dict[str, str] | None:
-    """The file system's own name of a generation: a btrfs subvolume's uuids, a zfs snapshot's guid."""
+def _native_of(stream: backends.NativeStream, directory: str) -> dict[str, str] | None:
+    """The file system's own name of a generation (a btrfs subvolume's uuids, a zfs snapshot's guid)."""
     try:
-        if backend == "btrfs":
-            from .backends import btrfs
-
-            uuid, received = btrfs.subvolume_uuids(btrfs.real_path(os.path.join(directory, "layer")))
-            return {"uuid": uuid, "received_uuid": received}
-        if backend == "zfs":
-            from .backends import zfs
-
-            snapshot = zfs.read_pointer(directory)
-            if snapshot is not None and snapshot in guids:
-                return {"guid": guids[snapshot]}
+        return stream.identity(directory)
     except (OSError, RoostError):
         return None
-    return None
-
-
-def _zfs_pool_shared(parent: str | None, state_root: str) -> bool:
-    """Whether another state root keeps datasets in our pool.
-
-    ``zfs receive`` of an incremental stream clones the received generation from
-    the snapshot with the stream's origin guid, wherever it is in the pool: with
-    the sender's own datasets in the same pool, that could be the sender's, and
-    the two state roots would depend on each other. Such a receiver takes tree
-    differences instead.
-    """
-    from .backends import zfs
-
-    if not parent:
-        return False
-    try:
-        out = zfs.zfs("get", "-H", "-r", "-o", "value", zfs.STATE_PROPERTY, parent.split("/", 1)[0])
-    except SystemFailure:
-        return True
-    return any(v not in ("-", "", state_root) for v in out.splitlines())
-
-
-def _zfs_guids(parent: str) -> dict[str, str]:
-    from .backends import zfs
-
-    try:  # zfs-fuse's zfs list has no -p: get gives the exact values (and -t is not known to its get)
-        out = zfs.zfs("get", "-H", "-p", "-r", "-o", "name,value", "guid", f"{parent}/gen")
-    except SystemFailure:
-        return {}
-    rows = (line.split("\t") for line in out.splitlines())
-    return {r[0]: r[1] for r in rows if len(r) == 2 and "@" in r[0]}
 
 
 # --- the sender's plan ---------------------------------------------------------------------
@@ -307,13 +258,14 @@ def plan(ctx: Context, image: str, theirs: dict[str, Any], *, backend: str | Non
 def _choose_kinds(ctx: Context, p: Plan, theirs: dict[str, Any]) -> None:
     native = theirs.get("native") or {}
     kind: str | None = None
-    if p.sends and p.backend == p.target and p.backend in ("btrfs", "zfs") and native.get(p.backend):
+    stream = backends.get(p.backend).native(ctx.site())
+    if p.sends and p.backend == p.target and stream is not None and native.get(p.backend):
         if p.base is None:
-            kind = p.backend
-        elif p.backend == "btrfs" and _btrfs_parent_matches(ctx, p, p.native_base):
-            kind = "btrfs"
-        elif p.backend == "zfs" and _zfs_parent_matches(ctx, p, p.native_base):
-            kind = "zfs"
+            kind = stream.kind
+        else:
+            mine = _native_of(stream, ctx.store.generation_dir(p.image, p.base))
+            if mine and p.native_base and stream.parent_matches(mine, p.native_base):
+                kind = stream.kind
     previous = p.base
     for n in p.sends:
         meta = p.metas[n]
@@ -331,25 +283,6 @@ def _choose_kinds(ctx: Context, p: Plan, theirs: dict[str, Any]) -> None:
         else:
             p.kinds[n] = "delta"
         previous = n
-
-
-def _btrfs_parent_matches(ctx: Context, p: Plan, theirs: dict[str, str]) -> bool:
-    """Will ``btrfs receive`` find our base there? It looks for our base's received uuid, else its uuid."""
-    assert p.base is not None
-    mine = _native_of("btrfs", ctx.store.generation_dir(p.image, p.base), {})
-    if not mine or not theirs:
-        return False
-    key = mine.get("received_uuid") or mine.get("uuid")
-    return bool(key) and key in (theirs.get("received_uuid"), theirs.get("uuid"))
-
-
-def _zfs_parent_matches(ctx: Context, p: Plan, theirs: dict[str, str]) -> bool:
-    """Does the receiver's base have our base snapshot's guid (so ``zfs receive`` finds the origin)?"""
-    assert p.base is not None
-    site = ctx.site()
-    guids = _zfs_guids(site.zfs_dataset) if site.zfs_dataset else {}
-    mine = _native_of("zfs", ctx.store.generation_dir(p.image, p.base), guids)
-    return mine is not None and bool(theirs) and mine.get("guid") == theirs.get("guid")
 
 
 # --- frames ------------------------------------------------------------------------------------
@@ -594,27 +527,12 @@ def _send_one(
     gen_dir = store.generation_dir(image, number)
     prev_dir = store.generation_dir(image, previous) if previous is not None else None
     what = f"send {image} {number}"
-    if kind == "btrfs":
-        from .backends import btrfs
-
-        argv = ["btrfs", "send", "-q"]
-        if prev_dir is not None:
-            argv += ["-p", btrfs.real_path(os.path.join(prev_dir, "layer"))]
-        subvolume = btrfs.real_path(os.path.join(gen_dir, "layer"))
-        _pump_out(writer, [*argv, subvolume], "btrfs send", edit=_RootTimes(subvolume))
-    elif kind == "zfs":
-        from .backends import zfs
-
-        snapshot = zfs.read_pointer(gen_dir)
-        if snapshot is None:
-            raise SystemFailure(f"generation {number} of {image} names no zfs snapshot")
-        argv = ["zfs", "send"]
-        if prev_dir is not None:
-            parent = zfs.read_pointer(prev_dir)
-            if parent is None:
-                raise SystemFailure(f"generation {previous} of {image} names no zfs snapshot")
-            argv += ["-i", parent]
-        _pump_out(writer, [*argv, snapshot], "zfs send")
+    if kind not in TREE_KINDS:  # the backend's own stream (checked by the plan)
+        stream = backend.native(ctx.site())
+        if stream is None or stream.kind != kind:
+            raise SystemFailure(f"backend {backend.name} has no {kind} stream")
+        argv, program, edit = stream.send(gen_dir, prev_dir)
+        _pump_out(writer, argv, program, edit=edit)
     elif kind == "layer":
         layer = os.path.join(gen_dir, "layer")
         _pump_out(writer, [*TAR_CREATE, *LAYER_EXCLUDES, f"--directory={layer}", "."], "tar of the layer")
@@ -648,7 +566,7 @@ def _pump_out(
     argv: list[str],
     what: str,
     stdin: Any = subprocess.DEVNULL,
-    edit: _RootTimes | None = None,
+    edit: backends.StreamEdit | None = None,
 ) -> None:
     """Run *argv*, framing its standard output as data (through *edit*, if given); then its digest."""
     helper = _Helper(argv, what, stdin=stdin, stdout=subprocess.PIPE)
@@ -674,63 +592,6 @@ def _pump_out(
     finally:
         helper.kill()
     writer.json(b"E", {"sha256": sha.hexdigest(), "bytes": total})
-
-
-def _crc32c(data: bytes) -> int:
-    """CRC-32C as btrfs send streams use it (seed 0, no final inversion)."""
-    table = _CRC_TABLE or _crc_table()
-    crc = 0
-    for byte in data:
-        crc = table[(crc ^ byte) & 0xFF] ^ (crc >> 8)
-    return crc
-
-
-_CRC_TABLE: list[int] = []
-
-
-def _crc_table() -> list[int]:
-    for i in range(256):
-        c = i
-        for _ in range(8):
-            c = (c >> 1) ^ 0x82F63B78 if c & 1 else c >> 1
-        _CRC_TABLE.append(c)
-    return _CRC_TABLE
-
-
-class _RootTimes:
-    """Gives a btrfs send stream a last ``utimes`` of the subvolume's root, before its end command.
-
-    ``btrfs receive`` makes its temporary (orphan) names in the root directory of
-    the subvolume, which changes the root's times; ``btrfs send`` restores them
-    only when the root itself changed. Without this command a received
-    generation's root would carry the time it was received.
-    """
-
-    _END = 21
-    _UTIMES = 20
-    _PATH, _CTIME, _MTIME, _ATIME = 15, 9, 10, 11
-
-    def __init__(self, root: str) -> None:
-        st = os.lstat(root)
-        self.times = {self._ATIME: st.st_atime_ns, self._MTIME: st.st_mtime_ns, self._CTIME: st.st_ctime_ns}
-        self.tail = b""
-
-    def feed(self, chunk: bytes) -> bytes:
-        data = self.tail + chunk
-        self.tail = data[-10:]
-        return data[:-10]
-
-    def end(self) -> bytes:
-        length, cmd = struct.unpack_from("<IH", self.tail) if len(self.tail) == 10 else (-1, -1)
-        if (length, cmd) != (0, self._END):
-            return self.tail  # not the stream this was written for: leave it as it is
-        body = struct.pack("<HH", self._PATH, 0)
-        for attr in (self._ATIME, self._MTIME, self._CTIME):
-            sec, nsec = divmod(self.times[attr], 10**9)
-            body += struct.pack("<HHQI", attr, 12, sec, nsec)
-        command = bytearray(struct.pack("<IHI", len(body), self._UTIMES, 0) + body)
-        struct.pack_into("<I", command, 6, _crc32c(bytes(command)))
-        return bytes(command) + self.tail
 
 
 # --- the difference of two trees ---------------------------------------------------------------
@@ -896,7 +757,7 @@ def _check_header(header: Any, image: str) -> dict[str, Any]:
         n = g.get("generation")
         if not isinstance(n, int) or isinstance(n, bool) or n < 1 or (previous is not None and n <= previous):
             raise bad("generation numbers")
-        if g.get("kind") not in KINDS:
+        if g.get("kind") not in (*TREE_KINDS, *_native_kinds()):
             raise bad(f"kind {g.get('kind')!r}")
         parent = g.get("parent")
         if parent is not None and (not isinstance(parent, int) or parent >= n):
@@ -1112,17 +973,15 @@ def _receive_one(
     kind = str(g["kind"])
     site = ctx.site()
     label = f"{image}.{tx}"
-    if kind in ("btrfs", "zfs"):
-        if backend.name != kind:
+    if kind not in TREE_KINDS:  # a backend's own stream
+        stream = backend.native(site)
+        if stream is None or stream.kind != kind:
             raise StreamError(f"malformed image stream ({kind} data for a {backend.name} image)")
         os.mkdir(directory, 0o700)
-        _receive_native(ctx, kind, directory, label, reader)
-        if kind == "btrfs" and g.get("parent") is not None and (staged or header.get("base") is not None):
-            from .backends import btrfs
-
-            tree = btrfs.real_path(os.path.join(directory, "layer"))
-            size = btrfs.written_since(tree, btrfs.created_transid(tree))  # what the stream changed
-        else:
+        _receive_native(stream, directory, label, reader)
+        incremental = g.get("parent") is not None and bool(staged or header.get("base") is not None)
+        size = stream.received_size(directory, incremental)
+        if size is None:
             size = backend.generation_size(directory)
         backend.sync(directory)
         return _Staged(number, directory, (number,), True, size)
@@ -1219,48 +1078,21 @@ def _pump_in(reader: _Reader, helper: _Helper, frame: bytes, payload: bytes) -> 
         raise StreamError("a generation's checksum does not match: nothing received")
 
 
-def _receive_native(ctx: Context, kind: str, directory: str, label: str, reader: _Reader) -> None:
-    """``btrfs receive`` or ``zfs receive`` into *directory* (a new staging entry)."""
+def _receive_native(stream: backends.NativeStream, directory: str, label: str, reader: _Reader) -> None:
+    """The backend's own receiving program (``btrfs receive``, ``zfs receive``) into *directory*."""
     frame, payload = reader.frame()
-    if kind == "btrfs":
-        helper = _Helper(
-            ["btrfs", "receive", directory], "btrfs receive", stdin=subprocess.PIPE, stdout=subprocess.DEVNULL
-        )
-        try:
-            _pump_in(reader, helper, frame, payload)
-        finally:
-            helper.kill()
-        from .backends import btrfs
-
-        made = [e for e in os.listdir(directory) if e != "layer"]
-        if len(made) == 1:
-            os.rename(os.path.join(directory, made[0]), os.path.join(directory, "layer"))
-        layer = os.path.join(directory, "layer")
-        if not btrfs.is_subvolume(layer):
-            raise StreamError("btrfs receive made no subvolume")
-        return
-    from .backends import zfs
-
-    site = ctx.site()
-    if not site.zfs_dataset:
-        raise BadInput("no zfs-dataset is configured here: cannot receive a zfs stream")
-    leaf = zfs.encode(label)
-    dataset = f"{site.zfs_dataset}/gen/{leaf}"
-    atomic_write(os.path.join(directory, zfs.POINTER), f"{dataset}@{leaf}\n")
-    zfs._ensure_containers(site.zfs_dataset)
-    helper = _Helper(
-        ["zfs", "receive", "-u", f"{dataset}@{leaf}"], "zfs receive", stdin=subprocess.PIPE, stdout=subprocess.DEVNULL
-    )
+    argv, program = stream.receive(directory, label)
+    helper = _Helper(argv, program, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
     try:
         _pump_in(reader, helper, frame, payload)
     finally:
         helper.kill()
-    origin = zfs.zfs("get", "-H", "-o", "value", "origin", dataset).strip()
-    if origin not in ("-", "") and not origin.startswith(f"{site.zfs_dataset}/gen/"):
-        zfs.zfs("destroy", dataset)
-        raise SystemFailure(f"zfs cloned the received generation from {origin}, outside {site.zfs_dataset}: refused")
-    for prop in ("canmount=noauto", "mountpoint=none", "readonly=on", f"{zfs.STATE_PROPERTY}={site.state_root}"):
-        zfs.zfs("set", prop, dataset)
+    stream.received(directory, label)
+
+
+def _native_kinds() -> list[str]:
+    """Stream kinds of the backends that have their own stream."""
+    return [b.native_kind for b in backends.all() if b.native_kind is not None]
 
 
 def _make_whiteouts(layer: str, paths: list[bytes]) -> None:

@@ -34,9 +34,6 @@ _KEYS: dict[str, tuple[str, type, object]] = {
     "cgroup-parent": ("cgroup_parent", str, "roost"),
 }
 
-#: Values of default-backend (core.backends has the backends themselves; this module stays light).
-_BACKENDS = ("auto", "overlay", "dir", "btrfs", "zfs", "squashfs", "erofs")
-
 #: String settings that are not paths.
 _NOT_PATHS = frozenset(("default-backend", "zfs-dataset", "syslog", "admin-group", "cgroup-parent"))
 
@@ -178,8 +175,8 @@ def _parse(path: str, text: str) -> dict[str, object]:
             raise ConfigError(f"{path}: syslog must be the absolute path of a socket, or off")
         if kind is str and key not in _NOT_PATHS and not str(value).startswith("/"):
             raise ConfigError(f"{path}: {key} must be an absolute path")
-        if key == "default-backend" and value not in _BACKENDS:
-            raise ConfigError(f"{path}: default-backend must be one of {', '.join(_BACKENDS)}, not {value!r}")
+        if key == "default-backend" and value not in (backends := _backends()):
+            raise ConfigError(f"{path}: default-backend must be one of {', '.join(backends)}, not {value!r}")
         if key == "admin-group" and not _group_name(str(value)):
             raise ConfigError(f"{path}: admin-group must be a group name, not {value!r}")
         if key == "cgroup-parent" and not _cgroup_name(str(value)):
@@ -190,6 +187,17 @@ def _parse(path: str, text: str) -> dict[str, object]:
             raise ConfigError(f"{path}: {key} must be positive")
         values[attr] = value
     return values
+
+
+def _backends() -> tuple[str, ...]:
+    """Values of default-backend: the registry's names (core.backends imports no backend at load).
+
+    Imported only when roost.yaml sets default-backend: ``session run`` reads the
+    settings and pays for no module it does not need.
+    """
+    from .backends import AUTO, NAMES
+
+    return (AUTO, *NAMES)
 
 
 def _cgroup_name(value: str) -> bool:

@@ -84,14 +84,13 @@ def _side(side: dict[str, Any]) -> str:
 
 
 def _text(out: TextIO, diff: Diff, summary: DiffSummary, listing: bool) -> None:
-    from core.diff.ops import METHODS
     from core.errors import one_line
 
     origin = diff.origin
     head = f"{_side(origin)} -> {_side(diff.target)}"
     if diff.target.get("session"):
         head = f"{_side(diff.target)}: changes against {_side(origin)}"
-    out.write(f"{head} ({METHODS.get(diff.method, diff.method)})\n")
+    out.write(f"{head} ({diff.describe()})\n")
     if diff.note:
         out.write(f"note: {diff.note}\n")
     _packages(out, summary.packages)

@@ -10,59 +10,81 @@ from __future__ import annotations
 
 import os
 
-from .base import Backend, GenerationPaths, Site
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from .base import Backend, GenerationPaths, Known, NativeStream, Orphan, Site, StreamEdit, TooManyChanges
 
-#: Every backend, in the order listings show them. A backend's module is imported
-#: the first time it is asked for: a session of an overlay image never pays for
-#: the zfs backend's imports.
-_NAMES = ("overlay", "dir", "btrfs", "zfs", "squashfs", "erofs")
+#: Every backend, in the order listings show them. This module imports nothing
+#: else at load (core.settings reads the names on every command); a backend's
+#: module is imported the first time it is asked for: a session of an overlay
+#: image never pays for the zfs backend's imports.
+NAMES = ("overlay", "dir", "btrfs", "zfs", "squashfs", "erofs")
+#: Where each backend's class lives (module in this package, class name).
+_CLASSES = {
+    "overlay": ("overlay", "OverlayBackend"),
+    "dir": ("dir", "DirBackend"),
+    "btrfs": ("btrfs", "BtrfsBackend"),
+    "zfs": ("zfs", "ZfsBackend"),
+    "squashfs": ("imagefile", "SquashfsBackend"),
+    "erofs": ("imagefile", "ErofsBackend"),
+}
+#: Backends :func:`best` tries, in order, before overlay: those whose clones are O(1) file system snapshots.
+_PREFERRED = ("btrfs", "zfs")
 _LOADED: dict[str, Backend] = {}
-
-
-def _load(name: str) -> Backend:
-    backend: Backend
-    if name == "overlay":
-        from .overlay import OverlayBackend
-
-        backend = OverlayBackend()
-    elif name == "dir":
-        from .dir import DirBackend
-
-        backend = DirBackend()
-    elif name == "btrfs":
-        from .btrfs import BtrfsBackend
-
-        backend = BtrfsBackend()
-    elif name == "zfs":
-        from .zfs import ZfsBackend
-
-        backend = ZfsBackend()
-    elif name == "squashfs":
-        from .imagefile import SquashfsBackend
-
-        backend = SquashfsBackend()
-    else:
-        from .imagefile import ErofsBackend
-
-        backend = ErofsBackend()
-    _LOADED[name] = backend
-    return backend
-
 
 #: The value of ``default-backend`` that lets roost choose (see :func:`best`).
 AUTO = "auto"
 
 
-def get(name: str) -> Backend:
-    from ..errors import BadInput
+def __getattr__(name: str) -> object:
+    """``backends.Backend``, ``backends.Site`` … without importing them at load."""
+    if name in (
+        "Backend",
+        "GenerationPaths",
+        "Known",
+        "NativeStream",
+        "Orphan",
+        "Site",
+        "StreamEdit",
+        "TooManyChanges",
+    ):
+        from . import base
 
-    if name not in _NAMES:
+        return getattr(base, name)
+    raise AttributeError(name)
+
+
+def _load(name: str) -> Backend:
+    module, cls = _CLASSES[name]
+    backend: Backend = getattr(__import__(f"{__name__}.{module}", fromlist=[cls]), cls)()
+    _LOADED[name] = backend
+    return backend
+
+
+def get(name: str) -> Backend:
+    """The backend called *name*; unknown names are bad input (exit 2)."""
+    if name not in _CLASSES:
+        from ..errors import BadInput
+
         raise BadInput(f"unknown backend {name!r} (known: {', '.join(names())})")
     return _LOADED.get(name) or _load(name)
 
 
 def names() -> tuple[str, ...]:
-    return _NAMES
+    return NAMES
+
+
+def all() -> list[Backend]:
+    """Every backend, in :data:`NAMES` order (each module imported on first use).
+
+    Named for ``for b in backends.all()``; this module uses no builtin ``all``.
+    """
+    return [get(name) for name in NAMES]
+
+
+def available(site: Site) -> list[Backend]:
+    """The backends that can work for *site*."""
+    return [b for b in all() if b.unavailable(site) is None]
 
 
 def best(site: Site) -> Backend:
@@ -72,7 +94,7 @@ def best(site: Site) -> Backend:
     configured and usable, else overlay (which works on any file system
     with overlayfs).
     """
-    for name in ("btrfs", "zfs"):
+    for name in _PREFERRED:
         if get(name).unavailable(site) is None:
             return get(name)
     return get("overlay")
@@ -80,49 +102,33 @@ def best(site: Site) -> Backend:
 
 def report(site: Site) -> list[tuple[str, str | None, str]]:
     """(backend, why it is unavailable or None, what it is) for every backend."""
-    return [(b.name, b.unavailable(site), b.summary) for b in map(get, _NAMES)]
+    return [(b.name, b.unavailable(site), b.summary) for b in all()]
 
 
 def discard(path: str) -> None:
     """Remove a generation, staging, trash or clone directory of any backend, never through a mount.
 
-    What the directory names outside itself (a zfs dataset) is destroyed
-    through its backend; btrfs subvolumes inside it are deleted as
-    subvolumes; the rest is removed with :func:`~core.fsutil.remove_tree`.
-    Pointers are only looked for where roost writes them (``<n>/snapshot``,
-    ``<tx>/snapshot``, ``<image>/generations/<n>/snapshot``, a zfs clone's
-    ``dataset``, a ``layer`` or clone link into a btrfs pool), never inside a
-    tree an image or a session could fill.
+    Every backend removes its part first (:meth:`Backend.discard`: what the
+    directory names outside itself, such as a dataset or a subvolume in a
+    pool, and subvolumes inside it); the rest is removed with
+    :func:`~core.fsutil.remove_tree`.
     """
     from ..fsutil import remove_tree
-    from . import btrfs, zfs
 
     if not os.path.lexists(path):
         return
-    if os.path.islink(path) and os.path.basename(os.path.dirname(path)) == "sessions":
-        btrfs.remove_linked(path)  # a btrfs session clone in a pool
-        return
-    if os.path.isdir(path) and not os.path.islink(path):
-        for directory in _structural_dirs(path):
-            if os.path.isfile(os.path.join(directory, zfs.POINTER)):
-                get("zfs").remove_generation(directory)
-            layer = os.path.join(directory, "layer")
-            if os.path.islink(layer):
-                btrfs.remove_linked(layer)  # a btrfs generation in a pool
-        if os.path.isdir(path) and not btrfs.is_subvolume(path) and os.listdir(path) == ["dataset"]:
-            zfs.destroy_session_dataset(os.path.join(path, "dataset"))
-        if os.path.isdir(path) and btrfs.on_btrfs(path):
-            btrfs.remove_tree_and_subvolumes(path)
-            return
-    remove_tree(path)
+    for backend in all():
+        backend.discard(path)
+    if os.path.lexists(path):
+        remove_tree(path)
 
 
 def pointer_dirs(path: str) -> list[str]:
     """Directories at or below *path* where roost keeps a pointer to a generation's data."""
-    return _structural_dirs(path) + [d for e in _entries(path) for d in _structural_dirs(os.path.join(path, e))]
+    return structural_dirs(path) + [d for e in _entries(path) for d in structural_dirs(os.path.join(path, e))]
 
 
-def _structural_dirs(path: str) -> list[str]:
+def structural_dirs(path: str) -> list[str]:
     """Where roost writes pointers below *path*: a generation, staging or trash entry, an image
     directory (``generations/<n>``, ``staging/<tx>``, ``trash/<tx>/<n>``) or a directory of them."""
     found = [path, *_numbered(path), *_image_dirs(path)]
@@ -140,7 +146,7 @@ def _looks_like_image(path: str) -> bool:
         entries = os.listdir(path)
     except (FileNotFoundError, NotADirectoryError):
         return False
-    return "generations" in entries and all(e in _IMAGE_ENTRIES or e.startswith(".") for e in entries)
+    return "generations" in entries and not any(e not in _IMAGE_ENTRIES and not e.startswith(".") for e in entries)
 
 
 def _entries(path: str) -> list[str]:
@@ -164,4 +170,24 @@ def _image_dirs(image_dir: str) -> list[str]:
     return found
 
 
-__all__ = ["AUTO", "Backend", "GenerationPaths", "Site", "best", "discard", "get", "names", "pointer_dirs", "report"]
+__all__ = [
+    "AUTO",
+    "NAMES",
+    "Backend",
+    "GenerationPaths",
+    "Known",
+    "NativeStream",
+    "Orphan",
+    "Site",
+    "StreamEdit",
+    "TooManyChanges",
+    "all",
+    "available",
+    "best",
+    "discard",
+    "get",
+    "names",
+    "pointer_dirs",
+    "report",
+    "structural_dirs",
+]

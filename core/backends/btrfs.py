@@ -30,7 +30,11 @@ from .. import mounts, syscalls
 from ..errors import SystemFailure
 from ..fsutil import remove_tree
 from ..records import Session
-from .base import Backend, GenerationPaths, Site
+from .base import Backend, GenerationPaths, NativeStream, Site
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from ..diff.trees import Pruner
 
 _MAGIC = 0x94
 _NAME_MAX = 4039
@@ -188,23 +192,29 @@ def _nested_subvolumes(path: str) -> list[str]:
     return found
 
 
-def remove_tree_and_subvolumes(path: str) -> None:
-    """Remove *path*: subvolumes in it are deleted as subvolumes, the rest like :func:`remove_tree`.
+def remove_subvolumes(path: str) -> None:
+    """Delete the subvolume *path*, or the subvolumes in the directory tree *path*; other files stay.
 
-    Never crosses a mount: refuses (removing nothing) if anything is mounted below.
+    Never crosses a mount: refuses (deleting nothing) if anything is mounted below
+    a tree that holds subvolumes.
     """
-    if not os.path.lexists(path):
+    if os.path.islink(path) or not os.path.isdir(path):
         return
+    found = [path] if is_subvolume(path) else _nested_subvolumes(path)
+    if not found:
+        return  # a plain tree: left to the caller, which checks for mounts itself
     below = mounts.mounts_below(os.path.realpath(path))
     if below:
         raise SystemFailure(f"refusing to remove {path}: {below[0].target} is mounted below it")
-    if is_subvolume(path):
-        delete_subvolume(path)
-        return
-    if os.path.isdir(path) and not os.path.islink(path):
-        for nested in _nested_subvolumes(path):
-            delete_subvolume(nested)
-    remove_tree(path)
+    for subvolume in found:
+        delete_subvolume(subvolume)
+
+
+def remove_tree_and_subvolumes(path: str) -> None:
+    """Remove *path*: subvolumes in it are deleted as subvolumes, the rest like :func:`remove_tree`."""
+    remove_subvolumes(path)
+    if os.path.lexists(path):
+        remove_tree(path)
 
 
 def _real(path: str) -> str:
@@ -231,6 +241,30 @@ class BtrfsBackend(Backend):
     name = "btrfs"
     always_flatten = True
     summary = "a generation is a read-only subvolume; a session is a writable snapshot of it"
+
+    def discard(self, path: str) -> None:
+        """Delete the pool subvolumes that links at *path* name, and the subvolumes in the tree at *path*.
+
+        A link in ``sessions/`` is a clone in a pool; a ``layer`` link in a
+        generation, staging or trash entry is a generation in a pool. On
+        btrfs, subvolumes in the tree are deleted as subvolumes (a plain walk
+        refuses them: each has its own st_dev), without crossing a mount;
+        the rest of the tree is left to :func:`core.backends.discard`.
+        """
+        if os.path.islink(path):
+            if os.path.basename(os.path.dirname(path)) == "sessions":
+                remove_linked(path)  # a session's clone in a pool
+            return
+        if not os.path.isdir(path):
+            return
+        from . import structural_dirs
+
+        for directory in structural_dirs(path):
+            layer = os.path.join(directory, "layer")
+            if os.path.islink(layer):
+                remove_linked(layer)  # a generation in a pool
+        if os.path.isdir(path) and on_btrfs(path):
+            remove_subvolumes(path)
 
     def unavailable(self, site: Site) -> str | None:
         if not os.path.exists("/proc/fs/btrfs") and not _kernel_has("btrfs"):
@@ -341,6 +375,32 @@ class BtrfsBackend(Backend):
     @contextmanager
     def view(self, directory: str, lowers: list[str], scratch: str) -> Iterator[str]:
         yield _real(lowers[0])
+
+    native_kind = "btrfs"
+
+    def native(self, site: Site) -> NativeStream | None:
+        from .btrfssend import BtrfsStream
+
+        return BtrfsStream(site)
+
+    # --- reading trees (diff) ---------------------------------------------------------
+
+    shared_inodes = True
+    search_method = "btrfs"
+    search_summary = "entered only directories the btrfs tree search found changed"
+
+    def in_place(self, path: str) -> str | None:
+        return os.path.realpath(path)  # a subvolume, or the pool subvolume a link names
+
+    def change_search(self, pairs: list[tuple[str, str]]) -> Pruner | None:
+        """A tree search for inodes changed since each ancestor was sealed (see :mod:`.btrfschanges`)."""
+        from ..fsutil import sync_filesystem
+        from .btrfschanges import pruner, sealed_transid
+
+        # btrfs writes inode changes into its tree at commit: commit first, then search.
+        for path in sorted({tree for tree, _ in pairs}):
+            sync_filesystem(path)
+        return pruner([(tree, sealed_transid(ancestor)) for tree, ancestor in pairs])
 
 
 def _fstype(path: str) -> str:

@@ -18,6 +18,7 @@ from .overlayfs import UpperClone, materialize, mount_overlay
 class OverlayBackend(UpperClone, Backend):
     name = "overlay"
     summary = "a generation is a layer on its parent's stack; a session is an overlay mount"
+    layered = True
 
     def mount(self, session: Session) -> None:
         mount_overlay(session.mountpoint, session.lowers, self._upper(session), self._work(session))

@@ -67,6 +67,9 @@ class UpperClone:
     def _upper(session: Session) -> str:
         return os.path.join(session.clone, "upper")
 
+    def upper(self, session: Session) -> str | None:
+        return self._upper(session)
+
     @staticmethod
     def _work(session: Session) -> str:
         return os.path.join(session.clone, "work")

@@ -40,7 +40,7 @@ from .. import mounts, programs, syscalls
 from ..errors import SystemFailure
 from ..fsutil import atomic_write, remove_tree
 from ..records import Session
-from .base import Backend, Site
+from .base import Backend, Known, NativeStream, Orphan, Site, StreamEdit
 
 POINTER = "snapshot"
 STATE_PROPERTY = "roost:state"
@@ -204,10 +204,105 @@ def destroy_session_dataset(pointer: str) -> None:
     os.unlink(pointer)
 
 
+def _plain_directory(path: str) -> bool:
+    """On its parent's file system: a directory roost made, not a subvolume (a clone of another backend)."""
+    return os.lstat(path).st_dev == os.lstat(os.path.dirname(path)).st_dev
+
+
+class ZfsStream(NativeStream):
+    """``zfs send -i`` and ``zfs receive``: a generation's snapshot, incrementally from its parent's."""
+
+    kind = "zfs"
+
+    def __init__(self, site: Site) -> None:
+        self.site = site
+        self._guids: dict[str, str] | None = None
+
+    def receivable(self) -> bool:
+        return not self._pool_shared()
+
+    def _pool_shared(self) -> bool:
+        """Whether another state root keeps datasets in our pool.
+
+        ``zfs receive`` of an incremental stream clones the received generation from
+        the snapshot with the stream's origin guid, wherever it is in the pool: with
+        the sender's own datasets in the same pool, that could be the sender's, and
+        the two state roots would depend on each other. Such a receiver takes tree
+        differences instead.
+        """
+        parent = self.site.zfs_dataset
+        if not parent:
+            return False
+        try:
+            out = zfs("get", "-H", "-r", "-o", "value", STATE_PROPERTY, parent.split("/", 1)[0])
+        except SystemFailure:
+            return True
+        return any(v not in ("-", "", self.site.state_root) for v in out.splitlines())
+
+    def _guids_of_generations(self) -> dict[str, str]:
+        parent = self.site.zfs_dataset
+        if not parent:
+            return {}
+        try:  # zfs-fuse's zfs list has no -p: get gives the exact values (and -t is not known to its get)
+            out = zfs("get", "-H", "-p", "-r", "-o", "name,value", "guid", f"{parent}/gen")
+        except SystemFailure:
+            return {}
+        rows = (line.split("\t") for line in out.splitlines())
+        return {r[0]: r[1] for r in rows if len(r) == 2 and "@" in r[0]}
+
+    def identity(self, directory: str) -> dict[str, str] | None:
+        if self._guids is None:
+            self._guids = self._guids_of_generations()
+        snapshot = read_pointer(directory)
+        if snapshot is not None and snapshot in self._guids:
+            return {"guid": self._guids[snapshot]}
+        return None
+
+    def parent_matches(self, mine: dict[str, str], theirs: dict[str, str]) -> bool:
+        # zfs receive finds the origin by our base snapshot's guid
+        return mine.get("guid") == theirs.get("guid")
+
+    def send(self, directory: str, parent: str | None) -> tuple[list[str], str, StreamEdit | None]:
+        argv = ["zfs", "send"]
+        if parent is not None:
+            argv += ["-i", _pointer_of(parent)]
+        return [*argv, _pointer_of(directory)], "zfs send", None
+
+    def receive(self, directory: str, label: str) -> tuple[list[str], str]:
+        parent = self.site.zfs_dataset
+        if not parent:
+            from ..errors import BadInput
+
+            raise BadInput("no zfs-dataset is configured here: cannot receive a zfs stream")
+        leaf = encode(label)
+        dataset = f"{parent}/gen/{leaf}"
+        atomic_write(os.path.join(directory, POINTER), f"{dataset}@{leaf}\n")
+        _ensure_containers(parent)
+        return ["zfs", "receive", "-u", f"{dataset}@{leaf}"], "zfs receive"
+
+    def received(self, directory: str, label: str) -> None:
+        parent = self.site.zfs_dataset
+        dataset = _pointer_of(directory).split("@", 1)[0]
+        origin = zfs("get", "-H", "-o", "value", "origin", dataset).strip()
+        if origin not in ("-", "") and not origin.startswith(f"{parent}/gen/"):
+            zfs("destroy", dataset)
+            raise SystemFailure(f"zfs cloned the received generation from {origin}, outside {parent}: refused")
+        for prop in ("canmount=noauto", "mountpoint=none", "readonly=on", f"{STATE_PROPERTY}={self.site.state_root}"):
+            zfs("set", prop, dataset)
+
+
+def _pointer_of(directory: str) -> str:
+    snapshot = read_pointer(directory)
+    if snapshot is None:
+        raise SystemFailure(f"{directory} names no zfs snapshot")
+    return snapshot
+
+
 class ZfsBackend(Backend):
     name = "zfs"
     always_flatten = True
     summary = "a generation is a snapshot of a dataset; a session is a clone of it"
+    shared_inodes = True  # a clone keeps its snapshot's inode numbers and change times
 
     def unavailable(self, site: Site) -> str | None:
         if shutil.which("zfs") is None:
@@ -260,10 +355,12 @@ class ZfsBackend(Backend):
         zfs("snapshot", snapshot)
 
     def _pointer(self, directory: str) -> str:
-        snapshot = read_pointer(directory)
-        if snapshot is None:
-            raise SystemFailure(f"{directory} names no zfs snapshot")
-        return snapshot
+        return _pointer_of(directory)
+
+    native_kind = ZfsStream.kind
+
+    def native(self, site: Site) -> NativeStream | None:
+        return ZfsStream(site)
 
     def generation_size(self, directory: str) -> int:
         dataset = self._pointer(directory).split("@", 1)[0]
@@ -271,6 +368,50 @@ class ZfsBackend(Backend):
 
     def lowers(self, generations_dir: str, stack: list[int]) -> list[str]:
         return [os.path.join(generations_dir, str(stack[0]), POINTER)]
+
+    # --- what is left behind ----------------------------------------------------
+
+    def discard(self, path: str) -> None:
+        """Destroy the datasets that pointers at or below *path* name (generations, a session's clone)."""
+        if not os.path.isdir(path) or os.path.islink(path):
+            return
+        from . import structural_dirs
+
+        for directory in structural_dirs(path):
+            if os.path.isfile(os.path.join(directory, POINTER)):
+                self.remove_generation(directory)
+        if os.path.isdir(path) and os.listdir(path) == ["dataset"] and _plain_directory(path):
+            destroy_session_dataset(os.path.join(path, "dataset"))
+
+    def orphans(self, site: Site, known: Known) -> list[Orphan]:
+        """Datasets of *site*'s state root that no generation, staging entry, record or clone names.
+
+        The datasets are listed first, then *known* is read (in the order
+        generations move), so a generation moved meanwhile is still found.
+        """
+        if not site.zfs_dataset or self.unavailable(site) is not None:
+            return []
+        listed = datasets_of(site)
+        if not listed:
+            return []
+        named: set[str] = set()
+        for directory in known.pointer_dirs():
+            snapshot = read_pointer(directory)
+            if snapshot is not None:
+                named.add(snapshot.split("@", 1)[0])
+        named |= {str(s.backend_data["dataset"]) for s in known.sessions() if s.backend_data.get("dataset")}
+        for clone in known.clone_dirs():
+            pointer = os.path.join(clone, "dataset")
+            if os.path.isfile(pointer):
+                with open(pointer, encoding="utf-8") as f:
+                    named.add(f.read().strip())
+        return [Orphan(self.name, "dataset", d) for d in listed if d not in named and not is_live_view(d)]
+
+    def remove_orphan(self, orphan: Orphan) -> None:
+        if "/session/" in orphan.name:
+            zfs("destroy", "-r", orphan.name)
+        else:
+            destroy_dataset(orphan.name)
 
     def remove_generation(self, directory: str) -> None:
         if os.path.isdir(directory):

@@ -11,13 +11,17 @@ it all back on leaving. A diff then answers, each on demand:
 * :meth:`Diff.entries`: the changed files, streamed in path order;
 * :meth:`Diff.summary`: the packages and the counts, keeping no file list.
 
-How the two trees are compared depends on the backend (``method``):
-``layers`` for overlay and dir (and a squashfs or erofs session): only the
-layers the two trees do not share are read, so a session costs its upper
-directory and a generation against its parent costs its own layer;
-``btrfs`` for btrfs: a tree search for inodes changed since the common
-ancestor names the directories to enter; ``tree`` everywhere else (zfs,
-and generation pairs of squashfs and erofs): both trees are walked.
+How the two trees are compared depends on what the backend can tell
+(``method``; see "reading trees" in :class:`core.backends.Backend`):
+``layers`` where a session's writes are an overlay upper directory, or
+generations are overlay layers (overlay and dir; a squashfs or erofs
+session): only the layers the two trees do not share are read, so a
+session costs its upper directory and a generation against its parent costs
+its own layer; the backend's own change search (``btrfs``: a tree search for
+inodes changed since the common ancestor names the directories to enter);
+``tree`` everywhere else: both trees are walked, and where clones share
+their snapshot's inodes (zfs) unchanged files are recognised by inode and
+change time.
 """
 
 from __future__ import annotations
@@ -40,9 +44,9 @@ from .trees import DirFds, Pruner, Tree, compare
 if TYPE_CHECKING:
     from ..context import Context
 
+#: Diff's own methods; a backend's change search names and describes itself (Backend.search_method).
 METHODS = {
     "layers": "read only the layers the two trees do not share",
-    "btrfs": "entered only directories the btrfs tree search found changed",
     "tree": "walked both trees",
 }
 
@@ -74,7 +78,7 @@ class Diff:
         self.new: Tree | None = None
         self.related_since: int | None = None  # see trees.compare
         self._opener = opener
-        self._btrfs: list[tuple[str, str]] | None = None  # (subvolume, its ancestor) to search
+        self._search: tuple[backends.Backend, list[tuple[str, str]]] | None = None  # (tree, its ancestor) pairs
         self._pruner: Pruner | None = None
         self._planned = False
         self._stack: ExitStack | None = None
@@ -111,23 +115,24 @@ class Diff:
     # --- answers ---
 
     def plan(self) -> str:
-        """Decide how files are compared (btrfs: run the tree search now); returns the method."""
+        """Decide how files are compared (a backend's change search runs now); returns the method."""
         if self._planned:
             return self.method
         self._planned = True
-        if self._btrfs is not None:
-            from ..fsutil import sync_filesystem
-            from . import btrfs
-
+        if self._search is not None:
+            backend, pairs = self._search
             try:
-                # btrfs writes inode changes into its tree at commit: commit first, then search.
-                for path in sorted({sub for sub, _ in self._btrfs}):
-                    sync_filesystem(path)
-                self._pruner = btrfs.pruner([(sub, btrfs.sealed_transid(anc)) for sub, anc in self._btrfs])
-            except btrfs.TooManyChanges as e:
+                self._pruner = backend.change_search(pairs)
+            except backends.TooManyChanges as e:
                 self.method = "tree"
                 self.note = f"{e}: both trees walked"
         return self.method
+
+    def describe(self) -> str:
+        """What :attr:`method` does, in words."""
+        if self._search is not None and self.method == self._search[0].search_method:
+            return self._search[0].search_summary
+        return METHODS.get(self.method, self.method)
 
     def header(self) -> dict[str, Any]:
         return {"from": self.origin, "to": self.target, "method": self.method, "note": self.note}
@@ -215,32 +220,44 @@ def _open_session(d: Diff, sid: str) -> None:
         raise Conflict(f"session {sid} is {session.state}: nothing to compare")
     backend = backends.get(session.backend)
     gen_dir = store.generation_dir(session.image, session.generation)
-    upper = os.path.join(session.clone, "upper")
-    if backend.name in ("overlay", "dir"):
-        d.old = Tree(session.lowers, d.fds, overlay=True)
-        d.new = Tree([upper, *session.lowers], d.fds, overlay=True)
+    label = f"diff {sid}"
+    upper = backend.upper(session)
+    if upper is not None:  # the session's writes are an overlay upper over its generation
+        if backend.layered:
+            layers = session.lowers
+            d.old = Tree(layers, d.fds, overlay=True)
+        else:
+            layers = [_view(d, backend, gen_dir, session.lowers, label)]
+            d.old = Tree(layers, d.fds, overlay=False)
+        d.new = Tree([upper, *layers], d.fds, overlay=True)
         d.method = "layers"
-    elif backend.name in ("squashfs", "erofs"):
-        view = _view(d, backend, gen_dir, session.lowers, f"diff {sid}")
-        d.old = Tree([view], d.fds, overlay=False)
-        d.new = Tree([upper, view], d.fds, overlay=True)
-        d.method = "layers"
-    elif backend.name == "btrfs":
-        base, clone = os.path.realpath(session.lowers[0]), os.path.realpath(session.clone)
-        d.old = Tree([base], d.fds, overlay=False)
-        d.new = Tree([clone], d.fds, overlay=False)
+        return
+    # a clone of the generation's snapshot, read in place where the backend can, else the
+    # generation through a view and the clone where it is mounted (without what the profile
+    # mounted inside it)
+    old, new = backend.in_place(session.lowers[0]), backend.in_place(session.clone)
+    if new is None and not mounts.is_mounted(session.mountpoint):
+        raise Conflict(f"session {sid} is not mounted (roost session recover {sid})")
+    if old is None:
+        old = _view(d, backend, gen_dir, session.lowers, label)
+    if new is None:
+        new = _bind(d, session.mountpoint, label)
+    d.old = Tree([old], d.fds, overlay=False)
+    d.new = Tree([new], d.fds, overlay=False)
+    if backend.shared_inodes:
         d.related_since = _since(session.created)
-        d.method = "btrfs"
-        d._btrfs = [(clone, base)]
-    else:  # zfs: the clone is read where it is mounted, without what the profile mounted inside it
-        if not mounts.is_mounted(session.mountpoint):
-            raise Conflict(f"session {sid} is not mounted (roost session recover {sid})")
-        view = _view(d, backend, gen_dir, session.lowers, f"diff {sid}")
-        d.old = Tree([view], d.fds, overlay=False)
-        d.new = Tree([_bind(d, session.mountpoint, f"diff {sid}")], d.fds, overlay=False)
-        d.related_since = _since(session.created)
-        d.method = "tree"
-        d.note = "zfs: both trees walked (unchanged files recognised by inode and change time)"
+    _walk_or_search(d, backend, [(new, old)])
+
+
+def _walk_or_search(d: Diff, backend: backends.Backend, pairs: list[tuple[str, str]]) -> None:
+    """Compare with the backend's change search where it has one (run by :meth:`Diff.plan`), else walk."""
+    if backend.search_method is not None:
+        d.method = backend.search_method
+        d._search = (backend, pairs)
+        return
+    d.method = "tree"
+    if backend.shared_inodes:
+        d.note = f"{backend.name}: both trees walked (unchanged files recognised by inode and change time)"
 
 
 # --- images -------------------------------------------------------------------------------
@@ -287,34 +304,31 @@ def _open_image(d: Diff, name: str, backend_name: str, old: int, new: int) -> No
     backend = backends.get(backend_name)
     gens = store.generations_dir(name)
     lowers = {n: backend.lowers(gens, list(generations.read_meta(store, name, n).stack)) for n in (old, new)}
-    if backend.name in ("overlay", "dir"):
+    if backend.layered:
         d.old = Tree(lowers[old], d.fds, overlay=True)
         d.new = Tree(lowers[new], d.fds, overlay=True)
         d.method = "layers"
-    elif backend.name == "btrfs":
-        subvolume = {n: os.path.realpath(lowers[n][0]) for n in (old, new)}
-        d.old = Tree([subvolume[old]], d.fds, overlay=False)
-        d.new = Tree([subvolume[new]], d.fds, overlay=False)
-        ancestor = _common_ancestor(d, name, old, new)
-        if ancestor is not None:
-            d.related_since = _since(generations.read_meta(store, name, ancestor).created)
-        if ancestor is None:
-            d.method = "tree"
-            d.note = "btrfs: no common ancestor left to search from: both trees walked"
-        else:
-            anc = os.path.realpath(backend.lowers(gens, [ancestor])[0])
-            d.method = "btrfs"
-            d._btrfs = [(subvolume[n], anc) for n in sorted({old, new}) if n != ancestor]
-    else:
-        label = f"diff {name} {old} {new}"
-        d.old = Tree([_view(d, backend, store.generation_dir(name, old), lowers[old], label)], d.fds, overlay=False)
-        d.new = Tree([_view(d, backend, store.generation_dir(name, new), lowers[new], label)], d.fds, overlay=False)
+        return
+    # each generation's tree in place where the backend can, else through a view
+    trees: dict[int, str] = {}
+    for n in (old, new):
+        tree = backend.in_place(lowers[n][0])
+        trees[n] = tree or _view(d, backend, store.generation_dir(name, n), lowers[n], f"diff {name} {old} {new}")
+    d.old = Tree([trees[old]], d.fds, overlay=False)
+    d.new = Tree([trees[new]], d.fds, overlay=False)
+    if not backend.shared_inodes:  # trees that share nothing (one image file each): walked
         d.method = "tree"
-        if backend.name == "zfs":
-            ancestor = _common_ancestor(d, name, old, new)
-            if ancestor is not None:
-                d.related_since = _since(generations.read_meta(store, name, ancestor).created)
-            d.note = "zfs: both trees walked (unchanged files recognised by inode and change time)"
+        return
+    ancestor = _common_ancestor(d, name, old, new)
+    if ancestor is not None:
+        d.related_since = _since(generations.read_meta(store, name, ancestor).created)
+    base = backend.in_place(backend.lowers(gens, [ancestor])[0]) if ancestor is not None else None
+    if backend.search_method is not None and base is None:
+        d.method = "tree"
+        d.note = f"{backend.name}: no common ancestor left to search from: both trees walked"
+        return
+    pairs = [(trees[n], base) for n in sorted({old, new}) if n != ancestor] if base is not None else []
+    _walk_or_search(d, backend, pairs)
 
 
 def _since(created: str) -> int | None:

@@ -415,7 +415,7 @@ class Tree:
 
 
 class Pruner:
-    """Where two related trees can differ, as a file system told us (see :mod:`core.diff.btrfs`).
+    """Where two related trees can differ, as a file system told us (:meth:`core.backends.Backend.change_search`).
 
     *changed* holds the inode numbers that changed on either side; *dirty*
     holds every directory (``/``-rooted path) at or below which something

@@ -8,7 +8,8 @@ search with a minimum transaction id skips every unchanged node of the
 subvolume's tree (this is ``btrfs subvolume find-new``): the cost follows
 the size of the change, not of the tree. The changed inodes' paths
 (``INO_PATHS``) name the directories a comparison has to enter; everything
-else is skipped (see :class:`core.diff.trees.Pruner`).
+else is skipped (see :class:`core.diff.trees.Pruner`). Diff asks for it through
+:meth:`core.backends.btrfs.BtrfsBackend.change_search`.
 """
 
 from __future__ import annotations
@@ -19,9 +20,10 @@ import os
 import stat
 import struct
 
-from ..backends.btrfs import _HEADER, IOC_GET_SUBVOL_INFO, _SearchKey, _SubvolInfo
+from ..diff.trees import Pruner
 from ..errors import SystemFailure
-from .trees import Pruner
+from .base import TooManyChanges
+from .btrfs import _HEADER, IOC_GET_SUBVOL_INFO, _SearchKey, _SubvolInfo
 
 _MAGIC = 0x94
 _INODE_ITEM_KEY = 1
@@ -60,10 +62,6 @@ _INODE_EXTREF_KEY = 13
 MAX_CHANGED = 200_000
 
 
-class TooManyChanges(Exception):
-    """More inodes changed than :data:`MAX_CHANGED`: walking the trees is the better plan."""
-
-
 def sealed_transid(subvolume: str) -> int:
     """The transaction by which *subvolume* (a read-only generation) got its last change.
 
@@ -95,7 +93,7 @@ def changed_inodes(subvolume: str, since: int, limit: int = MAX_CHANGED) -> Chan
     The search returns whole tree leaves written after *since*; in them, an
     inode item newer than *since* is a changed inode, and the reference items
     that follow it (same leaf, as a rule) name the directories it is in.
-    Raises :class:`TooManyChanges` past *limit*.
+    Raises :class:`~core.backends.base.TooManyChanges` past *limit*.
     """
     fd = os.open(subvolume, _DIR)
     found = Changed()
