@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import subprocess
@@ -10,24 +9,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from tests.conftest import Env, assert_no_leaks, make_env
-
-
-def snapshot(root: Path) -> str:
-    """A digest of every name, type, mode, owner, size, link target and content below *root*."""
-    h = hashlib.sha256()
-    for dirpath, dirnames, filenames in sorted(os.walk(root)):
-        dirnames.sort()
-        for name in sorted(dirnames + filenames):
-            path = os.path.join(dirpath, name)
-            st = os.lstat(path)
-            h.update(f"{os.path.relpath(path, root)} {st.st_mode} {st.st_uid} {st.st_size}".encode())
-            if os.path.islink(path):
-                h.update(os.readlink(path).encode())
-            elif os.path.isfile(path):
-                with open(path, "rb") as f:
-                    h.update(f.read())
-    return h.hexdigest()
+from tests.support.env import Env, assert_no_leaks, make_env
+from tests.support.images import snapshot
 
 
 def test_create_list_info_history(bb: Env) -> None:

@@ -15,8 +15,9 @@ import pytest
 from core.errors import SystemFailure
 from core.faults import POINTS
 from core.fsutil import remove_tree
-from tests.checks import consistent, mounts_under
-from tests.conftest import Env
+from tests.support.checks import consistent
+from tests.support.env import Env
+from tests.support.mounts import mounts_under
 
 # --- invariant 1 --------------------------------------------------------------------------
 

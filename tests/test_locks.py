@@ -14,7 +14,7 @@ import pytest
 from core.actor import Actor
 from core.errors import Conflict, SystemFailure
 from core.locks import Lock, ensure_lock_dir, lock_states
-from tests.conftest import REPO, Env
+from tests.support.env import REPO, Env
 
 HOLD = """
 import sys, time
