@@ -40,7 +40,7 @@ def test_begin_list_info_end_leaves_nothing(bb: Env) -> None:
     for sub in ("", "/proc", "/sys", "/dev", "/dev/pts", "/dev/shm"):
         assert str(mnt) + sub in targets
     bb.ok("session", "end", sid)
-    # invariant 7: after end, nothing of the session remains
+    # nothing of the session remains (invariant 7 in full: tests/test_invariants.py)
     assert mounts_under(mnt) == []
     assert not mnt.exists()
     assert not (bb.state / "sessions" / f"{sid}.json").exists()

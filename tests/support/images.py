@@ -33,3 +33,10 @@ def set_config(env: Env, image: str, **values: object) -> None:
     config = yaml.safe_load(path.read_text())
     config.update({k.replace("_", "-"): v for k, v in values.items()})
     path.write_text(yaml.safe_dump(config))
+
+
+def promote_version(env: Env, n: int) -> None:
+    """A new generation of image bb whose /etc/version says *n* (a maintenance session, promoted)."""
+    sid = env.begin("bb", "--maintenance")
+    env.sh(sid, f"echo {n} > /etc/version")
+    env.ok("session", "promote", sid, "-m", f"version {n}")
