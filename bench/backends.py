@@ -27,7 +27,7 @@ from harness import REPO, Figure, machine, roost_install, table, timed, workdir
 
 sys.path.insert(0, str(REPO))
 
-from tests import pools, rootfs
+from tests.support import pools, rootfs
 
 ALL = ["overlay", "dir", "btrfs", "zfs", "squashfs", "erofs"]
 FLAT = {"overlay", "btrfs", "zfs"}

@@ -53,7 +53,7 @@ from core.engine import Engine
 from core.fsutil import remove_tree
 from core.importers import Source
 from core.settings import Settings
-from tests.rootfs import busybox
+from tests.support.rootfs import busybox
 
 QUIET = 0.025  # a redraw is over when the terminal has been quiet this long
 MEASURED = Path(__file__).with_name("measured_console.py")

@@ -42,7 +42,7 @@ from pathlib import Path
 
 from harness import Figure, Roost, debian_root, machine, roost_install, table, workdir
 
-from tests import pools
+from tests.support import pools
 
 SMALL_FILES = 50_000
 DIRS = 500

@@ -1,6 +1,6 @@
 """Image replication between hosts: ``roost image push`` of a 1 MB change, against its peers.
 
-Two state roots stand behind one sshd on 127.0.0.1 (the one tests/sshd.py
+Two state roots stand behind one sshd on 127.0.0.1 (the one tests/support/sshd.py
 starts: keys of its own, a free port, stopped at the end) as hosts "src" and
 "dst". For a Debian minbase image (about 200 MB) and the same image grown to
 2 GB, each run promotes a 1 MB change on src (a new generation) and then
@@ -37,8 +37,8 @@ from harness import REPO, Figure, Roost, debian_root, machine, roost_install, ta
 
 sys.path.insert(0, str(REPO))
 
-from tests import pools
-from tests.sshd import Sshd, write_hosts
+from tests.support import pools
+from tests.support.sshd import Sshd, write_hosts
 
 CHANGE = 1 << 20
 #: The whole generation as one stream: roost's own tar options for a "full" generation.

@@ -193,7 +193,7 @@ def end_schroot_sessions(chroot: str) -> None:
 
 def debian_root(base: Path) -> Path:
     """A Debian bookworm minbase root, unpacked from the cached mmdebstrap tarball."""
-    from tests.rootfs import debian_tarball
+    from tests.support.rootfs import debian_tarball
 
     tarball = debian_tarball()
     root = base / "debian"

@@ -10,7 +10,7 @@ with the sbuild profile everywhere:
 * schroot 1.6, a ``directory`` chroot with ``union-type=overlay``;
 * roost in rootless mode, run by an ordinary user made for the benchmark
   (``roost-t-rl-b<pid>``, 65536 subordinate ids, removed at the end), through
-  tests/rootless/driver.py started like the launcher starts roost
+  tests/support/rootless_driver.py started like the launcher starts roost
   (``python -IS``, site-packages added by hand).
 
 Rows: begin, ``run … true``, end, automatic session (whole processes,
@@ -34,7 +34,7 @@ from pathlib import Path
 
 from harness import REPO, Figure, debian_root, machine, roost_install, schroot_chroot, table, timed, workdir
 
-from tests.rootless.users import PREFIX, User, kill, make_user, processes_of, remove_user
+from tests.support.rootless_users import PREFIX, User, kill, make_user, processes_of, remove_user
 
 #: The issue's targets for the rootless rows.
 TARGET_SCHROOT = 0.3
@@ -49,7 +49,7 @@ def launcher(user: User) -> tuple[Path, dict[str, str]]:
         f"#!{sys.executable} -IS\n"
         "import sys\n"
         f"sys.path.extend({paths!r})\n"
-        "from tests.rootless.driver import main\n"
+        "from tests.support.rootless_driver import main\n"
         "sys.exit(main(sys.argv[1:]))\n"
     )
     path.chmod(0o755)
@@ -106,7 +106,7 @@ def main() -> int:
         roost.ok("image", "create", "deb", "--from-dir", str(root), "--profile", "sbuild")
         user = make_user(f"{PREFIX}-b{os.getpid()}")
         try:
-            from tests.rootfs import debian_tarball
+            from tests.support.rootfs import debian_tarball
 
             tarball = user.home / "debian.tar.zst"
             shutil.copy(debian_tarball(), tarball)

@@ -46,7 +46,7 @@ from harness import (
     workdir,
 )
 
-from tests import pools
+from tests.support import pools
 
 
 def ratio(mine: Figure, theirs: Figure | None) -> str:

@@ -20,8 +20,9 @@ from pathlib import Path
 import pytest
 
 from core.faults import POINTS
-from tests import pools
-from tests.conftest import Env, assert_no_leaks, make_env, need_root
+from tests.support import pools
+from tests.support.env import Env, assert_no_leaks, make_env, need_root
+from tests.support.mounts import mounts_under
 
 BACKENDS = ["overlay", "dir", "btrfs", "zfs", "squashfs", "erofs"]
 #: Every backend, and btrfs a second time with a pool beside a state root on another file system.
@@ -140,12 +141,6 @@ def consistent(env: Env) -> None:
         for sub in ("staging", "trash"):
             assert not (image / sub).exists() or os.listdir(image / sub) == [], (image, sub)
     assert os.listdir(env.state / "staging") == [] and os.listdir(env.state / "trash") == []
-
-
-def mounts_under(path: Path) -> list[str]:
-    prefix = str(path) + "/"
-    with open("/proc/self/mountinfo", encoding="utf-8") as f:
-        return [line.split()[4] for line in f if line.split()[4].startswith(prefix)]
 
 
 # --- the scenarios ----------------------------------------------------------------------

@@ -14,8 +14,8 @@ import pytest
 
 from core.errors import BadInput
 from roost import plans
-from tests.conftest import REPO, Env
-from tests.test_images import snapshot
+from tests.support.env import REPO, Env
+from tests.support.images import snapshot
 
 EXAMPLES = sorted((REPO / "examples" / "plans").glob("*.yaml"))
 

@@ -34,9 +34,9 @@ from pathlib import Path
 import pytest
 
 from roost.schroot.sessionnames import session_id
-from tests.conftest import REPO, Env, _procs_below, assert_no_leaks, make_env, need_root
-from tests.test_schroot_compat import sbuild_info
-from tests.test_sessions import mounts_under
+from tests.support.env import REPO, Env, assert_no_leaks, make_env, need_root, procs_below
+from tests.support.mounts import mounts_under
+from tests.support.sbuild import sbuild_info
 
 pytestmark = pytest.mark.slow
 
@@ -210,8 +210,8 @@ def _nothing_left(pair: Pair) -> None:
     assert [p for p in os.listdir(pair.env.run / "mnt") if not p.startswith(".")] == []
     schroot_mounts = [m for m in mounts_under("/run/schroot/mount") if f"/{pair.name}" in m]
     assert schroot_mounts == []
-    assert _procs_below(str(pair.env.run)) == [] and _procs_below(str(pair.base)) == []
-    assert [p for p in _procs_below("/run/schroot/mount") if pair.name in _root_of(p)] == []
+    assert procs_below(str(pair.env.run)) == [] and procs_below(str(pair.base)) == []
+    assert [p for p in procs_below("/run/schroot/mount") if pair.name in _root_of(p)] == []
 
 
 def _root_of(pid: int) -> str:

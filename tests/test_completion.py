@@ -21,7 +21,7 @@ import pytest
 
 from roost.cli import build_parser
 from roost.complete import complete, split_line
-from tests.conftest import REPO, Env
+from tests.support.env import REPO, Env
 
 COMPLETIONS = REPO / "completions"
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Env
+from tests.support.env import Env
 
 pytestmark = pytest.mark.slow
 

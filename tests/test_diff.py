@@ -20,9 +20,9 @@ from core import mounts
 from core.backends.overlayfs import mount_overlay
 from core.diff import dpkg, xattrs
 from core.diff.trees import DirFds, Tree, compare
-from tests import pools
-from tests.checks import consistent
-from tests.conftest import Env, Result, assert_no_leaks, make_env, need_root
+from tests.support import pools
+from tests.support.checks import consistent
+from tests.support.env import Env, Result, assert_no_leaks, make_env, need_root
 
 # --- dpkg's version order -------------------------------------------------------------
 

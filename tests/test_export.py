@@ -15,9 +15,9 @@ import pytest
 
 from core import backends, generations, pins
 from core.exports import COMPRESSIONS
-from tests.conftest import Env
-from tests.manifest import Manifest, manifest
-from tests.test_sessions import mounts_under
+from tests.support.env import Env
+from tests.support.manifest import Manifest, manifest
+from tests.support.mounts import mounts_under
 
 #: a POSIX ACL (user::rw- user:1234:r-- group::r-- mask::r-- other::---) as the kernel stores it
 _ANY = 0xFFFFFFFF

@@ -28,9 +28,9 @@ from typing import Any
 
 import pytest
 
-from tests import pools
-from tests.conftest import REPO, Env, assert_no_leaks, make_env, need_root
-from tests.sshd import Sshd, write_hosts
+from tests.support import pools
+from tests.support.env import REPO, Env, assert_no_leaks, make_env, need_root
+from tests.support.sshd import Sshd, write_hosts
 
 # --- the server, the hosts -------------------------------------------------------------------
 
@@ -156,7 +156,7 @@ def exported(env: Env, generation: int, image: str = "bb") -> bytes:
 
 
 def _tree_of(env: Env, tar: bytes, where: str) -> Any:
-    from tests.manifest import manifest
+    from tests.support.manifest import manifest
 
     root = env.base / where
     root.mkdir()
@@ -279,7 +279,7 @@ def test_an_unknown_or_bad_host_is_one_line(env: Env) -> None:
     r = env.roost("--host", "ssh://-oProxyCommand=touch", "image", "list")
     assert r.code == 2 and r.err.count("\n") == 1, r
     port = subprocess.run(
-        [sys.executable, "-c", "from tests.sshd import free_port; print(free_port())"],
+        [sys.executable, "-c", "from tests.support.sshd import free_port; print(free_port())"],
         capture_output=True,
         text=True,
         cwd=REPO,
@@ -933,7 +933,7 @@ def test_poll_answers_within_its_time_limit_even_from_a_stopped_host(fleet: Flee
 
 
 def _closed_port() -> int:
-    from tests.sshd import free_port
+    from tests.support.sshd import free_port
 
     return free_port()
 

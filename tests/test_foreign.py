@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 
 from core import binfmt
-from tests.conftest import Env, assert_no_leaks, make_env, need_root
+from tests.support.env import Env, assert_no_leaks, make_env, need_root
+from tests.support.sbuild import front_door, sbuild
 
 pytestmark = pytest.mark.slow
 
@@ -151,12 +152,10 @@ def _source_package(base: Path) -> Path:
 
 
 def test_sbuild_builds_an_architecture_any_package_for_arm64_through_the_door(arm64: Env) -> None:
-    from tests.test_sbuild import _front_door, _sbuild
-
     base = arm64.base / "sbuild"
     base.mkdir()
     dsc = _source_package(base)
-    launcher = _front_door(arm64, base)
+    launcher = front_door(arm64, base)
     sbuildrc = base / "sbuildrc"
     sbuildrc.write_text(
         f"$conf->set('SCHROOT', '{launcher}');\n"
@@ -168,7 +167,7 @@ def test_sbuild_builds_an_architecture_any_package_for_arm64_through_the_door(ar
     assert f"chroot:{SUITE}-{ARCH}-sbuild" in listed
     out = base / "out"
     out.mkdir()
-    r = _sbuild(sbuildrc, out, "sbuild", f"--arch={ARCH}", "-d", SUITE, str(dsc))
+    r = sbuild(sbuildrc, out, "sbuild", f"--arch={ARCH}", "-d", SUITE, str(dsc))
     assert r.returncode == 0, (r.stdout[-4000:], r.stderr[-2000:])
     deb = out / f"roost-probe_1.0_{ARCH}.deb"
     fields = subprocess.run(

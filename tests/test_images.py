@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import subprocess
@@ -10,24 +9,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from tests.conftest import Env, assert_no_leaks, make_env
-
-
-def snapshot(root: Path) -> str:
-    """A digest of every name, type, mode, owner, size, link target and content below *root*."""
-    h = hashlib.sha256()
-    for dirpath, dirnames, filenames in sorted(os.walk(root)):
-        dirnames.sort()
-        for name in sorted(dirnames + filenames):
-            path = os.path.join(dirpath, name)
-            st = os.lstat(path)
-            h.update(f"{os.path.relpath(path, root)} {st.st_mode} {st.st_uid} {st.st_size}".encode())
-            if os.path.islink(path):
-                h.update(os.readlink(path).encode())
-            elif os.path.isfile(path):
-                with open(path, "rb") as f:
-                    h.update(f.read())
-    return h.hexdigest()
+from tests.support.env import Env, assert_no_leaks, make_env
+from tests.support.images import promote_version
 
 
 def test_create_list_info_history(bb: Env) -> None:
@@ -79,7 +62,7 @@ def test_dir_backend_promote_writes_full_trees(env: Env, busybox_tree: Path) -> 
 
 def test_rollback_and_history(bb: Env) -> None:
     for n in (2, 3):
-        _promote_version(bb, n)
+        promote_version(bb, n)
     history = bb.roost("image", "history", "bb", "--json").json()
     assert [(g["generation"], g["parent"], g["current"], g["message"]) for g in history] == [
         (1, None, False, "created from dir " + history[0]["message"].split("dir ", 1)[1]),
@@ -115,56 +98,6 @@ def test_rollback_is_refused_while_maintained(bb: Env) -> None:
     bb.ok("session", "end", other)
 
 
-def _promote_version(env: Env, n: int) -> None:
-    sid = env.begin("bb", "--maintenance")
-    env.sh(sid, f"echo {n} > /etc/version")
-    env.ok("session", "promote", sid, "-m", f"version {n}")
-
-
-def test_gc_keeps_current_recent_in_use_and_their_layers(bb: Env) -> None:
-    holder = bb.begin()  # holds generation 1
-    for n in range(2, 7):
-        _promote_version(bb, n)  # 2..6, each a layer on the one before
-    bb.ok("image", "rollback", "bb", "3")
-    for n in (7, 8):
-        _promote_version(bb, n)  # 7 on 3, 8 on 7: 4, 5 and 6 are now a dead branch
-    dry = bb.roost("image", "gc", "bb", "--keep", "2", "--dry-run", "--json").json()[0]
-    # current (8) and the last two (7, 8) are kept with the layers they stand on (3, 2, 1);
-    # 1 is also in use by a session.
-    assert dry["removed"] == [4, 5, 6]
-    assert sorted(dry["kept"]) == [1, 2, 3, 7, 8]
-    assert (bb.state / "images/bb/generations/5").is_dir()  # a dry run changes nothing
-    result = bb.roost("image", "gc", "bb", "--keep", "2", "--json").json()[0]
-    assert result["removed"] == [4, 5, 6] and result["freed"] > 0
-    gens = [g["generation"] for g in bb.roost("image", "history", "bb", "--json").json()]
-    assert gens == [1, 2, 3, 7, 8]
-    assert not (bb.state / "images/bb/generations/5").exists()
-    assert bb.sh(holder, "cat /etc/version 2>/dev/null || echo none").out == "none\n"
-    bb.ok("session", "end", holder)
-    sid = bb.begin()
-    assert bb.sh(sid, "cat /etc/version").out == "8\n"
-    bb.ok("session", "end", sid)
-    _promote_version(bb, 9)
-    assert bb.roost("image", "gc", "bb", "--keep", "0").code == 2
-
-
-def test_gc_never_removes_a_generation_a_session_uses(bb: Env) -> None:
-    _promote_version(bb, 2)
-    bb.ok("image", "rollback", "bb", "1")
-    holder = bb.begin()  # on 1
-    _promote_version(bb, 3)  # 3 on 1: generation 2 is a dead branch ...
-    bb.ok("image", "rollback", "bb", "2")
-    user = bb.begin()  # ... but now a session uses it
-    bb.ok("image", "rollback", "bb", "3")
-    result = bb.roost("image", "gc", "bb", "--keep", "1", "--json").json()[0]
-    assert result["removed"] == []
-    assert bb.sh(user, "cat /etc/version").out == "2\n"
-    bb.ok("session", "end", user)
-    result = bb.roost("image", "gc", "bb", "--keep", "1", "--json").json()[0]
-    assert result["removed"] == [2]
-    bb.ok("session", "end", holder)
-
-
 def test_remove_refuses_while_used_unless_forced(bb: Env) -> None:
     sid = bb.begin()
     bb.sh(sid, "sleep 1000 >/dev/null 2>&1 & echo started")
@@ -176,55 +109,6 @@ def test_remove_refuses_while_used_unless_forced(bb: Env) -> None:
     assert bb.roost("session", "list", "--json").json() == []
     assert bb.roost("image", "list", "--json").json() == []
     assert os.listdir(bb.state / "trash") == []
-
-
-def test_bad_input_is_one_line_exit_2_and_changes_nothing(bb: Env, busybox_tree: Path) -> None:
-    before = snapshot(bb.state)
-    cases = [
-        ("image", "create", "../x", "--from-dir", str(busybox_tree)),
-        ("image", "create", "a/b", "--from-dir", str(busybox_tree)),
-        ("image", "create", "", "--from-dir", str(busybox_tree)),
-        ("image", "create", "ok", "--from-dir", "/nonexistent"),
-        ("image", "create", "ok", "--from-dir", str(busybox_tree), "--backend", "lvm"),
-        ("image", "create", "ok", "--from-dir", str(busybox_tree), "--profile", "nope"),
-        ("image", "create", "ok", "--from-dir", str(busybox_tree), "--variant", "minbase"),
-        ("image", "create", "ok"),
-        ("image", "info", "../x"),
-        ("session", "begin", "a/b"),
-        ("session", "begin", "bb", "--name", "../evil"),
-        ("session", "run", "../x", "--", "true"),
-        ("session", "run", "bb-nope"),
-        ("session", "end", "x/y"),
-        ("image", "rollback", "bb", "zero"),
-        ("image", "rollback", "bb", "0"),
-        ("image", "gc", "bb", "--keep", "x"),
-        ("frobnicate",),
-        ("session",),
-        ("--headless",),
-    ]
-    for args in cases:
-        r = bb.roost(*args)
-        assert r.code == 2, (args, r)
-        lines = r.err.strip().splitlines()
-        assert len(lines) == 1 and lines[0].startswith("roost: "), (args, r.err)
-        assert "Traceback" not in r.err
-    for args in (("image", "info", "nope"), ("session", "end", "nope"), ("image", "remove", "nope")):
-        r = bb.roost(*args)
-        assert r.code == 4 and len(r.err.strip().splitlines()) == 1, (args, r)
-    assert snapshot(bb.state) == before
-
-
-def test_malformed_image_yaml_is_reported_and_changes_nothing(bb: Env) -> None:
-    conf = bb.state / "images" / "bb" / "image.yaml"
-    for text in ("backend: [\n", "backend: lvm\n", "profile: ../../etc\n", "users: alice\n", "\x00\xff"):
-        conf.write_bytes(text.encode("latin-1"))
-        before = snapshot(bb.state)
-        for args in (("session", "begin", "bb"), ("image", "info", "bb"), ("run", "bb", "--", "true")):
-            r = bb.roost(*args)
-            assert r.code == 2, (text, args, r)
-            assert len(r.err.strip().splitlines()) == 1 and "image.yaml" in r.err
-        assert snapshot(bb.state) == before
-        assert bb.roost("session", "list", "--json").json() == []
 
 
 def test_not_root_gets_a_clear_error(busybox_tree: Path) -> None:

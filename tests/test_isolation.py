@@ -21,7 +21,8 @@ from pathlib import Path
 import pytest
 
 from core import cgroups
-from tests.conftest import Env
+from tests.support.env import Env
+from tests.support.mounts import is_mounted
 
 V2 = next((h for h in cgroups.hierarchies() if h.version == 2), None)
 
@@ -112,18 +113,13 @@ def netns_of(pid: int | str) -> str:
     return os.readlink(f"/proc/{pid}/ns/net")
 
 
-def _mounted(path: Path) -> bool:
-    with open("/proc/self/mountinfo", encoding="utf-8") as f:
-        return any(line.split()[4] == str(path) for line in f)
-
-
 # --- network: none ---------------------------------------------------------------------
 
 
 def test_network_none_cannot_reach_the_hosts_loopback_and_its_own_lo_works(iso: Env, listener: Listener) -> None:
     sid = iso.begin("bb", "--network", "none")
     kept = iso.run / "netns" / sid
-    assert record(iso, sid)["netns"] == str(kept) and _mounted(kept)
+    assert record(iso, sid)["netns"] == str(kept) and is_mounted(kept)
     # the host's service is there (the host reaches it) but not from the session
     with socket.create_connection(("127.0.0.1", listener.port), timeout=5) as c:
         assert c.recv(64) == b"host-service\n"
@@ -155,7 +151,7 @@ def test_network_none_cannot_reach_the_hosts_loopback_and_its_own_lo_works(iso: 
     assert info["network"] == "none" and info["limits"] is None
     assert [s["network"] for s in iso.roost("session", "list", "--json").json()] == ["none"]
     iso.ok("session", "end", sid)
-    assert not kept.exists() and not _mounted(kept)
+    assert not kept.exists() and not is_mounted(kept)
 
 
 def test_network_comes_from_image_yaml_or_profile_and_maintenance_keeps_host(iso: Env) -> None:
@@ -263,7 +259,7 @@ def test_switching_a_live_session_moves_its_next_commands_and_running_processes_
     # back to host: the namespace file is unmounted, the sleep started in it keeps it (alive while it runs)
     iso.ok("session", "network", sid, "host")
     kept = iso.run / "netns" / sid
-    assert not _mounted(kept) and not kept.exists()
+    assert not is_mounted(kept) and not kept.exists()
     assert netns_of(second) == inside[0]
     r = iso.sh(sid, "readlink /proc/self/ns/net; ls /sys/class/net")
     assert r.out.split()[0] == host_ns and "lo" in r.out.split()[1:] and len(r.out.split()) > 2
@@ -460,7 +456,7 @@ def test_recover_after_a_reboot_remakes_the_namespace_and_cgroups(iso: Env) -> N
         os.rmdir(d)
     r = iso.roost("session", "run", sid, "--", "ls", "/sys/class/net")  # finds it unmounted and recovers it
     assert (r.code, r.out) == (0, "lo\n"), r.err
-    assert all(os.path.isdir(d) for d in dirs) and _mounted(iso.run / "netns" / sid)
+    assert all(os.path.isdir(d) for d in dirs) and is_mounted(iso.run / "netns" / sid)
     memory = _with(dirs, "memory.max", "memory.limit_in_bytes")
     limit_file = "memory.max" if os.path.exists(os.path.join(memory, "memory.max")) else "memory.limit_in_bytes"
     assert Path(memory, limit_file).read_text().strip() == str(128 << 20)
@@ -470,7 +466,7 @@ def test_recover_after_a_reboot_remakes_the_namespace_and_cgroups(iso: Env) -> N
     assert r.code == 5 and f"session {sid}: its network namespace or cgroups are missing" in r.out, r.out
     report = iso.ok("session", "recover", sid)
     assert iso.roost("doctor", "--check").code == 0
-    assert "isolation restored" in report and _mounted(iso.run / "netns" / sid)
+    assert "isolation restored" in report and is_mounted(iso.run / "netns" / sid)
     iso.ok("session", "end", sid)
 
 

@@ -14,7 +14,7 @@ import pytest
 from core.actor import Actor
 from core.errors import Conflict, SystemFailure
 from core.locks import Lock, ensure_lock_dir, lock_states
-from tests.conftest import REPO, Env
+from tests.support.env import REPO
 
 HOLD = """
 import sys, time
@@ -127,33 +127,3 @@ def test_a_symlink_planted_as_a_lock_file_is_not_followed(tmp_path: Path) -> Non
     with pytest.raises(SystemFailure, match="symlink planted"):
         Lock(str(lock_dir), "image.demo", Actor.current(), timeout=1).acquire("x")
     assert victim.read_text() == "precious\n"
-
-
-def test_locks_command_shows_stale_session_lock(bb: Env) -> None:
-    lock_dir = bb.run / "locks"
-    code = (
-        f"import sys, time; sys.path.insert(0, {str(REPO)!r})\n"
-        "from core.actor import Actor\nfrom core.locks import Lock\n"
-        f"Lock({str(lock_dir)!r}, 'image.bb', Actor.current()).acquire('promote bb-x')\n"
-        "print('held', flush=True); time.sleep(1000)"
-    )
-    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
-    assert child.stdout is not None and child.stdout.readline() == "held\n"
-    live = [s for s in bb.roost("locks", "--json").json() if s["lock"] == "image.bb"]
-    assert live == [
-        {
-            "lock": "image.bb",
-            "pid": child.pid,
-            "user": "root",
-            "operation": "promote bb-x",
-            "since": live[0]["since"],
-            "stale": False,
-            "mode": "exclusive",
-        }
-    ]
-    child.kill()
-    child.wait()
-    stale = [s for s in bb.roost("locks", "--json").json() if s["lock"] == "image.bb"]
-    assert stale[0]["stale"] is True
-    sid = bb.begin()  # a stale holder never blocks
-    bb.ok("session", "end", sid)

@@ -23,8 +23,8 @@ from core.locks import ensure_lock_dir
 from core.store import Store
 from roost import manpage
 from roost.cli import build_parser, cmd_session_recover
-from tests.conftest import REPO, Env
-from tests.test_sessions import mounts_under
+from tests.support.env import REPO, Env
+from tests.support.mounts import mounts_under
 
 UNIT = REPO / "etc" / "systemd" / "roost-recover.service"
 TMPFILES = REPO / "etc" / "tmpfiles.d" / "roost.conf"

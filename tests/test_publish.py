@@ -21,8 +21,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import Env, need_root
-from tests.test_sessions import mounts_under
+from tests.support.env import Env, need_root
+from tests.support.mounts import mounts_under
 
 ARCH = "amd64"
 

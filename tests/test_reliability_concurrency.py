@@ -9,9 +9,9 @@ import os
 import random
 import threading
 
-from tests import stats
-from tests.checks import consistent
-from tests.conftest import Env
+from tests.support import stats
+from tests.support.checks import consistent
+from tests.support.env import Env
 
 WORKERS = int(os.environ.get("ROOST_CONCURRENCY_WORKERS", "32"))
 ROUNDS = int(os.environ.get("ROOST_CONCURRENCY_ROUNDS", "8"))

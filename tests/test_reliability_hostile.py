@@ -18,8 +18,8 @@ from hypothesis import strategies as st
 
 from core.names import is_valid_name
 from roost.main import main
-from tests import stats
-from tests.conftest import Env
+from tests.support import stats
+from tests.support.env import Env
 
 EXAMPLES = int(os.environ.get("ROOST_HOSTILE_EXAMPLES", "60"))
 HYPOTHESIS = settings(

@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 
 from core.faults import POINTS
-from tests import stats
-from tests.checks import consistent, mounts_under
-from tests.conftest import Env
+from tests.support import stats
+from tests.support.checks import consistent
+from tests.support.env import Env
+from tests.support.mounts import mounts_under
 
 
 @pytest.fixture

@@ -6,9 +6,10 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from tests import stats
-from tests.checks import consistent, mounts_under
-from tests.conftest import Env
+from tests.support import stats
+from tests.support.checks import consistent
+from tests.support.env import Env
+from tests.support.mounts import mounts_under
 
 
 def reboot(env: Env) -> None:

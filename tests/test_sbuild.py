@@ -14,7 +14,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,7 +22,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import REPO, Env, need_root
+from tests.support.env import REPO, Env, need_root
+from tests.support.mounts import mounts_under
+from tests.support.sbuild import front_door, sbuild
 
 pytestmark = pytest.mark.slow
 
@@ -43,12 +44,6 @@ class Created:
     alias: str
     tree: Path
     conf: Path
-
-
-def _mounts_below(path: Path) -> list[str]:
-    prefix = str(path).rstrip("/") + "/"
-    with open("/proc/self/mountinfo", encoding="utf-8") as f:
-        return [line.split()[4] for line in f if line.split()[4].startswith(prefix)]
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +81,7 @@ def createchroot(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Created]:
             link.unlink()
         if not link_dir_existed and link_dir.exists() and not os.listdir(link_dir):
             link_dir.rmdir()
-        assert _mounts_below(base) == [], "sbuild-createchroot left mounts behind"
+        assert mounts_under(base) == [], "sbuild-createchroot left mounts behind"
         subprocess.run(["rm", "-rf", "--one-file-system", str(base)], check=True)
 
 
@@ -157,31 +152,6 @@ def test_import_of_sbuild_createchroot_gives_a_working_image(env: Env, createchr
     assert r.code == 3 and "already exists" in r.out
 
 
-def _front_door(env: Env, base: Path) -> Path:
-    """What a build host points sbuild at: here a launcher bound to the test's state root.
-
-    sbuild clears the environment of the commands it runs, so the roots are
-    set in the launcher itself (an installed roost-schroot needs nothing).
-    """
-    launcher = base / "roost-schroot"
-    exports = " ".join(f"{k}={v}" for k, v in env.environ.items() if k.startswith("ROOST_") or k == "PYTHONPATH")
-    launcher.write_text(f'#!/bin/sh\nexport {exports}\nexec {sys.executable} -m roost schroot "$@"\n')
-    launcher.chmod(0o755)
-    return launcher
-
-
-def _sbuild(config: Path, out: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    environ = {
-        "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-        "HOME": "/root",
-        "LANG": "C.UTF-8",
-        "SBUILD_CONFIG": str(config),
-    }
-    return subprocess.run(
-        list(args), cwd=out, env=environ, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=1800
-    )
-
-
 def _begins(env: Env, image: str) -> list[int]:
     """The generation of every session begun on *image*, from the journal."""
     with open(env.state / "journal.jsonl", encoding="utf-8") as f:
@@ -220,7 +190,7 @@ def test_sbuild_builds_through_the_front_door_and_again_after_sbuild_update(
 
     base = env.base / "sbuild"
     base.mkdir()
-    launcher = _front_door(env, base)
+    launcher = front_door(env, base)
     sbuildrc = base / "sbuildrc"
     sbuildrc.write_text(
         f"$conf->set('SCHROOT', '{launcher}');  # the one line that moves sbuild to roost\n"
@@ -228,7 +198,7 @@ def test_sbuild_builds_through_the_front_door_and_again_after_sbuild_update(
     )
     first = base / "first"
     first.mkdir()
-    r = _sbuild(sbuildrc, first, "sbuild", "-d", SUITE, str(hello_dsc))
+    r = sbuild(sbuildrc, first, "sbuild", "-d", SUITE, str(hello_dsc))
     assert r.returncode == 0, (r.stdout[-4000:], r.stderr[-2000:])
     _check_build(first, hello_dsc)
     log = (first / f"{hello_dsc.stem}_{_arch()}.build").read_text()
@@ -237,7 +207,7 @@ def test_sbuild_builds_through_the_front_door_and_again_after_sbuild_update(
     assert _begins(env, image) == [1]
 
     # sbuild-update maintains the image through source:, which promotes it into generation 2
-    r = _sbuild(sbuildrc, base, "sbuild-update", "-udcar", SUITE)
+    r = sbuild(sbuildrc, base, "sbuild-update", "-udcar", SUITE)
     assert r.returncode == 0, (r.stdout[-4000:], r.stderr[-2000:])
     history = env.roost("image", "history", image, "--json").json()
     assert [g["generation"] for g in history] == [1, 2] and history[-1]["current"]
@@ -246,7 +216,7 @@ def test_sbuild_builds_through_the_front_door_and_again_after_sbuild_update(
 
     second = base / "second"
     second.mkdir()
-    r = _sbuild(sbuildrc, second, "sbuild", "-d", SUITE, str(hello_dsc))
+    r = sbuild(sbuildrc, second, "sbuild", "-d", SUITE, str(hello_dsc))
     assert r.returncode == 0, (r.stdout[-4000:], r.stderr[-2000:])
     _check_build(second, hello_dsc)
     assert _begins(env, image) == [1, 1, 2]  # the first build, sbuild-update's source session, the second build

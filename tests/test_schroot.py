@@ -10,12 +10,12 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
 
 from roost.schroot.environment import filtered_environment
 from roost.schroot.info import format_section
 from roost.schroot.options import UsageError, parse, split_name
-from tests.conftest import REPO, Env
+from tests.support.env import REPO, Env
+from tests.support.images import set_config
 
 # --- the command line (no root needed) -----------------------------------------------------
 
@@ -112,13 +112,6 @@ def test_help_and_version_need_nothing(tmp_path: Path) -> None:
 
 
 # --- on a busybox image ------------------------------------------------------------------
-
-
-def set_config(env: Env, image: str, **values: object) -> None:
-    path = env.state / "images" / image / "image.yaml"
-    config = yaml.safe_load(path.read_text())
-    config.update({k.replace("_", "-"): v for k, v in values.items()})
-    path.write_text(yaml.safe_dump(config))
 
 
 def s(e: Env, *argv: str, **kw: object) -> tuple[int, str, str]:

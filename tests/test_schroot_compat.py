@@ -23,7 +23,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, Env, assert_no_leaks, make_env, need_root
+from tests.support.env import REPO, Env, assert_no_leaks, make_env, need_root
+from tests.support.sbuild import sbuild_info
 
 pytestmark = pytest.mark.slow
 
@@ -181,30 +182,6 @@ def parse_env(out: str, pair: Pair) -> dict[str, str]:
     if sid and re.fullmatch(re.escape(pair.name) + r"-[0-9a-f-]+", sid):
         env["SCHROOT_SESSION_ID"] = "<generated>"
     return env
-
-
-def sbuild_info(out: str) -> list[dict[str, str]]:
-    """`schroot -i` output as sbuild's ChrootInfoSchroot.get_info_from_stream reads it."""
-    found = []
-    for block in out.split("\n\n"):
-        info = {"Namespace": "", "Name": "", "Location": "", "Session Purged": "0", "Aliases": ""}
-        for line in block.splitlines():
-            m = re.match(r"^\s*(───|---) (Chroot|Session|Source) \1$", line)
-            if m and not info["Namespace"]:
-                info["Namespace"] = m.group(2).lower()
-            for key in ("Name", "Aliases"):
-                m = re.match(rf"^\s*{key}:?\s+(.*)$", line)
-                if m and (key != "Name" or not info["Name"]):
-                    info[key] = m.group(1)
-            m = re.match(r"^\s*(Location|Mount Location|Path):?\s+(.*)$", line)
-            if m and (m.group(1) == "Path" or not info["Location"]):
-                info["Location"] = m.group(2)
-            m = re.match(r"^\s*Session Purged\s+(.*)$", line)
-            if m:
-                info["Session Purged"] = "1" if m.group(1) == "true" else "0"
-        if info["Name"]:
-            found.append(info)
-    return found
 
 
 def mine(out: str, pair: Pair) -> str:

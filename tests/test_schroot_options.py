@@ -11,8 +11,8 @@ import pytest
 from core.errors import BadInput
 from roost.schroot import keys
 from roost.schroot.sessionnames import session_id
-from tests.conftest import Env
-from tests.test_schroot import set_config
+from tests.support.env import Env
+from tests.support.images import set_config
 
 
 def s(e: Env, *argv: str, **kw: object) -> tuple[int, str, str]:

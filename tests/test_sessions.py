@@ -14,14 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Env
-
-
-def mounts_under(path: Path | str) -> list[str]:
-    prefix = str(path).rstrip("/") + "/"
-    with open("/proc/self/mountinfo", encoding="utf-8") as f:
-        targets = [line.split()[4] for line in f]
-    return [t for t in targets if t == str(path) or t.startswith(prefix)]
+from tests.support.env import Env
+from tests.support.mounts import mount_table, mounts_under
 
 
 def test_begin_list_info_end_leaves_nothing(bb: Env) -> None:
@@ -46,7 +40,7 @@ def test_begin_list_info_end_leaves_nothing(bb: Env) -> None:
     for sub in ("", "/proc", "/sys", "/dev", "/dev/pts", "/dev/shm"):
         assert str(mnt) + sub in targets
     bb.ok("session", "end", sid)
-    # invariant 7: after end, nothing of the session remains
+    # nothing of the session remains (invariant 7 in full: tests/test_invariants.py)
     assert mounts_under(mnt) == []
     assert not mnt.exists()
     assert not (bb.state / "sessions" / f"{sid}.json").exists()
@@ -137,11 +131,7 @@ def test_kernel_file_systems_and_devices(bb: Env) -> None:
         "touch /sys/x 2>/dev/null || echo sys-ro",
     )
     assert r.out.split() == ["proc", "sys", "4", "urandom", "shm", "ptmx", "sys-ro"]
-    fstypes = {}
-    with open("/proc/self/mountinfo", encoding="utf-8") as f:
-        for line in f:
-            fields = line.split()
-            fstypes[fields[4]] = line.split(" - ")[1].split()[0]
+    fstypes = {m.target: m.fstype for m in mount_table()}
     mnt = str(bb.run / "mnt" / sid / "root")
     assert fstypes[mnt] == "overlay"
     assert fstypes[mnt + "/dev/pts"] == "devpts"

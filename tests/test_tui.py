@@ -23,7 +23,7 @@ import pytest
 from textual.notifications import SeverityLevel
 from textual.pilot import Pilot
 
-from tests.conftest import Env
+from tests.support.env import Env
 from tui.app import RoostConsole
 from tui.widgets.dialogs import ChoiceDialog, ConfirmDialog, OutputDialog, PromptDialog
 from tui.widgets.help import HelpScreen

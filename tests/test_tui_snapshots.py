@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import need_root
 from tests.support import demo
+from tests.support.env import need_root
 
 #: Fixed, so that the paths the console shows are the same in every run; the lock
 #: beside it keeps two runs of this module on one machine from sharing it.

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Env
+from tests.support.env import Env
 
 
 class Tmux:

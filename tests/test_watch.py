@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from core import generations, watch
-from tests.conftest import Env
+from tests.support.env import Env
 
 
 def settle(w: watch.Watcher, image: str | None = None) -> None:

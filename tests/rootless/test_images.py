@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.rootless.conftest import Rootless
+from tests.support.rootless import Rootless
 
 
 def test_export_is_an_unshare_tarball_and_imports_back(rl_bb: Rootless) -> None:

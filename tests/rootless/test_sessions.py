@@ -13,7 +13,8 @@ import time
 
 import pytest
 
-from tests.rootless.conftest import Rootless, running
+from tests.support.mounts import mount_table
+from tests.support.rootless import Rootless, running
 
 
 def sessions_mounted_at(rl: Rootless) -> list[str]:
@@ -26,11 +27,6 @@ def holder_pid(rl: Rootless, sid: str) -> int:
     return int(pid)
 
 
-def mountinfo_of(pid: int) -> str:
-    with open(f"/proc/{pid}/mountinfo", encoding="utf-8", errors="replace") as f:
-        return f.read()
-
-
 def test_life_cycle_begin_run_enter_end_leaves_nothing(rl_bb: Rootless) -> None:
     rl = rl_bb
     sid = rl.begin()
@@ -41,10 +37,10 @@ def test_life_cycle_begin_run_enter_end_leaves_nothing(rl_bb: Rootless) -> None:
         assert f.read().strip() == "roost-holder"
     assert os.stat(f"/proc/{pid}").st_uid == rl.user.subuid  # root of the namespace: the first subordinate id
     # the session is mounted in the holder's mount namespace, and nowhere in the host's
-    inside = mountinfo_of(pid)
+    inside = {m.target: m for m in mount_table(pid)}
     for sub in ("", "/proc", "/sys", "/dev", "/dev/pts", "/dev/shm"):
-        assert f" {s['mountpoint']}{sub} " in inside
-    assert "userxattr" in inside
+        assert f"{s['mountpoint']}{sub}" in inside
+    assert "userxattr" in inside[s["mountpoint"]].options
     assert rl.host_mounts() == []
     assert os.listdir(s["mountpoint"]) == []  # the host sees an empty directory
 
@@ -185,7 +181,7 @@ def test_a_killed_begin_leaves_nothing_after_recover(rl_bb: Rootless, delay: flo
     import subprocess
     import sys
 
-    from tests.rootless.conftest import DRIVER
+    from tests.support.rootless import DRIVER
 
     rl = rl_bb
     # kill the driver at some instant after its record appeared: while the holder is set up,
@@ -236,7 +232,7 @@ def test_enter_on_a_terminal_hands_ctrl_c_to_the_command_not_the_shell(rl_bb: Ro
     import select
     import sys
 
-    from tests.rootless.conftest import DRIVER
+    from tests.support.rootless import DRIVER
 
     rl = rl_bb
     sid = rl.begin()
@@ -282,7 +278,7 @@ def test_a_killed_promote_is_finished_or_undone_by_recover(rl_bb: Rootless, dela
     import subprocess
     import sys
 
-    from tests.rootless.conftest import DRIVER
+    from tests.support.rootless import DRIVER
 
     rl = rl_bb
     sid = rl.begin("bb", "--maintenance")
@@ -386,7 +382,7 @@ def test_parallel_automatic_sessions_all_succeed_and_leave_nothing(rl_bb: Rootle
     import subprocess
     import sys
 
-    from tests.rootless.conftest import DRIVER
+    from tests.support.rootless import DRIVER
 
     rl = rl_bb
     procs = [

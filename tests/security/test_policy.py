@@ -24,7 +24,7 @@ from core.policy import (
     Policy,
     SessionTarget,
 )
-from tests.conftest import Env
+from tests.support.env import Env
 
 #: Public methods that take no action on roost's state, and why they need no decision.
 NO_DECISION = {

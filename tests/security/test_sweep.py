@@ -16,8 +16,8 @@ from collections.abc import Iterator
 import pytest
 
 from roost.cli import build_parser
-from tests import stats
-from tests.security.conftest import Cast, state_fingerprint
+from tests.support import stats
+from tests.support.trust import Cast, state_fingerprint
 
 HOSTILE = (
     "--help",

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.security.conftest import Cast, fingerprint, grant, refused, state_fingerprint
+from tests.support.trust import Cast, fingerprint, grant, refused, state_fingerprint
 
 
 def _begin(cast: Cast, user: str, image: str = "shared", *extra: str) -> str:

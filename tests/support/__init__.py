@@ -1,1 +1,2 @@
-"""What tests, benchmarks and scripts share that is not a test: real users and sudo rules, demo state."""
+"""What tests, benchmarks and scripts share that is not a test: installations, the mount table, root
+file systems, pools, real users and sudo rules, demo state. Tests import helpers from here only."""

@@ -7,7 +7,7 @@ its own: four images with histories (one rolled back), ordinary and
 maintenance sessions owned by different people (some with processes running
 inside, one that needs recovery), a writer lease, a stale lock, and the
 journal that all this wrote. The root file systems are busybox trees
-(tests/rootfs.py) standing in for Debian ones, so the build takes seconds; afterwards the
+(tests/support/rootfs.py) standing in for Debian ones, so the build takes seconds; afterwards the
 metadata people read (times, authors, sizes, messages) is rewritten to what a
 real host would show, so the pictures read like one and do not change from
 one run to the next. With ``holder``, a process holds one lock and another
@@ -36,7 +36,7 @@ from core.engine import Engine
 from core.fsutil import remove_tree
 from core.importers import Source
 from core.settings import Settings
-from tests.rootfs import busybox
+from tests.support.rootfs import busybox
 from tui.app import RoostConsole
 
 #: The demo's "now": the console's clock is frozen here.

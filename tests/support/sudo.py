@@ -23,7 +23,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.conftest import REPO, Result
+from tests.support.env import REPO, Result
 
 PREFIX = "roost-t-"
 SUDOERS_DIR = Path("/etc/sudoers.d")

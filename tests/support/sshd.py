@@ -25,7 +25,7 @@ from typing import Any
 
 import yaml
 
-from tests.conftest import REPO, Env
+from tests.support.env import REPO, Env
 
 SSHD = "/usr/sbin/sshd"
 PRIVSEP = Path("/run/sshd")

@@ -3,17 +3,10 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any
 
-from tests import stats
-
-
-def mounts_under(path: Path | str) -> list[str]:
-    prefix = str(path).rstrip("/") + "/"
-    with open("/proc/self/mountinfo", encoding="utf-8") as f:
-        targets = [line.split()[4] for line in f]
-    return [t for t in targets if t == str(path) or t.startswith(prefix)]
+from tests.support import stats
+from tests.support.mounts import mounts_under
 
 
 def consistent(env: Any, *, cli: bool = True) -> None:
