@@ -22,7 +22,7 @@ import pytest
 from core.faults import POINTS
 from tests.support import pools
 from tests.support.env import Env, assert_no_leaks, make_env, need_root
-from tests.support.mounts import mounts_under
+from tests.support.mounts import detach_under, mounts_under
 
 BACKENDS = ["overlay", "dir", "btrfs", "zfs", "squashfs", "erofs"]
 #: Every backend, and btrfs a second time with a pool beside a state root on another file system.
@@ -116,6 +116,7 @@ def store(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
         assert s.leftovers() == []
         assert_no_leaks(base)
     finally:
+        detach_under(base)  # after a failure: nothing mounted may make the removal wait on a daemon
         if dataset is not None:
             subprocess.run(["zfs", "destroy", "-r", dataset], capture_output=True, check=False)
         subprocess.run(["rm", "-rf", "--one-file-system", str(base)], check=False)

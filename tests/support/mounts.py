@@ -65,3 +65,19 @@ def mounts_naming(text: str, pid: int | str = "self") -> list[str]:
 
 def mount_count(pid: int | str = "self") -> int:
     return len(mount_table(pid))
+
+
+def detach_under(path: Path | str) -> list[str]:
+    """Lazily detach every mount at or below *path*, deepest first; the targets detached.
+
+    For a fixture's last resort after a failed test, before it removes its
+    directory: a lazy unmount needs no answer from a file system's server, so
+    a FUSE mount whose daemon stopped answering (zfs-fuse) cannot hang the
+    removal in the kernel.
+    """
+    import subprocess
+
+    found = mounts_under(path)
+    for target in reversed(found):
+        subprocess.run(["umount", "-l", target], capture_output=True, check=False)
+    return found
