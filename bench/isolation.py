@@ -85,7 +85,7 @@ def whole_process(roost: Roost, runs: int) -> dict[str, dict[str, list[float]]]:
 ENGINE = """
 import json, sys, time
 from core.engine import Engine
-e = Engine(); e.ready()
+e = Engine(); e.ctx.ready()
 images = json.loads(sys.argv[1]); runs = int(sys.argv[2])
 for image in images.values():
     e.end(e.begin(image).id)

@@ -101,7 +101,7 @@ def whole_process(report: Report, roost: Roost, image: str, peer_name: str, peer
         mine["begin"].append(t)
         mine["run"].append(timed(roost.argv("session", "run", sid, "--", "true"), roost.env)[0])
         mine["schroot-run"].append(timed(roost.schroot_argv("-r", "-c", sid, "--", "true"), roost.env)[0])
-        mnt = roost.env["ROOST_RUN"] + "/mnt/" + sid
+        mnt = roost.env["ROOST_RUN"] + "/mnt/" + sid + "/root"  # behind its gate, <run>/mnt/ID
         subprocess.run(["umount", "-R", mnt], check=True)  # as a reboot would
         mine["recover"].append(timed(roost.argv("session", "recover", sid), roost.env)[0])
         mine["end"].append(timed(roost.argv("session", "end", sid), roost.env)[0])
@@ -190,7 +190,7 @@ def engine_level(report: Report, roost: Roost, image: str, runs: int) -> None:
     code = (
         "import sys, time, json\n"
         "from core.engine import Engine\n"
-        "e = Engine(); e.ready()\n"
+        "e = Engine(); e.ctx.ready()\n"
         "s = e.begin(sys.argv[1]); e.end(s.id)\n"
         "b, d = [], []\n"
         "for _ in range(int(sys.argv[2])):\n"
@@ -214,7 +214,7 @@ def promote_small_change(roost: Roost, image: str, runs: int) -> tuple[Figure, F
     code = (
         "import sys, time, json, os\n"
         "from core.engine import Engine\n"
-        "e = Engine(); e.ready()\n"
+        "e = Engine(); e.ctx.ready()\n"
         "b, p = [], []\n"
         "for i in range(int(sys.argv[2])):\n"
         "    t = time.perf_counter(); s = e.begin(sys.argv[1], maintenance=True); b.append(time.perf_counter() - t)\n"
