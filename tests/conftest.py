@@ -24,7 +24,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.support import rootfs, stats
+from tests.support import pools, rootfs, stats
 from tests.support.env import Env, assert_no_leaks, make_env, need_root
 
 STRICT = os.environ.get("ROOST_TEST_STRICT") == "1"
@@ -79,3 +79,26 @@ def debian_tarball(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if not shutil.which("mmdebstrap"):
         pytest.skip("mmdebstrap is not installed")
     return rootfs.debian_tarball()
+
+
+# --- pools, once per test run (test_backends, test_diff) ----------------------------------
+
+
+@pytest.fixture(scope="session")
+def btrfs_mnt(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    need_root()
+    try:
+        with pools.btrfs_mount(tmp_path_factory.mktemp("btrfs")) as mnt:
+            yield mnt
+    except pools.Unavailable as e:
+        pytest.skip(str(e))
+
+
+@pytest.fixture(scope="session")
+def zfs_pool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    need_root()
+    try:
+        with pools.zfs_pool(tmp_path_factory.mktemp("zfs")) as name:
+            yield name
+    except pools.Unavailable as e:
+        pytest.skip(str(e))

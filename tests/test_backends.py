@@ -32,26 +32,6 @@ VARIANTS = ["overlay", "dir", "btrfs", "btrfs-pool", "zfs", "squashfs", "erofs"]
 # --- pools, once per test run ---------------------------------------------------------
 
 
-@pytest.fixture(scope="session")
-def btrfs_mnt(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    need_root()
-    try:
-        with pools.btrfs_mount(tmp_path_factory.mktemp("btrfs")) as mnt:
-            yield mnt
-    except pools.Unavailable as e:
-        pytest.skip(str(e))
-
-
-@pytest.fixture(scope="session")
-def zfs_pool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    need_root()
-    try:
-        with pools.zfs_pool(tmp_path_factory.mktemp("zfs")) as name:
-            yield name
-    except pools.Unavailable as e:
-        pytest.skip(str(e))
-
-
 # --- one environment per test, on the backend's file system ---------------------------
 
 

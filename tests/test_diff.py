@@ -20,7 +20,6 @@ from core import mounts
 from core.backends.overlayfs import mount_overlay
 from core.diff import dpkg, xattrs
 from core.diff.trees import DirFds, Tree, compare
-from tests.support import pools
 from tests.support.checks import consistent
 from tests.support.env import Env, Result, assert_no_leaks, make_env, need_root
 
@@ -329,27 +328,6 @@ def test_layer_comparison_equals_comparing_the_mounted_trees(layer_stacks: tuple
 
 #: Every backend; btrfs twice: a state root on btrfs, and a pool on btrfs beside one that is not.
 VARIANTS = ["overlay", "dir", "btrfs", "btrfs-pool", "zfs", "squashfs", "erofs"]
-
-
-@pytest.fixture(scope="module")
-def btrfs_mnt(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    need_root()
-    try:
-        with pools.btrfs_mount(tmp_path_factory.mktemp("btrfs")) as mnt:
-            yield mnt
-    except pools.Unavailable as e:
-        pytest.skip(str(e))
-
-
-@pytest.fixture(scope="module")
-def zfs_pool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    need_root()
-    try:
-        # a name of its own: tests/test_backends.py's pool (roosttest<pid>) lives for the whole run
-        with pools.zfs_pool(tmp_path_factory.mktemp("zfs"), name=f"roostdiff{os.getpid()}") as name:
-            yield name
-    except pools.Unavailable as e:
-        pytest.skip(str(e))
 
 
 @dataclass
