@@ -28,14 +28,14 @@ class Actor:
     state of their own (rootless mode), who is its administrator.
     """
 
-    __slots__ = ("groups", "own_state", "pid", "real_root", "uid", "user", "via_sudo")
+    __slots__ = ("_groups", "own_state", "pid", "real_root", "uid", "user", "via_sudo")
 
     def __init__(
         self,
         uid: int,
         user: str,
         pid: int,
-        groups: tuple[str, ...],
+        groups: tuple[str, ...] | None = None,
         *,
         real_root: bool = False,
         via_sudo: bool = False,
@@ -44,7 +44,7 @@ class Actor:
         self.uid = uid
         self.user = user
         self.pid = pid
-        self.groups = groups
+        self._groups = groups
         self.real_root = real_root
         self.via_sudo = via_sudo
         self.own_state = own_state
@@ -60,10 +60,16 @@ class Actor:
             uid=uid,
             user=user,
             pid=os.getpid(),
-            groups=group_names(user, uid),
             real_root=euid == 0 and behind is None,
             via_sudo=behind is not None,
         )
+
+    @property
+    def groups(self) -> tuple[str, ...]:
+        """The names of the person's groups; looked up when the policy first asks (most commands never do)."""
+        if self._groups is None:
+            self._groups = group_names(self.user, self.uid)
+        return self._groups
 
     @property
     def privileged(self) -> bool:

@@ -8,7 +8,7 @@ decision and the journal happen there; front doors only parse and print.
 
 from __future__ import annotations
 
-from . import images, policy
+from . import policy
 from . import session as session_ops
 from .actor import Actor
 from .context import Context
@@ -36,6 +36,28 @@ if TYPE_CHECKING:  # typing and collections cost milliseconds at start-up
     from .views import GenerationInfo, ImageInfo, SessionInfo
 
     Progress = Callable[[float | None, str], None]
+
+
+class _OnFirstUse:
+    """Stands for a module of this one's until first used, then imports it and gives way to it.
+
+    ``session end`` and ``run`` need no image operations, and each module is a
+    fraction of a millisecond on every command (BENCHMARKS.md, "Start-up").
+    """
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def __getattr__(self, attr: str) -> object:
+        module = __import__(f"{__package__}.{self._name}", fromlist=["_"])
+        globals()[self._name] = module
+        return getattr(module, attr)
+
+
+if TYPE_CHECKING:
+    from . import images
+else:
+    images = _OnFirstUse("images")
 
 
 class Engine:

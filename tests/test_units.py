@@ -315,3 +315,33 @@ def test_fast_dispatch_takes_plain_forms_and_leaves_the_rest_to_argparse(monkeyp
     ):
         assert fastpath.dispatch(other) is None, other
     assert len(calls) == 3
+
+
+def test_the_session_package_gives_each_name_from_its_module_on_first_use() -> None:
+    """core.session imports its modules lazily; a module named like an export would shadow it."""
+    import pkgutil
+    import subprocess
+    import sys
+
+    import core.session as session_ops
+
+    modules = {m.name for m in pkgutil.iter_modules(session_ops.__path__)}
+    assert not modules & set(session_ops.__all__)
+    assert set(session_ops._HOME) == set(session_ops.__all__)
+    assert set(session_ops._HOME.values()) == modules
+    for name in session_ops.__all__:
+        value = getattr(session_ops, name)
+        assert callable(value) and getattr(value, "__module__", "").startswith("core.session."), name
+    # `session end`'s imports: no promote, running, query, images or profile set-up
+    code = "import sys, core.engine, core.session as s; s.end; print(' '.join(sorted(sys.modules)))"
+    loaded = set(
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    )
+    assert not loaded & {
+        "core.session.promotion",
+        "core.session.running",
+        "core.session.query",
+        "core.images",
+        "core.setup",
+        "core.profiles",
+    }

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from .. import mounts, programs, syscalls
+from .. import mounts, syscalls
 from ..errors import SystemFailure
 from ..fsutil import remove_tree, tree_size
 from ..records import Session
@@ -43,6 +43,8 @@ def mount_overlay(target: str, lowers: list[str], upper: str | None = None, work
 
 def materialize(lowers: list[str], dest: str, scratch: str) -> None:
     """Copy the merged view of *lowers* (topmost first) to the new directory *dest*."""
+    from .. import programs  # not with the module: sessions begin and end without it
+
     if len(lowers) == 1:
         programs.copy_tree(lowers[0], dest)
         return

@@ -10,14 +10,10 @@ from __future__ import annotations
 
 import os
 
-from .. import backends, faults, generations, images, isolation, leases, locks, mounts, policy, procs, views
+from .. import backends, faults, isolation, leases, locks, mounts, policy, procs
 from .. import records as files
-from ..actor import now_iso
 from ..errors import BadInput, Conflict, RoostError, SystemFailure
-from ..names import check_object_name
-from ..profiles import Profile, load_profile
 from ..records import Session
-from ..setup import setup
 from .records import new_id, read, session_target, stack_of, write
 
 TYPE_CHECKING = False
@@ -26,6 +22,11 @@ if TYPE_CHECKING:  # typing and collections cost milliseconds at start-up
 
     from ..context import Context
     from ..imageconf import ImageConfig
+    from ..profiles import Profile
+
+# What only begin needs (images, generations, profiles, the profile's set-up)
+# is imported in begin and bring_up: end, which build tools run as often as
+# begin, does without (BENCHMARKS.md, "Start-up").
 
 
 def _check_prefix(words: Sequence[str]) -> list[str]:
@@ -52,6 +53,11 @@ def begin(
     command_prefix: Sequence[str] | None = None,
 ) -> Session:
     """A new session of *image*'s current generation, cloned, mounted and set up (its record says active)."""
+    from .. import generations, images, views
+    from ..actor import now_iso
+    from ..names import check_object_name
+    from ..profiles import load_profile
+
     ctx.require_privileged("session begin")
     config = images.require(ctx, image)
     ctx.authorize(policy.SESSION_MAINTAIN if maintenance else policy.SESSION_BEGIN, images.target(image, config))
@@ -62,7 +68,7 @@ def begin(
     if alias is not None and alias not in config.aliases:
         raise BadInput(f"{alias!r} is not an alias of image {image}")
     prefix = list(config.command_prefix) if command_prefix is None else _check_prefix(command_prefix)
-    profile: Profile = load_profile(config.profile, ctx.settings.profiles_dir, ctx.store.cache_dir)
+    profile = load_profile(config.profile, ctx.settings.profiles_dir, ctx.store.cache_dir)
     a = ctx.actor
     net, session_limits = isolation.resolve(
         config, profile, maintenance=maintenance, network=network, limit_options=limits
@@ -173,6 +179,8 @@ def _check_isolation(
     Loosening (more network, higher limits, none at all) is for the image's
     root-users, who may run anything as root in its sessions anyway.
     """
+    from .. import images
+
     default_net, default_limits = isolation.resolve(
         config, profile, maintenance=maintenance, network=None, limit_options=None
     )
@@ -218,6 +226,8 @@ def bring_up(ctx: Context, session: Session, *, create: bool) -> None:
     Begin runs it with *create*; recover without, to mount a session whose
     mounts are gone (after a reboot) on the clone it still has.
     """
+    from ..setup import setup
+
     backend = backends.get(session.backend)
     if create:
         backend.create_clone(session)
