@@ -324,6 +324,32 @@ def test_layer_comparison_equals_comparing_the_mounted_trees(layer_stacks: tuple
         assert (a == b) == (cheap == [])
 
 
+def test_equal_size_and_time_prove_equal_contents_only_for_files_settled_before_the_trees_parted(
+    tmp_path: Path,
+) -> None:
+    """A file rewritten in the second its copy was taken keeps its time on whole-second file systems."""
+    second = 1_700_000_000
+    for side, text in (("old", "before\n"), ("new", "AFTER!\n")):
+        (tmp_path / side).mkdir()
+        (tmp_path / side / "f").write_text(text)
+        os.utime(tmp_path / side / "f", ns=(second * 10**9, second * 10**9))
+
+    def changes(settled_before: int | None) -> list[tuple[str, tuple[str, ...]]]:
+        fds = DirFds()
+        try:
+            old, new = (
+                Tree([str(tmp_path / "old")], fds, overlay=False),
+                Tree([str(tmp_path / "new")], fds, overlay=False),
+            )
+            return [(c.path, c.what) for c in compare(old, new, settled_before=settled_before)]
+        finally:
+            fds.close()
+
+    assert changes(None) == [("/f", ("content",))]  # no bound known: compared
+    assert changes(second * 10**9) == [("/f", ("content",))]  # written in the tick the trees parted: compared
+    assert changes((second + 1) * 10**9) == []  # settled before: size and time are trusted
+
+
 # --- file-level changes on every backend ------------------------------------------------------
 
 #: Every backend; btrfs twice: a state root on btrfs, and a pool on btrfs beside one that is not.

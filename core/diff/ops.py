@@ -77,6 +77,7 @@ class Diff:
         self.old: Tree | None = None
         self.new: Tree | None = None
         self.related_since: int | None = None  # see trees.compare
+        self.settled_before: int | None = None  # see trees.compare
         self._opener = opener
         self._search: tuple[backends.Backend, list[tuple[str, str]]] | None = None  # (tree, its ancestor) pairs
         self._pruner: Pruner | None = None
@@ -149,7 +150,9 @@ class Diff:
         """Every changed path, depth first in name order, read as it is yielded."""
         old, new = self._trees()
         self.plan()
-        return compare(old, new, related_since=self.related_since, pruner=self._pruner)
+        return compare(
+            old, new, related_since=self.related_since, settled_before=self.settled_before, pruner=self._pruner
+        )
 
     def summary(self) -> DiffSummary:
         """Packages and counts; walks the files but keeps none of them."""
@@ -218,6 +221,7 @@ def _open_session(d: Diff, sid: str) -> None:
     session = session_ops.read(ctx, sid)  # it may have ended while we waited
     if session.state != "active":
         raise Conflict(f"session {sid} is {session.state}: nothing to compare")
+    d.settled_before = _since(session.created)  # every write to the session came after its clone
     backend = backends.get(session.backend)
     gen_dir = store.generation_dir(session.image, session.generation)
     label = f"diff {sid}"
@@ -301,6 +305,7 @@ def _open_image(d: Diff, name: str, backend_name: str, old: int, new: int) -> No
     for n in sorted({old, new}):
         pin = pins.pin(ctx, name, n, f"diff {name} {old} {new}")
         d.stack.callback(pin.release, remove=True)
+    d.settled_before = _settled(ctx, name, old, new)
     backend = backends.get(backend_name)
     gens = store.generations_dir(name)
     lowers = {n: backend.lowers(gens, list(generations.read_meta(store, name, n).stack)) for n in (old, new)}
@@ -364,6 +369,23 @@ def _ancestry(ctx: Context, name: str, number: int) -> list[int]:
             return chain
         chain.append(parent)
         seen.add(parent)
+
+
+def _settled(ctx: Context, name: str, old: int, new: int) -> int | None:
+    """The time before which both generations' files were settled: their newest common ancestor's making.
+
+    Each generation's changes since then were made in sessions begun from it
+    or its descendants, so after it (trees.compare); None when no ancestor's
+    metadata is left (then contents of equal-looking files are compared).
+    """
+    theirs = set(_ancestry(ctx, name, old))
+    for n in _ancestry(ctx, name, new):
+        if n in theirs:
+            try:
+                return _since(generations.read_meta(ctx.store, name, n).created)
+            except NotFound:
+                return None
+    return None
 
 
 def _common_ancestor(d: Diff, name: str, old: int, new: int) -> int | None:

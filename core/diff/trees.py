@@ -432,7 +432,12 @@ class Pruner:
 
 
 def compare(
-    old: Tree, new: Tree, *, related_since: int | None = None, pruner: Pruner | None = None
+    old: Tree,
+    new: Tree,
+    *,
+    related_since: int | None = None,
+    settled_before: int | None = None,
+    pruner: Pruner | None = None,
 ) -> Iterator[FileChange]:
     """Every path that differs between *old* and *new*, depth first in name order.
 
@@ -440,9 +445,16 @@ def compare(
     or clones of one another (btrfs, zfs) made then: equal inode numbers
     with equal change times before it are the same, unchanged file, not
     compared further (a change time at or after it may be a change made in
-    the same tick: compared). With a *pruner*, only where it points is walked.
+    the same tick: compared).
+
+    Regular files of equal size and modification time have equal contents
+    only if they were *settled_before* the trees parted (nanoseconds): a
+    file written again in the tick its copy was taken keeps its time on file
+    systems that count whole seconds (zfs-fuse), so a modification time at or
+    after it, or no bound at all, has the contents compared (git's "racy"
+    entries). With a *pruner*, only where it points is walked.
     """
-    return _Walk(old, new, related_since, pruner).run()
+    return _Walk(old, new, related_since, settled_before, pruner).run()
 
 
 class _Frame:
@@ -459,10 +471,13 @@ class _Walk:
     #: How many hard-linked files remember their first path (for ``link_to``).
     MAX_LINKS = 100_000
 
-    def __init__(self, old: Tree, new: Tree, related_since: int | None, pruner: Pruner | None) -> None:
+    def __init__(
+        self, old: Tree, new: Tree, related_since: int | None, settled_before: int | None, pruner: Pruner | None
+    ) -> None:
         self.old = old
         self.new = new
         self.related_since = -1 if related_since is None else related_since
+        self.settled_before = -1 if settled_before is None else settled_before
         self.pruner = pruner
         self.links: dict[tuple[int, int], str] = {}
 
@@ -561,7 +576,9 @@ class _Walk:
         if fo == stat.S_IFREG:
             if so.st_size != sn.st_size:
                 what.update(("size", "content"))
-            elif so.st_mtime_ns != sn.st_mtime_ns and not self._same_content(o, n):
+            elif (so.st_mtime_ns != sn.st_mtime_ns or sn.st_mtime_ns >= self.settled_before) and not self._same_content(
+                o, n
+            ):
                 what.add("content")
             if so.st_mtime_ns != sn.st_mtime_ns:
                 what.add("mtime")
