@@ -22,6 +22,7 @@ class Mount(Struct, frozen=True):
     options: str
     super_options: str
     optional: tuple[str, ...] = ()
+    device: str = ""  # major:minor of the file system
 
     @property
     def shared(self) -> bool:
@@ -77,6 +78,7 @@ def parse_mountinfo(text: str, near: str | None = None) -> list[Mount]:
                 source=_unescape(rest[1]),
                 super_options=rest[2],
                 optional=tuple(fields[6:]),
+                device=fields[2],
             )
         )
     return mounts
@@ -149,10 +151,14 @@ def unmount_tree(path: str, *, force: bool = False) -> list[str]:
     Returns the targets that were unmounted.
     """
     done: list[str] = []
+    drained = False
     for _ in range(8):  # stacked mounts may need more than one pass
         pending = mounts_below(path)
         if not pending:
             return done
+        if not drained:
+            drain_fuse({m.device for m in pending if m.fstype == "fuse" or m.fstype.startswith("fuse.")})
+            drained = True
         for m in pending:
             try:
                 umount_exact(m)
@@ -175,6 +181,59 @@ def unmount_tree(path: str, *, force: bool = False) -> list[str]:
     if left:
         raise SystemFailure(f"cannot unmount {left[0].target}: still mounted after 8 passes")
     return done
+
+
+#: How long an unmount waits for FUSE daemons to answer what the kernel queued for them.
+FUSE_DRAIN_WAIT = 10.0
+
+
+def drain_fuse(devices: set[str], wait: float = FUSE_DRAIN_WAIT) -> None:
+    """Wait until the FUSE connections of *devices* (``major:minor``) have no request in flight.
+
+    Closing a file on a FUSE mount sends its release to the daemon later, in
+    the background, and unmounting aborts the connection, dropping what is
+    still queued. zfs-fuse then waits forever for the references those
+    releases would have dropped: its unmount loops, the dataset stays busy and
+    every other mount it serves stops answering. So before unmounting, the
+    connections' counts of waiting requests (the fuse control file system,
+    mounted detached: it is in no mount table) are read until they are zero.
+    Without that file system, a short pause instead.
+    """
+    if not devices:
+        return
+    import time
+
+    names = []
+    for device in devices:
+        major, _, minor = device.partition(":")
+        if major.isdigit() and minor.isdigit():
+            names.append(str(int(major) << 20 | int(minor)))  # the kernel's dev_t names the connection
+    try:
+        control = syscalls.detached_mount("fusectl")
+    except OSError:
+        time.sleep(0.5)
+        return
+    deadline = time.monotonic() + wait
+    pause = 0.005
+    try:
+        while names and time.monotonic() < deadline:
+            names = [n for n in names if _fuse_waiting(control, n)]
+            if names:
+                time.sleep(pause)
+                pause = min(pause * 2, 0.2)
+    finally:
+        os.close(control)
+
+
+def _fuse_waiting(control: int, name: str) -> bool:
+    try:
+        fd = os.open(f"{name}/waiting", os.O_RDONLY | os.O_CLOEXEC, dir_fd=control)
+    except OSError:
+        return False  # no such connection (any more)
+    try:
+        return os.read(fd, 32).strip() not in (b"0", b"")
+    finally:
+        os.close(fd)
 
 
 def umount_exact(m: Mount, flags: int = 0) -> None:

@@ -396,6 +396,36 @@ def test_the_best_backend_is_the_default_zfs(env: Env, zfs_pool: str, busybox_tr
         subprocess.run(["zfs", "destroy", "-r", dataset], capture_output=True, check=False)
 
 
+def test_unmounting_right_after_many_files_were_closed_leaves_zfs_fuse_answering(
+    env: Env, zfs_pool: str, tmp_path: Path
+) -> None:
+    """Releases of files just closed reach zfs-fuse after the unmount unless it waits for them.
+
+    Lost, each keeps a reference the daemon waits for forever: the dataset
+    stays busy and every mount it serves stops answering (core.mounts.drain_fuse).
+    """
+    from core import mounts
+    from core.backends.zfs import zfs
+
+    where = tmp_path / "mnt"
+    for n in range(3):
+        dataset = f"{zfs_pool}/{env.base.name.replace('roost-test-', 'u')}{n}"
+        subprocess.run(["zfs", "create", "-o", f"mountpoint={where}", dataset], check=True, timeout=60)
+        try:
+            for i in range(300):
+                (where / str(i)).mkdir()
+                (where / str(i) / "f").write_text(f"{i}\n")
+            fds = [os.open(where / str(i), os.O_RDONLY | os.O_DIRECTORY) for i in range(300)]
+            fds += [os.open(where / str(i) / "f", os.O_RDONLY) for i in range(300)]
+            for fd in fds:
+                os.close(fd)
+            mounts.unmount_tree(str(where))  # at once: the releases are still on their way
+            zfs("destroy", dataset)  # busy for a moment at most (BUSY_WAIT), not for ever
+        finally:
+            mounts.unmount_tree(str(where), force=True)
+            subprocess.run(["zfs", "destroy", "-r", dataset], capture_output=True, check=False, timeout=60)
+
+
 def test_orphan_datasets_are_found_and_destroyed(env: Env, zfs_pool: str, busybox_tree: Path) -> None:
     dataset = f"{zfs_pool}/{env.base.name.replace('roost-test-', 'o')}"
     subprocess.run(["zfs", "create", "-o", "mountpoint=none", "-o", "canmount=off", dataset], check=True)

@@ -421,6 +421,8 @@ def data_tree(busybox_tree: Path, tmp_path_factory: pytest.TempPathFactory) -> P
         "keep/unchanged",
     ):
         (data / f).write_text(f"{f}\n")
+        # written long before any session: a change always moves the time, even on whole-second file systems
+        os.utime(data / f, (1_600_000_000, 1_600_000_000))
     os.symlink("keep/unchanged", data / "sym")
     return root
 
