@@ -12,6 +12,7 @@ draws and never prompts.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from . import __version__, global_options
@@ -50,14 +51,45 @@ from .handlers import (
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs milliseconds at start-up
     from collections.abc import Sequence
-    from typing import NoReturn
+    from typing import Any, NoReturn
 
 
 class UsageError(Exception):
     """argparse found bad arguments; reported as one line, exit 2."""
 
 
+# Building the parser is most of what a command that is not on the fast path costs
+# before it does anything (BENCHMARKS.md, "Start-up"). Two things argparse does on
+# every option are not needed: it translates each of its messages with gettext,
+# which searches the disk for catalogues every time, though Python ships none for it
+# and roost speaks English; and it makes a help formatter (to check the option's
+# metavar), which imports shutil, and with it zlib, bz2 and lzma, for the
+# terminal's width.
+argparse._ = str  # type: ignore[attr-defined]
+
+
+def _columns() -> int:
+    """The terminal's width as shutil.get_terminal_size reads it: $COLUMNS, else standard output's, else 80."""
+    value = os.environ.get("COLUMNS", "")
+    if value.isdigit() and int(value) > 0:
+        return int(value)
+    stream = sys.__stdout__
+    try:
+        return (os.get_terminal_size(stream.fileno()).columns or 80) if stream is not None else 80
+    except (ValueError, OSError):
+        return 80
+
+
+class _Formatter(argparse.HelpFormatter):
+    def __init__(self, prog: str, indent_increment: int = 2, max_help_position: int = 24, width: int | None = None):
+        super().__init__(prog, indent_increment, max_help_position, _columns() - 2 if width is None else width)
+
+
 class Parser(argparse.ArgumentParser):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _Formatter)
+        super().__init__(*args, **kwargs)
+
     def error(self, message: str) -> NoReturn:
         raise UsageError(f"{message} (see {self.prog} --help)")
 
@@ -66,9 +98,9 @@ def _add_json(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print JSON")
 
 
-def build_parser() -> Parser:
-    from .isolation import cmd_session_network
-
+def build_parser(group: str | None = None) -> Parser:
+    """The command line; with *group* (``image`` or ``session``), only that group's subcommands of the two
+    large groups: building all of them costs some 20 ms, more than the rest of most commands."""
     parser = Parser(
         prog=PROG,
         description="Chroot session manager for Linux build hosts.",
@@ -78,7 +110,53 @@ def build_parser() -> Parser:
     global_options.add_to(parser, version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="group", metavar="COMMAND", parser_class=Parser)
 
-    # image ...
+    if group in (None, "image"):
+        _add_image_commands(sub)
+    if group in (None, "session"):
+        _add_session_commands(sub)
+
+    # run, locks, profile
+    p = sub.add_parser("run", help="automatic session: begin, run a command, end")
+    p.add_argument("image")
+    _add_run_options(p)
+    _add_isolation_options(p)
+    p.add_argument("command", nargs="*", help="-- COMMAND [ARGS…]")
+    p.set_defaults(func=cmd_run)
+    # Listed for --help only: main() hands `roost schroot …` to the front door before argparse.
+    sub.add_parser("schroot", help="the schroot 1.6 command line sbuild uses (roost schroot --help)", add_help=False)
+    p = sub.add_parser("locks", help="list lock holders (stale ones included)")
+    _add_json(p)
+    p.set_defaults(func=cmd_locks)
+    p = sub.add_parser("doctor", help="check the host and the state root")
+    what = p.add_mutually_exclusive_group()
+    what.add_argument("--check", action="store_true", help="only compare the state root with mounts and records")
+    what.add_argument("--backends", action="store_true", help="only say which backends this host supports")
+    _add_json(p)
+    p.set_defaults(func=cmd_doctor)
+    profile = sub.add_parser("profile", help="list and show profiles")
+    psub = profile.add_subparsers(dest="command", metavar="SUBCOMMAND", required=True, parser_class=Parser)
+    p = psub.add_parser("list", help="list profiles")
+    _add_json(p)
+    p.set_defaults(func=cmd_profile_list)
+    p = psub.add_parser("show", help="show a profile")
+    p.add_argument("name")
+    _add_json(p)
+    p.set_defaults(func=cmd_profile_show)
+    p = sub.add_parser("batch", help="run a plan: steps such as begin, run, promote, end, gc from a YAML file")
+    p.add_argument("plan", metavar="PLAN", help="the plan file (schema: docs/batch.md), or - for standard input")
+    p.add_argument("--check", action="store_true", help="only check the plan; run nothing")
+    p.add_argument("--host", action="append", metavar="HOST", help="run the plan on HOST (repeatable: in parallel)")
+    _add_json(p)
+    p.set_defaults(func=cmd_batch)
+    from .fleet import cmd_summary
+
+    p = sub.add_parser("summary", help="this host's images, sessions, locks and load (what other hosts poll)")
+    _add_json(p)
+    p.set_defaults(func=cmd_summary)
+    return parser
+
+
+def _add_image_commands(sub: argparse._SubParsersAction[Parser]) -> None:
     image = sub.add_parser("image", help="manage images and their generations")
     isub = image.add_subparsers(dest="command", metavar="SUBCOMMAND", required=True, parser_class=Parser)
     p = isub.add_parser("create", help="create an image from a directory, a tarball or mmdebstrap")
@@ -173,7 +251,10 @@ def build_parser() -> Parser:
     _add_json(p)
     p.set_defaults(func=cmd_image_publish)
 
-    # session ...
+
+def _add_session_commands(sub: argparse._SubParsersAction[Parser]) -> None:
+    from .isolation import cmd_session_network
+
     session = sub.add_parser("session", help="begin, use, promote and end sessions")
     ssub = session.add_subparsers(dest="command", metavar="SUBCOMMAND", required=True, parser_class=Parser)
     p = ssub.add_parser("begin", help="begin a session; prints its id")
@@ -224,46 +305,6 @@ def build_parser() -> Parser:
     target.add_argument("--all", action="store_true", help="everything in the state root")
     _add_json(p)
     p.set_defaults(func=cmd_session_recover)
-
-    # run, locks, profile
-    p = sub.add_parser("run", help="automatic session: begin, run a command, end")
-    p.add_argument("image")
-    _add_run_options(p)
-    _add_isolation_options(p)
-    p.add_argument("command", nargs="*", help="-- COMMAND [ARGS…]")
-    p.set_defaults(func=cmd_run)
-    # Listed for --help only: main() hands `roost schroot …` to the front door before argparse.
-    sub.add_parser("schroot", help="the schroot 1.6 command line sbuild uses (roost schroot --help)", add_help=False)
-    p = sub.add_parser("locks", help="list lock holders (stale ones included)")
-    _add_json(p)
-    p.set_defaults(func=cmd_locks)
-    p = sub.add_parser("doctor", help="check the host and the state root")
-    what = p.add_mutually_exclusive_group()
-    what.add_argument("--check", action="store_true", help="only compare the state root with mounts and records")
-    what.add_argument("--backends", action="store_true", help="only say which backends this host supports")
-    _add_json(p)
-    p.set_defaults(func=cmd_doctor)
-    profile = sub.add_parser("profile", help="list and show profiles")
-    psub = profile.add_subparsers(dest="command", metavar="SUBCOMMAND", required=True, parser_class=Parser)
-    p = psub.add_parser("list", help="list profiles")
-    _add_json(p)
-    p.set_defaults(func=cmd_profile_list)
-    p = psub.add_parser("show", help="show a profile")
-    p.add_argument("name")
-    _add_json(p)
-    p.set_defaults(func=cmd_profile_show)
-    p = sub.add_parser("batch", help="run a plan: steps such as begin, run, promote, end, gc from a YAML file")
-    p.add_argument("plan", metavar="PLAN", help="the plan file (schema: docs/batch.md), or - for standard input")
-    p.add_argument("--check", action="store_true", help="only check the plan; run nothing")
-    p.add_argument("--host", action="append", metavar="HOST", help="run the plan on HOST (repeatable: in parallel)")
-    _add_json(p)
-    p.set_defaults(func=cmd_batch)
-    from .fleet import cmd_summary
-
-    p = sub.add_parser("summary", help="this host's images, sessions, locks and load (what other hosts poll)")
-    _add_json(p)
-    p.set_defaults(func=cmd_summary)
-    return parser
 
 
 def _add_isolation_options(p: argparse.ArgumentParser) -> None:
@@ -354,7 +395,9 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
     if "--" in argv:
         cut = argv.index("--")
         argv, after = argv[:cut], argv[cut + 1 :]
-    args = build_parser().parse_args(argv)
+    found = global_options.split(argv)
+    word = argv[found.index] if found is not None and found.index < len(argv) else None
+    args = build_parser(word if word in ("image", "session") else None).parse_args(argv)
     if after is not None:
         if not hasattr(args, "command") or getattr(args, "func", None) not in (cmd_session_run, cmd_run):
             raise UsageError("'--' only goes before the command of 'session run' and 'run'")
