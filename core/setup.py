@@ -291,6 +291,17 @@ def _nss(root: Root, db: str, host_root: str, only: set[bytes] | None = None) ->
     return [n.decode("utf-8", "surrogateescape") for n in added]
 
 
+def without_entries(content: bytes, names: list[str]) -> bytes | None:
+    """*content* of a merged database without the entries named *names* (what promote
+    writes back), or None when it has none of them."""
+    host = {n.encode("utf-8", "surrogateescape") for n in names}
+    lines = content.splitlines()
+    kept = [ln for ln in lines if not ln or ln.startswith(b"#") or _entry_name(ln) not in host]
+    if len(kept) == len(lines):
+        return None
+    return b"".join(ln + b"\n" for ln in kept)
+
+
 def unmerge_nss(session: Session) -> None:
     """Take the host's entries merged by :func:`setup` out of the session's databases again.
 
@@ -311,11 +322,9 @@ def unmerge_nss(session: Session) -> None:
                 current = None
             if current is None:
                 continue
-            host = {n.encode("utf-8", "surrogateescape") for n in names}
-            lines = current.splitlines()
-            kept = [ln for ln in lines if not ln or ln.startswith(b"#") or _entry_name(ln) not in host]
-            if len(kept) != len(lines):
+            restored = without_entries(current, names)
+            if restored is not None:
                 try:
-                    root.write(path, b"".join(ln + b"\n" for ln in kept), keep_times=True)
+                    root.write(path, restored, keep_times=True)
                 except OSError as e:
                     raise SystemFailure(f"cannot restore {path} in session {session.id}: {e.strerror}") from None

@@ -722,6 +722,35 @@ def test_a_diff_holds_its_session_and_pins_its_generations(mini: Env) -> None:
     env.ok("image", "remove", "mini")
 
 
+USER_DATABASES = ("/etc/passwd", "/etc/group")
+
+
+def test_the_host_entries_a_session_is_given_are_no_change_but_its_own_are(env: Env, busybox_tree: Path) -> None:
+    """The default profile merges the host's users and groups into a session's databases; promote takes
+    them out again, so a diff does not list them, and lists what the session itself added."""
+    env.ok("image", "create", "bb", "--from-dir", str(busybox_tree))
+    image_passwd = (busybox_tree / "etc" / "passwd").read_bytes()
+    for kind in ((), ("--maintenance",)):
+        sid = env.begin("bb", *kind)
+        if not kind:  # (a maintenance session gets its owner's entries only: root's are the image's)
+            merged = env.sh(sid, "cat /etc/passwd")
+            assert merged.code == 0 and merged.out.encode() != image_passwd  # the host's entries are there
+        eng = env.engine()
+        with eng.session_diff(sid) as d:  # (the image has no shadow files: the host's are copied, and listed)
+            assert [c.path for c in d.entries() if c.path in USER_DATABASES] == []
+        assert env.sh(sid, "echo 'builder:x:4242:4242::/nonexistent:/bin/false' >> /etc/passwd").code == 0
+        with eng.session_diff(sid) as d:
+            changed = [(c.path, c.what) for c in d.entries() if c.path in USER_DATABASES]
+        assert changed == [("/etc/passwd", ("content", "size", "mtime"))]
+        if kind:
+            env.ok("session", "promote", sid)
+            with eng.image_diff("bb") as d:  # what the promote made is what the session diff said
+                assert [(c.path, c.what) for c in d.entries() if c.path in USER_DATABASES] == changed
+        else:
+            env.ok("session", "end", sid)
+    consistent(env)
+
+
 def test_completion_offers_generations_and_sessions(mini: Env) -> None:
     env = mini
     sid = env.begin("mini", "--maintenance")

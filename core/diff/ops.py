@@ -78,6 +78,7 @@ class Diff:
         self.new: Tree | None = None
         self.related_since: int | None = None  # see trees.compare
         self.settled_before: int | None = None  # see trees.compare
+        self.merged: dict[str, list[str]] = {}  # path: the host's entries the session's set-up merged in
         self._opener = opener
         self._search: tuple[backends.Backend, list[tuple[str, str]]] | None = None  # (tree, its ancestor) pairs
         self._pruner: Pruner | None = None
@@ -150,9 +151,24 @@ class Diff:
         """Every changed path, depth first in name order, read as it is yielded."""
         old, new = self._trees()
         self.plan()
-        return compare(
+        changes = compare(
             old, new, related_since=self.related_since, settled_before=self.settled_before, pruner=self._pruner
         )
+        if not self.merged:
+            return changes
+        return (c for c in changes if not self._only_merged_entries(c))
+
+    def _only_merged_entries(self, change: FileChange) -> bool:
+        """Whether *change* is only the host's entries roost merged into a session's /etc/passwd (or
+        group, shadow, gshadow) for its owner: promote takes them out again, so they are no change."""
+        names = self.merged.get(change.path)
+        if not names or change.change != "changed" or not set(change.what) <= {"content", "size"}:
+            return False
+        from ..setup import without_entries
+
+        old, new = self._trees()
+        before, after = _read_file(old, change.path), _read_file(new, change.path)
+        return before is not None and after is not None and without_entries(after, names) == before
 
     def summary(self) -> DiffSummary:
         """Packages and counts; walks the files but keeps none of them."""
@@ -184,6 +200,28 @@ def _read_status(tree: Tree) -> list[dpkg.Package] | None:
         return None
     with open(fd, "rb") as f:
         return list(dpkg.read_status(_bounded_lines(f, MAX_STATUS)))
+
+
+#: The largest user or group database read to tell roost's merged entries from a change.
+MAX_DATABASE = 16 << 20
+
+
+def _read_file(tree: Tree, path: str, limit: int = MAX_DATABASE) -> bytes | None:
+    """The contents of the regular file *path* of *tree* (never following a symlink), if at most *limit* bytes."""
+    node = tree.root()
+    for part in path.strip("/").split("/"):
+        found = tree.child(node, part) if node.is_dir else None
+        if found is None:
+            return None
+        node = found
+    if not stat.S_ISREG(node.st.st_mode) or node.st.st_size > limit:
+        return None
+    fd = tree.open(node)
+    if fd is None:
+        return None
+    with open(fd, "rb") as f:
+        data = f.read(limit + 1)
+    return data if len(data) <= limit else None
 
 
 def _bounded_lines(f: BinaryIO, limit: int) -> Iterator[bytes]:
@@ -221,6 +259,7 @@ def _open_session(d: Diff, sid: str) -> None:
     session = session_ops.read(ctx, sid)  # it may have ended while we waited
     if session.state != "active":
         raise Conflict(f"session {sid} is {session.state}: nothing to compare")
+    d.merged = {f"/etc/{db}": names for db, names in session.nss_merged.items() if names}
     d.settled_before = _since(session.created)  # every write to the session came after its clone
     backend = backends.get(session.backend)
     gen_dir = store.generation_dir(session.image, session.generation)
