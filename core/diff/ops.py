@@ -39,7 +39,7 @@ from ..names import check_generation
 from ..store import new_tx
 from . import dpkg
 from .model import DiffSummary, FileChange
-from .trees import DirFds, Pruner, Tree, compare
+from .trees import DirFds, Node, Pruner, Tree, compare
 
 if TYPE_CHECKING:
     from ..context import Context
@@ -159,8 +159,8 @@ class Diff:
         return (c for c in changes if not self._only_merged_entries(c))
 
     def _only_merged_entries(self, change: FileChange) -> bool:
-        """Whether *change* is only the host's entries roost merged into a session's /etc/passwd (or
-        group, shadow, gshadow) for its owner: promote takes them out again, so they are no change."""
+        """Whether *change* is only the host's entries the session's set-up merged into its /etc/passwd
+        (or group, shadow, gshadow): promote takes them out again, so they are no change."""
         names = self.merged.get(change.path)
         if not names or change.change != "changed" or not set(change.what) <= {"content", "size"}:
             return False
@@ -183,15 +183,21 @@ class Diff:
 MAX_STATUS = 128 << 20
 
 
-def _read_status(tree: Tree) -> list[dpkg.Package] | None:
-    """The packages of dpkg's status file in *tree* (never following a symlink out of it)."""
+def _node_at(tree: Tree, path: str) -> Node | None:
+    """The entry at *path* in *tree*, reached one name at a time (a symbolic link is never followed)."""
     node = tree.root()
-    for part in dpkg.STATUS.split("/"):
+    for part in path.strip("/").split("/"):
         found = tree.child(node, part) if node.is_dir else None
         if found is None:
             return None
         node = found
-    if not stat.S_ISREG(node.st.st_mode):
+    return node
+
+
+def _read_status(tree: Tree) -> list[dpkg.Package] | None:
+    """The packages of dpkg's status file in *tree* (never following a symlink out of it)."""
+    node = _node_at(tree, dpkg.STATUS)
+    if node is None or not stat.S_ISREG(node.st.st_mode):
         return None
     if node.st.st_size > MAX_STATUS:
         raise BadInput(f"/{dpkg.STATUS} is {node.st.st_size} bytes, more than a status file dpkg writes")
@@ -208,13 +214,8 @@ MAX_DATABASE = 16 << 20
 
 def _read_file(tree: Tree, path: str, limit: int = MAX_DATABASE) -> bytes | None:
     """The contents of the regular file *path* of *tree* (never following a symlink), if at most *limit* bytes."""
-    node = tree.root()
-    for part in path.strip("/").split("/"):
-        found = tree.child(node, part) if node.is_dir else None
-        if found is None:
-            return None
-        node = found
-    if not stat.S_ISREG(node.st.st_mode) or node.st.st_size > limit:
+    node = _node_at(tree, path)
+    if node is None or not stat.S_ISREG(node.st.st_mode) or node.st.st_size > limit:
         return None
     fd = tree.open(node)
     if fd is None:
@@ -417,23 +418,26 @@ def _settled(ctx: Context, name: str, old: int, new: int) -> int | None:
     or its descendants, so after it (trees.compare); None when no ancestor's
     metadata is left (then contents of equal-looking files are compared).
     """
-    theirs = set(_ancestry(ctx, name, old))
-    for n in _ancestry(ctx, name, new):
-        if n in theirs:
-            try:
-                return _since(generations.read_meta(ctx.store, name, n).created)
-            except NotFound:
-                return None
+    for n in _shared_ancestry(ctx, name, old, new):
+        try:
+            return _since(generations.read_meta(ctx.store, name, n).created)
+        except NotFound:
+            return None
     return None
+
+
+def _shared_ancestry(ctx: Context, name: str, old: int, new: int) -> list[int]:
+    """The generations both *old* and *new* descend from (either of them, possibly), newest first."""
+    theirs = set(_ancestry(ctx, name, old))
+    return [n for n in _ancestry(ctx, name, new) if n in theirs]
 
 
 def _common_ancestor(d: Diff, name: str, old: int, new: int) -> int | None:
     """The newest generation both descend from (one of them, possibly) that still exists; pinned."""
     ctx = d.ctx
     done = set(generations.complete(ctx.store, name))
-    theirs = set(_ancestry(ctx, name, old))
-    for n in _ancestry(ctx, name, new):
-        if n in theirs and n in done:
+    for n in _shared_ancestry(ctx, name, old, new):
+        if n in done:
             if n not in (old, new):
                 try:
                     pin = pins.pin(ctx, name, n, f"diff {name} {old} {new}")
