@@ -157,7 +157,7 @@ def unmount_tree(path: str, *, force: bool = False) -> list[str]:
         if not pending:
             return done
         if not drained:
-            drain_fuse({m.device for m in pending if m.fstype == "fuse" or m.fstype.startswith("fuse.")})
+            drain_fuse(last_fuse_mounts(pending, path, mounts()))
             drained = True
         for m in pending:
             try:
@@ -223,6 +223,20 @@ def drain_fuse(devices: set[str], wait: float = FUSE_DRAIN_WAIT) -> None:
                 pause = min(pause * 2, 0.2)
     finally:
         os.close(control)
+
+
+def last_fuse_mounts(pending: list[Mount], path: str, table: list[Mount]) -> set[str]:
+    """The FUSE file systems (``major:minor``) of *pending* that are mounted nowhere but below *path*.
+
+    Only taking down the last mount of one aborts its connection: a bind of
+    the host's FUSE mount into a session is left to its daemon (and a busy
+    host mount never makes an end wait).
+    """
+    fuse = {m.device for m in pending if m.fstype == "fuse" or m.fstype.startswith("fuse.")}
+    if not fuse:
+        return fuse
+    path = os.path.normpath(path)
+    return fuse - {m.device for m in table if m.device in fuse and not _below(m.target, path)}
 
 
 def _fuse_waiting(control: int, name: str) -> bool:

@@ -345,3 +345,28 @@ def test_the_session_package_gives_each_name_from_its_module_on_first_use() -> N
         "core.setup",
         "core.profiles",
     }
+
+
+def test_only_the_last_mount_of_a_fuse_file_system_waits_for_its_daemon() -> None:
+    """A bind of the host's FUSE mount into a session is not drained: unmounting it aborts nothing."""
+    from core.mounts import Mount, last_fuse_mounts
+
+    def m(target: str, fstype: str, device: str) -> Mount:
+        return Mount(
+            mount_id=1,
+            parent_id=0,
+            root="/",
+            target=target,
+            fstype=fstype,
+            source="x",
+            options="rw",
+            super_options="rw",
+            device=device,
+        )
+
+    view = m("/run/roost/mnt/.stage/t/root", "fuse.zfs", "0:58")
+    bound = m("/run/roost/mnt/.stage/t/root/home", "fuse.sshfs", "0:61")
+    overlay = m("/run/roost/mnt/.stage/t/root/tmp", "overlay", "0:62")
+    table = [m("/home", "fuse.sshfs", "0:61"), view, bound, overlay]
+    assert last_fuse_mounts([bound, overlay, view], "/run/roost/mnt/.stage/t/root/", table) == {"0:58"}
+    assert last_fuse_mounts([overlay], "/run/roost/mnt/.stage/t/root", table) == set()
