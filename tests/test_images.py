@@ -9,6 +9,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+import pytest
+
 from tests.support.env import Env, assert_no_leaks, make_env
 from tests.support.images import promote_version
 
@@ -144,3 +146,61 @@ def test_not_root_gets_a_clear_error(busybox_tree: Path) -> None:
     finally:
         assert_no_leaks(base)
         shutil.rmtree(base)
+
+
+def _children() -> list[int]:
+    """The processes this test process started that still exist (zombies included)."""
+    me = str(os.getpid())
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if fields[1] == me:
+                found.append(int(entry))
+    return found
+
+
+@pytest.mark.parametrize("kind", ["tar", "dir"])
+def test_create_cancelled_by_its_progress_callback_stops_its_helpers_and_keeps_nothing(
+    env: Env, busybox_tree: Path, tmp_path: Path, kind: str
+) -> None:
+    from core.engine import Engine
+    from core.errors import Cancelled
+    from core.importers import Source
+
+    if kind == "tar":
+        path = tmp_path / "bb.tar.gz"
+        subprocess.run(["tar", "-czf", str(path), "-C", str(busybox_tree), "."], check=True)
+        source = Source("tar", path=str(path))
+    else:
+        # Big enough that cp is still copying when it is first asked how far it got.
+        tree = tmp_path / "tree"
+        subprocess.run(["cp", "-a", str(busybox_tree), str(tree)], check=True)
+        with open(tree / "big", "wb") as f:
+            for _ in range(64):
+                f.write(os.urandom(1 << 20))
+        source = Source("dir", path=str(tree))
+    seen: list[str] = []
+    running: list[list[int]] = []
+
+    def progress(fraction: float | None, text: str) -> None:
+        seen.append(text)
+        if text.startswith(("unpacking", "copying")):  # the helpers (gzip and tar, cp) are running now
+            running.append(_children())
+            raise Cancelled("cancelled")
+
+    engine = Engine(env.settings(), progress=progress)
+    with pytest.raises(Cancelled):
+        engine.create_image("cancelled", source)
+    assert running and running[0], f"no helper was running when the create was cancelled: {seen}"
+    assert _children() == []  # killed and reaped
+    assert not (env.state / "images" / "cancelled").exists()
+    assert os.listdir(env.state / "staging") == []
+    assert not [n for n in os.listdir(env.run / "locks") if n.startswith("tx.")]
+    assert env.roost("image", "list", "--json").json() == []
+    last = env.state.joinpath("journal.jsonl").read_text().splitlines()[-1]
+    assert '"result": "failed"' in last or '"result":"failed"' in last
