@@ -28,12 +28,13 @@ from textual.worker import WorkerFailed
 
 from core import process
 from core.engine import Engine
-from core.errors import Conflict, RoostError
+from core.errors import Cancelled, Conflict, RoostError
 from core.units import human_size
 from core.views import ImageInfo, SessionInfo
 
 from .messages import RefreshRequested
 from .widgets import diffs
+from .widgets.create import CreateDialog, CreateRequest, CreateTask
 from .widgets.dialogs import ChoiceDialog, ConfirmDialog, OutputDialog, PromptDialog
 from .widgets.diffs import DiffLines
 
@@ -86,6 +87,8 @@ class OperationsScreen(Screen[None]):
         self.terminal = dict(terminal)
         #: What runs on which target (an image or a session).
         self.busy: dict[str, str] = {}
+        #: The image being created (one at a time), whose progress the screen shows.
+        self.creating: CreateTask | None = None
 
     # --- plumbing ----------------------------------------------------------------------
 
@@ -105,6 +108,62 @@ class OperationsScreen(Screen[None]):
 
     def select_session(self, sid: str) -> None:
         """Highlight session *sid* (the screen that shows sessions does)."""
+
+    def select_image(self, name: str) -> None:
+        """Highlight image *name* (the screen that shows images does)."""
+
+    def show_task(self, task: CreateTask | None) -> None:
+        """Show a create's progress (None: it is over)."""
+
+    # --- creating images -----------------------------------------------------------------
+
+    @work(group="operations", exit_on_error=False)
+    async def ask_create(self) -> None:
+        """Ask where a new image comes from, then create it (in the background)."""
+        if self.creating is not None:
+            self.notify(f"image {self.creating.name} is being created; one at a time", severity="warning")
+            return
+        try:
+            default = await self.call(self.engine.default_backend, "default backend")
+        except RoostError as e:
+            self.fail(f"create image: {e}")
+            return
+        request = await self.app.push_screen_wait(CreateDialog(default))
+        if request is not None:
+            self.create_image(request.name, request)
+
+    @work(group="operations", exit_on_error=False)
+    @operation("create image")
+    async def create_image(self, name: str, request: CreateRequest) -> None:
+        """Create the image in a thread worker, its progress shown; cancelling stops it at its next report."""
+        if self.creating is not None:
+            self.notify(f"image {self.creating.name} is being created; one at a time", severity="warning")
+            return
+        task = CreateTask(name, f"from {request.source.describe()}")
+        # An engine of its own, so only this create reports to (and is stopped by) this task.
+        ctx = self.engine.ctx
+        engine = Engine(ctx.settings, actor=ctx.actor, policy=ctx.policy, on_wait=ctx.on_wait, progress=task.report)
+        self.creating = task
+        self.show_task(task)
+        try:
+            info = await self.call(
+                lambda: engine.create_image(name, request.source, backend=request.backend, profile=request.profile),
+                f"create {name}",
+            )
+        except Cancelled:
+            self.say(f"cancelled: nothing of image {name} was kept")
+            return
+        finally:
+            self.creating = None
+            self.show_task(None)
+        late = " (it was done before the cancel could stop it)" if task.cancelled else ""
+        self.say(f"created image {name} (generation 1, {info.backend}){late}")
+        self.select_image(name)
+
+    def cancel_create(self) -> None:
+        """Stop the running create at its next progress report."""
+        if self.creating is not None and not self.creating.cancelled:
+            self.creating.cancel()
 
     # --- images ------------------------------------------------------------------------
 
