@@ -204,3 +204,41 @@ def test_create_cancelled_by_its_progress_callback_stops_its_helpers_and_keeps_n
     assert env.roost("image", "list", "--json").json() == []
     last = env.state.joinpath("journal.jsonl").read_text().splitlines()[-1]
     assert '"result": "failed"' in last or '"result":"failed"' in last
+
+
+def _group_members(pgid: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    if int(f.read().rsplit(")", 1)[1].split()[2]) == pgid:
+                        found.append(int(entry))
+            except OSError:
+                continue
+    return found
+
+
+def test_create_cancelled_while_mmdebstrap_runs_kills_its_process_group_and_keeps_nothing(env: Env) -> None:
+    from core.engine import Engine
+    from core.errors import Cancelled
+    from core.importers import Source
+
+    started: list[int] = []
+
+    def progress(fraction: float | None, text: str) -> None:
+        if not text.startswith("running mmdebstrap"):  # a line of mmdebstrap's own: it is running
+            started.extend(_children())
+            raise Cancelled("cancelled")
+
+    engine = Engine(env.settings(), progress=progress)
+    # A mirror nothing answers on: the create is cancelled long before mmdebstrap would need it.
+    source = Source("mmdebstrap", suite="bookworm", variant="minbase", mirror="http://127.0.0.1:9/debian")
+    with pytest.raises(Cancelled):
+        engine.create_image("cancelled", source)
+    assert len(started) == 1, started  # mmdebstrap, leading its own process group
+    assert _children() == []
+    assert _group_members(started[0]) == []
+    assert os.listdir(env.state / "staging") == []
+    assert not (env.state / "images" / "cancelled").exists()
+    assert not [n for n in os.listdir(env.run / "locks") if n.startswith("tx.")]

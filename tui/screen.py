@@ -108,6 +108,7 @@ class MainScreen(OperationsScreen):
         self.history_image: str | None = None
         self.usage: Mapping[str, Figures] = {}
         self._pending_session: str | None = None
+        self._pending_image: str | None = None
         self._footer_state: tuple[bool | None, ...] = ()
         #: What generations changed against their parents, by (image, generation, created).
         self.changes_read: dict[tuple[str, int, str], diffs.Pairs] = {}
@@ -166,6 +167,8 @@ class MainScreen(OperationsScreen):
         changed = snapshot.changed
         if "images" in changed:
             self.images_pane.show(snapshot.images)
+            if self._pending_image is not None and self.images_pane.table.select_key(self._pending_image):
+                self._pending_image = None
             if not snapshot.images and not self.offered_create:
                 # A first-time user sees where images come from: the images pane and its hint (c).
                 self.offered_create = True
@@ -204,9 +207,10 @@ class MainScreen(OperationsScreen):
         self.locks_pane.show(self.locks_pane.locks, now)
 
     def select_image(self, name: str) -> None:
-        """Highlight image *name* in the images pane (it shows once a refresh read it)."""
+        """Highlight image *name* in the images pane, now or as soon as a refresh shows it."""
         self.action_show_pane("images")
-        self.images_pane.table.select_key(name)
+        if not self.images_pane.table.select_key(name):
+            self._pending_image = name
 
     def show_task(self, task: CreateTask | None) -> None:
         if task is None:
