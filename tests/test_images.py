@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
 import pytest
@@ -186,17 +189,36 @@ def test_create_cancelled_by_its_progress_callback_stops_its_helpers_and_keeps_n
         source = Source("dir", path=str(tree))
     seen: list[str] = []
     running: list[list[int]] = []
+    # The helpers are stopped (SIGSTOP) when the create is cancelled: they can only end if roost
+    # kills them. Were roost to wait for them instead, the watchdog resumes them so the test
+    # ends, failing.
+    resumed: list[int] = []
+
+    def resume() -> None:
+        for pid in running[0] if running else []:
+            resumed.append(pid)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+
+    watchdog = threading.Timer(60, resume)
 
     def progress(fraction: float | None, text: str) -> None:
         seen.append(text)
         if text.startswith(("unpacking", "copying")):  # the helpers (gzip and tar, cp) are running now
             running.append(_children())
+            for pid in running[0]:
+                os.kill(pid, signal.SIGSTOP)
+            watchdog.start()
             raise Cancelled("cancelled")
 
     engine = Engine(env.settings(), progress=progress)
-    with pytest.raises(Cancelled):
-        engine.create_image("cancelled", source)
+    try:
+        with pytest.raises(Cancelled):
+            engine.create_image("cancelled", source)
+    finally:
+        watchdog.cancel()
     assert running and running[0], f"no helper was running when the create was cancelled: {seen}"
+    assert not resumed, "roost waited for its stopped helpers instead of killing them"
     assert _children() == []  # killed and reaped
     assert not (env.state / "images" / "cancelled").exists()
     assert os.listdir(env.state / "staging") == []
