@@ -277,7 +277,14 @@ def _pipeline(
                 except BrokenPipeError:
                     pass
         else:
-            progress(None, label)
+            # Nothing to count: report on a tick until the last stage ends, so a caller can stop it.
+            while True:
+                progress(None, label)
+                try:
+                    procs[-1][0].wait(timeout=0.2)
+                    break
+                except subprocess.TimeoutExpired:
+                    continue
         for proc, err in procs:
             if proc.wait() != 0:
                 err.seek(0)

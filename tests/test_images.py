@@ -264,3 +264,26 @@ def test_create_cancelled_while_mmdebstrap_runs_kills_its_process_group_and_keep
     assert os.listdir(env.state / "staging") == []
     assert not (env.state / "images" / "cancelled").exists()
     assert not [n for n in os.listdir(env.run / "locks") if n.startswith("tx.")]
+
+
+def test_helpers_with_nothing_to_count_still_report_so_a_cancel_stops_them() -> None:
+    """A copy as a sudo caller (tar reading as the caller into tar writing as root) counts no bytes:
+    it reports on a tick while it runs, so a cancel does not wait for the copy to finish."""
+    from core import importers
+    from core.errors import Cancelled
+
+    reports: list[str] = []
+    started: list[int] = []
+
+    def progress(fraction: float | None, text: str) -> None:
+        reports.append(text)
+        if len(reports) == 1:
+            started.extend(_children())
+        else:
+            raise Cancelled("cancelled")
+
+    with pytest.raises(Cancelled):
+        importers._pipeline([(["sleep", "30"], {})], None, progress, "copying", 0)
+    assert reports == ["copying", "copying"]
+    assert len(started) == 1
+    assert _children() == []
