@@ -941,3 +941,47 @@ def test_a_create_cancelled_midway_leaves_nothing_and_the_console_stays_usable(
     assert os.listdir(env.state / "staging") == []
     assert not [n for n in os.listdir(env.run / "locks") if n.startswith("tx.")]
     assert not mounts_under(env.base)
+
+
+def test_schroots_chroots_are_imported_from_the_console_after_a_summary(
+    env: Env, busybox_tree: Path, tmp_path: Path
+) -> None:
+    from textual.widgets import Select
+
+    from tui.widgets.create import CreateDialog
+
+    tarball = _tarball(busybox_tree, tmp_path)
+    schroot = tmp_path / "schroot"
+    (schroot / "chroot.d").mkdir(parents=True)
+    (schroot / "schroot.conf").write_text(f"[tarred]\ntype=file\nfile={tarball}\nfile-repack=true\n")
+    (schroot / "chroot.d" / "copied").write_text(f"[copied]\ntype=directory\ndirectory={busybox_tree}\n")
+    (schroot / "chroot.d" / "lvm").write_text("[lvm]\ntype=lvm-snapshot\ndevice=/dev/vg/x\n")
+
+    async def scenario(pilot: Pilot[Any], app: Console) -> None:
+        main = app.main
+        await until(pilot, lambda: main.active == "images")
+        await pilot.press("c")
+        await until(pilot, lambda: isinstance(app.screen, CreateDialog))
+        app.screen.query_one("#kind", Select).value = "schroot"
+        await pilot.pause(0.1)
+        assert not app.screen.query_one("#image-fields").display  # the chroots name themselves
+        _fill(app.screen, path=str(schroot))
+        await pilot.press("enter")
+        await shown(pilot, app, ConfirmDialog)
+        dialog = app.screen
+        assert isinstance(dialog, ConfirmDialog) and dialog.title_text == "Import 2 chroot(s)"
+        lines = [str(line) for line in dialog.lines]
+        # schroot.conf first, then chroot.d in order, as schroot reads them
+        assert lines[1] == f"  • tarred → image tarred from tar {tarball}, 1 note(s)"  # file-repack
+        assert lines[2].startswith(f"  • copied → image copied from dir {busybox_tree}")
+        assert lines[3].startswith("  • lvm: not imported: type=lvm-snapshot is not supported")
+        await pilot.press("y")
+        await until(pilot, lambda: {"tarred", "copied"} <= set(main.images_pane.table.model))
+        await until(pilot, lambda: any(n.startswith("imported ") for n in notes(app)))
+        assert any(n.startswith("not imported: lvm:") for n in notes(app))
+
+    drive(env, scenario)
+    assert sorted(i["name"] for i in env.roost("image", "list", "--json").json()) == ["copied", "tarred"]
+    sid = env.begin("tarred")
+    assert env.sh(sid, "cat /etc/hostname").out == "busybox\n"
+    env.ok("session", "end", sid)

@@ -61,7 +61,7 @@ def commands(screen: MainScreen) -> Iterator[Command]:
             "make it current again (asks first)",
             run("rollback"),
         )
-    yield ("Create an image", "from a tarball, a directory or mmdebstrap (c)", run("create_image"))
+    yield ("Create an image", "from a tarball, a directory, mmdebstrap or schroot's chroots (c)", run("create_image"))
     if screen.creating is not None:
         yield (f"Cancel creating {screen.creating.name}", "nothing of it is kept (ctrl+x)", run("cancel_create"))
     yield ("Filter sessions", "show only sessions matching some text (/)", run("filter"))

@@ -45,7 +45,7 @@ from .widgets.topbar import TopBar
 PANES = ("images", "sessions", "history", "locks")
 
 HINTS = {
-    "images": "No images yet. Press c to create one: from a tarball, a directory or mmdebstrap.",
+    "images": "No images yet. Press c to create one: from a tarball, a directory, mmdebstrap or schroot's chroots.",
     "sessions": "No sessions. Pick an image (1) and press b to begin one, m for a maintenance session.",
     "history": "Pick an image (1) to see its generations.",
     "locks": "Nobody holds or waits for a lock.",

@@ -32,7 +32,16 @@ KINDS = (
     ("a tarball (.tar, .tar.gz, .tar.xz, .tar.zst)", "tar", "Tarball"),
     ("a directory (copied)", "dir", "Directory"),
     ("mmdebstrap (a Debian suite)", "mmdebstrap", "Suite"),
+    ("schroot's chroots (one image each)", "schroot", "schroot dir"),
 )
+
+#: What the path field suggests for each kind.
+PLACEHOLDERS = {
+    "tar": "/srv/roots/bookworm.tar.zst",
+    "dir": "/srv/chroot/bookworm",
+    "mmdebstrap": "e.g. bookworm, trixie, unstable",
+    "schroot": "/etc/schroot (schroot.conf and chroot.d)",
+}
 
 
 @dataclass(frozen=True)
@@ -45,7 +54,15 @@ class CreateRequest:
     backend: str | None
 
 
-class CreateDialog(ModalScreen[CreateRequest | None]):
+@dataclass(frozen=True)
+class ImportRequest:
+    """What the operator asked for: schroot's chroots (in *schroot_dir*) as images."""
+
+    schroot_dir: str
+    backend: str | None
+
+
+class CreateDialog(ModalScreen[CreateRequest | ImportRequest | None]):
     """Where a new image comes from, and its name, profile and backend; enter creates, escape cancels."""
 
     BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "Cancel", id="dialog.cancel")]
@@ -75,12 +92,13 @@ class CreateDialog(ModalScreen[CreateRequest | None]):
                 with Horizontal(classes="field"):
                     yield Label("Mirror", classes="field-label")
                     yield Input(placeholder="mmdebstrap's default", id="mirror", compact=True)
-            with Horizontal(classes="field"):
-                yield Label("Name", classes="field-label")
-                yield Input(placeholder="e.g. bookworm-amd64", id="name", compact=True)
-            with Horizontal(classes="field"):
-                yield Label("Profile", classes="field-label")
-                yield Input(value="default", id="profile", compact=True)
+            with Vertical(id="image-fields"):
+                with Horizontal(classes="field"):
+                    yield Label("Name", classes="field-label")
+                    yield Input(placeholder="e.g. bookworm-amd64", id="name", compact=True)
+                with Horizontal(classes="field"):
+                    yield Label("Profile", classes="field-label")
+                    yield Input(value="default", id="profile", compact=True)
             with Horizontal(classes="field"):
                 yield Label("Backend", classes="field-label")
                 yield Input(placeholder=f"{self.default_backend} (the default)", id="backend", compact=True)
@@ -100,14 +118,12 @@ class CreateDialog(ModalScreen[CreateRequest | None]):
     def _show_kind(self, kind: str) -> None:
         label = next(what for _, k, what in KINDS if k == kind)
         self.query_one("#path-label", Label).update(label)
-        self.query_one("#path", Input).placeholder = {
-            "tar": "/srv/roots/bookworm.tar.zst",
-            "dir": "/srv/chroot/bookworm",
-            "mmdebstrap": "e.g. bookworm, trixie, unstable",
-        }[kind]
+        self.query_one("#path", Input).placeholder = PLACEHOLDERS[kind]
         self.query_one("#mmdebstrap-fields").display = kind == "mmdebstrap"
+        # schroot's chroots name themselves, and their profiles come from schroot's configuration.
+        self.query_one("#image-fields").display = kind != "schroot"
 
-    def request(self) -> CreateRequest | str:
+    def request(self) -> CreateRequest | ImportRequest | str:
         """The request the fields describe, or why they do not describe one (one line)."""
 
         def field(name: str) -> str:
@@ -115,6 +131,11 @@ class CreateDialog(ModalScreen[CreateRequest | None]):
 
         kind = str(self.query_one("#kind", Select).value)
         path = field("path")
+        if kind == "schroot":
+            directory = os.path.abspath(path or "/etc/schroot")
+            if not os.path.isdir(directory):
+                return f"{directory}: no such directory"
+            return ImportRequest(directory, field("backend") or None)
         if not path:
             return f"{'a suite' if kind == 'mmdebstrap' else 'a path'} is needed"
         if kind == "tar" and not os.path.isfile(path):

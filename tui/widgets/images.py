@@ -34,7 +34,7 @@ class ImagesPane(Pane):
             "screen.create_image",
             "Create",
             id="image.create",
-            tooltip="A new image from a tarball, a directory or mmdebstrap",
+            tooltip="A new image from a tarball, a directory or mmdebstrap, or schroot's chroots",
         ),
         Binding("b", "screen.begin", "Begin", id="image.begin", tooltip="Begin an ordinary session on the image"),
         Binding(
