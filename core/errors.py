@@ -86,3 +86,14 @@ class CommandFailed(RoostError):
     def __init__(self, message: str, code: int = EXIT_COMMAND_FAILED) -> None:
         super().__init__(message)
         self.exit_code = code
+
+
+class Cancelled(RoostError):
+    """The caller stopped a long operation (the console's cancel) while it ran; nothing was kept.
+
+    Raised by the caller's own progress callback, so the operation unwinds as
+    from any other error. Exit code 3, as for a conflict: another request
+    (the caller's) stopped it.
+    """
+
+    exit_code = EXIT_CONFLICT

@@ -332,7 +332,11 @@ def choose_backend(ctx: Context, backend: str | None) -> backends.Backend:
 
 def _discard_staging(staging: str) -> None:
     if os.path.lexists(staging):
-        mounts.unmount_tree(staging, force=True)  # a tree mounted to be filled (zfs)
+        if os.path.isdir(staging) and not os.path.islink(staging):
+            from . import procs
+
+            procs.kill_in_root(staging, 0.5)  # a cancelled mmdebstrap's chrooted maintainer scripts
+        mounts.unmount_tree(staging, force=True)  # a tree mounted to be filled (zfs), mmdebstrap's /proc
         backends.discard(staging)
 
 

@@ -160,11 +160,15 @@ def _from_dir(source: str, dest: str, progress: Progress) -> None:
         assert child.stderr is not None
         os.set_blocking(child.stderr.fileno(), False)
         err = b""
-        while child.poll() is None:
-            copied = max(0, _used_blocks(parent) - before)
-            progress(min(copied / total, 0.99), f"copying {source}")
-            time.sleep(0.1)
-            err += child.stderr.read() or b""
+        try:
+            while child.poll() is None:
+                copied = max(0, _used_blocks(parent) - before)
+                progress(min(copied / total, 0.99), f"copying {source}")
+                time.sleep(0.1)
+                err += child.stderr.read() or b""
+        except BaseException:
+            _stop(child)  # cancelled (the progress callback raised), interrupted: cp writes no more
+            raise
         err += child.stderr.read() or b""
     if child.returncode != 0:
         raise SystemFailure(programs.failure_line(argv, child.returncode, err, "copying the tree"))
@@ -273,7 +277,14 @@ def _pipeline(
                 except BrokenPipeError:
                     pass
         else:
-            progress(None, label)
+            # Nothing to count: report on a tick until the last stage ends, so a caller can stop it.
+            while True:
+                progress(None, label)
+                try:
+                    procs[-1][0].wait(timeout=0.2)
+                    break
+                except subprocess.TimeoutExpired:
+                    continue
         for proc, err in procs:
             if proc.wait() != 0:
                 err.seek(0)
@@ -284,6 +295,20 @@ def _pipeline(
                 proc.kill()
                 proc.wait()
             err.close()
+
+
+def _stop(proc: subprocess.Popen[bytes], *, group: bool = False) -> None:
+    """Kill a helper (and its process group, with *group*) and reap it."""
+    import signal
+
+    try:
+        if group:
+            os.killpg(proc.pid, signal.SIGKILL)
+        else:
+            proc.kill()
+    except ProcessLookupError:
+        pass
+    proc.wait()
 
 
 def _from_mmdebstrap(source: Source, dest: str, progress: Progress) -> None:
@@ -303,15 +328,22 @@ def _from_mmdebstrap(source: Source, dest: str, progress: Progress) -> None:
     if source.mirror:
         argv.append(source.mirror)
     progress(None, f"running mmdebstrap {source.suite}")
-    proc = programs.popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    # A process group of its own: stopping it stops the apt, dpkg and maintainer scripts it started.
+    proc = programs.popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
     assert proc.stderr is not None
     tail: list[str] = []
-    for raw in proc.stderr:
-        line = raw.decode(errors="replace").rstrip()
-        if not line:
-            continue
-        tail = [*tail[-19:], line]
-        progress(None, line[:120])
+    try:
+        for raw in proc.stderr:
+            line = raw.decode(errors="replace").rstrip()
+            if not line:
+                continue
+            tail = [*tail[-19:], line]
+            progress(None, line[:120])
+    except BaseException:
+        _stop(proc, group=True)  # what it mounted in the target goes with the staging tree
+        raise
+    finally:
+        proc.stderr.close()
     if proc.wait() != 0:
         raise SystemFailure(programs.failure_line(argv, proc.returncode, "\n".join(tail).encode(), "mmdebstrap"))
     progress(1.0, f"mmdebstrap {source.suite} done")

@@ -107,7 +107,7 @@ def cmd_image_convert(ctx: Context) -> int:
 
 
 def cmd_image_import_schroot(ctx: Context) -> int:
-    from .schroot import importer
+    from core import schrootimport as importer
 
     a = ctx.args
     eng = ctx.engine

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 from pathlib import Path
+
+import pytest
 
 from tests.support.env import Env, assert_no_leaks, make_env
 from tests.support.images import promote_version
@@ -144,3 +149,141 @@ def test_not_root_gets_a_clear_error(busybox_tree: Path) -> None:
     finally:
         assert_no_leaks(base)
         shutil.rmtree(base)
+
+
+def _children() -> list[int]:
+    """The processes this test process started that still exist (zombies included)."""
+    me = str(os.getpid())
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if fields[1] == me:
+                found.append(int(entry))
+    return found
+
+
+@pytest.mark.parametrize("kind", ["tar", "dir"])
+def test_create_cancelled_by_its_progress_callback_stops_its_helpers_and_keeps_nothing(
+    env: Env, busybox_tree: Path, tmp_path: Path, kind: str
+) -> None:
+    from core.engine import Engine
+    from core.errors import Cancelled
+    from core.importers import Source
+
+    if kind == "tar":
+        path = tmp_path / "bb.tar.gz"
+        subprocess.run(["tar", "-czf", str(path), "-C", str(busybox_tree), "."], check=True)
+        source = Source("tar", path=str(path))
+    else:
+        # Big enough that cp is still copying when it is first asked how far it got.
+        tree = tmp_path / "tree"
+        subprocess.run(["cp", "-a", str(busybox_tree), str(tree)], check=True)
+        with open(tree / "big", "wb") as f:
+            for _ in range(64):
+                f.write(os.urandom(1 << 20))
+        source = Source("dir", path=str(tree))
+    seen: list[str] = []
+    running: list[list[int]] = []
+    # The helpers are stopped (SIGSTOP) when the create is cancelled: they can only end if roost
+    # kills them. Were roost to wait for them instead, the watchdog resumes them so the test
+    # ends, failing.
+    resumed: list[int] = []
+
+    def resume() -> None:
+        for pid in running[0] if running else []:
+            resumed.append(pid)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+
+    watchdog = threading.Timer(60, resume)
+
+    def progress(fraction: float | None, text: str) -> None:
+        seen.append(text)
+        if text.startswith(("unpacking", "copying")):  # the helpers (gzip and tar, cp) are running now
+            running.append(_children())
+            for pid in running[0]:
+                os.kill(pid, signal.SIGSTOP)
+            watchdog.start()
+            raise Cancelled("cancelled")
+
+    engine = Engine(env.settings(), progress=progress)
+    try:
+        with pytest.raises(Cancelled):
+            engine.create_image("cancelled", source)
+    finally:
+        watchdog.cancel()
+    assert running and running[0], f"no helper was running when the create was cancelled: {seen}"
+    assert not resumed, "roost waited for its stopped helpers instead of killing them"
+    assert _children() == []  # killed and reaped
+    assert not (env.state / "images" / "cancelled").exists()
+    assert os.listdir(env.state / "staging") == []
+    assert not [n for n in os.listdir(env.run / "locks") if n.startswith("tx.")]
+    assert env.roost("image", "list", "--json").json() == []
+    last = env.state.joinpath("journal.jsonl").read_text().splitlines()[-1]
+    assert '"result": "failed"' in last or '"result":"failed"' in last
+
+
+def _group_members(pgid: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    if int(f.read().rsplit(")", 1)[1].split()[2]) == pgid:
+                        found.append(int(entry))
+            except OSError:
+                continue
+    return found
+
+
+def test_create_cancelled_while_mmdebstrap_runs_kills_its_process_group_and_keeps_nothing(env: Env) -> None:
+    from core.engine import Engine
+    from core.errors import Cancelled
+    from core.importers import Source
+
+    started: list[int] = []
+
+    def progress(fraction: float | None, text: str) -> None:
+        if not text.startswith("running mmdebstrap"):  # a line of mmdebstrap's own: it is running
+            started.extend(_children())
+            raise Cancelled("cancelled")
+
+    engine = Engine(env.settings(), progress=progress)
+    # A mirror nothing answers on: the create is cancelled long before mmdebstrap would need it.
+    source = Source("mmdebstrap", suite="bookworm", variant="minbase", mirror="http://127.0.0.1:9/debian")
+    with pytest.raises(Cancelled):
+        engine.create_image("cancelled", source)
+    assert len(started) == 1, started  # mmdebstrap, leading its own process group
+    assert _children() == []
+    assert _group_members(started[0]) == []
+    assert os.listdir(env.state / "staging") == []
+    assert not (env.state / "images" / "cancelled").exists()
+    assert not [n for n in os.listdir(env.run / "locks") if n.startswith("tx.")]
+
+
+def test_helpers_with_nothing_to_count_still_report_so_a_cancel_stops_them() -> None:
+    """A copy as a sudo caller (tar reading as the caller into tar writing as root) counts no bytes:
+    it reports on a tick while it runs, so a cancel does not wait for the copy to finish."""
+    from core import importers
+    from core.errors import Cancelled
+
+    reports: list[str] = []
+    started: list[int] = []
+
+    def progress(fraction: float | None, text: str) -> None:
+        reports.append(text)
+        if len(reports) == 1:
+            started.extend(_children())
+        else:
+            raise Cancelled("cancelled")
+
+    with pytest.raises(Cancelled):
+        importers._pipeline([(["sleep", "30"], {})], None, progress, "copying", 0)
+    assert reports == ["copying", "copying"]
+    assert len(started) == 1
+    assert _children() == []

@@ -10,7 +10,7 @@ import yaml
 
 from core.binfmt import host_arch
 from core.errors import ConfigError
-from roost.schroot.importer import parse
+from core.schrootimport import parse
 from tests.support.env import Env
 
 # --- the key-file format (no root needed) ------------------------------------------------------

@@ -24,6 +24,7 @@ from textual.notifications import SeverityLevel
 from textual.pilot import Pilot
 
 from tests.support.env import Env
+from tests.support.mounts import mounts_under
 from tui.app import RoostConsole
 from tui.widgets.dialogs import ChoiceDialog, ConfirmDialog, OutputDialog, PromptDialog
 from tui.widgets.help import HelpScreen
@@ -800,3 +801,187 @@ def test_a_diff_that_cannot_be_computed_is_one_line_not_a_crash(bb2: Env) -> Non
 
     app = drive(env, scenario, engine=engine)
     assert not [n for n, severity in app.notes if severity == "error"]
+
+
+# --- creating images ---------------------------------------------------------------------------
+
+
+def _tarball(busybox_tree: Path, tmp_path: Path) -> Path:
+    tarball = tmp_path / "bb.tar.gz"
+    subprocess.run(["tar", "--numeric-owner", "-czf", str(tarball), "-C", str(busybox_tree), "."], check=True)
+    return tarball
+
+
+def _fill(dialog: Any, **fields: str) -> None:
+    from textual.widgets import Input
+
+    for name, value in fields.items():
+        dialog.query_one(f"#{name}", Input).value = value
+
+
+def _children() -> list[int]:
+    """Processes this test process started that still exist (zombies included)."""
+    me = str(os.getpid())
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    if f.read().rsplit(")", 1)[1].split()[1] == me:
+                        found.append(int(entry))
+            except OSError:
+                continue
+    return found
+
+
+def test_an_empty_state_offers_to_create_an_image_and_one_is_created_from_a_tarball(
+    env: Env, busybox_tree: Path, tmp_path: Path
+) -> None:
+    from textual.widgets import Static
+
+    from tui.widgets.create import CreateDialog
+
+    tarball = _tarball(busybox_tree, tmp_path)
+
+    async def scenario(pilot: Pilot[Any], app: Console) -> None:
+        main = app.main
+        # A first-time user is shown the images pane and told which key creates one.
+        await until(pilot, lambda: main.active == "images")
+        await pilot.pause(0.1)
+        text = screen_text(app)
+        assert "No images yet. Press c to create one" in text
+        assert "Create" in text  # the key, in the footer
+        await pilot.press("c")
+        await until(pilot, lambda: isinstance(app.screen, CreateDialog))
+        dialog = app.screen
+        error = dialog.query_one("#create-error", Static)
+        # What is cheap to check is checked in the dialog, in one line.
+        await pilot.press("enter")
+        assert "a path is needed" in str(error.render())
+        _fill(dialog, path=str(tmp_path / "missing.tar"))
+        await pilot.press("enter")
+        assert "no such file" in str(error.render())
+        _fill(dialog, path=str(tarball), name="no/slash")
+        await pilot.press("enter")
+        assert "not a valid name" in str(error.render())
+        # What the engine refuses is one notification, and nothing is made.
+        _fill(dialog, name="fromtar", profile="no-such-profile")
+        await pilot.press("enter")
+        await until(pilot, lambda: any("create image:" in n and "no-such-profile" in n for n in notes(app)))
+        assert not main.images_pane.images
+        await pilot.press("c")
+        await until(pilot, lambda: isinstance(app.screen, CreateDialog))
+        _fill(app.screen, path=str(tarball), name="fromtar")
+        await pilot.press("enter")
+        await until(pilot, lambda: "fromtar" in main.images_pane.table.model)
+        await until(pilot, lambda: any("created image fromtar" in n for n in notes(app)))
+        await until(pilot, lambda: not main.task_panel.display)
+        assert main.images_pane.selected == "fromtar"
+
+    drive(env, scenario)
+    [image] = env.roost("image", "list", "--json").json()
+    assert (image["name"], image["current"], image["profile"]) == ("fromtar", 1, "default")
+    sid = env.begin("fromtar")
+    assert env.sh(sid, "cat /etc/hostname").out == "busybox\n"
+    env.ok("session", "end", sid)
+
+
+def test_a_create_cancelled_midway_leaves_nothing_and_the_console_stays_usable(
+    env: Env, busybox_tree: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+
+    from tui.widgets.create import CreateDialog, CreateTask
+
+    tarball = _tarball(busybox_tree, tmp_path)
+    # The create's first progress report waits until the test has pressed cancel: gzip and tar run meanwhile.
+    reported = threading.Event()
+    cancel_pressed = threading.Event()
+    helpers: list[list[int]] = []
+    report = CreateTask.report
+
+    def held_report(task: CreateTask, fraction: float | None, text: str) -> None:
+        if not reported.is_set():
+            helpers.append(_children())
+            reported.set()
+            cancel_pressed.wait(60)
+        report(task, fraction, text)
+
+    monkeypatch.setattr(CreateTask, "report", held_report)
+
+    async def scenario(pilot: Pilot[Any], app: Console) -> None:
+        main = app.main
+        await until(pilot, lambda: main.active == "images")
+        await pilot.press("c")
+        await until(pilot, lambda: isinstance(app.screen, CreateDialog))
+        _fill(app.screen, path=str(tarball), name="halfway")
+        await pilot.press("enter")
+        await until(pilot, reported.is_set)
+        assert main.task_panel.display
+        assert "Creating halfway" in screen_text(app)
+        # The console answers keys and follows the state root while the create runs.
+        await pilot.press("2")
+        assert main.active == "sessions"
+        await pilot.press("1")
+        assert main.active == "images"
+        env.ok("image", "create", "other", "--from-dir", str(busybox_tree))
+        await until(pilot, lambda: "other" in main.images_pane.table.model)
+        await pilot.press("ctrl+x")
+        assert main.creating is not None and main.creating.cancelled
+        cancel_pressed.set()
+        await until(pilot, lambda: any("cancelled: nothing of image halfway was kept" in n for n in notes(app)))
+        assert not main.task_panel.display
+        assert main.creating is None
+
+    drive(env, scenario)
+    assert helpers and helpers[0], "gzip and tar were not running when the create was cancelled"
+    assert _children() == []
+    assert [i["name"] for i in env.roost("image", "list", "--json").json()] == ["other"]
+    assert not (env.state / "images" / "halfway").exists()
+    assert os.listdir(env.state / "staging") == []
+    assert not [n for n in os.listdir(env.run / "locks") if n.startswith("tx.")]
+    assert not mounts_under(env.base)
+
+
+def test_schroots_chroots_are_imported_from_the_console_after_a_summary(
+    env: Env, busybox_tree: Path, tmp_path: Path
+) -> None:
+    from textual.widgets import Select
+
+    from tui.widgets.create import CreateDialog
+
+    tarball = _tarball(busybox_tree, tmp_path)
+    schroot = tmp_path / "schroot"
+    (schroot / "chroot.d").mkdir(parents=True)
+    (schroot / "schroot.conf").write_text(f"[tarred]\ntype=file\nfile={tarball}\nfile-repack=true\n")
+    (schroot / "chroot.d" / "copied").write_text(f"[copied]\ntype=directory\ndirectory={busybox_tree}\n")
+    (schroot / "chroot.d" / "lvm").write_text("[lvm]\ntype=lvm-snapshot\ndevice=/dev/vg/x\n")
+
+    async def scenario(pilot: Pilot[Any], app: Console) -> None:
+        main = app.main
+        await until(pilot, lambda: main.active == "images")
+        await pilot.press("c")
+        await until(pilot, lambda: isinstance(app.screen, CreateDialog))
+        app.screen.query_one("#kind", Select).value = "schroot"
+        await pilot.pause(0.1)
+        assert not app.screen.query_one("#image-fields").display  # the chroots name themselves
+        _fill(app.screen, path=str(schroot))
+        await pilot.press("enter")
+        await shown(pilot, app, ConfirmDialog)
+        dialog = app.screen
+        assert isinstance(dialog, ConfirmDialog) and dialog.title_text == "Import 2 chroot(s)"
+        lines = [str(line) for line in dialog.lines]
+        # schroot.conf first, then chroot.d in order, as schroot reads them
+        assert lines[1] == f"  • tarred → image tarred from tar {tarball}, 1 note(s)"  # file-repack
+        assert lines[2].startswith(f"  • copied → image copied from dir {busybox_tree}")
+        assert lines[3].startswith("  • lvm: not imported: type=lvm-snapshot is not supported")
+        await pilot.press("y")
+        await until(pilot, lambda: {"tarred", "copied"} <= set(main.images_pane.table.model))
+        await until(pilot, lambda: any(n.startswith("imported ") for n in notes(app)))
+        assert any(n.startswith("not imported: lvm:") for n in notes(app))
+
+    drive(env, scenario)
+    assert sorted(i["name"] for i in env.roost("image", "list", "--json").json()) == ["copied", "tarred"]
+    sid = env.begin("tarred")
+    assert env.sh(sid, "cat /etc/hostname").out == "busybox\n"
+    env.ok("session", "end", sid)

@@ -37,7 +37,7 @@ def demo_state() -> Iterator[demo.Demo]:
 
 
 @pytest.mark.parametrize("size", sorted(demo.SIZES))
-@pytest.mark.parametrize("scene", ["main", "history", "promote", "end", "rollback", "help"])
+@pytest.mark.parametrize("scene", ["main", "history", "promote", "end", "rollback", "help", "create", "creating"])
 def test_console_snapshot(demo_state: demo.Demo, snap_compare: Any, scene: str, size: str) -> None:
     app = demo.console(demo_state)
     assert snap_compare(app, terminal_size=demo.SIZES[size], run_before=demo.scenes()[scene])

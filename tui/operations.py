@@ -28,12 +28,13 @@ from textual.worker import WorkerFailed
 
 from core import process
 from core.engine import Engine
-from core.errors import Conflict, RoostError
+from core.errors import Cancelled, Conflict, RoostError
 from core.units import human_size
 from core.views import ImageInfo, SessionInfo
 
 from .messages import RefreshRequested
 from .widgets import diffs
+from .widgets.create import CreateDialog, CreateRequest, CreateTask, ImportRequest
 from .widgets.dialogs import ChoiceDialog, ConfirmDialog, OutputDialog, PromptDialog
 from .widgets.diffs import DiffLines
 
@@ -86,6 +87,8 @@ class OperationsScreen(Screen[None]):
         self.terminal = dict(terminal)
         #: What runs on which target (an image or a session).
         self.busy: dict[str, str] = {}
+        #: The image being created (one at a time), whose progress the screen shows.
+        self.creating: CreateTask | None = None
 
     # --- plumbing ----------------------------------------------------------------------
 
@@ -105,6 +108,119 @@ class OperationsScreen(Screen[None]):
 
     def select_session(self, sid: str) -> None:
         """Highlight session *sid* (the screen that shows sessions does)."""
+
+    def select_image(self, name: str) -> None:
+        """Highlight image *name* (the screen that shows images does)."""
+
+    def show_task(self, task: CreateTask | None) -> None:
+        """Show a create's progress (None: it is over)."""
+
+    # --- creating images -----------------------------------------------------------------
+
+    @work(group="operations", exit_on_error=False)
+    async def ask_create(self) -> None:
+        """Ask where a new image comes from, then create it (in the background)."""
+        if self.creating is not None:
+            self.notify(f"image {self.creating.name} is being created; one at a time", severity="warning")
+            return
+        try:
+            default = await self.call(self.engine.default_backend, "default backend")
+        except RoostError as e:
+            self.fail(f"create image: {e}")
+            return
+        request = await self.app.push_screen_wait(CreateDialog(default))
+        if isinstance(request, CreateRequest):
+            self.create_image(request.name, request)
+        elif isinstance(request, ImportRequest):
+            self.import_schroot(request.schroot_dir, request.backend)
+
+    @work(group="operations", exit_on_error=False)
+    @operation("create image")
+    async def create_image(self, name: str, request: CreateRequest) -> None:
+        """Create the image in a thread worker, its progress shown; cancelling stops it at its next report."""
+        if self.creating is not None:
+            self.notify(f"image {self.creating.name} is being created; one at a time", severity="warning")
+            return
+        task = CreateTask(name, f"from {request.source.describe()}")
+        # An engine of its own, so only this create reports to (and is stopped by) this task.
+        ctx = self.engine.ctx
+        engine = Engine(ctx.settings, actor=ctx.actor, policy=ctx.policy, on_wait=ctx.on_wait, progress=task.report)
+        self.creating = task
+        self.show_task(task)
+        try:
+            info = await self.call(
+                lambda: engine.create_image(name, request.source, backend=request.backend, profile=request.profile),
+                f"create {name}",
+            )
+        except Cancelled:
+            self.say(f"cancelled: nothing of image {name} was kept")
+            return
+        finally:
+            self.creating = None
+            self.show_task(None)
+        late = " (it was done before the cancel could stop it)" if task.cancelled else ""
+        self.say(f"created image {name} (generation 1, {info.backend}){late}")
+        self.select_image(name)
+
+    @work(group="operations", exit_on_error=False)
+    @operation("import schroot's chroots")
+    async def import_schroot(self, schroot_dir: str, backend: str | None) -> None:
+        """Say how each of schroot's chroots would become an image, ask, import them one by one."""
+        from core import schrootimport
+
+        if self.creating is not None:
+            self.notify(f"image {self.creating.name} is being created; one at a time", severity="warning")
+            return
+        plans, _ = await self.call(
+            lambda: schrootimport.plan_import(self.engine, schroot_dir=schroot_dir), f"import {schroot_dir}"
+        )
+        ready = [p for p in plans if p.error is None and p.source is not None and p.image is not None]
+        if not plans:
+            self.say(f"no schroot chroots in {schroot_dir}")
+            return
+        lines: list[str | Text | Widget] = [Text.assemble("Import schroot's chroots from ", (schroot_dir, "bold"), "?")]
+        for p in plans:
+            if p.error is None and p.source is not None:
+                notes = f", {len(p.notes)} note(s)" if p.notes else ""
+                lines.append(f"  • {p.chroot} → image {p.image} from {p.source.describe()}{notes}")
+            else:
+                lines.append(f"  • {p.chroot}: not imported: {p.error}")
+        lines.append(f"Every note: roost image import-schroot --all --schroot-dir {schroot_dir} --dry-run")
+        if not ready:
+            await self.app.push_screen_wait(ConfirmDialog("Nothing to import", lines, "OK", danger=False))
+            return
+        dialog = ConfirmDialog(f"Import {len(ready)} chroot(s)", lines, "Import", danger=False)
+        if not await self.app.push_screen_wait(dialog):
+            return
+        task = CreateTask("schroot's chroots", f"from {schroot_dir}")
+        ctx = self.engine.ctx
+        engine = Engine(ctx.settings, actor=ctx.actor, policy=ctx.policy, on_wait=ctx.on_wait, progress=task.report)
+
+        def run() -> None:
+            for p in ready:
+                task.report(None, f"{p.chroot}: creating image {p.image}")
+                schrootimport.run(engine, [p], backend=backend)
+
+        self.creating = task
+        self.show_task(task)
+        try:
+            await self.call(run, f"import {schroot_dir}")
+        except Cancelled:
+            self.say("cancelled: the chroot being imported was not kept")
+        finally:
+            self.creating = None
+            self.show_task(None)
+        done = [f"{p.chroot} as {p.image}" for p in ready if p.imported]
+        failed = [f"{p.chroot}: {p.error}" for p in plans if p.error is not None]
+        if done:
+            self.say(f"imported {', '.join(done)}")
+        if failed:
+            self.fail("not imported: " + "; ".join(failed))
+
+    def cancel_create(self) -> None:
+        """Stop the running create at its next progress report."""
+        if self.creating is not None and not self.creating.cancelled:
+            self.creating.cancel()
 
     # --- images ------------------------------------------------------------------------
 

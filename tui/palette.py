@@ -61,6 +61,9 @@ def commands(screen: MainScreen) -> Iterator[Command]:
             "make it current again (asks first)",
             run("rollback"),
         )
+    yield ("Create an image", "from a tarball, a directory, mmdebstrap or schroot's chroots (c)", run("create_image"))
+    if screen.creating is not None:
+        yield (f"Cancel creating {screen.creating.name}", "nothing of it is kept (ctrl+x)", run("cancel_create"))
     yield ("Filter sessions", "show only sessions matching some text (/)", run("filter"))
     yield ("Sort sessions by the next column", "s; S reverses", partial(screen.sessions_pane.action_sort))
     yield ("Reverse the session order", "S", partial(screen.sessions_pane.action_sort_reverse))

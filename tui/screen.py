@@ -30,6 +30,7 @@ from core.watch import Figures, Snapshot
 from .messages import ImageHighlighted, RefreshRequested, SessionHighlighted
 from .operations import OperationsScreen
 from .widgets import diffs
+from .widgets.create import CreateTask, TaskPanel
 from .widgets.detail import DetailPanel, generation_detail, image_detail, lock_detail, session_detail
 from .widgets.events import EventLog
 from .widgets.help import HelpScreen
@@ -44,7 +45,7 @@ from .widgets.topbar import TopBar
 PANES = ("images", "sessions", "history", "locks")
 
 HINTS = {
-    "images": "No images yet. Create one in a shell: sudo roost image create NAME --mmdebstrap bookworm",
+    "images": "No images yet. Press c to create one: from a tarball, a directory, mmdebstrap or schroot's chroots.",
     "sessions": "No sessions. Pick an image (1) and press b to begin one, m for a maintenance session.",
     "history": "Pick an image (1) to see its generations.",
     "locks": "Nobody holds or waits for a lock.",
@@ -67,6 +68,13 @@ class MainScreen(OperationsScreen):
         Binding("tab", "next_pane", "Next pane", show=False, id="pane.next"),
         Binding("shift+tab", "previous_pane", "Previous pane", show=False, id="pane.previous"),
         Binding("slash", "filter", "Filter", show=False, key_display="/", id="filter"),
+        Binding(
+            "ctrl+x",
+            "cancel_create",
+            "Cancel create",
+            id="create.cancel",
+            tooltip="Stop the image being created; nothing of it is kept",
+        ),
         Binding("ctrl+r", "refresh", "Refresh", show=False, id="refresh", tooltip="Read everything again now"),
         Binding("colon", "app.command_palette", "Commands", show=False, key_display=":", id="palette"),
         Binding("question_mark", "help", "Help", key_display="?", id="help"),
@@ -93,10 +101,14 @@ class MainScreen(OperationsScreen):
         self.locks_pane = LocksPane()
         self.detail = DetailPanel()
         self.events = EventLog(clock)
+        self.task_panel = TaskPanel()
+        #: The first read found no images: the images pane was shown, offering to create one.
+        self.offered_create = False
         #: The image whose history is shown (or asked for), and the per-session figures shown.
         self.history_image: str | None = None
         self.usage: Mapping[str, Figures] = {}
         self._pending_session: str | None = None
+        self._pending_image: str | None = None
         self._footer_state: tuple[bool | None, ...] = ()
         #: What generations changed against their parents, by (image, generation, created).
         self.changes_read: dict[tuple[str, int, str], diffs.Pairs] = {}
@@ -110,6 +122,7 @@ class MainScreen(OperationsScreen):
             yield self.sessions_pane
             yield self.history_pane
             yield self.locks_pane
+        yield self.task_panel
         with Horizontal(id="bottom"):
             yield self.detail
             yield self.events
@@ -120,6 +133,9 @@ class MainScreen(OperationsScreen):
         self.watch(self.app, "snapshot", self._show_snapshot)
         self.watch(self.app, "usage", self._show_usage)
         self.set_interval(self.tick_interval, self.tick)
+
+    def on_unmount(self) -> None:
+        self.cancel_create()  # the console is closing: a create stops at its next report, keeping nothing
 
     def on_resize(self, event: events.Resize) -> None:
         # Crossing the narrow/wide breakpoint hides and shows panes, which can take
@@ -151,6 +167,12 @@ class MainScreen(OperationsScreen):
         changed = snapshot.changed
         if "images" in changed:
             self.images_pane.show(snapshot.images)
+            if self._pending_image is not None and self.images_pane.table.select_key(self._pending_image):
+                self._pending_image = None
+            if not snapshot.images and not self.offered_create:
+                # A first-time user sees where images come from: the images pane and its hint (c).
+                self.offered_create = True
+                self.call_after_refresh(self.action_show_pane, "images")  # after the first focus has landed
             if self.history_image is None and self.images_pane.selected is not None:
                 self._follow_image(self.images_pane.selected)
         if "sessions" in changed:
@@ -183,6 +205,19 @@ class MainScreen(OperationsScreen):
         now = self.clock()
         self.sessions_pane.show(self.sessions_pane.sessions, self.usage, now)
         self.locks_pane.show(self.locks_pane.locks, now)
+
+    def select_image(self, name: str) -> None:
+        """Highlight image *name* in the images pane, now or as soon as a refresh shows it."""
+        self.action_show_pane("images")
+        if not self.images_pane.table.select_key(name):
+            self._pending_image = name
+
+    def show_task(self, task: CreateTask | None) -> None:
+        if task is None:
+            self.task_panel.finish()
+        else:
+            self.task_panel.start(task)
+        self._update_footer()
 
     def select_session(self, sid: str) -> None:
         """Highlight *sid* in the sessions pane, now or as soon as a refresh shows it."""
@@ -335,7 +370,8 @@ class MainScreen(OperationsScreen):
 
     def _update_footer(self) -> None:
         """Refresh the footer only when what the verbs allow changed (it rebuilds itself each time)."""
-        state = tuple(self.check_action(a, ()) for a in (*IMAGE_VERBS, *SESSION_VERBS, "rollback"))
+        verbs = (*IMAGE_VERBS, *SESSION_VERBS, "rollback", "cancel_create")
+        state = tuple(self.check_action(a, ()) for a in verbs)
         if state != self._footer_state:
             self._footer_state = state
             self.refresh_bindings()
@@ -355,6 +391,8 @@ class MainScreen(OperationsScreen):
             ):
                 return None
             return True
+        if action == "cancel_create":
+            return self.creating is not None  # hidden from the footer while nothing is being created
         if action == "rollback":
             found = self.selected_generation()
             return True if found is not None and not found[1].current else None
@@ -373,6 +411,17 @@ class MainScreen(OperationsScreen):
             self.notify("select a session first (2)", severity="warning")
             return None
         return info.session.id
+
+    def action_create_image(self) -> None:
+        self.ask_create()
+
+    def action_cancel_create(self) -> None:
+        if self.creating is None:
+            self.notify("no image is being created", severity="warning")
+            return
+        self.cancel_create()
+        self.task_panel.cancelling()
+        self.say(f"cancelling the creation of {self.creating.name}")
 
     def action_begin(self) -> None:
         if (name := self._image()) is not None:

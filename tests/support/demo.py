@@ -441,7 +441,53 @@ def scenes() -> dict[str, Callable[[Any], Any]]:
         await pilot.press("question_mark")
         await wait_for_screen(pilot, "HelpScreen")
 
-    return {"main": main, "history": history, "promote": promote, "end": end, "rollback": rollback, "help": help_}
+    async def create(pilot: Any) -> None:
+        from textual.widgets import Input, Select
+
+        await settle(pilot)
+        await pilot.press("1", "c")
+        await wait_for_screen(pilot, "CreateDialog")
+        dialog = pilot.app.screen
+        dialog.query_one("#kind", Select).value = "mmdebstrap"
+        fields = {"path": "trixie", "variant": "buildd", "arch": "arm64", "name": "trixie-arm64"}
+        for name, value in fields.items():
+            dialog.query_one(f"#{name}", Input).value = value
+        dialog.query_one("#name", Input).focus()
+        await pilot.pause(0.1)
+        dialog.query_one("#name", Input).cursor_blink = False  # a still picture: the cursor shown
+        await pilot.pause(0.1)
+
+    async def creating(pilot: Any) -> None:
+        from tui.widgets.create import CreateTask
+
+        await settle(pilot)
+        await pilot.press("1")
+        # The panel as a create shows it, with progress reported the way tar's is (no worker runs).
+        task = CreateTask("bookworm-i386", "from tar /srv/roots/bookworm-i386.tar.zst")
+        for fraction, text in CREATE_PROGRESS:
+            task.report(fraction, text)
+        main = pilot.app.main
+        main.creating = task
+        main.show_task(task)
+        await pilot.pause(0.3)
+
+    return {
+        "main": main,
+        "history": history,
+        "promote": promote,
+        "end": end,
+        "rollback": rollback,
+        "help": help_,
+        "create": create,
+        "creating": creating,
+    }
+
+
+#: What the "creating" picture shows of a create's progress: what unpacking a tarball reports.
+CREATE_PROGRESS = [
+    (0.18, "unpacking bookworm-i386.tar.zst"),
+    (0.61, "unpacking bookworm-i386.tar.zst"),
+]
 
 
 SIZES = {"80x24": (80, 24), "160x48": (160, 48)}
@@ -468,6 +514,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Build the demo state and take the console's screenshots.")
     parser.add_argument("--out", default="screenshots", help="directory for the SVG files (default: screenshots)")
     parser.add_argument("--base", default="/tmp/roost-demo", help="where the demo state lives while it runs")
+    parser.add_argument(
+        "--scene", action="append", choices=sorted(scenes()), help="take only this scene (repeatable; default: all)"
+    )
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
         print("tests.support.demo: the demo mounts sessions; run it as root", file=sys.stderr)
@@ -475,7 +524,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     with demo(Path(args.base), holder=True) as d:
-        for scene in scenes():
+        for scene in args.scene or scenes():
             for label, size in SIZES.items():
                 path = out / f"{scene}-{label}.svg"
                 path.write_text(screenshot(d, scene, size), encoding="utf-8")

@@ -29,6 +29,13 @@ class ImagesPane(Pane):
     )
     SORT = "name"
     BINDINGS: ClassVar[list[BindingType]] = [
+        Binding(
+            "c",
+            "screen.create_image",
+            "Create",
+            id="image.create",
+            tooltip="A new image from a tarball, a directory or mmdebstrap, or schroot's chroots",
+        ),
         Binding("b", "screen.begin", "Begin", id="image.begin", tooltip="Begin an ordinary session on the image"),
         Binding(
             "m",

@@ -1,4 +1,6 @@
-"""``roost image import-schroot``: read schroot.conf and chroot.d, plan and run their import.
+"""Taking over schroot's chroots: read schroot.conf and chroot.d, plan and run their import.
+
+``roost image import-schroot`` and the console's create dialog both call this.
 
 schroot describes chroots in key files (``[name]`` groups of ``key=value``
 lines) in ``/etc/schroot/schroot.conf`` and ``/etc/schroot/chroot.d/*``.
@@ -29,17 +31,17 @@ import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from core.errors import BadInput, ConfigError, NotFound, RoostError
-from core.imageconf import PERSONALITIES
-from core.importers import Source
-from core.names import is_valid_name
+from .errors import BadInput, Cancelled, ConfigError, NotFound, RoostError
+from .imageconf import PERSONALITIES
+from .importers import Source
+from .names import is_valid_name
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from core.callerfs import CallerFiles
-    from core.engine import Engine
-    from core.profiles import Profile
+    from .callerfs import CallerFiles
+    from .engine import Engine
+    from .profiles import Profile
 
 SCHROOT_DIR = "/etc/schroot"
 
@@ -284,7 +286,7 @@ def _lines(path: str, files: CallerFiles) -> list[str]:
 
 def _zfs_mountpoint(dataset: str) -> str | None:
     """Where *dataset* is mounted, from the mount table (no zfs tools needed)."""
-    from core.mounts import mounts
+    from .mounts import mounts
 
     for m in mounts():
         if m.fstype == "zfs" and m.source == dataset:
@@ -438,7 +440,7 @@ def plan_import(
 
     Returns the plans and the chroot.d files schroot itself would skip.
     """
-    from core.callerfs import CallerFiles
+    from .callerfs import CallerFiles
 
     reader = CallerFiles(eng.actor)  # schroot's files are read as the caller could read them
     directory = schroot_dir or SCHROOT_DIR
@@ -457,7 +459,11 @@ def plan_import(
 
 
 def run(eng: Engine, plans: list[Plan], *, backend: str | None = None) -> list[Plan]:
-    """Create an image for every plan without an error; an image that fails gets the error instead."""
+    """Create an image for every plan without an error; an image that fails gets the error instead.
+
+    A cancel (:class:`Cancelled`, from the caller's progress callback) stops the whole import:
+    the images made before it stay, the one under way is not kept.
+    """
     for p in plans:
         if p.error is not None or p.source is None or p.image is None:
             continue
@@ -470,6 +476,8 @@ def run(eng: Engine, plans: list[Plan], *, backend: str | None = None) -> list[P
                 description=p.description,
                 settings=p.settings,
             )
+        except Cancelled:
+            raise
         except RoostError as e:
             p.error = str(e)
             p.error_code = e.exit_code
