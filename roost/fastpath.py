@@ -52,6 +52,7 @@ def _run_options(argv: Sequence[str], i: int, opts: dict[str, object]) -> str | 
     n = len(argv)
     opts.update(user=None, directory=None, preserve_environment=False)
     dashes = False
+    options_after_positional = False
     while i < n:
         arg = argv[i]
         if arg == "--":
@@ -64,9 +65,11 @@ def _run_options(argv: Sequence[str], i: int, opts: dict[str, object]) -> str | 
                 return None
             opts["user" if arg in ("-u", "--user") else "directory"] = value
             i += 2
+            options_after_positional = positional is not None
         elif arg in ("-p", "--preserve-environment"):
             opts["preserve_environment"] = True
             i += 1
+            options_after_positional = positional is not None
         elif arg.startswith("-"):
             return None
         elif positional is None:
@@ -76,6 +79,10 @@ def _run_options(argv: Sequence[str], i: int, opts: dict[str, object]) -> str | 
             break
     command = list(argv[i:])
     if not dashes and any(word.startswith("-") for word in command):
+        return None
+    if not dashes and options_after_positional and command:
+        # argparse took the command (nargs="*") as empty with the positional, before the
+        # options: a word after them is one it refuses ("unrecognized arguments")
         return None
     opts["command"] = command
     opts["after_dashes"] = None

@@ -215,6 +215,13 @@ def test_a_command_without_dashes_is_fast_only_when_argparse_reads_it_whole() ->
     assert fastpath.parse(["session", "run", "s", "ls", "-l"]) is None
     assert fastpath.plain_command(["run", "img", "ls", "-u", "bob"]) is None
     assert fastpath.parse(["session", "run", "-u", "-x", "s", "--", "ls"]) is None
+    # argparse takes the command as empty with the session, before options that follow it
+    assert fastpath.parse(["session", "run", "bob", "-u", "bob", "bob"]) is None
+    assert fastpath.plain_command(["run", "img", "-p", "ls"]) is None
+    assert fastpath.parse(["session", "run", "s", "-u", "bob", "--", "ls"]) == (None, "s", ["ls"], "bob", None, False)
+    assert fastpath.parse(["session", "run", "-u", "bob", "s", "ls"]) == (None, "s", ["ls"], "bob", None, False)
+    for argv in (["session", "run", "bob", "-u", "bob", "bob"], ["run", "img", "-p", "ls"]):
+        assert_fast_agrees(argv)
 
 
 # --- the way to the schroot front door ----------------------------------------------------
