@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from core import cgroups
-from tests.support.env import Env
+from tests.support.env import Env, procs_below
 from tests.support.mounts import is_mounted
 
 V2 = next((h for h in cgroups.hierarchies() if h.version == 2), None)
@@ -239,22 +239,24 @@ def test_network_loopback_reaches_the_hosts_loopback_services_and_nothing_else(i
 # --- switching a live session ----------------------------------------------------------------
 
 
+def _running_in(env: Env, command: str) -> list[int]:
+    """The pids of *command* running in a session of *env* (never another test's, even one running beside)."""
+    out = subprocess.run(["pgrep", "-f", command], capture_output=True, text=True).stdout
+    return sorted(set(int(p) for p in out.split()) & set(procs_below(str(env.base))))
+
+
 def test_switching_a_live_session_moves_its_next_commands_and_running_processes_keep_theirs(iso: Env) -> None:
     sid = iso.begin("bb")
     host_ns = netns_of("self")
     iso.sh(sid, "exec sleep 300 </dev/null >/dev/null 2>&1 &")
-    (first,) = [
-        int(p) for p in subprocess.run(["pgrep", "-f", "sleep 300"], capture_output=True, text=True).stdout.split()
-    ]
+    (first,) = _running_in(iso, "sleep 300")
     r = iso.roost("session", "network", sid, "none")
     assert r.code == 0 and "1 process(es) already running" in r.err, r.err
     inside = iso.sh(sid, "readlink /proc/self/ns/net; ls /sys/class/net").out.split()
     assert inside[0] != host_ns and inside[1:] == ["lo"]
     assert netns_of(first) == host_ns  # setns moves only the caller: the running sleep keeps the host's
     iso.sh(sid, "exec sleep 301 </dev/null >/dev/null 2>&1 &")
-    (second,) = [
-        int(p) for p in subprocess.run(["pgrep", "-f", "sleep 301"], capture_output=True, text=True).stdout.split()
-    ]
+    (second,) = _running_in(iso, "sleep 301")
     assert netns_of(second) == inside[0]
     # back to host: the namespace file is unmounted, the sleep started in it keeps it (alive while it runs)
     iso.ok("session", "network", sid, "host")
@@ -366,12 +368,13 @@ def test_a_fork_bomb_stops_at_the_pids_limit_and_the_host_still_answers(iso: Env
 def test_end_kills_through_the_cgroup_a_process_that_double_forked_and_left_the_sessions_root(iso: Env) -> None:
     sid = iso.begin("bb", "--limit", "pids=64")
     me = os.getpid()
+    seconds = 100000 + me % 100000  # a command line no other test's process has
     # setsid + background: reparented to init; chroot to our root through /proc: outside the session's root
-    r = iso.sh(sid, f"(setsid chroot /proc/{me}/root /bin/sleep 1234 </dev/null >/dev/null 2>&1 &) ; echo forked")
+    r = iso.sh(sid, f"(setsid chroot /proc/{me}/root /bin/sleep {seconds} </dev/null >/dev/null 2>&1 &) ; echo forked")
     assert r.out == "forked\n", r.err
     pids: list[int] = []
     for _ in range(50):
-        out = subprocess.run(["pgrep", "-f", "sleep 1234"], capture_output=True, text=True).stdout
+        out = subprocess.run(["pgrep", "-x", "-f", f"/bin/sleep {seconds}"], capture_output=True, text=True).stdout
         pids = [int(p) for p in out.split()]
         if pids:
             break
