@@ -449,6 +449,9 @@ def test_an_interrupted_plan_ends_what_it_began(bb: Env, sig: signal.Signals) ->
         stderr=subprocess.PIPE,
         cwd="/",
         start_new_session=True,
+        # as a command typed at a terminal gets it: a test suite started in the background of a
+        # shell inherits SIGINT ignored, and so would the plan (which then rightly ignores it)
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         wait_for(marker.exists, proc)

@@ -151,8 +151,9 @@ def test_not_root_gets_a_clear_error(busybox_tree: Path) -> None:
         shutil.rmtree(base)
 
 
-def _children() -> list[int]:
-    """The processes this test process started that still exist (zombies included)."""
+def _children(existing: frozenset[int] = frozenset()) -> list[int]:
+    """The processes this test process started that still exist (zombies included), but for *existing*
+    (what the session's fixtures started before the test: a zfs-fuse daemon)."""
     me = str(os.getpid())
     found = []
     for entry in os.listdir("/proc"):
@@ -162,7 +163,7 @@ def _children() -> list[int]:
                     fields = f.read().rsplit(")", 1)[1].split()
             except OSError:
                 continue
-            if fields[1] == me:
+            if fields[1] == me and int(entry) not in existing:
                 found.append(int(entry))
     return found
 
@@ -171,6 +172,7 @@ def _children() -> list[int]:
 def test_create_cancelled_by_its_progress_callback_stops_its_helpers_and_keeps_nothing(
     env: Env, busybox_tree: Path, tmp_path: Path, kind: str
 ) -> None:
+    existing = frozenset(_children())  # the session's daemons are not this test's helpers
     from core.engine import Engine
     from core.errors import Cancelled
     from core.importers import Source
@@ -205,7 +207,7 @@ def test_create_cancelled_by_its_progress_callback_stops_its_helpers_and_keeps_n
     def progress(fraction: float | None, text: str) -> None:
         seen.append(text)
         if text.startswith(("unpacking", "copying")):  # the helpers (gzip and tar, cp) are running now
-            running.append(_children())
+            running.append(_children(existing))
             for pid in running[0]:
                 os.kill(pid, signal.SIGSTOP)
             watchdog.start()
@@ -219,7 +221,7 @@ def test_create_cancelled_by_its_progress_callback_stops_its_helpers_and_keeps_n
         watchdog.cancel()
     assert running and running[0], f"no helper was running when the create was cancelled: {seen}"
     assert not resumed, "roost waited for its stopped helpers instead of killing them"
-    assert _children() == []  # killed and reaped
+    assert _children(existing) == []  # killed and reaped
     assert not (env.state / "images" / "cancelled").exists()
     assert os.listdir(env.state / "staging") == []
     assert not [n for n in os.listdir(env.run / "locks") if n.startswith("tx.")]
@@ -242,6 +244,7 @@ def _group_members(pgid: int) -> list[int]:
 
 
 def test_create_cancelled_while_mmdebstrap_runs_kills_its_process_group_and_keeps_nothing(env: Env) -> None:
+    existing = frozenset(_children())  # the session's daemons are not this test's helpers
     from core.engine import Engine
     from core.errors import Cancelled
     from core.importers import Source
@@ -250,7 +253,7 @@ def test_create_cancelled_while_mmdebstrap_runs_kills_its_process_group_and_keep
 
     def progress(fraction: float | None, text: str) -> None:
         if not text.startswith("running mmdebstrap"):  # a line of mmdebstrap's own: it is running
-            started.extend(_children())
+            started.extend(_children(existing))
             raise Cancelled("cancelled")
 
     engine = Engine(env.settings(), progress=progress)
@@ -259,7 +262,7 @@ def test_create_cancelled_while_mmdebstrap_runs_kills_its_process_group_and_keep
     with pytest.raises(Cancelled):
         engine.create_image("cancelled", source)
     assert len(started) == 1, started  # mmdebstrap, leading its own process group
-    assert _children() == []
+    assert _children(existing) == []
     assert _group_members(started[0]) == []
     assert os.listdir(env.state / "staging") == []
     assert not (env.state / "images" / "cancelled").exists()
@@ -269,6 +272,7 @@ def test_create_cancelled_while_mmdebstrap_runs_kills_its_process_group_and_keep
 def test_helpers_with_nothing_to_count_still_report_so_a_cancel_stops_them() -> None:
     """A copy as a sudo caller (tar reading as the caller into tar writing as root) counts no bytes:
     it reports on a tick while it runs, so a cancel does not wait for the copy to finish."""
+    existing = frozenset(_children())  # the session's daemons are not this test's helpers
     from core import importers
     from core.errors import Cancelled
 
@@ -278,7 +282,7 @@ def test_helpers_with_nothing_to_count_still_report_so_a_cancel_stops_them() -> 
     def progress(fraction: float | None, text: str) -> None:
         reports.append(text)
         if len(reports) == 1:
-            started.extend(_children())
+            started.extend(_children(existing))
         else:
             raise Cancelled("cancelled")
 
@@ -286,4 +290,4 @@ def test_helpers_with_nothing_to_count_still_report_so_a_cancel_stops_them() -> 
         importers._pipeline([(["sleep", "30"], {})], None, progress, "copying", 0)
     assert reports == ["copying", "copying"]
     assert len(started) == 1
-    assert _children() == []
+    assert _children(existing) == []
