@@ -134,6 +134,23 @@ def current(store: Store, image: str) -> int:
     return int(number)
 
 
+def commit(store: Store, image: str, meta: GenerationMeta, staging: str) -> None:
+    """Make the tree staged at *staging* generation ``meta.generation`` of *image*, and current.
+
+    Promote's commit, in the order recover relies on: the metadata (naming the
+    transaction), then the directory renamed into place, then ``current`` switched,
+    with a crash point after each step (core/faults.py).
+    """
+    from . import faults
+
+    write_meta(store, image, meta)
+    faults.crashpoint("promote", "committed")
+    os.rename(staging, store.generation_dir(image, meta.generation))
+    faults.crashpoint("promote", "renamed")
+    switch(store, image, meta.generation)
+    faults.crashpoint("promote", "switched")
+
+
 def switch(store: Store, image: str, number: int) -> None:
     """Make *number* current: a fresh symlink renamed over ``current``, then fsync."""
     from .fsutil import fsync_dir, replace_symlink

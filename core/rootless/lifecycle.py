@@ -652,12 +652,7 @@ def _commit(ctx: Any, session: Session, staging: str, size: int, base_stack: lis
             tx=str(info["tx"]),
             flattened=flattened,
         )
-        generations.write_meta(store, image, meta)
-        faults.crashpoint("promote", "committed")
-        os.rename(staging, store.generation_dir(image, number))
-        faults.crashpoint("promote", "renamed")
-        generations.switch(store, image, number)
-        faults.crashpoint("promote", "switched")
+        generations.commit(store, image, meta, staging)
     return number
 
 

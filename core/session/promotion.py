@@ -260,12 +260,7 @@ def stage_and_commit(ctx: Context, session: Session, txn: PromoteTx, backend: ba
             tx=txn.id,
             flattened=flattened,
         )
-        generations.write_meta(store, image, meta)
-        faults.crashpoint("promote", "committed")
-        os.rename(staging, store.generation_dir(image, number))
-        faults.crashpoint("promote", "renamed")
-        generations.switch(store, image, number)
-        faults.crashpoint("promote", "switched")
+        generations.commit(store, image, meta, staging)
     return number
 
 
