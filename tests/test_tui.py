@@ -59,11 +59,18 @@ def drive(env: Env, scenario: Scenario, *, size: tuple[int, int] = (160, 48), en
     return app
 
 
-async def until(pilot: Pilot[Any], predicate: Callable[[], object], timeout: float = 20.0) -> None:
+async def until(
+    pilot: Pilot[Any],
+    predicate: Callable[[], object],
+    timeout: float = 20.0,
+    describe: Callable[[], str] | None = None,
+) -> None:
+    """Wait for *predicate*; on timeout, say what *describe* saw (what the screen showed instead)."""
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {predicate}")
+            seen = f": {describe()}" if describe is not None else ""
+            raise AssertionError(f"timed out waiting for {predicate}{seen}")
         await pilot.pause(0.05)
 
 
@@ -608,8 +615,9 @@ def _cell(app: Console, sid: str, column: str) -> str:
     return str(table.get_cell(sid, column)).strip()
 
 
-def test_sessions_show_network_memory_and_cpu_and_the_network_switches(iso2: Env) -> None:
+def test_sessions_show_network_memory_and_cpu_and_the_network_switches(iso2: Env, tmp_path: Path) -> None:
     env = iso2
+    spin_errors = tmp_path / "spin-stderr"
     busy = env.begin("bb", "--limit", "memory=64M")
     offline = env.begin("bb", "--network", "none")
     # A command that keeps a CPU busy inside the limited session (killed when the session ends).
@@ -630,8 +638,19 @@ def test_sessions_show_network_memory_and_cpu_and_the_network_switches(iso2: Env
         cwd="/",
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stderr=spin_errors.open("wb"),
     )
+
+    def seen(app: Console) -> str:
+        """The cells and the spinning command's state, for a timeout's message."""
+        exited = spin.poll()
+        state = "running" if exited is None else f"exited {exited}: {spin_errors.read_text()!r}"
+        cells = f"memory {_cell(app, busy, 'memory')!r}, cpu {_cell(app, busy, 'cpu')!r}"
+        workers = [w.name for w in app.workers if w.is_running]
+        return (
+            f"{cells}, read at {app.meter.loaded_at.get(busy)}, shown {sorted(app.shown_sessions)},"
+            f" workers {workers}, notes {notes(app)}, command {state}"
+        )
 
     async def scenario(pilot: Pilot[Any], app: Console) -> None:
         pane = app.main.sessions_pane
@@ -639,8 +658,9 @@ def test_sessions_show_network_memory_and_cpu_and_the_network_switches(iso2: Env
         assert _cell(app, offline, "network") == "none" and _cell(app, busy, "network") == "host"
         assert _cell(app, offline, "memory") == "-"  # no cgroup: nothing accounts it
         # Memory and then (two readings later) a CPU share for the session with a cgroup.
-        await until(pilot, lambda: _cell(app, busy, "memory") not in ("…", "-", "0"))
-        await until(pilot, lambda: _cell(app, busy, "cpu").endswith("%") and _cell(app, busy, "cpu") != "0%")
+        await until(pilot, lambda: _cell(app, busy, "memory") not in ("…", "-", "0"), describe=lambda: seen(app))
+        spinning = lambda: _cell(app, busy, "cpu").endswith("%") and _cell(app, busy, "cpu") != "0%"  # noqa: E731
+        await until(pilot, spinning, describe=lambda: seen(app))
         assert app.shown_sessions == {busy, offline}  # both rows are on screen
         _select(app, busy)
         await pilot.pause(0.3)

@@ -228,6 +228,10 @@ class RoostConsole(App[int]):
     # --- the usage loop ---------------------------------------------------------------------
 
     def _measure_usage(self) -> None:
+        # Asked every round as well as told on scrolls and resizes: rows given before the table
+        # was first laid out had no height, and no event follows their layout.
+        if self.screen_stack:  # none while the app starts or stops
+            self.shown_sessions = self.main.sessions_pane.shown_keys()
         sessions = [i.session for i in self.snapshot.sessions.values()] if self.snapshot else []
         self._measure(sessions, self.measure_first, self.shown_sessions)
 
