@@ -35,7 +35,7 @@ from core.errors import RoostError
 from core.records import Session
 from core.watch import Figures, Snapshot, Usage, Watcher
 
-from .messages import ImageHighlighted, RefreshRequested, SessionHighlighted, SessionsShown
+from .messages import ImageHighlighted, RefreshRequested, SessionHighlighted
 from .palette import SelectionCommands
 from .screen import MainScreen
 
@@ -96,8 +96,6 @@ class RoostConsole(App[int]):
         self.history_image: str | None = None
         #: The session the usage loop measures first (the highlighted one).
         self.measure_first: str | None = None
-        #: The sessions whose rows are on screen: only their memory and CPU are read.
-        self.shown_sessions: frozenset[str] = frozenset()
         #: True once the first full read is shown, and once every session has been measured.
         self.loaded = False
         self.usage_loaded = False
@@ -125,6 +123,15 @@ class RoostConsole(App[int]):
         return screen
 
     @property
+    def shown_sessions(self) -> frozenset[str]:
+        """The sessions whose rows are on screen now: only their memory and CPU are read.
+
+        Asked of the Sessions pane each round rather than told by it: rows given before the
+        table's first layout have no height yet, and no event follows that layout.
+        """
+        return self.main.sessions_pane.shown_keys() if self.screen_stack else frozenset()
+
+    @property
     def polling(self) -> bool:
         """A poll of the state root is running (its result not shown yet)."""
         return self._polling
@@ -150,10 +157,6 @@ class RoostConsole(App[int]):
     @on(SessionHighlighted)
     def _measure_first(self, message: SessionHighlighted) -> None:
         self.measure_first = message.session
-
-    @on(SessionsShown)
-    def _sessions_shown(self, message: SessionsShown) -> None:
-        self.shown_sessions = message.sessions
 
     @on(RefreshRequested)
     def _refresh_requested(self, message: RefreshRequested) -> None:
@@ -228,10 +231,6 @@ class RoostConsole(App[int]):
     # --- the usage loop ---------------------------------------------------------------------
 
     def _measure_usage(self) -> None:
-        # Asked every round as well as told on scrolls and resizes: rows given before the table
-        # was first laid out had no height, and no event follows their layout.
-        if self.screen_stack:  # none while the app starts or stops
-            self.shown_sessions = self.main.sessions_pane.shown_keys()
         sessions = [i.session for i in self.snapshot.sessions.values()] if self.snapshot else []
         self._measure(sessions, self.measure_first, self.shown_sessions)
 

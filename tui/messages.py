@@ -35,14 +35,3 @@ class RefreshRequested(Message):
     def __init__(self, *, force: bool = False) -> None:
         super().__init__()
         self.force = force
-
-
-class SessionsShown(Message):
-    """The sessions whose rows are on screen now (the usage loop reads memory and CPU of these)."""
-
-    def __init__(self, sessions: frozenset[str]) -> None:
-        super().__init__()
-        self.sessions = sessions
-
-    def can_replace(self, message: Message) -> bool:
-        return isinstance(message, SessionsShown)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import ClassVar
 
-from textual import events, on
+from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import DataTable, Input
@@ -14,7 +14,6 @@ from core.views import SessionInfo
 from core.watch import Figures
 
 from .. import format as fmt
-from ..messages import SessionsShown
 from .pane import Col, Pane
 from .table import C, Row
 
@@ -106,7 +105,6 @@ class SessionsPane(Pane):
         self.filter_text = ""
         self.filter_input = Input(placeholder="filter: id, image, owner, kind, network or state", id="sessions-filter")
         self._cache: dict[str, tuple[object, ...]] = {}
-        self._shown: frozenset[str] = frozenset()
 
     def compose(self) -> ComposeResult:
         yield self.table
@@ -114,11 +112,6 @@ class SessionsPane(Pane):
 
     def on_mount(self) -> None:
         self.filter_input.display = False
-        self.watch(self.table, "scroll_y", self._tell_shown, init=False)
-
-    def on_resize(self, event: events.Resize) -> None:
-        super().on_resize(event)
-        self.call_after_refresh(self._tell_shown)
 
     def shown_keys(self) -> frozenset[str]:
         """The sessions whose rows are on screen now (none while the pane is hidden)."""
@@ -128,13 +121,6 @@ class SessionsPane(Pane):
         top = int(table.scroll_y)
         height = max(0, table.scrollable_content_region.height - 1)  # the header row
         return frozenset(str(row.key.value) for row in table.ordered_rows[top : top + height])
-
-    def _tell_shown(self, *_: object) -> None:
-        """Tell the app which rows are on screen, when that changed: only their memory and CPU are read."""
-        keys = self.shown_keys()
-        if keys != self._shown:
-            self._shown = keys
-            self.post_message(SessionsShown(keys))
 
     # --- rows ----------------------------------------------------------------------------
 
@@ -204,7 +190,6 @@ class SessionsPane(Pane):
         self._cache = fresh
         self.sync(rows)
         self._subtitle()
-        self._tell_shown()
 
     def _subtitle(self) -> None:
         total = len(self.sessions)
