@@ -37,23 +37,36 @@ def emit_json(data: Any, out: TextIO | None = None) -> None:
 
 
 class TerminalProgress:
-    """One self-rewriting line on stderr, only when stderr is a terminal."""
+    """One self-rewriting line on stderr, only when stderr is a terminal.
+
+    With a fraction the line is a bar, ``[########..........]  40% installing
+    essential packages (stage 4 of 6)``, as apt draws its own; without one, the
+    message alone.
+    """
+
+    WIDTH = 20
 
     def __init__(self, stream: TextIO | None = None) -> None:
         self.stream = stream or sys.stderr
         self.enabled = self.stream.isatty()
         self.last = 0.0
+        self.message = ""
         self.shown = False
 
     def __call__(self, fraction: float | None, message: str) -> None:
         if not self.enabled:
             return
         now = time.monotonic()
-        if now - self.last < 0.1 and fraction not in (None, 1.0):
+        # A bar that only moved is redrawn ten times a second; a new message (a stage) always.
+        if now - self.last < 0.1 and fraction not in (None, 1.0) and message == self.message:
             return
-        self.last = now
-        pct = f"{fraction * 100:3.0f}% " if fraction is not None else ""
-        line = f"{pct}{message}"[:120]
+        self.last, self.message = now, message
+        if fraction is not None:
+            filled = round(max(0.0, min(fraction, 1.0)) * self.WIDTH)
+            bar = f"[{'#' * filled}{'.' * (self.WIDTH - filled)}] {fraction * 100:3.0f}% "
+        else:
+            bar = ""
+        line = f"{bar}{message}"[:120]
         self.stream.write(f"\r\x1b[K{line}")
         self.stream.flush()
         self.shown = True

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -45,9 +48,45 @@ def test_apt_install_in_maintenance_then_promote(env: Env, debian_tarball: Path)
     env.ok("image", "remove", "bookworm")
 
 
+def on_a_terminal(env: Env, *args: str, timeout: float) -> tuple[int, str, str]:
+    """``roost ARGS`` with its stderr on a terminal (a pty): its exit code, stdout, and what the terminal got."""
+    master, slave = os.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "roost", *args],
+        env=env.environ, cwd="/", stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=slave,
+    )  # fmt: skip
+    os.close(slave)
+    terminal = bytearray()
+    try:
+        while chunk := os.read(master, 65536):
+            terminal += chunk
+    except OSError:  # EIO: roost closed its end
+        pass
+    finally:
+        os.close(master)
+    assert proc.stdout is not None
+    out = proc.stdout.read().decode()
+    return proc.wait(timeout), out, terminal.decode(errors="replace")
+
+
 def test_image_create_with_mmdebstrap(env: Env, debian_tarball: Path) -> None:
-    # debian_tarball proves mmdebstrap works here; this drives it through roost itself
-    env.ok("image", "create", "deb", "--mmdebstrap", "bookworm", "--variant", "minbase", timeout=900)
+    # debian_tarball proves mmdebstrap works here; this drives it through roost itself, at a terminal
+    code, _out, terminal = on_a_terminal(
+        env, "image", "create", "deb", "--mmdebstrap", "bookworm", "--variant", "minbase", timeout=900
+    )
+    assert code == 0, terminal[-2000:]
+    # mmdebstrap's progress is a bar with its stages by name, each drawn over the last
+    drawn = [line for line in terminal.split("\r\x1b[K") if line.startswith("[")]
+    stages = [line.split("% ", 1)[1] for line in drawn if "(stage " in line]
+    assert [stage.split(" (stage ")[0] for stage in stages] == [
+        "running apt-get update",
+        "downloading packages with apt",
+        "extracting archives",
+        "installing essential packages",
+        "installing remaining packages inside the chroot",
+        "cleaning package lists and apt cache",
+    ], drawn
+    assert any(line.startswith("[######..............]  30% installing essential packages") for line in drawn)
     r = env.roost("run", "deb", "--", "/bin/sh", "-c", ". /etc/os-release; echo $VERSION_CODENAME")
     assert r.out == "bookworm\n", r.err
     history = env.roost("image", "history", "deb", "--json").json()

@@ -12,6 +12,7 @@ import html
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -905,6 +906,81 @@ def test_an_empty_state_offers_to_create_an_image_and_one_is_created_from_a_tarb
     sid = env.begin("fromtar")
     assert env.sh(sid, "cat /etc/hostname").out == "busybox\n"
     env.ok("session", "end", sid)
+
+
+def test_a_whole_mmdebstrap_create_from_the_console_shows_its_stages_and_makes_a_working_image(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from textual.widgets import ProgressBar, Select
+
+    from tui.widgets.create import CreateDialog, CreateTask
+
+    if not shutil.which("mmdebstrap"):
+        pytest.skip("mmdebstrap is not installed")
+    # Every report the worker made, and what the panel showed while the console kept polling.
+    reported: list[tuple[float | None, str]] = []
+    report = CreateTask.report
+
+    def recording_report(task: CreateTask, fraction: float | None, text: str) -> None:
+        reported.append((fraction, text))
+        report(task, fraction, text)
+
+    monkeypatch.setattr(CreateTask, "report", recording_report)
+    bars: list[float] = []
+    subtitles: list[str] = []
+
+    async def scenario(pilot: Pilot[Any], app: Console) -> None:
+        main = app.main
+        await until(pilot, lambda: main.active == "images")
+        await pilot.press("c")
+        await until(pilot, lambda: isinstance(app.screen, CreateDialog))
+        app.screen.query_one("#kind", Select).value = "mmdebstrap"
+        await pilot.pause(0.1)
+        _fill(app.screen, path="bookworm", variant="minbase", name="deb")
+        await pilot.press("enter")
+        await until(pilot, lambda: main.task_panel.display)
+        assert "Creating deb from mmdebstrap bookworm (minbase variant)" in screen_text(app)
+        panel = main.task_panel
+        bar = panel.query_one("#task-bar", ProgressBar)
+        # The console stays usable while mmdebstrap runs: keys switch panes, and back.
+        await pilot.press("2")
+        assert main.active == "sessions"
+        await pilot.press("1")
+        deadline = time.monotonic() + 900
+        while panel.display:
+            assert time.monotonic() < deadline, f"mmdebstrap still running after 900 s: {reported[-3:]}"
+            if bar.total is not None:
+                bars.append(bar.progress)
+            if panel.border_subtitle and (not subtitles or subtitles[-1] != panel.border_subtitle):
+                subtitles.append(str(panel.border_subtitle))
+            await pilot.pause(0.1)
+        await until(pilot, lambda: any("created image deb" in n for n in notes(app)), describe=lambda: str(notes(app)))
+        await until(pilot, lambda: "deb" in main.images_pane.table.model)
+
+    drive(env, scenario)
+    # mmdebstrap's own lines reached the panel's log, and each stage moved the bar forward by name.
+    texts = [text for _, text in reported]
+    assert "running mmdebstrap bookworm" in texts
+    stage_names = [text for text in texts if "(stage " in text]
+    assert [t.split(" (stage ")[0] for t in stage_names] == [
+        "running apt-get update",
+        "downloading packages with apt",
+        "extracting archives",
+        "installing essential packages",
+        "installing remaining packages inside the chroot",
+        "cleaning package lists and apt cache",
+    ], texts
+    fractions = [f for f, _ in reported if f is not None]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0
+    assert bars == sorted(bars) and len(set(bars)) >= 2, bars  # the bar was seen moving, never back
+    assert any("(stage " in subtitle for subtitle in subtitles), subtitles
+    # The image works: a session of it runs Debian's own tools.
+    [image] = env.roost("image", "list", "--json").json()
+    assert image["name"] == "deb" and image["current"] == 1
+    history = env.roost("image", "history", "deb", "--json").json()
+    assert history[0]["message"] == "created from mmdebstrap bookworm (minbase variant)"
+    r = env.roost("run", "deb", "--", "/bin/sh", "-c", ". /etc/os-release; echo $VERSION_CODENAME; dpkg -s base-files")
+    assert r.out.startswith("bookworm\nPackage: base-files\n"), r.err
 
 
 def test_a_create_cancelled_midway_leaves_nothing_and_the_console_stays_usable(

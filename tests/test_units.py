@@ -370,3 +370,62 @@ def test_only_the_last_mount_of_a_fuse_file_system_waits_for_its_daemon() -> Non
     table = [m("/home", "fuse.sshfs", "0:61"), view, bound, overlay]
     assert last_fuse_mounts([bound, overlay, view], "/run/roost/mnt/.stage/t/root/", table) == {"0:58"}
     assert last_fuse_mounts([overlay], "/run/roost/mnt/.stage/t/root", table) == set()
+
+
+#: What mmdebstrap 1.3 wrote to stderr creating a bookworm buildd root here, with a warning added.
+MMDEBSTRAP_STDERR = """\
+I: chroot architecture amd64 is equal to the host's architecture
+I: finding correct signed-by value...
+I: running apt-get update...
+I: downloading packages with apt...
+W: a warning between stages
+I: extracting archives...
+I: installing essential packages...
+I: installing remaining packages inside the chroot...
+I: cleaning package lists and apt cache...
+I: success in 33.7679 seconds
+"""
+
+
+def test_mmdebstraps_stages_become_a_bar_with_their_names_on_a_terminal() -> None:
+    import io
+
+    from core.importers import MmdebstrapProgress
+    from roost.output import TerminalProgress
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    seen: list[tuple[float | None, str]] = []
+    terminal = Terminal()
+    bar = TerminalProgress(terminal)
+
+    def progress(fraction: float | None, text: str) -> None:
+        seen.append((fraction, text))
+        bar(fraction, text)
+
+    stages = MmdebstrapProgress(progress)
+    for line in MMDEBSTRAP_STDERR.splitlines():
+        stages.line(line)
+    # Lines before the first stage have no fraction; a warning keeps the fraction reached.
+    assert seen[0] == (None, "I: chroot architecture amd64 is equal to the host's architecture")
+    assert seen[4] == (0.08, "W: a warning between stages")
+    named = [text for fraction, text in seen if "(stage" in text]
+    assert named == [
+        "running apt-get update (stage 1 of 6)",
+        "downloading packages with apt (stage 2 of 6)",
+        "extracting archives (stage 3 of 6)",
+        "installing essential packages (stage 4 of 6)",
+        "installing remaining packages inside the chroot (stage 5 of 6)",
+        "cleaning package lists and apt cache (stage 6 of 6)",
+    ]
+    fractions = [f for f, _ in seen if f is not None]
+    assert fractions == sorted(fractions) and fractions[-1] == 0.97
+    # Every stage is drawn, however fast the next follows: a bar, its percentage and the stage's name.
+    drawn = terminal.getvalue().split("\r\x1b[K")[1:]
+    assert "[######..............]  30% installing essential packages (stage 4 of 6)" in drawn
+    assert sum("(stage" in line for line in drawn) == 6
+    # A stage announced again (or out of order) never moves the bar back.
+    stages.line("I: running apt-get update...")
+    assert seen[-1] == (0.97, "I: running apt-get update...")

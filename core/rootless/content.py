@@ -177,6 +177,8 @@ def _from_mmdebstrap(source: Source, dest: str, idmap: IdMap, progress: Progress
     argv = mmdebstrap_argv(source)
     progress(None, f"running mmdebstrap {source.suite}")
 
+    from ..importers import MmdebstrapProgress
+
     def inside() -> None:
         env = {**os.environ, "TMPDIR": tmpdir}
         mm = programs.popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
@@ -192,11 +194,12 @@ def _from_mmdebstrap(source: Source, dest: str, idmap: IdMap, progress: Progress
             tar = programs.popen(tar_argv, stdin=mm.stdout, stdout=subprocess.DEVNULL, stderr=tar_err)
             mm.stdout.close()  # tar reads it now
             tail: list[str] = []
+            stages = MmdebstrapProgress(userns.report)
             for raw in mm.stderr:
                 line = raw.decode(errors="replace").rstrip()
                 if line:
                     tail = [*tail[-19:], line]
-                    userns.report(None, line[:120])
+                    stages.line(line)
             code = mm.wait()
             tar_code = tar.wait()
             if code != 0:  # its failure explains the truncated stream tar saw

@@ -462,10 +462,13 @@ def scenes() -> dict[str, Callable[[Any], Any]]:
 
         await settle(pilot)
         await pilot.press("1")
-        # The panel as a create shows it, with progress reported the way tar's is (no worker runs).
-        task = CreateTask("bookworm-i386", "from tar /srv/roots/bookworm-i386.tar.zst")
-        for fraction, text in CREATE_PROGRESS:
-            task.report(fraction, text)
+        from core.importers import MmdebstrapProgress
+
+        # The panel as a create shows it, with mmdebstrap's own lines for progress (no worker runs).
+        task = CreateTask("trixie-arm64", "from mmdebstrap trixie (buildd variant, arm64)")
+        stages = MmdebstrapProgress(task.report)
+        for line in CREATE_PROGRESS:
+            stages.line(line)
         main = pilot.app.main
         main.creating = task
         main.show_task(task)
@@ -483,10 +486,15 @@ def scenes() -> dict[str, Callable[[Any], Any]]:
     }
 
 
-#: What the "creating" picture shows of a create's progress: what unpacking a tarball reports.
+#: What the "creating" picture shows of a create's progress: mmdebstrap's stderr, part-way.
 CREATE_PROGRESS = [
-    (0.18, "unpacking bookworm-i386.tar.zst"),
-    (0.61, "unpacking bookworm-i386.tar.zst"),
+    "I: automatically chosen format: directory",
+    "I: arm64 cannot be executed natively, but transparently using qemu-user binfmt emulation",
+    "I: finding correct signed-by value...",
+    "I: running apt-get update...",
+    "I: downloading packages with apt...",
+    "I: extracting archives...",
+    "I: installing essential packages...",
 ]
 
 

@@ -185,6 +185,7 @@ class CreateTask:
         self.name = name
         self.what = what
         self.fraction: float | None = None
+        self.stage = ""  # the last line that came with a fraction: what the bar is measuring
         self.lines: deque[str] = deque(maxlen=200)
         self.added = 0  # lines reported so far (the panel shows those it has not shown)
         self.cancelled = False
@@ -196,6 +197,8 @@ class CreateTask:
             raise Cancelled(f"creating {self.name} was cancelled; nothing of it was kept")
         with self._lock:
             self.fraction = fraction
+            if fraction is not None:
+                self.stage = text
             if not self.lines or self.lines[-1] != text:
                 self.lines.append(text)
                 self.added += 1
@@ -203,11 +206,11 @@ class CreateTask:
     def cancel(self) -> None:
         self.cancelled = True
 
-    def read(self, shown: int) -> tuple[float | None, list[str], int]:
-        """The fraction, the lines added since *shown* lines were read, and how many there are now."""
+    def read(self, shown: int) -> tuple[float | None, str, list[str], int]:
+        """The fraction and its stage, the lines added since *shown* lines were read, and how many there are now."""
         with self._lock:
             new = min(self.added - shown, len(self.lines))
-            return self.fraction, list(self.lines)[len(self.lines) - new :], self.added
+            return self.fraction, self.stage, list(self.lines)[len(self.lines) - new :], self.added
 
 
 class TaskPanel(Vertical):
@@ -230,6 +233,7 @@ class TaskPanel(Vertical):
         self.current = task
         self._shown = 0
         self.border_title = f"Creating {task.name} {task.what}"
+        self.border_subtitle = ""
         self.query_one("#task-bar", ProgressBar).update(total=None, progress=0)
         self.query_one("#task-log", Log).clear()
         self.query_one("#task-cancel", Button).disabled = False
@@ -240,12 +244,13 @@ class TaskPanel(Vertical):
         task = self.current
         if task is None:
             return
-        fraction, lines, self._shown = task.read(self._shown)
+        fraction, stage, lines, self._shown = task.read(self._shown)
         bar = self.query_one("#task-bar", ProgressBar)
         if fraction is None:
             bar.update(total=None)
         else:
             bar.update(total=100, progress=round(fraction * 100))
+        self.border_subtitle = stage  # mmdebstrap's stage by name, as the command line shows it
         if lines:
             self.query_one("#task-log", Log).write_lines(lines)
 
