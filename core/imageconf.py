@@ -85,6 +85,15 @@ class ImageConfig(Struct, frozen=True):
     suite: str | None = None
     publish: SbuildTarball | None = None
 
+    def access_lists(self) -> dict[str, list[str]]:
+        """The access lists, as the policy and session records take them."""
+        return {
+            "users": list(self.users),
+            "groups": list(self.groups),
+            "root_users": list(self.root_users),
+            "root_groups": list(self.root_groups),
+        }
+
     def to_yaml_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for name in self._fields:

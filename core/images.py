@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from . import backends, faults, generations, leases, locks, mounts, policy, records, syscalls, views
+from . import backends, faults, generations, locks, mounts, policy, records, syscalls
 from .actor import now_iso
 from .errors import BadInput, ConfigError, Conflict, NotFound, NotPermitted, RoostError, SystemFailure
 from .fsutil import atomic_write, ensure_dir, fsync_dir, sync_filesystem
@@ -14,7 +14,6 @@ from .names import check_object_name
 from .profiles import profile_path
 from .store import new_tx
 from .struct import Struct
-from .views import GenerationInfo, ImageInfo
 from .yamlio import read_yaml
 
 TYPE_CHECKING = False
@@ -24,6 +23,7 @@ if TYPE_CHECKING:  # typing and collections cost milliseconds at start-up
 
     from .context import Context
     from .importers import Source
+    from .views import GenerationInfo, ImageInfo
 
 
 class GcResult(Struct, frozen=True):
@@ -87,7 +87,7 @@ def current_generation(ctx: Context, name: str) -> int:
 
 def target(name: str, config: ImageConfig) -> policy.ImageTarget:
     """The image as the policy sees it: its name and access lists."""
-    return policy.ImageTarget(name, views.access_lists(config))
+    return policy.ImageTarget(name, config.access_lists())
 
 
 def authorize(ctx: Context, action: str, name: str) -> ImageConfig:
@@ -164,6 +164,8 @@ def info(ctx: Context, name: str, by_image: dict[str, list[records.Session]] | N
             metas[n] = generations.read_meta(ctx.store, name, n)
         except RoostError:
             continue
+    from . import leases, views
+
     return views.image_info(
         name,
         config,
@@ -172,7 +174,7 @@ def info(ctx: Context, name: str, by_image: dict[str, list[records.Session]] | N
         by_image.get(name, []),
         leases.read(ctx, name),
         storage=_storage(ctx, config.backend),
-        access=ctx.policy.level(ctx.actor, views.access_lists(config)),
+        access=ctx.policy.level(ctx.actor, config.access_lists()),
     )
 
 
@@ -195,6 +197,8 @@ def list_images(ctx: Context) -> list[ImageInfo]:
 
 
 def _in_use(ctx: Context, name: str, sessions: list[records.Session]) -> set[int]:
+    from . import views
+
     return views.in_use(ctx.store.generations_dir(name), sessions)
 
 
@@ -203,6 +207,8 @@ def history(ctx: Context, name: str) -> list[GenerationInfo]:
     complete = generations.complete(ctx.store, name)
     metas = {n: generations.read_meta(ctx.store, name, n) for n in complete}
     used = _in_use(ctx, name, _sessions_by_image(ctx).get(name, []))
+    from . import views
+
     return views.history(complete, metas, generations.current(ctx.store, name), used)
 
 
@@ -472,7 +478,9 @@ def rollback(ctx: Context, name: str, generation: int | None) -> int:
             raise NotFound(f"image {name} has no generation {generation}")
         if generation == cur:
             return generation  # already there: rolling back is idempotent, nothing to record
-        writer = leases.live_writer(ctx, name)
+        from .leases import live_writer
+
+        writer = live_writer(ctx, name)
         if writer is not None:
             raise Conflict(f"{name} is being maintained by {writer.describe()}: promote or end it first")
         generations.switch(ctx.store, name, generation)
@@ -635,6 +643,8 @@ def _gc_one(ctx: Context, name: str, keep: int | None, dry_run: bool) -> GcResul
 
 def lock_view(ctx: Context) -> list[locks.LockState]:
     """Every flock that is held, stale or waited for, and every writer lease (those the caller may see)."""
+    from .leases import binds_on_disk
+
     states = locks.lock_states(ctx.store.lock_dir)
     visible = [n for n in ctx.store.image_names() if _permits(ctx, policy.IMAGE_VIEW, n)]
     if not ctx.policy.is_admin(ctx.actor):
@@ -643,7 +653,7 @@ def lock_view(ctx: Context) -> list[locks.LockState]:
         lease = locks.read_lease(ctx.store.writer_lease(name))
         if lease is None:
             continue
-        stale = not leases.binds_on_disk(ctx, lease)
+        stale = not binds_on_disk(ctx, lease)
         states.append(
             locks.LockState(
                 lock=f"writer.{name}",

@@ -163,15 +163,11 @@ def start(session: Session) -> None:
 
 def _foreign(arch: str | None) -> bool:
     """An architecture this host runs through qemu (no import for the host's own)."""
-    if arch is None or arch == _HOST_ARCH.get(os.uname().machine):
+    if arch is None or arch == records.HOST_ARCH:
         return False
     from . import binfmt
 
     return not binfmt.is_native(arch)
-
-
-#: uname -m -> the Debian architecture the usual hosts have (the full table is core.binfmt's)
-_HOST_ARCH = {"x86_64": "amd64", "aarch64": "arm64"}
 
 
 def _kept(path: str) -> bool:

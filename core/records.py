@@ -35,6 +35,11 @@ KINDS = ("ordinary", "maintenance")
 STATES = ("beginning", "active", "ending", "promoting")
 
 
+#: uname -m -> the Debian architecture of the usual hosts (core.binfmt has the full table).
+#: A session of this architecture needs no qemu: core.isolation tells by this table first.
+HOST_ARCH = {"x86_64": "amd64", "aarch64": "arm64"}.get(os.uname().machine)
+
+
 class Session(Struct):
     id: str
     image: str

@@ -21,6 +21,7 @@ import stat
 from .errors import ConfigError, SystemFailure
 
 _CHECKED: set[str] = set()
+_ABOVE: set[str] = set()  # directories found trustworthy above a checked path, this process
 
 
 def _owner_ok(uid: int) -> bool:
@@ -49,29 +50,38 @@ def check_dir(path: str, what: str) -> None:
     """
     if path in _CHECKED:
         return
-    problem = dir_problem(path)
+    problem = dir_problem(path, _ABOVE)
     if problem is not None:
         raise SystemFailure(f"refusing to use {what} {path}: {problem}")
     _CHECKED.add(path)
 
 
-def dir_problem(path: str) -> str | None:
-    """Why *path* (or a directory above it) may not be trusted, or None; a missing path is no problem."""
+def dir_problem(path: str, above: set[str] | None = None) -> str | None:
+    """Why *path* (or a directory above it) may not be trusted, or None; a missing path is no problem.
+
+    *above* holds directories already found trustworthy as directories above
+    a path (the roots share most of theirs): they are not looked at again,
+    and those found so now are added.
+    """
     path = os.path.normpath(path)
     parts = [p for p in path.split("/") if p]
     here = "/"
     for i in range(len(parts) + 1):
         here = "/" + "/".join(parts[:i])
+        last = i == len(parts)
+        if above is not None and here in above and not last:
+            continue
         try:
             st = os.lstat(here)
         except FileNotFoundError:
             return None  # created later, by us, with our modes
-        last = i == len(parts)
         why = unsafe_reason(st, directory=True)
         if why is None and last and st.st_mode & 0o022:
             why = f"is writable by others (mode {stat.S_IMODE(st.st_mode):04o})"
         if why is not None:
             return f"{here} {why}" if here != path else why
+        if above is not None:
+            above.add(here)
     return None
 
 

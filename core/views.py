@@ -180,16 +180,6 @@ def load(figures: Mapping[str, int | None], previous: Load | None, elapsed: floa
 # --- the rules -----------------------------------------------------------------------
 
 
-def access_lists(config: ImageConfig) -> dict[str, list[str]]:
-    """An image's access lists, as the policy and session records take them."""
-    return {
-        "users": list(config.users),
-        "groups": list(config.groups),
-        "root_users": list(config.root_users),
-        "root_groups": list(config.root_groups),
-    }
-
-
 def session_state(session: Session, mounted: Container[str], held: Container[int] | None, lock_dir: str) -> str:
     """What listings call a session's state.
 
@@ -274,10 +264,10 @@ class Viewer:
         self.actor = actor
 
     def level(self, config: ImageConfig) -> str:
-        return self.rules.level(self.actor, access_lists(config))
+        return self.rules.level(self.actor, config.access_lists())
 
     def sees_image(self, name: str, config: ImageConfig) -> bool:
-        return self.rules.permits(self.actor, policy.IMAGE_VIEW, policy.ImageTarget(name, access_lists(config)))
+        return self.rules.permits(self.actor, policy.IMAGE_VIEW, policy.ImageTarget(name, config.access_lists()))
 
     def sees_session(self, session: Session) -> bool:
         target = policy.SessionTarget(session.id, session.image, session.uid, session.access)

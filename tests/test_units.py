@@ -429,3 +429,42 @@ def test_mmdebstraps_stages_become_a_bar_with_their_names_on_a_terminal() -> Non
     # A stage announced again (or out of order) never moves the bar back.
     stages.line("I: running apt-get update...")
     assert seen[-1] == (0.97, "I: running apt-get update...")
+
+
+def test_trusted_directories_above_a_checked_root_are_looked_at_once_but_never_trusted_as_roots(
+    tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:  # type: ignore[no-untyped-def]
+    import os
+
+    from core import trust
+    from core.errors import SystemFailure
+
+    sticky = tmp_path / "sticky"
+    sticky.mkdir()
+    os.chmod(sticky, 0o1777)  # like /tmp: fine above a root, never a root itself
+    (sticky / "state").mkdir(mode=0o755)
+    (sticky / "state" / "images").mkdir(mode=0o755)
+    (sticky / "state" / "open").mkdir()
+    os.chmod(sticky / "state" / "open", 0o777)
+    monkeypatch.setattr(trust, "_CHECKED", set())
+    monkeypatch.setattr(trust, "_ABOVE", set())
+    looked: list[str] = []
+    real_lstat = os.lstat
+
+    def counting_lstat(path: str) -> os.stat_result:
+        looked.append(path)
+        return real_lstat(path)
+
+    monkeypatch.setattr(trust.os, "lstat", counting_lstat)
+    trust.check_dir(str(sticky / "state"), "state root")
+    first = len(looked)
+    assert first == len(str(sticky / "state").split("/"))  # "/" and each component
+    looked.clear()
+    trust.check_dir(str(sticky / "state" / "images"), "image directory")
+    assert looked == [str(sticky / "state" / "images")]  # what is above was found trustworthy already
+    # A directory trusted above a root is still checked as a root in its own right, and a new
+    # component below a trusted one is still looked at.
+    with pytest.raises(SystemFailure, match="is writable by others"):
+        trust.check_dir(str(sticky), "runtime root")
+    with pytest.raises(SystemFailure, match="is writable by others"):
+        trust.check_dir(str(sticky / "state" / "open"), "lock directory")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 
-from .. import backends, faults, isolation, leases, locks, mounts, policy, procs
+from .. import backends, faults, locks, mounts, policy, procs
 from .. import records as files
 from ..errors import BadInput, Conflict, RoostError, SystemFailure
 from ..records import Session
@@ -53,7 +53,7 @@ def begin(
     command_prefix: Sequence[str] | None = None,
 ) -> Session:
     """A new session of *image*'s current generation, cloned, mounted and set up (its record says active)."""
-    from .. import generations, images, views
+    from .. import generations, images
     from ..actor import now_iso
     from ..names import check_object_name
     from ..profiles import load_profile
@@ -70,11 +70,20 @@ def begin(
     prefix = list(config.command_prefix) if command_prefix is None else _check_prefix(command_prefix)
     profile = load_profile(config.profile, ctx.settings.profiles_dir, ctx.store.cache_dir)
     a = ctx.actor
-    net, session_limits = isolation.resolve(
-        config, profile, maintenance=maintenance, network=network, limit_options=limits
-    )
-    if network is not None or limits is not None:
-        _check_isolation(ctx, image, config, profile, maintenance, net, session_limits)
+    if (
+        network is None
+        and limits is None
+        and not (config.network or profile.network or config.limits or profile.limits)
+    ):
+        net, session_limits = "host", None  # most sessions: core.isolation is not even imported
+    else:
+        from .. import isolation
+
+        net, session_limits = isolation.resolve(
+            config, profile, maintenance=maintenance, network=network, limit_options=limits
+        )
+        if network is not None or limits is not None:
+            _check_isolation(ctx, image, config, profile, maintenance, net, session_limits)
     ctx.ready()
     quota = None if ctx.policy.is_admin(a) else _quota(ctx)
     backend = backends.get(config.backend)
@@ -115,7 +124,7 @@ def begin(
                 nss_databases=list(profile.nss_databases),
                 env_keep=list(profile.env_keep),
                 env_set=[list(kv) for kv in profile.env_set],
-                access=views.access_lists(config),
+                access=config.access_lists(),
                 personality=config.personality,
                 command_prefix=prefix,
                 alias=alias,
@@ -123,9 +132,14 @@ def begin(
                 limits=session_limits,
                 architecture=config.architecture,
             )
-            isolation.plan(ctx, session)
+            if net != "host" or session_limits is not None:
+                from .. import isolation
+
+                isolation.plan(ctx, session)
             if maintenance:
-                holder = leases.live_writer(ctx, image)
+                from ..leases import live_writer
+
+                holder = live_writer(ctx, image)
                 if holder is not None:
                     raise Conflict(f"{image} is already being maintained by {holder.describe()}")
             backend.prepare(session)
@@ -179,7 +193,7 @@ def _check_isolation(
     Loosening (more network, higher limits, none at all) is for the image's
     root-users, who may run anything as root in its sessions anyway.
     """
-    from .. import images
+    from .. import images, isolation
 
     default_net, default_limits = isolation.resolve(
         config, profile, maintenance=maintenance, network=None, limit_options=None
@@ -235,7 +249,10 @@ def bring_up(ctx: Context, session: Session, *, create: bool) -> None:
     _make_mountpoint(ctx, session)
     backend.mount(session)
     faults.crashpoint("begin", "mounted")
-    isolation.start(session)
+    if _isolated(session):
+        from .. import isolation
+
+        isolation.start(session)
     merged = setup(session)
     if merged != session.nss_merged:
         session.nss_merged = merged
@@ -249,10 +266,15 @@ def tear_down(ctx: Context, session: Session, *, force: bool, quiet: bool = Fals
     recover all share it. With *keep_clone* the clone stays (promote moves it).
     """
     procs.kill_in_root(session.mountpoint, ctx.settings.end_grace)
-    isolation.kill(session)  # what left the session's root but not its cgroup
+    isolated = _isolated(session)
+    if isolated:
+        from .. import isolation
+
+        isolation.kill(session)  # what left the session's root but not its cgroup
     faults.crashpoint("end", "killed")
     mounts.unmount_tree(session.mountpoint, force=force)
-    isolation.remove(session)
+    if isolated:
+        isolation.remove(session)
     faults.crashpoint("end", "unmounted")
     if not keep_clone:
         backend = backends.get(session.backend)
@@ -268,6 +290,14 @@ def tear_down(ctx: Context, session: Session, *, force: bool, quiet: bool = Fals
             if not quiet:
                 raise SystemFailure(f"cannot remove {path}: {e.strerror}") from None
     faults.crashpoint("end", "removed")
+
+
+def _isolated(session: Session) -> bool:
+    """Whether *session* has anything of core.isolation's: a network namespace, cgroups, a
+    socket filter, or an architecture not the host's (qemu). Most have none, and begin and
+    end then do without the module."""
+    foreign = session.architecture is not None and session.architecture != files.HOST_ARCH
+    return foreign or bool(session.cgroups) or session.netns is not None or session.filtered is not None
 
 
 def _make_mountpoint(ctx: Context, session: Session) -> None:
@@ -289,6 +319,8 @@ def finish(ctx: Context, session: Session) -> None:
 
     The caller releases (and removes) the session's lock file afterwards.
     """
+    from .. import leases
+
     leases.release(ctx, session.image, session.id)
     faults.crashpoint("end", "unleased")
     files.remove(ctx.store.sessions_dir, session.id)
