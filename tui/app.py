@@ -23,6 +23,7 @@ screen is the fleet screen (tui/fleet.py), with a Hosts pane.
 from __future__ import annotations
 
 import gc
+import os
 import socket
 import sys
 import time
@@ -106,6 +107,7 @@ class RoostConsole(App[int]):
         poll_host: Callable[[Host], HostStatus] | None = None,
         host_interval: float = 2.0,
         host_timeout: float = 3.0,
+        loadavg: Callable[[], tuple[float, float, float]] | None = None,
     ) -> None:
         super().__init__()
         self.engine = engine
@@ -135,6 +137,8 @@ class RoostConsole(App[int]):
         self.poll_host = poll_host
         self.host_interval = host_interval
         self.host_timeout = host_timeout
+        #: This host's load, as the Hosts pane shows it (the screenshots freeze it, as they freeze the clock).
+        self.loadavg = loadavg or os.getloadavg
         self._hosts_polling: set[str] = set()
         self._hosts_again: set[str] = set()
         self._host_timers: dict[str, Timer] = {}
@@ -151,6 +155,7 @@ class RoostConsole(App[int]):
                 tick_interval=self.tick_interval,
                 terminal=self.terminal,
                 hosts=self.hosts,
+                loadavg=self.loadavg,
             )
         return MainScreen(
             self.engine,

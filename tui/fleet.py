@@ -197,7 +197,7 @@ class FleetScreen(MainScreen):
                 sessions=dict(snap.sessions),
                 locks=snap.locks,
                 load=tuple(self.loadavg()),
-                cpus=os.cpu_count(),
+                cpus=None,
                 hostname=self.host,
             )
         rows = [HostRow(LOCAL, self.host, True if snap is not None else None, view)]
