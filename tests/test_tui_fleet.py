@@ -31,7 +31,8 @@ from tests.support.sshd import Sshd
 from tests.test_fleet import Fleet, busybox, close_fleet, make_fleet
 from tests.test_tui import Console, screen_text, until
 from tui.fleet import FleetScreen
-from tui.widgets.dialogs import ConfirmDialog
+from tui.widgets.dialogs import ConfirmDialog, OutputDialog
+from tui.widgets.help import HelpScreen
 from tui.widgets.hosts import LOCAL
 
 
@@ -215,6 +216,17 @@ def test_promote_and_rollback_on_another_host_change_that_hosts_image(three: Fle
         await until(pilot, lambda: sid in main.sessions_pane.sessions)
         await pilot.press("2")
         main.sessions_pane.table.select_key(sid)
+        # run: the command runs in b's session, its output streamed back over ssh.
+        await pilot.press("x")
+        await until(pilot, lambda: type(app.screen).__name__ == "PromptDialog")
+        await pilot.press(*"cat /etc/hello", "enter")
+        await until(pilot, lambda: isinstance(app.screen, OutputDialog) and app.screen.finished)
+        await pilot.pause(0.2)
+        assert "hello" in screen_text(app) and "done (exit status 0)" in screen_text(app)
+        await pilot.press("escape")
+        # enter: ssh -t in the suspended terminal; where it cannot be handed over, the command to type.
+        await pilot.press("e")
+        await until(pilot, lambda: any(f"roost --host b session enter {sid}" in m for m, _ in app.notes))
         await pilot.press("p")
         await until(pilot, lambda: type(app.screen).__name__ == "PromptDialog")
         await pilot.press(*"add hello", "enter")
@@ -285,6 +297,11 @@ def test_hostile_answers_are_one_line_and_never_crash_the_console(bb: Any) -> No
                 describe=lambda: f"{app.main.viewing} {app.main.hosts_pane.selected} {app.main.active} {app.focused}",
             )
             await pilot.press("1", "2", "3", "4", "0")  # keys keep working
+            await pilot.press("question_mark")
+            await until(pilot, lambda: isinstance(app.screen, HelpScreen))
+            await pilot.pause(0.2)
+            assert "Hosts (0)" in screen_text(app)
+            await pilot.press("escape")
             text = screen_text(app)
             assert "\x1b" not in text and "owned" in text  # the escape is gone, its text shown as text
 

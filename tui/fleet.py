@@ -111,6 +111,9 @@ class FleetScreen(MainScreen):
         #: The image of the viewed host whose history is shown, and what was read of it.
         self.remote_image: str | None = None
         self._history_key: tuple[str, str, int, int] | None = None
+        self._local_row_shown: HostRow | None = None
+        #: The answer of the viewed host that the panes show (None: none yet, or this host).
+        self._filled: HostRow | None = None
         self._connections: dict[str, ssh.Connection] = {}
         self._connections_lock = threading.Lock()
 
@@ -187,20 +190,26 @@ class FleetScreen(MainScreen):
 
     # --- what the hosts say ------------------------------------------------------------------
 
-    def rows(self) -> list[HostRow]:
-        """This host first, then the others in the order given."""
+    def _local_row(self) -> HostRow:
+        """This host's row, from the newest read of its state root (and its load now)."""
         snap = self.local
-        view = None
-        if snap is not None:
-            view = HostView(
-                images=dict(snap.images),
-                sessions=dict(snap.sessions),
-                locks=snap.locks,
-                load=tuple(self.loadavg()),
-                cpus=None,
-                hostname=self.host,
-            )
-        rows = [HostRow(LOCAL, self.host, True if snap is not None else None, view)]
+        if snap is None:
+            return HostRow(LOCAL, self.host, None)
+        view = HostView(
+            images=dict(snap.images),
+            sessions=dict(snap.sessions),
+            locks=snap.locks,
+            load=tuple(self.loadavg()),
+            cpus=None,
+            hostname=self.host,
+        )
+        return HostRow(LOCAL, self.host, True, view)
+
+    def rows(self, *, local: bool = False) -> list[HostRow]:
+        """This host first, then the others in the order given (*local*: read this host's row again)."""
+        if local or self._local_row_shown is None:
+            self._local_row_shown = self._local_row()
+        rows = [self._local_row_shown]
         remote = self.console.remote
         for name in self.others:
             rows.append(remote.get(name) or HostRow(name, name, None))
@@ -211,7 +220,7 @@ class FleetScreen(MainScreen):
             return
         self.local = snapshot
         if "images" in snapshot.changed or "sessions" in snapshot.changed or "locks" in snapshot.changed:
-            self.hosts_pane.show(self.rows())
+            self.hosts_pane.show(self.rows(local=True))
         if self.viewing is None:
             super()._show_snapshot(snapshot)
         elif snapshot.events:
@@ -225,14 +234,14 @@ class FleetScreen(MainScreen):
 
     def tick(self) -> None:
         super().tick()
-        self.hosts_pane.show(self.rows())
+        self.hosts_pane.show(self.rows(local=True))
 
     def _show_remote(self, remote: Mapping[str, HostRow]) -> None:
         self.hosts_pane.show(self.rows())
         if self.active == "hosts":
             self.show_detail()
-        if self.viewing is not None:
-            self._fill()
+        if self.viewing is not None and remote.get(self.viewing) is not self._filled:
+            self._fill()  # only when the viewed host said something new
 
     @on(DiffTable.SelectionChanged)
     def _host_selected(self, event: DiffTable.SelectionChanged) -> None:
@@ -264,6 +273,7 @@ class FleetScreen(MainScreen):
         else:
             name = self.viewing
             row = self.console.remote.get(name)
+            self._filled = row
             view = row.view if row is not None else None
             if row is None or row.reachable is None:
                 note = " (not answered yet)"
