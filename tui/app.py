@@ -68,6 +68,10 @@ class UsageMeasured(Message):
         self.error = error
 
 
+#: Seconds between two showings of what other hosts answered (answers in between are shown together).
+HOSTS_SHOWN = 0.5
+
+
 class HostPolled(Message):
     """What one poll of another host found."""
 
@@ -142,6 +146,8 @@ class RoostConsole(App[int]):
         self._hosts_polling: set[str] = set()
         self._hosts_again: set[str] = set()
         self._host_timers: dict[str, Timer] = {}
+        self._rows_pending: dict[str, HostRow] = {}
+        self._rows_timer: Timer | None = None
         engine.ctx.on_wait = lambda message: self.notify(message, timeout=4, markup=False)
 
     def get_default_screen(self) -> MainScreen:
@@ -298,7 +304,8 @@ class RoostConsole(App[int]):
                 view = fleet.view(status.summary)
             except ValueError as e:
                 error = f"not a summary: {fleet.clean(str(e))}"
-        row = HostRow(host.name, host.name, status.reachable, view, error, status.seconds)
+        about = fleet.clean(host.description, 80)
+        row = HostRow(host.name, host.name, status.reachable, view, error, status.seconds, about)
         self.post_message(HostPolled(host, row))
 
     def _start_host_poll(self, host: Host) -> None:
@@ -309,15 +316,27 @@ class RoostConsole(App[int]):
     def on_host_polled(self, message: HostPolled) -> None:
         host = message.host
         self._hosts_polling.discard(host.name)
-        row, before = message.row, self.remote.get(message.row.key)
+        row = message.row
+        before = self._rows_pending.get(row.key) or self.remote.get(row.key)
         if row.view is None and before is not None and before.view is not None:
             row = row._replace(view=before.view)  # shown as it last answered, marked unreachable or failing
-        self.remote = {**self.remote, row.key: row}
+        # Answers are published together, at most every HOSTS_SHOWN seconds: with many hosts,
+        # one redraw for a burst of answers rather than one each.
+        self._rows_pending[row.key] = row
+        if self._rows_timer is None:
+            self._rows_timer = self.set_timer(HOSTS_SHOWN, self._publish_rows)
         if host.name in self._hosts_again:
             self._hosts_again.discard(host.name)
             self._start_host_poll(host)
         else:
             self._host_timers[host.name] = self.set_timer(self.host_interval, partial(self._start_host_poll, host))
+
+    def _publish_rows(self) -> None:
+        self._rows_timer = None
+        rows, self._rows_pending = self._rows_pending, {}
+        if rows:
+            with self.batch_update():
+                self.remote = {**self.remote, **rows}
 
     def poll_host_now(self, name: str) -> None:
         """Poll host *name* now (after an operation there), or right after the poll that is running."""

@@ -19,6 +19,7 @@ import select
 import subprocess
 import threading
 from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from rich.text import Text
@@ -26,6 +27,7 @@ from textual import on, work
 from textual.app import ComposeResult, SuspendNotSupported
 from textual.binding import Binding
 from textual.containers import Container, Horizontal
+from textual.timer import Timer
 from textual.widget import Widget
 from textual.widgets import Footer
 
@@ -53,14 +55,16 @@ if TYPE_CHECKING:
 
 #: Seconds a command on another host may take before the console gives up waiting for it.
 ACTION_TIMEOUT = 600.0
+#: Seconds the highlight rests on another host's image before its history is read.
+HISTORY_AFTER = 0.3
 #: Seconds the history of another host's image may take.
 READ_TIMEOUT = 10.0
 
 ORDER = ("hosts", *PANES)
 
 
-def host_detail(row: HostRow, host: Host | None) -> Any:
-    """What the detail panel says about a host."""
+def host_pairs(row: HostRow, host: Host | None) -> list[tuple[str, str | Text | None]]:
+    """What the detail panel says about a host: nothing that changes on every poll."""
     text, _ = state(row)
     v = row.view
     pairs: list[tuple[str, str | Text | None]] = [
@@ -73,9 +77,9 @@ def host_detail(row: HostRow, host: Host | None) -> Any:
         ("sessions", str(len(v.sessions)) if v else None),
         ("locks held", str(v.held) if v else None),
         ("load", " ".join(f"{x:.2f}" for x in v.load) + (f" on {v.cpus} CPUs" if v.cpus else "") if v else None),
-        ("answered in", f"{row.seconds * 1000:.0f} ms" if row.seconds is not None and row.key != LOCAL else None),
+        ("polled", "every 2 s, unreachable after 3 s without an answer" if row.key != LOCAL else None),
     ]
-    return grid(f"host {row.name}", pairs)
+    return pairs
 
 
 def _lines(text: str) -> str:
@@ -112,6 +116,8 @@ class FleetScreen(MainScreen):
         self.remote_image: str | None = None
         self._history_key: tuple[str, str, int, int] | None = None
         self._local_row_shown: HostRow | None = None
+        self._history_timer: Timer | None = None
+        self._detail_shown: tuple[str, list[tuple[str, str | Text | None]]] | None = None
         #: The answer of the viewed host that the panes show (None: none yet, or this host).
         self._filled: HostRow | None = None
         self._connections: dict[str, ssh.Connection] = {}
@@ -180,13 +186,15 @@ class FleetScreen(MainScreen):
 
     def show_detail(self) -> None:
         if self.active != "hosts":
+            self._detail_shown = None
             super().show_detail()
             return
         row = self.hosts_pane.selected_row()
-        if row is None:
-            self.detail.show("No hosts.")
-        else:
-            self.detail.show(host_detail(row, self.others.get(row.key)))
+        shown = None if row is None else (row.name, host_pairs(row, self.others.get(row.key)))
+        if shown == self._detail_shown and shown is not None:
+            return  # the same words: not redrawn (every host answers every 2 s)
+        self._detail_shown = shown
+        self.detail.show("No hosts." if shown is None else grid(f"host {shown[0]}", shown[1]))
 
     # --- what the hosts say ------------------------------------------------------------------
 
@@ -293,7 +301,10 @@ class FleetScreen(MainScreen):
                 if key != self._history_key:
                     self._history_key = key
                     self.remote_image = image
-                    self._read_history(name, image)
+                    # Read once the operator has stopped on it: moving through hosts starts no ssh per key.
+                    if self._history_timer is not None:
+                        self._history_timer.stop()
+                    self._history_timer = self.set_timer(HISTORY_AFTER, partial(self._read_history, name, image))
         self.show_detail()
         self._update_footer()
 
@@ -694,4 +705,4 @@ class FleetScreen(MainScreen):
         return code
 
 
-__all__ = ["FleetScreen", "host_detail"]
+__all__ = ["FleetScreen", "host_pairs"]

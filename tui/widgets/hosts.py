@@ -30,6 +30,8 @@ class HostRow(NamedTuple):
     view: HostView | None = None
     error: str | None = None
     seconds: float | None = None
+    #: The host's description in hosts.yaml.
+    about: str = ""
 
 
 def state(row: HostRow) -> tuple[str, str]:
@@ -70,13 +72,16 @@ class HostsPane(Pane):
             v = row.view
             shown = (v.load if wide else v.load[:1]) if v is not None else ()
             load = " ".join(f"{x:.2f}" for x in shown) or "-"
+            # Nothing that changes on every poll (how long it took is in the detail): a row is
+            # redrawn only when what the host holds changed.
             if row.error is not None:
                 note = row.error
-            elif v is not None:
-                took = f"answered in {row.seconds * 1000:.0f} ms" if row.seconds is not None else "this host"
-                note = f"{v.hostname}, {took}" if v.hostname and row.key != LOCAL else took
+            elif row.key == LOCAL:
+                note = "this host"
+            elif row.about:
+                note = row.about
             else:
-                note = ""
+                note = f"calls itself {v.hostname}" if v is not None and v.hostname else ""
             out[row.key] = self.cells(
                 (
                     C(row.name, "bold" if row.key == LOCAL else "", order),
