@@ -16,7 +16,18 @@ measures, over the same ssh connection:
 Goals (issue 17): bytes within 2× of the change, time flat in image size.
 ``--btrfs`` adds the same rows on a loop-mounted btrfs (``btrfs send -p``).
 
+``--console`` measures the console instead: the real ``roost`` in a
+pseudo-terminal (bench/console.py's), on a state root of its own, with
+``--hosts`` other hosts (20 state roots behind the one sshd, each with an
+image, each with an ssh connection of its own as separate hosts would have),
+against the same console with no other hosts, in the same run. Key press to
+render (bench/console.py's measure): moving between hosts in the Hosts pane
+(every press refills the other panes with that host's answer and reads its
+image's history over ssh), and moving in the Images pane while the hosts are
+polled. Goal (issue 17): under 100 ms.
+
     sudo .venv/bin/python bench/fleet.py [--runs 5] [--no-large] [--btrfs]
+    sudo .venv/bin/python bench/fleet.py --console [--hosts 20] [--keys 40]
 """
 
 from __future__ import annotations
@@ -184,15 +195,117 @@ def grow(root: Path, dest: Path, extra_bytes: int) -> Path:
     return dest
 
 
+def console_keys(base: Path, sshd: Sshd, n_hosts: int, n_keys: int) -> int:
+    """The console with *n_hosts* other hosts against the console alone: key press to render."""
+    from console import Terminal, keys
+
+    from tests.support.env import make_env
+    from tests.support.rootfs import busybox
+
+    tree = busybox(base / "busybox")
+    envs = {}
+    for name in ["here", *(f"host{i:02d}" for i in range(1, n_hosts + 1))]:
+        env = make_env(base / name)
+        env.ok("image", "create", "bb", "--from-dir", str(tree))
+        envs[name] = env
+    entries = {}
+    for name, env in envs.items():
+        if name != "here":
+            # SetEnv only makes each host's options (hence its shared connection) its own, as separate hosts have.
+            options = {**sshd.ssh_options(), "SetEnv": f"ROOST_BENCH_HOST={name}"}
+            entries[name] = {**sshd.entry(env), "ssh-options": options}
+    hosts_file = write_hosts(base / "hosts.yaml", entries)
+    control = Path(f"/tmp/roost-bench-ssh-{os.getpid()}")
+    control.mkdir(mode=0o700)
+    here = envs["here"]
+    rows = []
+    none = str(base / "none.yaml")
+    runs = [(f"{n_hosts} other hosts", str(hosts_file), False), ("no other hosts", none, False)]
+    # The hosts are state roots on this machine: answering a poll costs this machine's CPUs too.
+    # The third run puts that cost on the machine without the console knowing other hosts.
+    runs.append((f"no other hosts, {n_hosts} polled beside it", none, True))
+    try:
+        for label, hosts, beside in runs:
+            env = {**here.environ, "ROOST_HOSTS": hosts, "ROOST_SSH_DIR": str(control), "TERM": "xterm-256color"}
+            poller = None
+            if beside:
+                poller = subprocess.Popen(
+                    [sys.executable, "-c", POLLER],
+                    env={**env, "ROOST_HOSTS": str(hosts_file)},
+                    stdin=subprocess.DEVNULL,
+                )
+            term = Terminal([sys.executable, "-m", "roost"], env, (160, 48))
+            try:
+                # The first screen, then every host's first answer (3 s timeout); the hosts' answers
+                # keep redrawing rows as their loads move, so "quiet" is short here.
+                term.wait_quiet(0.2, timeout=120)
+                time.sleep(6.0)
+                if hosts != str(hosts_file):
+                    series = [("Images pane: down/up", b"1")]
+                else:
+                    series = [("Hosts pane: down/up between hosts", b"0"), ("Images pane: down/up", b"1")]
+                for what, pane in series:
+                    term.key(pane)
+                    figure = keys(term, n_keys)
+                    rows.append((label, what, figure))
+            finally:
+                term.quit()
+                if poller is not None:
+                    poller.terminate()
+                    poller.wait()
+            sshd.close_masters(control)
+    finally:
+        sshd.close_masters(control)
+        subprocess.run(["rm", "-rf", str(control)], check=False)
+        for env in envs.values():
+            env.roost("image", "remove", "--force", "bb")
+    print(f"# {machine()}, load {os.getloadavg()[0]:.2f}; the console with other hosts, {n_keys} keys per row")
+    print(table([[a, b, f.show(), f.p95()] for a, b, f in rows], ["console", "key press to render", "median", "p95"]))
+    alone = next(f for a, b, f in rows if a == "no other hosts")
+    beside = next(f for a, b, f in rows if a.endswith("beside it"))
+    for a, b, f in rows:
+        if a == f"{n_hosts} other hosts":
+            print(
+                f"{b} with {a}: median {f.median / alone.median:.2f}× the console alone, "
+                f"{f.median / beside.median:.2f}× the console alone while the hosts are polled beside it "
+                f"(goal: under 100 ms; median {f.median * 1000:.1f} ms)"
+            )
+    return 0
+
+
+#: What polls the hosts beside the console in the third run: the console's own loop, without the console.
+POLLER = """
+import threading, time
+from core import fleet, hosts
+def loop(host):
+    while True:
+        fleet.poll(host, timeout=3.0)
+        time.sleep(2.0)
+for h in hosts.load().hosts.values():
+    threading.Thread(target=loop, args=(h,), daemon=True).start()
+time.sleep(3600)
+"""
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=5, help="1 MB changes pushed per image size (default 5)")
     parser.add_argument("--no-large", action="store_true", help="skip the 2 GB image")
     parser.add_argument("--btrfs", action="store_true", help="also on a loop-mounted btrfs (btrfs send -p)")
+    parser.add_argument("--console", action="store_true", help="measure the console with other hosts instead")
+    parser.add_argument("--hosts", type=int, default=20, help="other hosts the console shows (default 20)")
+    parser.add_argument("--keys", type=int, default=40, help="key presses per series (default 40)")
     args = parser.parse_args()
     if os.geteuid() != 0:
         print("bench/fleet.py mounts file systems and starts sshd: run it as root", file=sys.stderr)
         return 2
+    if args.console:
+        with workdir() as base:
+            sshd = Sshd(base / "sshd")
+            try:
+                return console_keys(base, sshd, args.hosts, args.keys)
+            finally:
+                sshd.stop()
     started = time.monotonic()
     rows: list[Row] = []
     with workdir() as base:

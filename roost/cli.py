@@ -435,10 +435,15 @@ def schroot_request(argv: Sequence[str]) -> tuple[dict[str, object], list[str]] 
 
 
 def _console(args: argparse.Namespace) -> int:
+    return console(args)
+
+
+def console(args: argparse.Namespace, hosts: list[str] | None = None) -> int:
+    """The operator console (with *hosts*: those hosts beside this one, else hosts.yaml's)."""
     try:
         from tui.app import run_console  # type: ignore[import-not-found,import-untyped,unused-ignore]
     except ImportError:
         build_parser().print_help()
         return 0
-    code: int = run_console(root=args.root)
+    code: int = run_console(root=args.root, hosts=hosts)
     return code

@@ -7,11 +7,12 @@ arrives as it was typed. What is allowed there is decided there: ssh
 authenticates the caller (as themselves, also under sudo: see core/ssh.py)
 and the remote roost applies its own rules, as if they had logged in.
 
-``session enter`` (and the console, with no command) get a terminal with
+``session enter`` (and the console, with no command and one host) get a terminal with
 ``ssh -t``; ``session run`` and ``run`` get one when this process has one on
 both ends. ``batch PLAN`` runs here and sends the plan to each host (see
 roost/fleet.py). Exit code 5 with one line when the host cannot be reached
-or the connection is lost.
+or the connection is lost. With no command and several hosts, the console
+runs here and shows them all (tui/fleet.py).
 """
 
 from __future__ import annotations
@@ -77,8 +78,13 @@ def main(argv: Sequence[str]) -> int | None:
         return cli_main([*forward, *words, *(f"--host={h}" for h in hosts)])
     from core.errors import RoostError
 
+    if not words and len(hosts) > 1:
+        # The console here, showing those hosts beside this one (tui/fleet.py).
+        from .cli import build_parser, console
+
+        return console(build_parser().parse_args(forward), hosts)
     if len(hosts) > 1:
-        print("roost: --host names one host (only batch runs on several)", file=sys.stderr)
+        print("roost: --host names one host (only batch and the console take several)", file=sys.stderr)
         return 2
     try:
         return _run(hosts[0], forward, words)

@@ -37,7 +37,9 @@ def demo_state() -> Iterator[demo.Demo]:
 
 
 @pytest.mark.parametrize("size", sorted(demo.SIZES))
-@pytest.mark.parametrize("scene", ["main", "history", "promote", "end", "rollback", "help", "create", "creating"])
+@pytest.mark.parametrize(
+    "scene", ["main", "history", "promote", "end", "rollback", "help", "create", "creating", "hosts"]
+)
 def test_console_snapshot(demo_state: demo.Demo, snap_compare: Any, scene: str, size: str) -> None:
-    app = demo.console(demo_state)
+    app = demo.console(demo_state, scene)
     assert snap_compare(app, terminal_size=demo.SIZES[size], run_before=demo.scenes()[scene])

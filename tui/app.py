@@ -11,15 +11,24 @@ Data flows one way: the app publishes what it read as reactive attributes
 (:attr:`RoostConsole.snapshot`, :attr:`RoostConsole.usage`), which the main
 screen watches; the screen tells the app what it needs with messages (the
 image whose history to read, the session to measure first, a refresh now).
+
+With other hosts (hosts.yaml, or ``--host`` given more than once) a third
+loop polls each of them on its own, in a thread worker bounded by a timeout
+(core.fleet.poll): a host that stops answering is shown as unreachable after
+that timeout and holds up neither the others nor a key press. The app
+publishes what each host said as :attr:`RoostConsole.remote`, and the main
+screen is the fleet screen (tui/fleet.py), with a Hosts pane.
 """
 
 from __future__ import annotations
 
 import gc
+import os
 import socket
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from pathlib import Path
 from typing import ClassVar
 
@@ -32,12 +41,15 @@ from textual.timer import Timer
 
 from core.engine import Engine
 from core.errors import RoostError
+from core.fleet import HostStatus
+from core.hosts import Host
 from core.records import Session
 from core.watch import Figures, Snapshot, Usage, Watcher
 
 from .messages import ImageHighlighted, RefreshRequested, SessionHighlighted
 from .palette import SelectionCommands
 from .screen import MainScreen
+from .widgets.hosts import HostRow
 
 
 class StateRead(Message):
@@ -56,6 +68,19 @@ class UsageMeasured(Message):
         self.error = error
 
 
+#: Seconds between two showings of what other hosts answered (answers in between are shown together).
+HOSTS_SHOWN = 0.5
+
+
+class HostPolled(Message):
+    """What one poll of another host found."""
+
+    def __init__(self, host: Host, row: HostRow) -> None:
+        super().__init__()
+        self.host = host
+        self.row = row
+
+
 class RoostConsole(App[int]):
     """The console on one state root."""
 
@@ -69,6 +94,8 @@ class RoostConsole(App[int]):
     snapshot: var[Snapshot | None] = var(None, always_update=True)
     #: Processes and disk use per live session (a new mapping on every measurement).
     usage: var[Mapping[str, Figures]] = var(dict, always_update=True)
+    #: What each other host said at its newest poll (a new mapping on every answer).
+    remote: var[Mapping[str, HostRow]] = var(dict, always_update=True)
 
     def __init__(
         self,
@@ -80,6 +107,11 @@ class RoostConsole(App[int]):
         usage_interval: float = 2.0,
         tick_interval: float = 10.0,
         terminal: Mapping[str, int] | None = None,
+        hosts: Sequence[Host] = (),
+        poll_host: Callable[[Host], HostStatus] | None = None,
+        host_interval: float = 2.0,
+        host_timeout: float = 3.0,
+        loadavg: Callable[[], tuple[float, float, float]] | None = None,
     ) -> None:
         super().__init__()
         self.engine = engine
@@ -104,9 +136,33 @@ class RoostConsole(App[int]):
         self._force = False
         self._timer: Timer | None = None
         self._shown_errors: set[str] = set()
+        #: The other hosts, in the order given; how one is polled, how often, and how long it may take.
+        self.hosts = list(hosts)
+        self.poll_host = poll_host
+        self.host_interval = host_interval
+        self.host_timeout = host_timeout
+        #: This host's load, as the Hosts pane shows it (the screenshots freeze it, as they freeze the clock).
+        self.loadavg = loadavg or os.getloadavg
+        self._hosts_polling: set[str] = set()
+        self._hosts_again: set[str] = set()
+        self._host_timers: dict[str, Timer] = {}
+        self._rows_pending: dict[str, HostRow] = {}
+        self._rows_timer: Timer | None = None
         engine.ctx.on_wait = lambda message: self.notify(message, timeout=4, markup=False)
 
     def get_default_screen(self) -> MainScreen:
+        if self.hosts:
+            from .fleet import FleetScreen
+
+            return FleetScreen(
+                self.engine,
+                host=self.host,
+                clock=self.clock,
+                tick_interval=self.tick_interval,
+                terminal=self.terminal,
+                hosts=self.hosts,
+                loadavg=self.loadavg,
+            )
         return MainScreen(
             self.engine,
             host=self.host,
@@ -142,6 +198,8 @@ class RoostConsole(App[int]):
         sys.setswitchinterval(0.001)
         self._kick()
         self.set_timer(0.05, self._measure_usage)
+        for host in self.hosts:
+            self._start_host_poll(host)
 
     def on_unmount(self) -> None:
         self.watcher.close()
@@ -228,6 +286,71 @@ class RoostConsole(App[int]):
             self._shown_errors.add(error)
             self.notify(error, severity="error", timeout=10, markup=False)
 
+    # --- the hosts loop: each other host polled on its own ---------------------------------------
+
+    @work(thread=True, exit_on_error=False, group="hosts")
+    def _poll_host(self, host: Host) -> None:
+        from core import fleet
+
+        try:
+            poll = self.poll_host or partial(fleet.poll, timeout=self.host_timeout)
+            status = poll(host)
+        except Exception as e:  # noqa: BLE001 - a poll that fails is a host that did not answer, never fatal
+            status = HostStatus(host.name, False, 0.0, error=f"{type(e).__name__}: {e}")
+        view = None
+        error = fleet.clean(status.error) if status.error else None
+        if status.summary is not None:
+            try:
+                view = fleet.view(status.summary)
+            except ValueError as e:
+                error = f"not a summary: {fleet.clean(str(e))}"
+        about = fleet.clean(host.description, 80)
+        row = HostRow(host.name, host.name, status.reachable, view, error, status.seconds, about)
+        self.post_message(HostPolled(host, row))
+
+    def _start_host_poll(self, host: Host) -> None:
+        self._host_timers.pop(host.name, None)
+        self._hosts_polling.add(host.name)
+        self._poll_host(host)
+
+    def on_host_polled(self, message: HostPolled) -> None:
+        host = message.host
+        self._hosts_polling.discard(host.name)
+        row = message.row
+        before = self._rows_pending.get(row.key) or self.remote.get(row.key)
+        if row.view is None and before is not None and before.view is not None:
+            row = row._replace(view=before.view)  # shown as it last answered, marked unreachable or failing
+        # Answers are published together, at most every HOSTS_SHOWN seconds: with many hosts,
+        # one redraw for a burst of answers rather than one each.
+        self._rows_pending[row.key] = row
+        if self._rows_timer is None:
+            self._rows_timer = self.set_timer(HOSTS_SHOWN, self._publish_rows)
+        if host.name in self._hosts_again:
+            self._hosts_again.discard(host.name)
+            self._start_host_poll(host)
+        else:
+            self._host_timers[host.name] = self.set_timer(self.host_interval, partial(self._start_host_poll, host))
+
+    def _publish_rows(self) -> None:
+        self._rows_timer = None
+        rows, self._rows_pending = self._rows_pending, {}
+        if rows:
+            with self.batch_update():
+                self.remote = {**self.remote, **rows}
+
+    def poll_host_now(self, name: str) -> None:
+        """Poll host *name* now (after an operation there), or right after the poll that is running."""
+        host = next((h for h in self.hosts if h.name == name), None)
+        if host is None:
+            return
+        if name in self._hosts_polling:
+            self._hosts_again.add(name)
+            return
+        timer = self._host_timers.pop(name, None)
+        if timer is not None:
+            timer.stop()
+        self._start_host_poll(host)
+
     # --- the usage loop ---------------------------------------------------------------------
 
     def _measure_usage(self) -> None:
@@ -273,13 +396,24 @@ class RoostConsole(App[int]):
             self.usage = usage
 
 
-def run_console(root: str | None = None) -> int:
-    """Run the console on the state root *root* (or the configured one); the exit code."""
+def run_console(root: str | None = None, hosts: Sequence[str] | None = None) -> int:
+    """Run the console on the state root *root* (or the configured one); the exit code.
+
+    *hosts* (the console's ``--host`` options) are the other hosts it shows;
+    without them, every host in hosts.yaml. Each is checked as ``--host``
+    checks it (core/hosts.py): a bad one is one line and exit code 2 or 4.
+    """
+    from core import hosts as hostsfile
+
     try:
+        if hosts:
+            others = [hostsfile.resolve(spec) for spec in dict.fromkeys(hosts)]
+        else:
+            others = list(hostsfile.load().hosts.values())
         engine = Engine(root=root)
     except RoostError as e:
         print(f"roost: {e}", file=sys.stderr)
         return e.exit_code
-    app = RoostConsole(engine)
+    app = RoostConsole(engine, hosts=others)
     code = app.run()
     return code if isinstance(code, int) else (app.return_code or 0)

@@ -353,9 +353,40 @@ def demo(base: Path, *, holder: bool = False) -> Iterator[Demo]:
 # --- screenshots -------------------------------------------------------------------------
 
 
-def console(d: Demo) -> RoostConsole:
-    """The real console on the demo state, its clock frozen at :data:`NOW`."""
-    return RoostConsole(d.engine("root"), clock=lambda: epoch(NOW), host=HOST)
+def console(d: Demo, scene: str | None = None) -> RoostConsole:
+    """The real console on the demo state, its clock frozen at :data:`NOW`.
+
+    For the "hosts" scene it shows two other hosts: their answers are what
+    :func:`other_hosts` says (the demo's own summary, under another name, and a
+    host that cannot be reached), and this host's load is frozen like the clock.
+    """
+    engine = d.engine("root")
+    if scene != "hosts":
+        return RoostConsole(engine, clock=lambda: epoch(NOW), host=HOST)
+    hosts, poll = other_hosts(engine)
+    return RoostConsole(
+        engine, clock=lambda: epoch(NOW), host=HOST, hosts=hosts, poll_host=poll, loadavg=lambda: (0.42, 0.35, 0.31)
+    )
+
+
+def other_hosts(engine: Engine) -> tuple[list[Any], Callable[[Any], Any]]:
+    """Two other hosts for the Hosts pane, and how they answer: one up, one unreachable."""
+    from core import fleet
+    from core.hosts import Host
+
+    summary = {**fleet.summary(engine), "host": "buildd-02", "time": NOW, "load": [1.87, 1.52, 1.20], "cpus": 16}
+    up = Host("buildd-02", address="buildd-02.example.org", description="arm64 builders")
+    down = Host("buildd-03", address="buildd-03.example.org", description="riscv64 builders")
+    answers = {
+        up.name: fleet.HostStatus(up.name, True, 0.042, summary=summary, exit_code=0),
+        down.name: fleet.HostStatus(
+            down.name,
+            False,
+            3.0,
+            error="cannot reach buildd-03: ssh: connect to host buildd-03.example.org port 22: Connection timed out",
+        ),
+    }
+    return [up, down], lambda host: answers[host.name]
 
 
 async def settle(pilot: Any) -> None:
@@ -457,6 +488,15 @@ def scenes() -> dict[str, Callable[[Any], Any]]:
         dialog.query_one("#name", Input).cursor_blink = False  # a still picture: the cursor shown
         await pilot.pause(0.1)
 
+    async def hosts(pilot: Any) -> None:
+        await settle(pilot)
+        await pilot.press("0")
+        for _ in range(200):
+            if len(pilot.app.remote) == 2:
+                break
+            await pilot.pause(0.05)
+        await pilot.pause(0.3)
+
     async def creating(pilot: Any) -> None:
         from tui.widgets.create import CreateTask
 
@@ -483,6 +523,7 @@ def scenes() -> dict[str, Callable[[Any], Any]]:
         "help": help_,
         "create": create,
         "creating": creating,
+        "hosts": hosts,
     }
 
 
@@ -503,7 +544,7 @@ SIZES = {"80x24": (80, 24), "160x48": (160, 48)}
 
 def screenshot(d: Demo, scene: str, size: tuple[int, int]) -> str:
     """The console at *size*, driven to *scene*, as SVG (what the snapshot tests compare, too)."""
-    app = console(d)
+    app = console(d, scene)
     shots: list[str] = []
 
     async def take(pilot: Any) -> None:
