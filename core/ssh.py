@@ -84,12 +84,17 @@ class Caller:
             env.update(HOME=self.home, USER=self.user, LOGNAME=self.user)
         return env
 
-    def preexec(self, parent: int | None) -> Callable[[], None]:
+    def preexec(self, parent: int | None) -> Callable[[], None] | None:
         """What the ssh child does before exec: die with roost (if *parent*), become the caller.
 
         Everything it needs is looked up here, before the fork: the child of a
-        process with threads (batch on several hosts) must not import.
+        process with threads (batch on several hosts) must not import. None
+        when there is nothing to do: subprocess then starts ssh with vfork,
+        which does not copy the parent's memory (the console polls many
+        hosts from a large process, and a fork holds its interpreter lock).
         """
+        if parent is None and not self.switches:
+            return None
         import ctypes
 
         prctl = ctypes.CDLL(None).prctl
