@@ -148,8 +148,13 @@ class RootlessEngine(Engine):
         from .. import images
 
         images.authorize(self.ctx, policy.SESSION_MAINTAIN if maintenance else policy.SESSION_BEGIN, image)
-        _refuse_isolation(network, limits, alias, command_prefix)
-        return lifecycle.begin(self.ctx, image, name=name, maintenance=maintenance, auto=auto)
+        _refuse_isolation(network, limits, command_prefix)
+        if alias is not None:
+            from .. import images as image_ops
+
+            if image_ops.resolve(self.ctx, alias) != image:
+                raise BadInput(f"{alias} is not a name of image {image}")
+        return lifecycle.begin(self.ctx, image, name=name, maintenance=maintenance, auto=auto, alias=alias)
 
     def set_network(self, session: str, network: str) -> tuple[str, int]:
         raise _not_here("session network")
@@ -239,10 +244,11 @@ class RootlessEngine(Engine):
         from . import holder
 
         ref, lock = self._hold_for_run(session)
-        try:
-            return holder.spawn_command(ref, launch, stdin=stdin, stdout=stdout, stderr=stderr, foreground=foreground)
-        finally:
-            lock.release()
+        # Released before the fork: the child would keep the lock for as long as the command runs (it
+        # waits for it, joined to the holder). An end meanwhile kills the holder; the child then fails
+        # to join and exits as the command would have, with the reason on stderr.
+        lock.release()
+        return holder.spawn_command(ref, launch, stdin=stdin, stdout=stdout, stderr=stderr, foreground=foreground)
 
     def exec(self, session: str, launch: Launch) -> NoReturn:
         from . import holder
@@ -314,7 +320,7 @@ class RootlessEngine(Engine):
         from .. import images
 
         images.authorize(self.ctx, policy.SESSION_BEGIN, image)
-        _refuse_isolation(network, limits, None, None)
+        _refuse_isolation(network, limits, None)
         return lifecycle.run_auto(
             self.ctx,
             image,
@@ -397,15 +403,9 @@ class RootlessEngine(Engine):
 def _refuse_isolation(
     network: str | None,
     limits: Mapping[str, int | float | str] | None,
-    alias: str | None,
     command_prefix: Sequence[str] | None,
 ) -> None:
     """Rootless sessions keep the host's network and have no cgroup of roost's: refuse asking otherwise."""
-    for given, what in (
-        (network, "--network"),
-        (limits, "--limit"),
-        (alias, "an alias"),
-        (command_prefix, "a command prefix"),
-    ):
+    for given, what in ((network, "--network"), (limits, "--limit"), (command_prefix, "a command prefix")):
         if given:
             raise BadInput(f"{what} is not available for rootless sessions")

@@ -339,7 +339,15 @@ def _live_writer(ctx: Any, image: str) -> locks.Lease | None:
     return lease if owner.maintenance or owner.state == "promoting" else None
 
 
-def begin(ctx: Any, image: str, *, name: str | None = None, maintenance: bool = False, auto: bool = False) -> Session:
+def begin(
+    ctx: Any,
+    image: str,
+    *,
+    name: str | None = None,
+    maintenance: bool = False,
+    auto: bool = False,
+    alias: str | None = None,
+) -> Session:
     """A new session of the current generation of *image*, mounted in a holder of its own."""
     from ..backends.overlay import OverlayBackend
     from ..profiles import load_profile
@@ -387,6 +395,7 @@ def begin(ctx: Any, image: str, *, name: str | None = None, maintenance: bool = 
                 personality=config.personality,
                 command_prefix=list(config.command_prefix),
                 backend_data={"rootless": True},
+                alias=alias,
             )
             if maintenance:
                 writer = _live_writer(ctx, image)

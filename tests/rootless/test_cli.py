@@ -116,3 +116,13 @@ def test_roost_picks_the_user_mode_without_being_told(rl_bb: Rootless) -> None:
     rl = rl_bb
     proc = subprocess.run(rl.command(*ROOST, "--json", "image", "list"), env=rl.environ, capture_output=True, text=True)
     assert proc.returncode == 0 and [i["name"] for i in json.loads(proc.stdout)] == ["bb"]
+
+
+def test_the_console_says_it_does_not_run_in_rootless_mode_yet(rl: Rootless) -> None:
+    proc = subprocess.run(
+        rl.command(sys.executable, "-m", "roost"), env=rl.environ, capture_output=True, text=True, cwd="/"
+    )
+    assert proc.returncode == 2 and proc.stderr == (
+        "roost: the console does not run in rootless mode yet: use roost --headless COMMAND\n"
+    )
+    assert not rl.state.exists()
