@@ -23,6 +23,7 @@ automatic session ≤ 0.3× schroot and within 1.5× of system mode.
 from __future__ import annotations
 
 import argparse
+import compileall
 import json
 import os
 import shutil
@@ -114,6 +115,9 @@ def main() -> int:
             shutil.copy(debian_tarball(), tarball)
             os.chown(tarball, user.uid, user.gid)
             rootless, env = launcher(user)
+            # the user cannot write the tree's __pycache__: compile it first, as an installation is
+            for package in ("core", "roost"):
+                compileall.compile_dir(str(REPO / package), quiet=1)
             rl = [str(rootless), "--headless"]
             subprocess.run(
                 user.command(*rl, "image", "create", "deb", "--from-tar", str(tarball), "--profile", "sbuild"),
