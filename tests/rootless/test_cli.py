@@ -126,3 +126,12 @@ def test_the_console_says_it_does_not_run_in_rootless_mode_yet(rl: Rootless) -> 
         "roost: the console does not run in rootless mode yet: use roost --headless COMMAND\n"
     )
     assert not rl.state.exists()
+
+
+def test_doctor_reports_overlay_as_the_one_backend_and_no_problem(rl: Rootless) -> None:
+    out = json.loads(rl.ok("--json", "doctor"))
+    available = [b["name"] for b in out["backends"] if b["available"]]
+    assert available == ["overlay"] and out["default"] == "overlay"
+    assert {b["why"] for b in out["backends"] if not b["available"]} == {"not in rootless mode"}
+    assert out["problems"] == []
+    assert not rl.state.exists()  # doctor makes nothing
