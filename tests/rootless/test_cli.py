@@ -140,3 +140,29 @@ def test_doctor_reports_overlay_as_the_one_backend_and_no_problem(rl: Rootless) 
     assert {b["why"] for b in out["backends"] if not b["available"]} == {"not in rootless mode"}
     assert out["problems"] == []
     assert not rl.state.exists()  # doctor makes nothing
+
+
+def test_the_user_unit_brings_sessions_back_after_their_holders_died(rl_bb: Rootless) -> None:
+    import signal
+    import time
+
+    from tests.support.rootless import running
+
+    unit = (REPO / "etc" / "systemd" / "user" / "roost-recover.service").read_text()
+    (exec_start,) = [line.partition("=")[2] for line in unit.splitlines() if line.startswith("ExecStart=")]
+    argv = exec_start.split()
+    assert argv[0] == "%h/.local/roost/bin/roost" and "WantedBy=default.target" in unit.splitlines()
+    rl = rl_bb
+    sid = rl.begin()
+    assert rl.sh(sid, "echo kept > /root/work", "-u", "root").code == 0
+    pid = int(rl.session(sid)["holder"][0])
+    os.kill(pid, signal.SIGKILL)  # as a reboot does
+    deadline = time.monotonic() + 10
+    while running(pid) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    proc = subprocess.run(
+        rl.command(sys.executable, "-m", "roost", *argv[1:]), env=rl.environ, capture_output=True, text=True, cwd="/"
+    )
+    assert proc.returncode == 0 and f"remounted session {sid}" in proc.stdout, proc.stderr
+    assert rl.roost("session", "run", sid, "-u", "root", "--", "/bin/cat", "/root/work").out == "kept\n"
+    rl.ok("session", "end", sid)
