@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 
 from ..context import Context
-from ..errors import NotPermitted, SystemFailure
+from ..errors import NotPermitted
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -33,9 +33,9 @@ def check_own_dir(path: str, what: str) -> None:
     import stat
 
     if not stat.S_ISDIR(st.st_mode):
-        raise SystemFailure(f"refusing to use {what} {path}: it is not a directory")
+        raise NotPermitted(f"refusing to use {what} {path}: it is not a directory")
     if st.st_uid != os.geteuid():
-        raise SystemFailure(f"refusing to use {what} {path}: it belongs to uid {st.st_uid}, not to you")
+        raise NotPermitted(f"refusing to use {what} {path}: it belongs to uid {st.st_uid}, not to you")
 
 
 class RootlessContext(Context):

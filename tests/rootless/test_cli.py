@@ -43,12 +43,12 @@ def test_a_state_root_of_someone_else_is_refused(rl: Rootless) -> None:
     theirs = rl.base / "theirs"  # made by the suite, as root: not the user's
     theirs.mkdir(mode=0o755)
     r = rl.roost("session", "begin", "bb", env={"ROOST_ROOT": str(theirs)})
-    assert r.code == 5 and len(r.err.splitlines()) == 1 and "belongs to uid 0, not to you" in r.err, r.err
+    assert r.code == 2 and len(r.err.splitlines()) == 1 and "belongs to uid 0, not to you" in r.err, r.err
     # session run's fast path reads no record there either: the full path refuses with the same line
     (theirs / "sessions").mkdir()
     (theirs / "sessions" / "s1.json").write_text('{"id": "s1", "state": "active"}')
     r = rl.roost("session", "run", "s1", "--", "true", env={"ROOST_ROOT": str(theirs)})
-    assert r.code == 5 and len(r.err.splitlines()) == 1 and "belongs to uid 0, not to you" in r.err, r.err
+    assert r.code == 2 and len(r.err.splitlines()) == 1 and "belongs to uid 0, not to you" in r.err, r.err
     assert sorted(os.listdir(theirs)) == ["sessions"]
     other = rl.base / "other"
     other.mkdir(mode=0o777)  # anyone may write there: the user's roots may not be below it
