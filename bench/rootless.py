@@ -9,9 +9,10 @@ with the sbuild profile everywhere:
   writes);
 * schroot 1.6, a ``directory`` chroot with ``union-type=overlay``;
 * roost in rootless mode, run by an ordinary user made for the benchmark
-  (``roost-t-rl-b<pid>``, 65536 subordinate ids, removed at the end), through
-  tests/support/rootless_driver.py started like the launcher starts roost
-  (``python -IS``, site-packages added by hand).
+  (``roost-t-rl-b<pid>``, 65536 subordinate ids, removed at the end): roost's
+  own command line (the user mode is picked because the user is not root),
+  started like the launcher starts roost (``python -IS``, site-packages added
+  by hand).
 
 Rows: begin, ``run … true``, end, automatic session (whole processes,
 medians of N), and rootless begin and end inside one process with the time of
@@ -22,6 +23,7 @@ automatic session ≤ 0.3× schroot and within 1.5× of system mode.
 from __future__ import annotations
 
 import argparse
+import compileall
 import json
 import os
 import shutil
@@ -42,15 +44,15 @@ TARGET_SYSTEM = 1.5
 
 
 def launcher(user: User) -> tuple[Path, dict[str, str]]:
-    """The driver started as roost's launcher starts roost (-IS, paths added by hand), and its environment."""
+    """roost started as its launcher starts it (-IS, paths added by hand), and the environment to run it in."""
     path = user.home / "roost-rootless"
     paths = [sysconfig.get_path("purelib"), str(REPO)]
     path.write_text(
         f"#!{sys.executable} -IS\n"
         "import sys\n"
         f"sys.path.extend({paths!r})\n"
-        "from tests.support.rootless_driver import main\n"
-        "sys.exit(main(sys.argv[1:]))\n"
+        "from roost.main import main\n"
+        "sys.exit(main())\n"
     )
     path.chmod(0o755)
     env = {
@@ -69,18 +71,19 @@ def engine_level(user: User, env: dict[str, str], runs: int) -> dict[str, list[f
     code = (
         "import sys, time, json\n"
         f"sys.path.insert(0, {str(REPO)!r})\n"
-        "from core.rootless import lifecycle, holder\n"
-        "ctx = lifecycle.Context(); ctx.ready()\n"
+        "from core.rootless import holder\n"
+        "from core.rootless.engine import RootlessEngine\n"
+        "e = RootlessEngine(); e.ctx.ready()\n"
         "spawned = []\n"
         "real = holder.spawn\n"
         "def timed_spawn(*a, **k):\n"
         "    t = time.perf_counter(); p = real(*a, **k); spawned.append(time.perf_counter() - t); return p\n"
         "holder.spawn = timed_spawn\n"
-        "s = lifecycle.begin(ctx, 'deb'); lifecycle.end(ctx, s.id)\n"
+        "s = e.begin('deb'); e.end(s.id)\n"
         "b, d = [], []\n"
         "for _ in range(int(sys.argv[1])):\n"
-        "    t = time.perf_counter(); s = lifecycle.begin(ctx, 'deb'); b.append(time.perf_counter() - t)\n"
-        "    t = time.perf_counter(); lifecycle.end(ctx, s.id); d.append(time.perf_counter() - t)\n"
+        "    t = time.perf_counter(); s = e.begin('deb'); b.append(time.perf_counter() - t)\n"
+        "    t = time.perf_counter(); e.end(s.id); d.append(time.perf_counter() - t)\n"
         "print(json.dumps({'begin': b, 'end': d, 'spawn': spawned[1:]}))\n"
     )
     out = subprocess.run(user.command(sys.executable, "-c", code, str(runs)), env=env, capture_output=True, text=True)
@@ -112,9 +115,12 @@ def main() -> int:
             shutil.copy(debian_tarball(), tarball)
             os.chown(tarball, user.uid, user.gid)
             rootless, env = launcher(user)
-            rl = [str(rootless)]
+            # the user cannot write the tree's __pycache__: compile it first, as an installation is
+            for package in ("core", "roost"):
+                compileall.compile_dir(str(REPO / package), quiet=1)
+            rl = [str(rootless), "--headless"]
             subprocess.run(
-                user.command(*rl, "create", "deb", "--from-tar", str(tarball), "--profile", "sbuild"),
+                user.command(*rl, "image", "create", "deb", "--from-tar", str(tarball), "--profile", "sbuild"),
                 env=env,
                 check=True,
                 capture_output=True,
@@ -126,12 +132,12 @@ def main() -> int:
             theirs: dict[str, list[float]] = {k: [] for k in keys}
             for _ in range(runs):
                 # rootless
-                t, sid = timed(user.command(*rl, "begin", "deb"), env, capture=True)
+                t, sid = timed(user.command(*rl, "session", "begin", "deb"), env, capture=True)
                 sid = sid.strip()
                 mine["begin"].append(t)
-                mine["run"].append(timed(user.command(*rl, "run", sid, "--", "true"), env)[0])
-                mine["end"].append(timed(user.command(*rl, "end", sid), env)[0])
-                mine["auto"].append(timed(user.command(*rl, "auto", "deb", "--", "true"), env)[0])
+                mine["run"].append(timed(user.command(*rl, "session", "run", sid, "--", "true"), env)[0])
+                mine["end"].append(timed(user.command(*rl, "session", "end", sid), env)[0])
+                mine["auto"].append(timed(user.command(*rl, "run", "deb", "--", "true"), env)[0])
                 # system mode
                 t, sid = timed(roost.argv("session", "begin", "deb"), roost.env, capture=True)
                 sid = sid.strip()

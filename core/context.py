@@ -42,6 +42,9 @@ class Context:
 
     __slots__ = ("_ready", "actor", "on_wait", "policy", "progress", "settings", "store")
 
+    #: True for an ordinary user's own state (core.rootless.context.RootlessContext).
+    rootless = False
+
     def __init__(
         self,
         settings: Settings,

@@ -440,3 +440,29 @@ class Engine:
         from . import fleet
 
         return fleet.summary(self)
+
+
+def open_engine(
+    mode: str | None = None,
+    *,
+    root: str | None = None,
+    on_wait: Callable[[str], None] | None = None,
+    progress: Progress | None = None,
+) -> Engine:
+    """The engine of the mode asked for (``system``, ``user``) or, with None, of who runs roost.
+
+    Root (directly or through sudo) gets the system's state; anyone else
+    their own, rootless (core.rootless.engine). A mode that contradicts who
+    runs roost is refused with one line (core.rootless.config.mode).
+    """
+    import os
+
+    if mode is None and os.geteuid() == 0:
+        return Engine(root=root, on_wait=on_wait, progress=progress)
+    from .rootless import config
+
+    if config.mode(asked=mode) == config.SYSTEM:
+        return Engine(root=root, on_wait=on_wait, progress=progress)
+    from .rootless.engine import RootlessEngine
+
+    return RootlessEngine(root=root, on_wait=on_wait, progress=progress)

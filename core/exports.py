@@ -63,7 +63,7 @@ class ExportResult:
     path: str
     compression: str
     size: int  # bytes of the file written
-    tar_bytes: int  # bytes of the uncompressed tar stream
+    tar_bytes: int | None  # bytes of the uncompressed tar stream (None: not measured, a rootless export)
 
     def to_json(self) -> dict[str, Any]:
         return {

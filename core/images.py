@@ -625,10 +625,15 @@ def _gc_one(ctx: Context, name: str, keep: int | None, dry_run: bool) -> GcResul
             faults.crashpoint("gc", "trashed")
             assert lock is not None
             lock.release()
-            backend = backends.get(config.backend)
-            for n in victims:
-                backend.remove_generation(os.path.join(trash, str(n)))
-            backends.discard(trash)
+            if ctx.rootless:  # files of subordinate ids: removed inside the user's namespace
+                from .rootless import content
+
+                content.discard(trash, ctx.idmap)  # type: ignore[attr-defined]
+            else:
+                backend = backends.get(config.backend)
+                for n in victims:
+                    backend.remove_generation(os.path.join(trash, str(n)))
+                backends.discard(trash)
         finally:
             tx_lock.release(remove=True)
     finally:

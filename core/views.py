@@ -142,6 +142,9 @@ class SessionInfo(Struct, frozen=True):
             out["processes"] = self.processes
         if self.changes is not None:
             out["changes"] = self.changes
+        if s.backend_data.get("rootless"):
+            out["rootless"] = True
+            out["holder"] = s.backend_data.get("holder")  # [pid, start time] of its holder process
         return out
 
 

@@ -440,6 +440,20 @@ def _console(args: argparse.Namespace) -> int:
 
 def console(args: argparse.Namespace, hosts: list[str] | None = None) -> int:
     """The operator console (with *hosts*: those hosts beside this one, else hosts.yaml's)."""
+    from core.errors import RoostError
+
+    from .handlers import mode_of
+
+    try:
+        mode = mode_of(args)
+        if mode is not None or os.geteuid() != 0:
+            from core.rootless import config
+
+            if config.mode(asked=mode) == config.USER:
+                raise RoostError("the console does not run in rootless mode yet: use roost --headless COMMAND")
+    except RoostError as e:
+        print(f"roost: {e}", file=sys.stderr)
+        return 2
     try:
         from tui.app import run_console  # type: ignore[import-not-found,import-untyped,unused-ignore]
     except ImportError:

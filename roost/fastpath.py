@@ -184,11 +184,34 @@ def parse(argv: Sequence[str]) -> tuple[str | None, str, list[str], str | None, 
 
 
 def run(argv: Sequence[str]) -> None:
-    """Exec the command if everything is as expected; return (doing nothing) otherwise."""
+    """Exec the command if everything is as expected; return (doing nothing) otherwise.
+
+    For anyone but root (without ``--system``), the session is the user's own
+    rootless one: core.rootless.fast joins its holder.
+    """
     parsed = parse(argv)
-    if parsed is None or os.geteuid() != 0:
+    if parsed is None:
         return
     root, sid, command, user, directory, preserve = parsed
+    from .global_options import split
+
+    globals_ = split(argv)
+    assert globals_ is not None  # parse() split it
+    system, user_mode = globals_.values["system_mode"], globals_.values["user_mode"]
+    if os.geteuid() != 0:
+        if system:
+            return  # refused, with its line, by the full path
+        from core.errors import RoostError
+        from core.rootless import config, fast
+
+        try:
+            conf = config.load(root)
+        except RoostError:
+            return
+        fast.run(conf, sid, command, user=user, directory=directory, preserve_env=preserve)
+        return
+    if user_mode:
+        return  # refused, with its line, by the full path
     from core import process
     from core.actor import Actor
     from core.errors import RoostError

@@ -16,9 +16,8 @@ return None, and argparse decides. tests/test_argv.py checks the splitter
 against the parser: whatever the splitter accepts means exactly what
 argparse makes of it.
 
-A new global option (``--host HOST``, ``--system``, ``--user``) is one more
-row here. Give it ``fast=False`` until the fast paths know what to do with
-it: whenever it is given they then step aside, and the schroot front door
+A new global option is one more row here. Give it ``fast=False`` until the
+fast paths know what to do with it: whenever it is given they then step aside, and the schroot front door
 refuses any global option it does not know (roost.schroot.door).
 
 This module imports nothing: roost.main reads it on every command.
@@ -77,6 +76,14 @@ OPTIONS: tuple[GlobalOption, ...] = (
         ("--root",), "root", "state root (default from roost.yaml or ROOST_ROOT)", action="store", metavar="DIR"
     ),
     GlobalOption(("--json",), "json", "print JSON for listings and info"),
+    GlobalOption(
+        ("--system",), "system_mode", "the system's images and sessions (/var/lib/roost; the default for root)"
+    ),
+    GlobalOption(
+        ("--user",),
+        "user_mode",
+        "your own images and sessions, rootless (~/.local/share/roost; the default for anyone but root)",
+    ),
     GlobalOption(("-q", "--quiet"), "quiet", "no progress or waiting messages"),
     GlobalOption(
         ("--host",),

@@ -35,15 +35,27 @@ class Context:
     @property
     def engine(self) -> Any:
         if self._engine is None:
-            from core.engine import Engine
+            from core.engine import open_engine
 
-            self._engine = Engine(root=self.args.root, on_wait=self._waiting, progress=self.progress)
+            self._engine = open_engine(
+                mode_of(self.args), root=self.args.root, on_wait=self._waiting, progress=self.progress
+            )
         return self._engine
 
     def _waiting(self, message: str) -> None:
         if not self.quiet:
             self.progress.done()
             print(f"roost: {message}", file=sys.stderr, flush=True)
+
+
+def mode_of(args: Any) -> str | None:
+    """The mode ``--system`` or ``--user`` asks for (None: from who runs roost); both: one line, exit 2."""
+    system, user = getattr(args, "system_mode", False), getattr(args, "user_mode", False)
+    if not (system or user):
+        return None
+    from core.rootless.config import asked
+
+    return asked(system, user)
 
 
 def _command_argv(args: Any) -> list[str]:

@@ -136,14 +136,16 @@ def test_not_root_gets_a_clear_error(busybox_tree: Path) -> None:
             ("image", "remove", "bb"),
             ("image", "create", "x", "--from-dir", "/"),
         ):
-            proc = subprocess.run(
-                ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-m", "roost", *args],
-                env=nobody,
-                capture_output=True,
-                text=True,
-            )
+            nonroot = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-m", "roost"]
+            # the system's state, asked for (--system): refused, with sudo named
+            proc = subprocess.run([*nonroot, "--system", *args], env=nobody, capture_output=True, text=True)
             assert proc.returncode == 2, (args, proc)
             assert "needs root" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, (args, proc.stderr)
+            # by default a user is in their own (rootless) mode, where root's state root is not theirs
+            proc = subprocess.run([*nonroot, *args], env=nobody, capture_output=True, text=True)
+            assert proc.returncode == 2, (args, proc)
+            assert "belongs to uid 0, not to you" in proc.stderr, (args, proc.stderr)
+            assert len(proc.stderr.strip().splitlines()) == 1, (args, proc.stderr)
         env.ok("session", "end", sid)
         env.ok("image", "remove", "bb")
     finally:

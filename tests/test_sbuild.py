@@ -10,6 +10,7 @@ host's /usr/bin/schroot is never touched.
 from __future__ import annotations
 
 import glob
+import grp
 import json
 import os
 import shutil
@@ -308,3 +309,101 @@ def test_sbuild_as_an_ordinary_user_through_the_sudo_wrapper(createchroot: Creat
         assert json.loads(inst.root_ok("session", "list", "--json")) == []
     finally:
         sudo.remove(inst)
+
+
+def test_sbuild_as_an_ordinary_user_in_rootless_sessions_with_no_sudo(hello_dsc: Path, debian_tarball: Path) -> None:
+    """sbuild run by an ordinary user with subordinate ids, SCHROOT pointed at roost-schroot, no sudo rule.
+
+    The user makes their own image from the suite's Debian tarball, sbuild builds hello in a rootless
+    session (a holder's namespaces: nothing in the host's mount table), and sbuild-update -udcar
+    promotes the image through a source: session.
+    """
+    from tests.support.mounts import mounts_naming
+    from tests.support.rootless import ROOST
+    from tests.support.rootless_users import kill, make_user, processes_of, remove_user
+
+    user = make_user(f"roost-t-r2-sb{os.getpid()}")
+    try:
+        home = user.home
+        environ = {
+            "HOME": str(home),
+            "USER": user.name,
+            "LOGNAME": user.name,
+            "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            "LANG": "C.UTF-8",
+            "XDG_DATA_HOME": f"{home}/.local/share",
+            "XDG_STATE_HOME": f"{home}/.local/state",
+            "XDG_CONFIG_HOME": f"{home}/.config",
+            "ROOST_SYSLOG": f"{home}/no-syslog.sock",  # never the host's syslog
+            "PYTHONPATH": str(REPO),
+        }
+
+        def as_user(*argv: str, cwd: Path = home, timeout: float = 1800) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                user.command(*argv),
+                env=environ,
+                cwd=cwd,
+                capture_output=True,
+                text=True,
+                stdin=subprocess.DEVNULL,
+                timeout=timeout,
+            )
+
+        # sbuild's schroot mode wants its group (sbuild-adduser): that gives no privilege, only sbuild's consent
+        subprocess.run(["usermod", "-a", "-G", "sbuild", user.name], check=True)
+        assert as_user("sudo", "-n", "true").returncode != 0  # no sudo rule: nothing below runs as root
+        tarball = home / debian_tarball.name
+        shutil.copy(debian_tarball, tarball)
+        os.chown(tarball, user.uid, user.gid)
+        image = f"{SUITE}-{_arch()}-sbuild"  # what `sbuild -d bookworm` looks for
+        r = as_user(*ROOST, "image", "create", image, "--from-tar", str(tarball), "--profile", "sbuild")
+        assert r.returncode == 0, r.stderr
+        # what sbuild-createchroot sets up (sbuild-update checks it, and a failed check marks its source:
+        # session): sbuild's group, with the host's gid (the building user is in it by the host's gid, as
+        # with schroot's copied /etc/group), and its user; promoted as generation 2
+        sid = as_user(*ROOST, "session", "begin", image, "--maintenance").stdout.strip()
+        gid = grp.getgrnam("sbuild").gr_gid
+        script = (
+            f"groupadd -g {gid} sbuild && useradd --system --home-dir /var/lib/sbuild --no-create-home "
+            "--shell /bin/bash --gid sbuild sbuild"
+        )
+        r = as_user(*ROOST, "session", "run", sid, "-u", "root", "-d", "/", "--", "/bin/sh", "-c", script)
+        assert r.returncode == 0, r.stderr
+        assert as_user(*ROOST, "session", "promote", sid).returncode == 0
+        # roost-schroot as a build host installs it; sbuild clears the environment of what it runs
+        launcher = home / "roost-schroot"
+        exports = " ".join(f"{k}={v}" for k, v in environ.items() if k != "PATH")
+        launcher.write_text(f'#!/bin/sh\nexport {exports}\nexec {ROOST[0]} -m roost schroot "$@"\n')
+        build = home / "build"
+        build.mkdir()
+        for path in hello_dsc.parent.glob("hello_*"):
+            shutil.copy(path, build)
+        (home / ".sbuildrc").write_text(
+            f"$conf->set('SCHROOT', '{launcher}');\n$run_lintian = 0;\n$run_autopkgtest = 0;\n$run_piuparts = 0;\n1;\n"
+        )
+        subprocess.run(["chown", "-R", f"{user.uid}:{user.gid}", str(launcher), str(build), str(home / ".sbuildrc")])
+        launcher.chmod(0o755)
+
+        r = as_user("sbuild", "-d", SUITE, hello_dsc.name, cwd=build)
+        logs = [p.read_text(errors="replace")[-6000:] for p in build.glob("hello_*.build")]
+        assert r.returncode == 0, (r.stdout[-4000:], r.stderr[-2000:], logs)
+        _check_build(build, hello_dsc)
+        assert next(build.glob("hello_*.deb")).stat().st_uid == user.uid  # the build is the user's
+        log = next(build.glob("hello_*.build")).read_text()
+        assert "Status: successful" in log
+        sessions = as_user(*ROOST, "--json", "session", "list")
+        assert sessions.returncode == 0 and json.loads(sessions.stdout) == [], sessions.stderr
+        assert mounts_naming(str(home)) == []  # the sessions were mounted in their holders' namespaces only
+
+        # sbuild-update maintains the image through source:, which promotes it into generation 3
+        r = as_user("sbuild-update", "-udcar", SUITE)
+        assert r.returncode == 0, (r.stdout[-4000:], r.stderr[-2000:])
+        history = json.loads(as_user(*ROOST, "--json", "image", "history", image).stdout)
+        assert [g["generation"] for g in history] == [1, 2, 3] and history[-1]["current"], (r.stdout, r.stderr)
+        assert history[-1]["message"].startswith(f"schroot source:{image} session ")
+        assert json.loads(as_user(*ROOST, "--json", "session", "list").stdout) == []
+    finally:
+        leftovers = processes_of(user)
+        kill(leftovers)
+        remove_user(user)  # its home held its state: removed as root, whatever ids own the files
+    assert not leftovers, f"processes of the sbuild user were left running: {leftovers}"

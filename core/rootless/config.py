@@ -49,6 +49,13 @@ def mode(euid: int | None = None, asked: str | None = None) -> str:
     return SYSTEM if euid == 0 else USER
 
 
+def asked(system: object, user: object) -> str | None:
+    """The mode ``--system`` and ``--user`` ask for (None: neither); both at once is one line, exit 2."""
+    if system and user:
+        raise BadInput("--system and --user contradict each other: give one of them")
+    return SYSTEM if system else USER if user else None
+
+
 def _home(env: os._Environ[str] | dict[str, str]) -> str:
     home = env.get("HOME")
     if home and home.startswith("/"):

@@ -39,8 +39,15 @@ def run(
 
     if not names.is_valid_name(sid) or os.geteuid() == 0:
         return
+    sessions = os.path.join(settings.state_root, "sessions")
     try:
-        with open(os.path.join(settings.state_root, "sessions", sid + ".json"), encoding="utf-8") as f:
+        for path in (settings.state_root, sessions):
+            if not _own_dir(os.lstat(path)):
+                return  # not the user's own: the full path refuses it with its line
+        fd = os.open(os.path.join(sessions, sid + ".json"), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        with open(fd, encoding="utf-8") as f:
+            if os.fstat(fd).st_uid != os.geteuid():
+                return
             record = fastjson.loads(f.read())
     except (OSError, ValueError):
         return
@@ -62,6 +69,13 @@ def run(
         holder.exec_joined(ref, launch, lambda: os.close(lock))
     except RoostError:  # the holder died since: the full path recovers
         os.close(lock)
+
+
+def _own_dir(st: os.stat_result) -> bool:
+    """A real directory of this user's that nobody else may write."""
+    import stat
+
+    return stat.S_ISDIR(st.st_mode) and st.st_uid == os.geteuid() and not st.st_mode & 0o022
 
 
 def _shared_lock(path: str) -> int | None:

@@ -255,10 +255,12 @@ def remove_image(ctx: Any, name: str) -> None:
     ctx.journal("image remove", image=name)
 
 
-def export_image(ctx: Any, name: str, path: str, *, generation: int | None = None, force: bool = False) -> int:
+def export_image(
+    ctx: Any, name: str, path: str, *, generation: int | None = None, force: bool = False
+) -> tuple[int, int]:
     """Write a generation (default: current) as a tarball with the ids inside (sbuild's unshare format).
 
-    The file is the user's. Returns its size.
+    The file is the user's. Returns (the generation written, the file's size).
     """
     from ..exports import compression_of
     from ..fsutil import temp_name
@@ -303,7 +305,7 @@ def export_image(ctx: Any, name: str, path: str, *, generation: int | None = Non
                 except FileNotFoundError:
                     pass
     ctx.journal("image export", image=name, generation=number, file=dest, size=size)
-    return size
+    return number, size
 
 
 # --- sessions: begin ----------------------------------------------------------------------
@@ -337,7 +339,15 @@ def _live_writer(ctx: Any, image: str) -> locks.Lease | None:
     return lease if owner.maintenance or owner.state == "promoting" else None
 
 
-def begin(ctx: Any, image: str, *, name: str | None = None, maintenance: bool = False, auto: bool = False) -> Session:
+def begin(
+    ctx: Any,
+    image: str,
+    *,
+    name: str | None = None,
+    maintenance: bool = False,
+    auto: bool = False,
+    alias: str | None = None,
+) -> Session:
     """A new session of the current generation of *image*, mounted in a holder of its own."""
     from ..backends.overlay import OverlayBackend
     from ..profiles import load_profile
@@ -385,6 +395,7 @@ def begin(ctx: Any, image: str, *, name: str | None = None, maintenance: bool = 
                 personality=config.personality,
                 command_prefix=list(config.command_prefix),
                 backend_data={"rootless": True},
+                alias=alias,
             )
             if maintenance:
                 writer = _live_writer(ctx, image)
@@ -525,6 +536,56 @@ def _end_locked(ctx: Any, session: Session) -> None:
     _tear_down(ctx, session)
     faults.crashpoint("end", "removed")
     _finish(ctx, session)
+
+
+def mark_failed(ctx: Any, sid: str, reason: str) -> bool:
+    """Record that *sid* must not be promoted automatically (as system mode's); False if it already was marked."""
+    reason = reason.replace("\x00", "")[:4096] or "failed"
+    read(ctx, sid)
+    ctx.ready()
+    slock = ctx.lock(ctx.store.session_lock_name(sid), "mark failed")
+    try:
+        session = read(ctx, sid)
+        if session.failed is not None:
+            return False
+        session.failed = reason
+        records.write(ctx.store.sessions_dir, session)
+    finally:
+        slock.release()
+    ctx.journal("session mark failed", image=session.image, session=sid, reason=reason)
+    return True
+
+
+def state_problems(ctx: Any) -> list[str]:
+    """What is wrong in the user's state root, one line each (``roost doctor``): holders, not mounts, are checked.
+
+    Changes nothing: an operation still running (its lock is held) is no problem.
+    """
+    store = ctx.store
+    problems: list[str] = store.problems()
+    if problems:
+        return problems
+    held = set(locks.kernel_flocks())
+
+    def busy(lock_name: str) -> bool:
+        try:
+            return os.stat(os.path.join(store.lock_dir, lock_name + ".lock")).st_ino in held
+        except FileNotFoundError:
+            return False
+
+    found, broken = records.read_all(store.sessions_dir)
+    problems += [f"session {sid}: unreadable record (roost session recover {sid})" for sid in broken]
+    for s in found:
+        state = state_of(s)
+        if state == "needs-recovery":
+            problems.append(f"session {s.id}: its holder is gone (roost session recover {s.id})")
+        elif state != "mounted" and not busy(store.session_lock_name(s.id)):
+            problems.append(f"session {s.id}: interrupted while {state} (roost session recover {s.id})")
+    for where in (store.staging_dir, store.trash_dir):
+        for entry in _listdir(where):
+            if not busy(store.tx_lock_name(entry)):
+                problems.append(f"leftover {os.path.join(where, entry)} (roost session recover --all)")
+    return problems
 
 
 def read(ctx: Any, sid: str) -> Session:

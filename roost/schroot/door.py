@@ -19,14 +19,14 @@ if TYPE_CHECKING:
 
 
 #: roost's global options the front door honours (roost.global_options); any other one given is refused.
-HONOURED = frozenset({"headless", "root", "quiet"})
+HONOURED = frozenset({"headless", "root", "quiet", "system_mode", "user_mode"})
 
 
 def in_roost(values: Mapping[str, object], argv: Sequence[str]) -> int:
     """``roost [GLOBAL OPTIONS] schroot ARGS``: the front door, with roost's global options applied.
 
-    ``--root`` picks the state root; ``-q`` is schroot's own ``-q`` (no
-    waiting messages); ``--headless`` changes nothing (the door never draws
+    ``--root`` picks the state root; ``--system`` and ``--user`` the mode;
+    ``-q`` is schroot's own ``-q`` (no waiting messages); ``--headless`` changes nothing (the door never draws
     or prompts). Any other global option given (``--json``: the door prints
     what schroot prints) is refused with one line and exit code 2, like any
     option roost does not take.
@@ -38,10 +38,22 @@ def in_roost(values: Mapping[str, object], argv: Sequence[str]) -> int:
             print(f"{PROG}: {o.flags[-1]} does not apply to roost schroot (see {PROG} schroot --help)", file=sys.stderr)
             return 2
     root = values.get("root")
-    return main(argv, root=root if isinstance(root, str) else None, quiet=values.get("quiet") is True)
+    from core.errors import RoostError
+
+    try:
+        from core.rootless.config import asked
+
+        mode = asked(values.get("system_mode"), values.get("user_mode"))
+    except RoostError as e:
+        print(f"{PROG}: {e}", file=sys.stderr)
+        return 2
+    return main(argv, root=root if isinstance(root, str) else None, quiet=values.get("quiet") is True, mode=mode)
 
 
-def main(argv: Sequence[str] | None = None, *, root: str | None = None, quiet: bool = False) -> int:
+def main(
+    argv: Sequence[str] | None = None, *, root: str | None = None, quiet: bool = False, mode: str | None = None
+) -> int:
+    """``roost-schroot ARGS``: in the system mode for root, in the caller's own rootless one for anyone else."""
     args = list(sys.argv[1:] if argv is None else argv)
     prog = os.path.basename(sys.argv[0]) if argv is None else f"{PROG} schroot"
     try:
@@ -56,7 +68,7 @@ def main(argv: Sequence[str] | None = None, *, root: str | None = None, quiet: b
     if opts.action == "version":
         print(f"{prog} (roost {__version__}): the schroot {SCHROOT_VERSION} command line, on roost")
         return 0
-    if opts.action == "run":
+    if opts.action == "run" and mode is None:
         from .fast import run_fast
 
         code = run_fast(opts, root, os.environ)
@@ -65,7 +77,7 @@ def main(argv: Sequence[str] | None = None, *, root: str | None = None, quiet: b
     from core.errors import RoostError
 
     try:
-        from core.engine import Engine
+        from core.engine import open_engine
 
         from .actions import FrontDoor
 
@@ -73,7 +85,7 @@ def main(argv: Sequence[str] | None = None, *, root: str | None = None, quiet: b
             if not opts.quiet:
                 print(f"{PROG}: {message}", file=sys.stderr, flush=True)
 
-        eng = Engine(root=root, on_wait=waiting)
+        eng = open_engine(mode, root=root, on_wait=waiting)
         return FrontDoor(opts, eng, os.environ).dispatch()
     except UsageError as e:
         print(f"{PROG}: {e}", file=sys.stderr)

@@ -84,5 +84,5 @@ def rl(rootless_user: User) -> Iterator[Rootless]:
 def rl_bb(rl: Rootless) -> Rootless:
     """A rootless environment with image ``bb`` (busybox, made from a tree the user made)."""
     tree = busybox_tree_as(rl.user, rl.base / "bbtree", rl.environ)
-    rl.ok("create", "bb", "--from-dir", str(tree))
+    rl.ok("image", "create", "bb", "--from-dir", str(tree))
     return rl

@@ -18,10 +18,10 @@ def test_export_is_an_unshare_tarball_and_imports_back(rl_bb: Rootless) -> None:
     rl = rl_bb
     sid = rl.begin("bb", "--maintenance")
     script = "echo hello > /etc/greeting; mkdir -p /srv/app; chown 1000:1000 /srv/app; echo x > /srv/app/data"
-    assert rl.roost("run", sid, "-u", "root", "--", "/bin/sh", "-c", script).code == 0
-    rl.ok("promote", sid)
+    assert rl.roost("session", "run", sid, "-u", "root", "--", "/bin/sh", "-c", script).code == 0
+    rl.promote(sid)
     out = rl.base / "bb.tar.gz"
-    rl.ok("export", "bb", str(out))
+    rl.ok("image", "export", "bb", str(out))
     st = os.stat(out)
     assert (st.st_uid, st.st_gid) == (rl.user.uid, rl.user.gid)  # the file is the user's
     with tarfile.open(out) as tar:
@@ -32,11 +32,11 @@ def test_export_is_an_unshare_tarball_and_imports_back(rl_bb: Rootless) -> None:
     assert (members["./bin/busybox"].uid, members["./bin/busybox"].gid) == (0, 0)
     # reproducible: the same generation gives the same bytes
     again = rl.base / "again.tar.gz"
-    rl.ok("export", "bb", str(again))
+    rl.ok("image", "export", "bb", str(again))
     assert out.read_bytes() == again.read_bytes()
 
-    rl.ok("create", "copy", "--from-tar", str(out))
-    r = rl.roost("auto", "copy", "-u", "root", "--", "/bin/sh", "-c", "cat /etc/greeting; ls -nd /srv/app | cut -c1-40")
+    rl.ok("image", "create", "copy", "--from-tar", str(out))
+    r = rl.roost("run", "copy", "-u", "root", "--", "/bin/sh", "-c", "cat /etc/greeting; ls -nd /srv/app | cut -c1-40")
     assert r.code == 0, r.err
     greeting, listing = r.out.splitlines()
     assert greeting == "hello" and listing.split()[2:4] == ["1000", "1000"]
@@ -45,7 +45,7 @@ def test_export_is_an_unshare_tarball_and_imports_back(rl_bb: Rootless) -> None:
     assert os.stat(layer / "etc" / "greeting").st_uid == rl.user.subuid
     expected = rl.user.subuid + 1000 - (1 if rl.user.uid < 1000 else 0)
     assert os.stat(layer / "srv" / "app").st_uid == expected
-    rl.ok("remove", "copy")
+    rl.ok("image", "remove", "copy")
     assert not (rl.state / "images" / "copy").exists()
     assert os.listdir(rl.state / "trash") == []
 
@@ -54,7 +54,7 @@ def test_from_dir_refuses_files_it_cannot_represent(rl: Rootless) -> None:
     tree = rl.base / "root-owned"  # made by the suite, as root
     (tree / "etc").mkdir(parents=True)
     (tree / "etc" / "passwd").write_text("root:x:0:0::/root:/bin/sh\n")
-    r = rl.roost("create", "rootowned", "--from-dir", str(tree))
+    r = rl.roost("image", "create", "rootowned", "--from-dir", str(tree))
     assert r.code == 2, r.err
     assert len(r.err.splitlines()) == 1 and "is owned by 0:0" in r.err
     assert not (rl.state / "images" / "rootowned").exists()
@@ -64,14 +64,14 @@ def test_from_dir_refuses_files_it_cannot_represent(rl: Rootless) -> None:
 def test_a_failed_import_leaves_nothing(rl: Rootless) -> None:
     bad = rl.base / "broken.tar.gz"
     rl.as_user("sh", "-c", f"head -c 100000 /dev/urandom | gzip > {bad}")
-    r = rl.roost("create", "broken", "--from-tar", str(bad))
+    r = rl.roost("image", "create", "broken", "--from-tar", str(bad))
     assert r.code == 5 and len(r.err.splitlines()) == 1, r.err
     assert not (rl.state / "images" / "broken").exists()
     assert os.listdir(rl.state / "staging") == []
 
 
 def test_doctor_finds_nothing_missing_for_a_user_with_ranges(rl: Rootless) -> None:
-    assert json.loads(rl.ok("doctor")) == []
+    assert json.loads(rl.ok("--json", "doctor", "--check")) == {"problems": []}
     assert not rl.state.exists()  # doctor makes nothing
     assert [p.name for p in rl.base.iterdir() if p.name.startswith(".roost-doctor")] == []  # its probe left nothing
 
@@ -83,9 +83,10 @@ def test_debian_root_from_a_tarball_with_device_nodes_and_apt(rl: Rootless, debi
     tarball = rl.base / debian_tarball.name
     shutil.copy(debian_tarball, tarball)
     os.chown(tarball, rl.user.uid, rl.user.gid)
-    rl.ok("create", "deb", "--from-tar", str(tarball), "--profile", "sbuild", timeout=900)
+    rl.ok("image", "create", "deb", "--from-tar", str(tarball), "--profile", "sbuild", timeout=900)
     sid = rl.begin("deb", "--maintenance")
     r = rl.roost(
+        "session",
         "run",
         sid,
         "-u",
@@ -98,18 +99,18 @@ def test_debian_root_from_a_tarball_with_device_nodes_and_apt(rl: Rootless, debi
         timeout=900,
     )
     assert r.code == 0 and r.out == "Hello, world!\n", r.err
-    rl.ok("promote", sid, "-m", "install hello")
-    r = rl.roost("auto", "deb", "--", "/bin/sh", "-c", "hello; dpkg-query -W -f='${Status}\\n' hello; id -un")
+    rl.promote(sid, "-m", "install hello")
+    r = rl.roost("run", "deb", "--", "/bin/sh", "-c", "hello; dpkg-query -W -f='${Status}\\n' hello; id -un")
     assert r.out == f"Hello, world!\ninstall ok installed\n{rl.user.name}\n", r.err
 
 
 @pytest.mark.slow
 def test_image_create_with_mmdebstrap_in_unshare_mode(rl: Rootless, debian_tarball: Path) -> None:
     # debian_tarball proves mmdebstrap and the mirror work here; this runs it as the user
-    r = rl.roost("create", "mm", "--mmdebstrap", "bookworm", "--variant", "minbase", timeout=1800)
+    r = rl.roost("image", "create", "mm", "--mmdebstrap", "bookworm", "--variant", "minbase", timeout=1800)
     assert r.code == 0, r.err
     r = rl.roost(
-        "auto", "mm", "--", "/bin/sh", "-c", ". /etc/os-release; echo $VERSION_CODENAME; stat -c %u /usr/bin/env"
+        "run", "mm", "--", "/bin/sh", "-c", ". /etc/os-release; echo $VERSION_CODENAME; stat -c %u /usr/bin/env"
     )
     assert r.out == "bookworm\n0\n", r.err
     layer = rl.state / "images" / "mm" / "generations" / "1" / "layer"

@@ -6,7 +6,6 @@ process table and the places the user could write to show nothing of it.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import time
@@ -14,7 +13,7 @@ import time
 import pytest
 
 from tests.support.mounts import mount_table
-from tests.support.rootless import Rootless, running
+from tests.support.rootless import Rootless, members, running
 
 
 def sessions_mounted_at(rl: Rootless) -> list[str]:
@@ -31,7 +30,7 @@ def test_life_cycle_begin_run_enter_end_leaves_nothing(rl_bb: Rootless) -> None:
     rl = rl_bb
     sid = rl.begin()
     s = rl.session(sid)
-    assert s["state"] == "mounted" and s["kind"] == "ordinary" and s["processes"] == []
+    assert s["state"] == "mounted" and s["kind"] == "ordinary" and s["processes"] == 0
     pid = holder_pid(rl, sid)
     with open(f"/proc/{pid}/comm", encoding="utf-8") as f:
         assert f.read().strip() == "roost-holder"
@@ -51,7 +50,15 @@ def test_life_cycle_begin_run_enter_end_leaves_nothing(rl_bb: Rootless) -> None:
     assert rl.sh(sid, "exit 7").code == 7
     assert rl.sh(sid, "kill -TERM $$").code == -signal.SIGTERM
     r = rl.roost(
-        "run", sid, "-u", "root", "--", "/bin/sh", "-c", "id -u; echo data > /root/made-by-root; ps -o pid,comm"
+        "session",
+        "run",
+        sid,
+        "-u",
+        "root",
+        "--",
+        "/bin/sh",
+        "-c",
+        "id -u; echo data > /root/made-by-root; ps -o pid,comm",
     )
     assert r.code == 0, r.err
     lines = r.out.splitlines()
@@ -61,7 +68,9 @@ def test_life_cycle_begin_run_enter_end_leaves_nothing(rl_bb: Rootless) -> None:
     made = rl.state / "sessions" / sid / "upper" / "root" / "made-by-root"
     assert os.stat(made).st_uid == rl.user.subuid and os.stat(made).st_gid == rl.user.subgid
     # the user's own files keep the user's ids on disk (keep-id)
-    r = rl.roost("run", sid, "-u", "root", "--", "/bin/sh", "-c", f"mkdir /work && chown {rl.user.uid} /work")
+    r = rl.roost(
+        "session", "run", sid, "-u", "root", "--", "/bin/sh", "-c", f"mkdir /work && chown {rl.user.uid} /work"
+    )
     assert r.code == 0, r.err
     assert rl.sh(sid, "echo mine > /work/mine").code == 0
     mine = rl.state / "sessions" / sid / "upper" / "work" / "mine"
@@ -69,19 +78,19 @@ def test_life_cycle_begin_run_enter_end_leaves_nothing(rl_bb: Rootless) -> None:
 
     # the holder, pid 1 of the session, takes no signal from inside it
     script = "kill -INT 1; kill -TERM 1; kill -HUP 1; (sleep 0.1 &); sleep 0.5; echo sent"  # an orphan wakes it
-    r = rl.roost("run", sid, "-u", "root", "--", "/bin/sh", "-c", script)
+    r = rl.roost("session", "run", sid, "-u", "root", "--", "/bin/sh", "-c", script)
     assert r.out == "sent\n", r.err
     assert running(pid) and rl.session(sid)["state"] == "mounted"
 
     # enter, non-interactively: a login shell that reads its commands from stdin
-    r = rl.roost("enter", sid, input="echo in-$ROOST_IMAGE; pwd; exit 3\n")
+    r = rl.roost("session", "enter", sid, input="echo in-$ROOST_IMAGE; pwd; exit 3\n")
     assert r.code == 3 and r.out.splitlines() == ["in-bb", str(rl.user.home)], r.err
 
     # a process left running is killed by end, with the holder
     r = rl.sh(sid, "sleep 600 >/dev/null 2>&1 & echo started")
     assert r.out == "started\n"
-    assert len(rl.session(sid)["processes"]) == 1
-    rl.ok("end", sid)
+    assert rl.session(sid)["processes"] == 1
+    rl.ok("session", "end", sid)
     assert not running(pid)
     assert rl.sessions() == []
     assert not (rl.state / "sessions" / sid).exists()
@@ -94,41 +103,50 @@ def test_changes_stay_in_the_session_until_promoted(rl_bb: Rootless) -> None:
     rl = rl_bb
     sid = rl.begin("bb", "--maintenance")
     r = rl.roost(
-        "run", sid, "-u", "root", "--", "/bin/sh", "-c", "echo one > /etc/motd; rm /etc/hostname; mkdir -p /opt/x"
+        "session",
+        "run",
+        sid,
+        "-u",
+        "root",
+        "--",
+        "/bin/sh",
+        "-c",
+        "echo one > /etc/motd; rm /etc/hostname; mkdir -p /opt/x",
     )
     assert r.code == 0, r.err
     other = rl.begin()
     assert rl.sh(other, "cat /etc/motd").code != 0  # not in a sibling session
-    assert json.loads(rl.ok("promote", sid, "-m", "motd")) == 2
-    history = json.loads(rl.ok("history", "bb"))
+    assert rl.promote(sid, "-m", "motd") == 2
+    history = rl.history("bb")
     assert history["current"] == 2
     assert [g["message"] for g in history["generations"]] == ["created from dir " + str(rl.base / "bbtree"), "motd"]
-    assert history["generations"][1]["stack"] == [2, 1]
+    assert history["generations"][1]["layers"] == 2  # stacked on generation 1
     # the new generation is the promoted upper, owned by the mapped ids, with a user.overlay whiteout
     layer = rl.state / "images" / "bb" / "generations" / "2" / "layer"
     assert os.stat(layer / "etc" / "motd").st_uid == rl.user.subuid
     hostname = os.lstat(layer / "etc" / "hostname")
     assert os.major(hostname.st_rdev) == 0 and os.minor(hostname.st_rdev) == 0  # a whiteout
-    r = rl.roost("auto", "bb", "--", "/bin/sh", "-c", "cat /etc/motd; test -e /etc/hostname || echo gone; ls /opt")
+    r = rl.roost("run", "bb", "--", "/bin/sh", "-c", "cat /etc/motd; test -e /etc/hostname || echo gone; ls /opt")
     assert r.code == 0 and r.out == "one\ngone\nx\n", r.err
     # compare-and-swap: the sibling was cloned from generation 1, which is no longer current
-    r = rl.roost("run", other, "-u", "root", "--", "/bin/sh", "-c", "echo two > /etc/motd")
+    r = rl.roost("session", "run", other, "-u", "root", "--", "/bin/sh", "-c", "echo two > /etc/motd")
     assert r.code == 0
-    r = rl.roost("promote", other)
+    r = rl.roost("session", "promote", other)
     assert r.code == 3 and "not a fast-forward" in r.err
     assert rl.session(other)["state"] == "mounted"  # refused, changed nothing
     assert rl.sh(other, "cat /etc/motd").out == "two\n"
-    rl.ok("end", other)
+    rl.ok("session", "end", other)
     assert rl.sessions() == []
 
 
 def test_killed_holder_then_recover_rebuilds_the_session_from_its_clone(rl_bb: Rootless) -> None:
     rl = rl_bb
     sid = rl.begin()
-    assert rl.roost("run", sid, "-u", "root", "--", "/bin/sh", "-c", "echo kept > /root/state").code == 0
+    assert rl.roost("session", "run", sid, "-u", "root", "--", "/bin/sh", "-c", "echo kept > /root/state").code == 0
     rl.sh(sid, "sleep 600 >/dev/null 2>&1 &")
     pid = holder_pid(rl, sid)
-    session_procs = rl.session(sid)["processes"]
+    assert rl.session(sid)["processes"] == 1
+    session_procs = members(pid)
     assert len(session_procs) == 1
     os.kill(pid, signal.SIGKILL)  # as a reboot, or the OOM killer, would
     deadline = time.monotonic() + 10
@@ -138,17 +156,17 @@ def test_killed_holder_then_recover_rebuilds_the_session_from_its_clone(rl_bb: R
     assert not any(running(p) for p in session_procs)
     assert rl.session(sid)["state"] == "needs-recovery"
     assert rl.host_mounts() == []
-    report = json.loads(rl.ok("recover"))
+    report = rl.recover()
     assert report == [f"remounted session {sid} (holder {holder_pid(rl, sid)})"]
     assert rl.session(sid)["state"] == "mounted"
-    r = rl.roost("run", sid, "-u", "root", "--", "/bin/sh", "-c", "cat /root/state")
+    r = rl.roost("session", "run", sid, "-u", "root", "--", "/bin/sh", "-c", "cat /root/state")
     assert r.code == 0 and r.out == "kept\n", r.err
     # run recovers by itself too
     os.kill(holder_pid(rl, sid), signal.SIGKILL)
     time.sleep(0.2)
-    r = rl.roost("run", sid, "-u", "root", "--", "/bin/cat", "/root/state")
+    r = rl.roost("session", "run", sid, "-u", "root", "--", "/bin/cat", "/root/state")
     assert r.code == 0 and r.out == "kept\n", r.err
-    rl.ok("end", sid)
+    rl.ok("session", "end", sid)
 
 
 def test_end_after_the_holder_died_removes_the_clone(rl_bb: Rootless) -> None:
@@ -156,20 +174,28 @@ def test_end_after_the_holder_died_removes_the_clone(rl_bb: Rootless) -> None:
     sid = rl.begin()
     assert (
         rl.roost(
-            "run", sid, "-u", "root", "--", "/bin/sh", "-c", "mkdir -p /var/deep/er && echo x > /var/deep/er/f"
+            "session",
+            "run",
+            sid,
+            "-u",
+            "root",
+            "--",
+            "/bin/sh",
+            "-c",
+            "mkdir -p /var/deep/er && echo x > /var/deep/er/f",
         ).code
         == 0
     )
     os.kill(holder_pid(rl, sid), signal.SIGKILL)
     time.sleep(0.2)
-    rl.ok("end", sid)
+    rl.ok("session", "end", sid)
     assert not (rl.state / "sessions" / sid).exists()
     assert rl.sessions() == []
 
 
 def test_automatic_session_passes_the_exit_code_and_leaves_nothing(rl_bb: Rootless) -> None:
     rl = rl_bb
-    r = rl.roost("auto", "bb", "--", "/bin/sh", "-c", "echo $ROOST_IMAGE; exit 5")
+    r = rl.roost("run", "bb", "--", "/bin/sh", "-c", "echo $ROOST_IMAGE; exit 5")
     assert r.code == 5 and r.out == "bb\n"
     assert rl.sessions() == []
     assert os.listdir(rl.state / "sessions") == []
@@ -179,15 +205,14 @@ def test_automatic_session_passes_the_exit_code_and_leaves_nothing(rl_bb: Rootle
 @pytest.mark.parametrize("delay", [0.0, 0.003, 0.01, 0.03])
 def test_a_killed_begin_leaves_nothing_after_recover(rl_bb: Rootless, delay: float) -> None:
     import subprocess
-    import sys
 
-    from tests.support.rootless import DRIVER
+    from tests.support.rootless import ROOST
 
     rl = rl_bb
-    # kill the driver at some instant after its record appeared: while the holder is set up,
+    # kill roost at some instant after its record appeared: while the holder is set up,
     # before it is confirmed, or after
     proc = subprocess.Popen(
-        rl.command(sys.executable, str(DRIVER), "begin", "bb", "--name", "killed"),
+        rl.command(*ROOST, "session", "begin", "bb", "--name", "killed"),
         env=rl.environ,
         cwd="/",
         stdout=subprocess.DEVNULL,
@@ -200,12 +225,12 @@ def test_a_killed_begin_leaves_nothing_after_recover(rl_bb: Rootless, delay: flo
     proc.kill()
     proc.wait()
     # a holder that was never confirmed exits by itself; recover finishes or undoes the rest
-    rl.ok("recover")
+    rl.recover()
     left = rl.sessions()
     assert left == [] or [s["state"] for s in left] == ["mounted"]
     if left:
         assert rl.sh("killed", "echo alive").out == "alive\n"
-        rl.ok("end", "killed")
+        rl.ok("session", "end", "killed")
     assert rl.sessions() == []
     assert os.listdir(rl.state / "sessions") == []
     assert sessions_mounted_at(rl) == []
@@ -213,36 +238,35 @@ def test_a_killed_begin_leaves_nothing_after_recover(rl_bb: Rootless, delay: flo
 
 def test_errors_are_one_line_with_their_codes(rl_bb: Rootless) -> None:
     rl = rl_bb
-    r = rl.roost("begin", "nope")
+    r = rl.roost("session", "begin", "nope")
     assert r.code == 4 and r.err == "roost: no image 'nope'\n"
-    r = rl.roost("begin", "bb", "--name", "bad/name")
+    r = rl.roost("session", "begin", "bb", "--name", "bad/name")
     assert r.code == 2 and len(r.err.splitlines()) == 1
     sid = rl.begin("bb", "--name", "twice")
-    r = rl.roost("begin", "bb", "--name", "twice")
+    r = rl.roost("session", "begin", "bb", "--name", "twice")
     assert r.code == 3 and "already exists" in r.err
-    r = rl.roost("run", sid, "-u", "nobody-such", "--", "true")
+    r = rl.roost("session", "run", sid, "-u", "nobody-such", "--", "true")
     assert r.code == 4
-    rl.ok("end", sid)
-    r = rl.roost("end", sid)
+    rl.ok("session", "end", sid)
+    r = rl.roost("session", "end", sid)
     assert r.code == 4
 
 
 def test_enter_on_a_terminal_hands_ctrl_c_to_the_command_not_the_shell(rl_bb: Rootless) -> None:
     import pty
     import select
-    import sys
 
-    from tests.support.rootless import DRIVER
+    from tests.support.rootless import ROOST
 
     rl = rl_bb
     sid = rl.begin()
     pid, fd = pty.fork()
-    if pid == 0:  # the child becomes the user, as setpriv would, and runs the driver on the terminal
+    if pid == 0:  # the child becomes the user, as setpriv would, and runs roost on the terminal
         try:
             os.setgroups([])
             os.setgid(rl.user.gid)
             os.setuid(rl.user.uid)
-            os.execve(sys.executable, [sys.executable, str(DRIVER), "enter", sid], {**rl.environ, "TERM": "dumb"})
+            os.execve(ROOST[0], [*ROOST, "session", "enter", sid], {**rl.environ, "TERM": "dumb"})
         finally:
             os._exit(127)
     out = b""
@@ -269,23 +293,22 @@ def test_enter_on_a_terminal_hands_ctrl_c_to_the_command_not_the_shell(rl_bb: Ro
         os.close(fd)
     assert b"still-here" in out, out
     assert os.waitstatus_to_exitcode(status) == 4
-    assert rl.session(sid)["processes"] == []
-    rl.ok("end", sid)
+    assert rl.session(sid)["processes"] == 0
+    rl.ok("session", "end", sid)
 
 
 @pytest.mark.parametrize("delay", [0.0, 0.02, 0.06, 0.12, 0.2, 0.3])
 def test_a_killed_promote_is_finished_or_undone_by_recover(rl_bb: Rootless, delay: float) -> None:
     import subprocess
-    import sys
 
-    from tests.support.rootless import DRIVER
+    from tests.support.rootless import ROOST
 
     rl = rl_bb
     sid = rl.begin("bb", "--maintenance")
-    assert rl.roost("run", sid, "-u", "root", "--", "/bin/sh", "-c", "echo promoted > /etc/change").code == 0
+    assert rl.roost("session", "run", sid, "-u", "root", "--", "/bin/sh", "-c", "echo promoted > /etc/change").code == 0
     record = rl.state / "sessions" / f"{sid}.json"
     proc = subprocess.Popen(
-        rl.command(sys.executable, str(DRIVER), "promote", sid),
+        rl.command(*ROOST, "session", "promote", sid),
         env=rl.environ,
         cwd="/",
         stdout=subprocess.DEVNULL,
@@ -302,8 +325,8 @@ def test_a_killed_promote_is_finished_or_undone_by_recover(rl_bb: Rootless, dela
     time.sleep(delay)
     proc.kill()
     proc.wait()
-    rl.ok("recover")
-    history = json.loads(rl.ok("history", "bb"))
+    rl.recover()
+    history = rl.history("bb")
     left = rl.sessions()
     if history["current"] == 2:  # rolled forward: the session is gone, its change is the image's
         assert left == []
@@ -311,8 +334,8 @@ def test_a_killed_promote_is_finished_or_undone_by_recover(rl_bb: Rootless, dela
         assert history["current"] == 1 and [g["generation"] for g in history["generations"]] == [1]
         assert [s["state"] for s in left] == ["mounted"]
         assert rl.sh(sid, "cat /etc/change").out == "promoted\n"
-        rl.ok("promote", sid)
-    r = rl.roost("auto", "bb", "--", "/bin/cat", "/etc/change")
+        rl.promote(sid)
+    r = rl.roost("run", "bb", "--", "/bin/cat", "/etc/change")
     assert r.out == "promoted\n", r.err
     assert rl.sessions() == []
     assert os.listdir(rl.state / "images" / "bb" / "staging") == []
@@ -342,25 +365,25 @@ def test_crash_points_are_recovered(rl_bb: Rootless, point: str) -> None:
     crash = {"ROOST_CRASH_AT": point}
     sid = "victim"
     if operation == "begin":
-        r = rl.roost("begin", "bb", "--name", sid, env=crash)
+        r = rl.roost("session", "begin", "bb", "--name", sid, env=crash)
         assert r.code == -9, r.err
     else:
         rl.begin("bb", "--name", sid)
         script = "echo changed > /etc/change"
-        assert rl.roost("run", sid, "-u", "root", "--", "/bin/sh", "-c", script).code == 0
-        r = rl.roost(operation, sid, env=crash)
+        assert rl.roost("session", "run", sid, "-u", "root", "--", "/bin/sh", "-c", script).code == 0
+        r = rl.roost("session", operation, sid, env=crash)
         assert r.code == -9, r.err
-    rl.ok("recover")
+    rl.recover()
     left = rl.sessions()
-    history = json.loads(rl.ok("history", "bb"))
+    history = rl.history("bb")
     if operation == "promote":
         if history["current"] == 2:
             assert left == []  # rolled forward
         else:
             assert [s["state"] for s in left] == ["mounted"]  # undone, changes kept
             assert rl.sh(sid, "cat /etc/change").out == "changed\n"
-            rl.ok("promote", sid)
-        assert rl.roost("auto", "bb", "--", "/bin/cat", "/etc/change").out == "changed\n"
+            rl.promote(sid)
+        assert rl.roost("run", "bb", "--", "/bin/cat", "/etc/change").out == "changed\n"
     elif operation == "begin":
         assert left == [] or [s["state"] for s in left] == ["mounted"]
         if left:
@@ -368,8 +391,8 @@ def test_crash_points_are_recovered(rl_bb: Rootless, point: str) -> None:
     else:
         assert left == []
     for s in rl.sessions():
-        rl.ok("end", s["id"])
-    rl.ok("recover")
+        rl.ok("session", "end", s["id"])
+    rl.recover()
     assert os.listdir(rl.state / "sessions") == []
     assert sessions_mounted_at(rl) == []
     staging = rl.state / "images" / "bb" / "staging"
@@ -380,14 +403,13 @@ def test_crash_points_are_recovered(rl_bb: Rootless, point: str) -> None:
 
 def test_parallel_automatic_sessions_all_succeed_and_leave_nothing(rl_bb: Rootless) -> None:
     import subprocess
-    import sys
 
-    from tests.support.rootless import DRIVER
+    from tests.support.rootless import ROOST
 
     rl = rl_bb
     procs = [
         subprocess.Popen(
-            rl.command(sys.executable, str(DRIVER), "auto", "bb", "--", "/bin/sh", "-c", f"echo {i}; exit {i}"),
+            rl.command(*ROOST, "run", "bb", "--", "/bin/sh", "-c", f"echo {i}; exit {i}"),
             env=rl.environ,
             cwd="/",
             stdout=subprocess.PIPE,
@@ -412,15 +434,15 @@ def test_a_deep_stack_is_flattened_inside_the_namespace(rl_bb: Rootless) -> None
     rl.as_user("sh", "-c", f"echo 'overlay-max-depth: 2' >> {image_yaml}")
     for n, script in ((2, "echo one > /etc/one; rm /etc/hostname"), (3, "echo two > /etc/two; rm /etc/one")):
         sid = rl.begin("bb", "--maintenance")
-        assert rl.roost("run", sid, "-u", "root", "--", "/bin/sh", "-c", script).code == 0
-        assert json.loads(rl.ok("promote", sid)) == n
-    history = json.loads(rl.ok("history", "bb"))
-    assert [g["stack"] for g in history["generations"]] == [[1], [2, 1], [3]]  # the third is complete
+        assert rl.roost("session", "run", sid, "-u", "root", "--", "/bin/sh", "-c", script).code == 0
+        assert rl.promote(sid) == n
+    history = rl.history("bb")
+    assert [g["layers"] for g in history["generations"]] == [1, 2, 1]  # the third is complete
     layer = rl.state / "images" / "bb" / "generations" / "3" / "layer"
     assert os.stat(layer / "etc" / "two").st_uid == rl.user.subuid
     assert not os.path.lexists(layer / "etc" / "one") and not os.path.lexists(layer / "etc" / "hostname")
     assert os.stat(layer / "bin" / "busybox").st_uid == rl.user.subuid  # merged in, owners kept
-    r = rl.roost("auto", "bb", "--", "/bin/sh", "-c", "cat /etc/two; ls /etc/one /etc/hostname 2>&1 | wc -l")
+    r = rl.roost("run", "bb", "--", "/bin/sh", "-c", "cat /etc/two; ls /etc/one /etc/hostname 2>&1 | wc -l")
     assert r.out == "two\n2\n", r.err
 
 
@@ -430,8 +452,8 @@ def test_the_host_users_merged_into_a_session_are_never_promoted(rl_bb: Rootless
     r = rl.sh(sid, "grep -c '^" + rl.user.name + ":' /etc/passwd")
     assert r.out == "1\n", r.err
     add = "echo 'builder:x:2000:2000::/build:/bin/sh' >> /etc/passwd"
-    r = rl.roost("run", sid, "-u", "root", "--", "/bin/sh", "-c", add)
+    r = rl.roost("session", "run", sid, "-u", "root", "--", "/bin/sh", "-c", add)
     assert r.code == 0, r.err
-    rl.ok("promote", sid)
+    rl.promote(sid)
     passwd = (rl.state / "images" / "bb" / "generations" / "2" / "layer" / "etc" / "passwd").read_text()
     assert rl.user.name not in passwd and "root:x:0:0" in passwd and "builder:x:2000" in passwd

@@ -1,4 +1,4 @@
-"""A rootless roost for one test: the user's XDG directories, the driver run as that user, leak checks.
+"""A rootless roost for one test: the user's XDG directories, roost's command line run as that user, leak checks.
 
 Plain code; tests/rootless/conftest.py makes the fixtures (``rootless_user``,
 ``rl``, ``rl_bb``) from it, and the rootless tests import the types from here.
@@ -18,8 +18,26 @@ from tests.support.env import REPO, Result
 from tests.support.mounts import mounts_naming
 from tests.support.rootless_users import User, running
 
-DRIVER = Path(__file__).resolve().parent / "rootless_driver.py"
-__all__ = ["DRIVER", "Rootless", "User", "busybox_tree_as", "running", "stray_files"]
+#: roost's own command line, headless, as the user starts it (the rootless mode is picked because the user is not root).
+ROOST = [sys.executable, "-m", "roost", "--headless"]
+__all__ = ["ROOST", "Rootless", "User", "busybox_tree_as", "members", "running", "stray_files"]
+
+
+def members(holder: int) -> list[int]:
+    """Host pids of the processes in the pid namespace of *holder* (a session's), the holder excepted."""
+    try:
+        ns = os.stat(f"/proc/{holder}/ns/pid").st_ino
+    except FileNotFoundError:
+        return []
+    found = []
+    for name in os.listdir("/proc"):
+        if name.isdigit() and int(name) != holder:
+            try:
+                if os.stat(f"/proc/{name}/ns/pid").st_ino == ns:
+                    found.append(int(name))
+            except (FileNotFoundError, PermissionError):
+                continue
+    return found
 
 
 def stray_files(user: User, roots: list[str], skip: list[str]) -> list[str]:
@@ -55,7 +73,7 @@ def stray_files(user: User, roots: list[str], skip: list[str]) -> list[str]:
 
 @dataclass
 class Rootless:
-    """One test's rootless roost: the user, its XDG directories, the driver run as that user."""
+    """One test's rootless roost: the user, its XDG directories, ``roost --headless`` run as that user."""
 
     user: User
     base: Path
@@ -81,8 +99,9 @@ class Rootless:
         cwd: str = "/",
         env: dict[str, str] | None = None,
     ) -> Result:
+        """``roost --headless ARGS…`` as the user (global options such as ``--json`` may lead *args*)."""
         proc = subprocess.run(
-            self.command(sys.executable, str(DRIVER), *args),
+            self.command(*ROOST, *args),
             env=self.environ | (env or {}),
             input=input,
             capture_output=True,
@@ -92,23 +111,38 @@ class Rootless:
         )
         result = Result(proc.returncode, proc.stdout, proc.stderr)
         if check and proc.returncode != 0:
-            raise AssertionError(f"driver {' '.join(args)} exited {proc.returncode}: {proc.stderr}")
+            raise AssertionError(f"roost {' '.join(args)} exited {proc.returncode}: {proc.stderr}")
         return result
 
     def ok(self, *args: str, **kw: Any) -> str:
         return self.roost(*args, check=True, **kw).out
 
     def begin(self, image: str = "bb", *extra: str) -> str:
-        return self.ok("begin", image, *extra).strip()
+        return self.ok("session", "begin", image, *extra).strip()
 
     def sh(self, session: str, script: str, *extra: str, **kw: Any) -> Result:
-        return self.roost("run", session, *extra, "--", "/bin/sh", "-c", script, **kw)
+        return self.roost("session", "run", session, *extra, "--", "/bin/sh", "-c", script, **kw)
 
     def sessions(self) -> list[dict[str, Any]]:
-        return json.loads(self.ok("list"))  # type: ignore[no-any-return]
+        return json.loads(self.ok("--json", "session", "list"))  # type: ignore[no-any-return]
 
     def session(self, sid: str) -> dict[str, Any]:
-        return next(s for s in self.sessions() if s["id"] == sid)
+        """``session info --json``: the record as listings show it, with its holder and process count."""
+        return json.loads(self.ok("--json", "session", "info", sid))  # type: ignore[no-any-return]
+
+    def history(self, image: str = "bb") -> dict[str, Any]:
+        """``image history --json``, as the current generation and the list of generations."""
+        gens = json.loads(self.ok("--json", "image", "history", image))
+        return {"current": next(g["generation"] for g in gens if g["current"]), "generations": gens}
+
+    def promote(self, session: str, *extra: str) -> int:
+        """Promote *session*; the generation it became (the image's current one)."""
+        image = self.session(session)["image"]
+        self.ok("session", "promote", session, *extra)
+        return int(self.history(image)["current"])
+
+    def recover(self) -> list[str]:
+        return json.loads(self.ok("--json", "session", "recover", "--all"))  # type: ignore[no-any-return]
 
     def as_user(self, *argv: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(self.command(*argv), env=self.environ, capture_output=True, text=True, check=True)
