@@ -164,11 +164,10 @@ class RootlessEngine(Engine):
     def _image(self, action: str, name: str) -> None:
         """Ask the policy about image *name* without core.images (begin and run are hot paths)."""
         from ..names import check_object_name
-        from ..views import access_lists
 
         check_object_name(name, "image name")
         config = lifecycle.image_config(self.ctx, name)
-        self.ctx.authorize(action, policy.ImageTarget(name, access_lists(config)))
+        self.ctx.authorize(action, policy.ImageTarget(name, config.access_lists()))
 
     def _session(self, sid: str, action: str) -> Session:
         from ..session import session_target
