@@ -358,7 +358,12 @@ class Watcher:
                 continue  # the console shows what its user may use
             if session.state != "active" and held is None:
                 held = set(self._kernel if self._kernel is not None else locks.kernel_flocks())
-            state = views.session_state(session, targets, held, self.store.lock_dir)
+            if session.backend_data.get("rootless"):
+                from .rootless.lifecycle import state_of  # mounted while its holder lives, in its own namespace
+
+                state = state_of(session)
+            else:
+                state = views.session_state(session, targets, held, self.store.lock_dir)
             old = previous.get(sid)
             if old is not None and old.session is session and old.state == state:
                 out[sid] = old

@@ -446,18 +446,13 @@ def console(args: argparse.Namespace, hosts: list[str] | None = None) -> int:
 
     try:
         mode = mode_of(args)
-        if mode is not None or os.geteuid() != 0:
-            from core.rootless import config
-
-            if config.mode(asked=mode) == config.USER:
-                raise RoostError("the console does not run in rootless mode yet: use roost --headless COMMAND")
     except RoostError as e:
         print(f"roost: {e}", file=sys.stderr)
-        return 2
+        return e.exit_code
     try:
         from tui.app import run_console  # type: ignore[import-not-found,import-untyped,unused-ignore]
     except ImportError:
         build_parser().print_help()
         return 0
-    code: int = run_console(root=args.root, hosts=hosts)
+    code: int = run_console(root=args.root, hosts=hosts, mode=mode)
     return code

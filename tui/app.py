@@ -39,7 +39,7 @@ from textual.message import Message
 from textual.reactive import var
 from textual.timer import Timer
 
-from core.engine import Engine
+from core.engine import Engine, open_engine
 from core.errors import RoostError
 from core.fleet import HostStatus
 from core.hosts import Host
@@ -396,8 +396,12 @@ class RoostConsole(App[int]):
             self.usage = usage
 
 
-def run_console(root: str | None = None, hosts: Sequence[str] | None = None) -> int:
+def run_console(root: str | None = None, hosts: Sequence[str] | None = None, mode: str | None = None) -> int:
     """Run the console on the state root *root* (or the configured one); the exit code.
+
+    *mode* (``system``, ``user``, or None: from who runs it) picks the engine as
+    the command line does (core.engine.open_engine): an ordinary user's console
+    shows their own rootless state.
 
     *hosts* (the console's ``--host`` options) are the other hosts it shows;
     without them, every host in hosts.yaml. Each is checked as ``--host``
@@ -410,7 +414,7 @@ def run_console(root: str | None = None, hosts: Sequence[str] | None = None) -> 
             others = [hostsfile.resolve(spec) for spec in dict.fromkeys(hosts)]
         else:
             others = list(hostsfile.load().hosts.values())
-        engine = Engine(root=root)
+        engine = open_engine(mode, root=root)
     except RoostError as e:
         print(f"roost: {e}", file=sys.stderr)
         return e.exit_code

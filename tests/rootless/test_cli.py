@@ -123,16 +123,6 @@ def test_roost_picks_the_user_mode_without_being_told(rl_bb: Rootless) -> None:
     assert proc.returncode == 0 and [i["name"] for i in json.loads(proc.stdout)] == ["bb"]
 
 
-def test_the_console_says_it_does_not_run_in_rootless_mode_yet(rl: Rootless) -> None:
-    proc = subprocess.run(
-        rl.command(sys.executable, "-m", "roost"), env=rl.environ, capture_output=True, text=True, cwd="/"
-    )
-    assert proc.returncode == 2 and proc.stderr == (
-        "roost: the console does not run in rootless mode yet: use roost --headless COMMAND\n"
-    )
-    assert not rl.state.exists()
-
-
 def test_doctor_reports_overlay_as_the_one_backend_and_no_problem(rl: Rootless) -> None:
     out = json.loads(rl.ok("--json", "doctor"))
     available = [b["name"] for b in out["backends"] if b["available"]]
