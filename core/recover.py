@@ -236,6 +236,14 @@ def _session_locked(ctx: Context, session: Session, report: list[str]) -> bool:
         session_ops.finish(ctx, session)
         report.append(f"session {sid}: ended (automatic session whose command is gone)")
         return True
+    if session.lost:
+        # Its writes were never synced and the machine restarted: the upper may be torn (the
+        # kernel refuses to mount it again anyway). Nothing of it is kept.
+        session_ops.tear_down(ctx, session, force=True, quiet=True)
+        session_ops.finish(ctx, session)
+        report.append(f"session {sid}: lost (it ran without durability and the machine restarted); ended")
+        ctx.journal("session end", image=session.image, session=sid, generation=session.generation, lost=True)
+        return True
     backend = backends.get(session.backend)
     if not backend.has_clone(session):
         report.append(f"session {sid}: its clone is gone; end it with roost session end {sid}")
@@ -246,6 +254,8 @@ def _session_locked(ctx: Context, session: Session, report: list[str]) -> bool:
             report.append(f"session {sid}: isolation restored")
         return False
     mounts.unmount_tree(session.mountpoint, force=True)
+    if session.volatile:
+        backend.forget_volatile(session)  # same boot: its writes are intact in the page cache
     try:
         session_ops.bring_up(ctx, session, create=False)
     except RoostError as e:

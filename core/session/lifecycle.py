@@ -123,6 +123,9 @@ def begin(
                 limits=session_limits,
                 architecture=config.architecture,
             )
+            if not maintenance and not config.durable and backend.volatile_sessions:
+                session.volatile = True  # a throw-away session: never promoted without a sync first
+                session.boot = files.boot_id()
             isolation.plan(ctx, session)
             if maintenance:
                 holder = leases.live_writer(ctx, image)
