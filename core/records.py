@@ -81,6 +81,8 @@ class Session(Struct):
     #: loses them, and recover ends it as *lost*. ``boot`` is the kernel's boot id at begin.
     volatile: bool = False
     boot: str | None = None
+    #: The package cache (core.pkgcache) the session shares: ``<suite>-<arch>``, or None.
+    package_cache: str | None = None
 
     @property
     def maintenance(self) -> bool:

@@ -330,6 +330,11 @@ def _orphans(ctx: Context, report: list[str]) -> None:
     store = ctx.store
     known = set(records.ids(store.sessions_dir))
     isolation.orphans(ctx, session_ops.read_all(ctx)[0], report)
+    from . import pkgcache
+
+    for path in pkgcache.orphans(store, known):
+        remove_tree(path)  # a session's own cache layers, its record gone (never crosses a mount)
+        report.append(f"removed orphan package cache layers {path}")
     for name in _listdir(store.mnt_dir):
         if name in known or name == os.path.basename(store.stage_dir):
             continue

@@ -25,13 +25,22 @@ def _check(path: str) -> str:
 
 
 def mount_overlay(
-    target: str, lowers: list[str], upper: str | None = None, work: str | None = None, *, volatile: bool = False
+    target: str,
+    lowers: list[str],
+    upper: str | None = None,
+    work: str | None = None,
+    *,
+    volatile: bool = False,
+    private: bool = True,
 ) -> None:
     """Mount an overlay of *lowers* (topmost first) at *target*, writable when *upper* and *work* are given.
 
     *volatile* skips every sync of the upper layer (overlayfs's ``volatile``):
     the kernel then leaves ``work/work/incompat/volatile`` behind and refuses
     to mount the layer again until it is removed (:func:`forget_volatile`).
+    Without *private* the mount keeps the propagation it gets from its parent
+    (a mount below a session's private root is private already; *target* may
+    then be a descriptor's path, which names the directory under the new mount).
     """
     data = "lowerdir=" + ":".join(_check(p) for p in lowers)
     flags = 0
@@ -48,7 +57,8 @@ def mount_overlay(
         syscalls.mount("overlay", target, "overlay", flags, data)
     except OSError as e:
         raise SystemFailure(f"cannot mount overlay at {target}: {e.strerror}") from None
-    syscalls.mount(None, target, None, syscalls.MS_PRIVATE)
+    if private:
+        syscalls.mount(None, target, None, syscalls.MS_PRIVATE)
 
 
 def materialize(lowers: list[str], dest: str, scratch: str) -> None:
