@@ -77,35 +77,50 @@ def attach(store: Store, session: Session) -> bool:
     """Mount the cache at the session's ``/var/cache/apt/archives`` (if the image has one); True if mounted.
 
     Called after the session's root is mounted and set up; tearing the
-    session down unmounts it with everything else below the root.
+    session down unmounts it with everything else below the root. Raises
+    OSError or SystemFailure (the session's own layers removed) if it cannot.
     """
     if session.package_cache is None:
         return False
     with Root(session.mountpoint) as root:
-        if not root.is_dir(TARGET):
-            return False  # not a Debian tree: nothing to share
-        base = cache_dir(store, session.package_cache)
-        debs = os.path.join(base, "debs")
-        ensure_dir(root_dir(store), 0o755)
-        ensure_dir(base, 0o755)
-        ensure_dir(debs, 0o755)
-        ensure_dir(os.path.join(base, "sessions"), 0o700)
-        mine = session_dir(store, session)
-        lower, upper, work = (os.path.join(mine, d) for d in ("lower", "upper", "work"))
-        if not os.path.isdir(upper):  # a remount (recover) keeps the session's own layers
-            if os.path.lexists(mine):
-                remove_tree(mine)
-            os.mkdir(mine, 0o700)
-            os.mkdir(lower, 0o755)
-            _link_all(debs, lower)
-            os.mkdir(upper, 0o755)
-            os.mkdir(work, 0o700)
-        fd = root.dir_fd(TARGET, create=False)
         try:
-            mount_overlay(fd_path(fd), [lower], upper, work, private=False)  # below the private session root
+            fd = root.dir_fd(TARGET, create=False)  # resolved inside the root, as the chroot would
+        except OSError:
+            return False  # not a Debian tree: nothing to share
+        try:
+            st, top = os.fstat(fd), os.fstat(root.fd)
+            if (st.st_dev, st.st_ino) == (top.st_dev, top.st_ino):
+                return False  # a link to the root itself: never mounted over
+            _mount(store, session, fd)
         finally:
             os.close(fd)
     return True
+
+
+def _mount(store: Store, session: Session, fd: int) -> None:
+    """Make the session's layers (or keep them, on a remount) and mount them at the directory *fd*."""
+    assert session.package_cache is not None
+    base = cache_dir(store, session.package_cache)
+    debs = os.path.join(base, "debs")
+    ensure_dir(root_dir(store), 0o755)
+    ensure_dir(base, 0o755)
+    ensure_dir(debs, 0o755)
+    ensure_dir(os.path.join(base, "sessions"), 0o700)
+    mine = session_dir(store, session)
+    lower, upper, work = (os.path.join(mine, d) for d in ("lower", "upper", "work"))
+    if not os.path.isdir(upper):  # a remount (recover) keeps the session's own layers
+        if os.path.lexists(mine):
+            remove_tree(mine)
+        os.mkdir(mine, 0o700)
+        os.mkdir(lower, 0o755)
+        _link_all(debs, lower)
+        os.mkdir(upper, 0o755)
+        os.mkdir(work, 0o700)
+    try:
+        mount_overlay(fd_path(fd), [lower], upper, work, private=False)  # below the private session root
+    except BaseException:
+        remove_tree(mine)
+        raise
 
 
 def _link_all(debs: str, lower: str) -> None:

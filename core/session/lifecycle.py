@@ -247,7 +247,12 @@ def bring_up(ctx: Context, session: Session, *, create: bool) -> None:
     if session.package_cache is not None:
         from .. import pkgcache
 
-        pkgcache.attach(ctx.store, session)
+        try:
+            attached = pkgcache.attach(ctx.store, session)
+        except (OSError, RoostError):
+            attached = False  # a session without the cache downloads what it needs: nothing else is lost
+        if not attached:
+            session.package_cache = None
     faults.crashpoint("begin", "profiled")
 
 
