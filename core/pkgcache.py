@@ -170,14 +170,42 @@ def _harvest(store: Store, session: Session, upper: str) -> list[str]:
     return added
 
 
+def _pool_name(name: str) -> tuple[bytes, bytes] | None:
+    """(the pool's file name, the version) of apt's name of a downloaded package.
+
+    apt names it ``package_version_arch.deb`` with the version's ':' as ``%3a``;
+    the pool leaves the epoch out of the file name.
+    """
+    package, _, rest = name[: -len(".deb")].partition("_")
+    version, _, arch = rest.rpartition("_")
+    if not package or not version or not arch:
+        return None
+    epoch, quoted, plain = version.partition("%3a")
+    if not quoted:
+        epoch, plain = "", version
+    if "%" in plain:
+        return None
+    full = f"{epoch}:{plain}" if quoted else plain
+    return f"{package}_{plain}_{arch}.deb".encode(), full.encode()
+
+
 def trusted_hashes(lowers: list[str], names: set[str]) -> dict[str, str]:
-    """SHA-256 (hex) of each of *names* as the apt lists in the generation's layers *lowers* give it."""
+    """SHA-256 (hex) of each of *names* (apt's file names) as the apt lists in the layers *lowers* give it.
+
+    A stanza counts only if its ``Filename`` ends in the pool's name of the
+    file and its ``Version`` is the version apt's name spells.
+    """
     import re
 
-    wanted = {n.encode() for n in names}
+    wanted: dict[bytes, tuple[str, bytes]] = {}
+    for n in names:
+        pool = _pool_name(n)
+        if pool is not None:
+            wanted[pool[0]] = (n, pool[1])
     found: dict[str, str] = {}
     pattern = re.compile(rb"^Filename: (?:[^\n]*/)?([^/\n]+\.deb)\n", re.M)
     sha = re.compile(rb"^SHA256: ([0-9a-f]{64})$", re.M)
+    version_line = re.compile(rb"^Version: (\S+)$", re.M)
     for layer in lowers:
         lists = os.path.join(layer, LISTS)
         try:
@@ -190,15 +218,15 @@ def trusted_hashes(lowers: list[str], names: set[str]) -> dict[str, str]:
             with open(entry.path, "rb") as f:
                 data = f.read()
             for m in pattern.finditer(data):
-                name = m.group(1)
-                if name not in wanted or name.decode() in found:
+                entry_of = wanted.get(m.group(1))
+                if entry_of is None or entry_of[0] in found:
                     continue
                 start = data.rfind(b"\n\n", 0, m.start()) + 1
                 end = data.find(b"\n\n", m.end() - 1)  # the Filename line may end the stanza
                 stanza = data[start : len(data) if end < 0 else end]
-                h = sha.search(stanza)
-                if h is not None:
-                    found[name.decode()] = h.group(1).decode()
+                h, v = sha.search(stanza), version_line.search(stanza)
+                if h is not None and v is not None and v.group(1) == entry_of[1]:
+                    found[entry_of[0]] = h.group(1).decode()
     return found
 
 

@@ -31,11 +31,16 @@ def packages_list() -> str:
     stanzas = []
     for name, data in LISTED.items():
         sha = hashlib.sha256(data).hexdigest()
-        filename = f"Filename: pool/main/x/{name.split('_')[0]}/{name}"
-        if name.startswith("last"):
+        package, version, _ = name.split("_")
+        if name.startswith("last"):  # an epoch: apt's name spells it, the pool's leaves it out
+            filename = f"Filename: pool/main/x/{package}/{package}_1.0_all.deb"
             stanzas.append(f"Package: last\nVersion: 2:1.0\nSHA256: {sha}\n{filename}\n")
         else:
-            stanzas.append(f"Package: {name.split('_')[0]}\n{filename}\nSize: {len(data)}\nSHA256: {sha}\n")
+            filename = f"Filename: pool/main/x/{package}/{name}"
+            stanzas.append(f"Package: {package}\nVersion: {version}\n{filename}\nSize: {len(data)}\nSHA256: {sha}\n")
+    # a stanza whose version is not the one the file name spells vouches for nothing
+    sha = hashlib.sha256(b"other version\n").hexdigest()
+    stanzas.append(f"Package: other\nVersion: 2.0\nFilename: pool/main/o/other/other_1.0_all.deb\nSHA256: {sha}\n")
     return "\n".join(stanzas)
 
 
@@ -84,6 +89,7 @@ def test_only_files_the_lists_vouch_for_reach_the_cache_and_other_sessions(bb: E
     write(bb, a, "evil_1.0_all.deb", b"planted by the session's root\n")  # a listed name, other bytes
     write(bb, a, "unlisted_1.0_all.deb", b"nobody vouches for this\n")
     write(bb, a, "last_2%3a1.0_all.deb", LISTED["last_2%3a1.0_all.deb"])
+    write(bb, a, "other_1.0_all.deb", b"other version\n")
     bb.sh(a, "echo -n 'a link'\"'\"'s target' > /root/t && ln -s /root/t /var/cache/apt/archives/linked_1.0_all.deb")
     bb.sh(a, "echo partial > /var/cache/apt/archives/partial/good_1.0_all.deb")
     bb.ok("session", "end", a)
