@@ -18,6 +18,8 @@
     limits: {memory: 4G, pids: 2048}
     architecture: arm64         # Debian architecture of the tree (found at image create)
     suite: bookworm             # what mmdebstrap bootstrapped (the schroot door's sbuild names)
+    durable: false              # true: ordinary sessions sync their writes too (maintenance ones always do)
+    package-cache: true         # false: sessions do not share downloaded .debs (core/pkgcache.py)
     publish:                    # written again after every promote (core/publish.py)
       sbuild-tarball:           # the tarball sbuild's unshare mode reads
         directory: /srv/roost/sbuild   # root's, writable by nobody else
@@ -83,6 +85,8 @@ class ImageConfig(Struct, frozen=True):
     limits: dict[str, Any] | None = None
     architecture: str | None = None
     suite: str | None = None
+    durable: bool | None = None
+    package_cache: bool | None = None
     publish: SbuildTarball | None = None
 
     def access_lists(self) -> dict[str, list[str]]:
@@ -139,6 +143,10 @@ def parse_image_config(data: Any, where: str, backends: tuple[str, ...] = BACKEN
             values[attr] = parse_limits(value, where)
         elif key == "publish":
             values[attr] = _parse_publish(value, where)
+        elif key in ("durable", "package-cache"):
+            if value is not None and not isinstance(value, bool):
+                raise ConfigError(f"{where}: {key} must be true or false")
+            values[attr] = value
         elif key in ("retention", "overlay-max-depth"):
             if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 1000:
                 raise ConfigError(f"{where}: {key} must be a number from 1 to 1000")

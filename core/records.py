@@ -82,10 +82,25 @@ class Session(Struct):
     cgroups: list[str] = []
     filtered: str | None = None
     architecture: str | None = None
+    #: The session's writes are never synced (overlayfs ``volatile``): a machine crash or reboot
+    #: loses them, and recover ends it as *lost*. ``boot`` is the kernel's boot id at begin.
+    volatile: bool = False
+    boot: str | None = None
+    #: The package cache (core.pkgcache) the session shares: ``<suite>-<arch>``, or None.
+    package_cache: str | None = None
 
     @property
     def maintenance(self) -> bool:
         return self.kind == "maintenance"
+
+    @property
+    def lost(self) -> bool:
+        """A volatile session whose writes may be torn: the machine restarted since it was mounted.
+
+        Known by a different boot id, or by its mount point gone with the
+        runtime root (what a reboot does to /run, and how the tests simulate one).
+        """
+        return self.volatile and (self.boot != boot_id() or not os.path.isdir(self.mountpoint))
 
     def to_json(self) -> dict[str, Any]:
         return self.as_dict()
@@ -102,6 +117,20 @@ class Session(Struct):
         if session.kind not in KINDS or session.state not in STATES or not is_valid_name(session.id):
             raise SystemFailure(f"{where}: malformed session record")
         return session
+
+
+_boot: list[str] = []
+
+
+def boot_id() -> str:
+    """The kernel's id of this boot (a new one after every reboot), read once per process."""
+    if not _boot:
+        try:
+            with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as f:
+                _boot.append(f.read().strip())
+        except OSError:
+            _boot.append("")
+    return _boot[0]
 
 
 def record_path(sessions_dir: str, session_id: str) -> str:

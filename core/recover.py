@@ -236,6 +236,14 @@ def _session_locked(ctx: Context, session: Session, report: list[str]) -> bool:
         session_ops.finish(ctx, session)
         report.append(f"session {sid}: ended (automatic session whose command is gone)")
         return True
+    if session.lost:
+        # Its writes were never synced and the machine restarted: the upper may be torn (the
+        # kernel refuses to mount it again anyway). Nothing of it is kept.
+        session_ops.tear_down(ctx, session, force=True, quiet=True)
+        session_ops.finish(ctx, session)
+        report.append(f"session {sid}: lost (it ran without durability and the machine restarted); ended")
+        ctx.journal("session end", image=session.image, session=sid, generation=session.generation, lost=True)
+        return True
     backend = backends.get(session.backend)
     if not backend.has_clone(session):
         report.append(f"session {sid}: its clone is gone; end it with roost session end {sid}")
@@ -246,6 +254,8 @@ def _session_locked(ctx: Context, session: Session, report: list[str]) -> bool:
             report.append(f"session {sid}: isolation restored")
         return False
     mounts.unmount_tree(session.mountpoint, force=True)
+    if session.volatile:
+        backend.forget_volatile(session)  # same boot: its writes are intact in the page cache
     try:
         session_ops.bring_up(ctx, session, create=False)
     except RoostError as e:
@@ -320,6 +330,11 @@ def _orphans(ctx: Context, report: list[str]) -> None:
     store = ctx.store
     known = set(records.ids(store.sessions_dir))
     isolation.orphans(ctx, session_ops.read_all(ctx)[0], report)
+    from . import pkgcache
+
+    for path in pkgcache.orphans(store, known):
+        remove_tree(path)  # a session's own cache layers, its record gone (never crosses a mount)
+        report.append(f"removed orphan package cache layers {path}")
     for name in _listdir(store.mnt_dir):
         if name in known or name == os.path.basename(store.stage_dir):
             continue

@@ -110,7 +110,7 @@ class SessionInfo(Struct, frozen=True):
     """A session as listings show it: the record plus what the system says now."""
 
     session: Session
-    state: str  # mounted, needs-recovery, beginning, ending, promoting
+    state: str  # mounted, needs-recovery, lost, beginning, ending, promoting
     processes: int | None = None
     changes: int | None = None
     #: Live figures of a session with a cgroup (core.isolation.usage).
@@ -135,6 +135,7 @@ class SessionInfo(Struct, frozen=True):
             "network": s.network,
             "limits": s.limits,
             "architecture": s.architecture,
+            "durable": not s.volatile,
         }
         if self.usage is not None:
             out["usage"] = self.usage
@@ -190,10 +191,13 @@ def session_state(session: Session, mounted: Container[str], held: Container[int
     targets, else it *needs-recovery* (after a reboot, say). A session in the
     middle of an operation (beginning, ending, promoting) shows that state
     while the operation holds its lock (*held*: inodes of held flocks; None
-    when unknown), and *needs-recovery* once nobody does.
+    when unknown), and *needs-recovery* once nobody does. A volatile session
+    the machine restarted under is *lost* instead: recover ends it.
     """
     if session.state == "active":
-        return "mounted" if os.path.normpath(session.mountpoint) in mounted else "needs-recovery"
+        if os.path.normpath(session.mountpoint) in mounted:
+            return "mounted"
+        return "lost" if session.lost else "needs-recovery"
     if held is not None:
         try:
             ino = os.stat(os.path.join(lock_dir, f"session.{session.id}.lock")).st_ino
@@ -201,7 +205,7 @@ def session_state(session: Session, mounted: Container[str], held: Container[int
             ino = -1
         if ino in held:
             return session.state
-    return "needs-recovery"
+    return "lost" if session.lost else "needs-recovery"
 
 
 def in_use(generations_dir: str, sessions: Iterable[Session]) -> set[int]:

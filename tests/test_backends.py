@@ -217,19 +217,31 @@ def test_rollback_and_gc_with_sessions_holding_old_generations(img: Store) -> No
 
 def test_recover_after_the_mounts_are_torn_down(img: Store) -> None:
     env = img.env
+    thrown = env.begin()  # an ordinary session: volatile where the backend's sessions are overlays
+    volatile = env.roost("session", "info", thrown, "--json").json()["durable"] is False
+    conf = env.state / "images" / "bb" / "image.yaml"
+    conf.write_text(conf.read_text() + "durable: true\n")
     sid = env.begin()
+    assert env.roost("session", "info", sid, "--json").json()["durable"] is True
     m = env.begin("bb", "--maintenance")
     env.sh(sid, "echo precious > /root/work")
     env.sh(m, "echo maintained > /etc/m")
+    env.sh(thrown, "echo unsynced > /root/work")
     # a reboot: every mount gone (and with them the loop devices), the runtime root wiped
     for target in sorted(mounts_under(env.run), key=len, reverse=True):
         subprocess.run(["umount", target], check=True)
     subprocess.run(["rm", "-rf", "--one-file-system", str(env.run)], check=True)
     assert _loops_below(env.base) == []
     states = {s["id"]: s["state"] for s in env.roost("session", "list", "--json").json()}
-    assert states == {sid: "needs-recovery", m: "needs-recovery"}
+    assert states == {sid: "needs-recovery", m: "needs-recovery", thrown: "lost" if volatile else "needs-recovery"}
     report = env.ok("session", "recover", "--all")
     assert f"session {sid}: remounted" in report and f"session {m}: remounted" in report
+    if volatile:  # its writes were never synced: ended, never remounted
+        assert f"session {thrown}: lost" in report
+        assert thrown not in {s["id"] for s in env.roost("session", "list", "--json").json()}
+    else:
+        assert f"session {thrown}: remounted" in report
+        env.ok("session", "end", thrown)
     assert env.sh(sid, "cat /root/work").out == "precious\n"
     assert env.ok("session", "recover", "--all") == ""  # idempotent
     env.ok("session", "promote", m)

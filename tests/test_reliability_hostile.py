@@ -153,6 +153,9 @@ image_keys = st.sampled_from(
         "overlay-max-depth",
         "personality",
         "command-prefix",
+        "durable",
+        "package-cache",
+        "suite",
         "bogus",
     ]
 )

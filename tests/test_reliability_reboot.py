@@ -1,11 +1,15 @@
 """Reboot: every mount torn down and the runtime root wiped, as a reboot would; then
-`session recover --all` brings every session back with its changes."""
+`session recover --all` brings every durable session back with its changes, and ends
+every volatile one (its writes were never synced) as lost."""
 
 from __future__ import annotations
 
 import subprocess
 from pathlib import Path
 
+import pytest
+
+from core.faults import POINTS
 from tests.support import stats
 from tests.support.checks import consistent
 from tests.support.env import Env
@@ -18,8 +22,15 @@ def reboot(env: Env) -> None:
     subprocess.run(["rm", "-rf", "--one-file-system", str(env.run)], check=True)
 
 
+def durable(env: Env, image: str) -> None:
+    conf = env.state / "images" / image / "image.yaml"
+    conf.write_text(conf.read_text() + "durable: true\n")
+
+
 def test_reboot_brings_every_session_back(bb: Env, busybox_tree: Path) -> None:
     bb.ok("image", "create", "second", "--from-dir", str(busybox_tree), "--backend", "dir")
+    for image in ("bb", "second"):
+        durable(bb, image)  # volatile sessions are lost in a reboot: the next test
     ordinary = [bb.begin("bb"), bb.begin("second")]
     maintenance = bb.begin("bb", "--maintenance")
     for sid in [*ordinary, maintenance]:
@@ -44,5 +55,43 @@ def test_reboot_brings_every_session_back(bb: Env, busybox_tree: Path) -> None:
     bb.ok("session", "end", lost)  # reported, and endable
     for sid in ordinary:
         bb.ok("session", "end", sid)
+    consistent(bb)
+    assert bb.ok("session", "recover", "--all") == ""
+
+
+#: Promote's steps after which its generation is committed (its metadata names the transaction).
+COMMITTED = ("committed", "renamed", "switched", "ended")
+
+
+@pytest.mark.parametrize("step", POINTS["promote"])
+def test_reboot_during_a_volatile_sessions_promote_never_commits_a_torn_upper(bb: Env, step: str) -> None:
+    """A power cut while an ordinary (volatile) session is promoted, at each of promote's steps.
+
+    Before the commit its unsynced upper may be torn: the session is lost and
+    ended, the image stays where it was. From the commit on, the generation was
+    synced before its metadata was written: the promote is finished.
+    """
+    sid = bb.begin()
+    untouched = bb.begin()  # no promote, same fate: lost
+    bb.sh(sid, "echo promoted > /etc/work")
+    killed = bb.roost("session", "promote", sid, "-m", "cut", env={"ROOST_CRASH_AT": f"promote:{step}"})
+    assert killed.code == -9, killed
+    stats.bump("operations killed")
+    reboot(bb)
+    states = {s["id"]: s["state"] for s in bb.roost("session", "list", "--json").json()}
+    assert states[untouched] == "lost"
+    report = bb.ok("session", "recover", "--all")
+    assert f"session {untouched}: lost" in report
+    current = bb.roost("image", "info", "bb", "--json").json()["current"]
+    if step in COMMITTED:
+        assert current == 2
+        check = bb.begin()
+        assert bb.sh(check, "cat /etc/work").out == "promoted\n"
+        bb.ok("session", "end", check)
+    else:
+        assert current == 1
+        assert f"session {sid}: lost" in report, report
+    assert bb.roost("session", "list", "--json").json() == []
+    assert not (bb.state / "sessions" / sid).exists()
     consistent(bb)
     assert bb.ok("session", "recover", "--all") == ""

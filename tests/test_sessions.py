@@ -237,7 +237,14 @@ def test_enter_gives_a_login_shell(bb: Env) -> None:
     bb.ok("session", "end", sid)
 
 
+def durable(env: Env, image: str = "bb") -> None:
+    """Make *image*'s ordinary sessions durable (image.yaml ``durable: true``)."""
+    conf = env.state / "images" / image / "image.yaml"
+    conf.write_text(conf.read_text() + "durable: true\n")
+
+
 def test_recover_after_reboot_keeps_changes(bb: Env) -> None:
+    durable(bb)
     sid = bb.begin()
     keep = bb.begin()
     bb.sh(sid, "echo precious > /root/work")
@@ -257,6 +264,95 @@ def test_recover_after_reboot_keeps_changes(bb: Env) -> None:
     assert bb.sh(keep, "echo back").out == "back\n"
     bb.ok("session", "end", sid)
     bb.ok("session", "end", keep)
+
+
+def _volatile(env: Env, sid: str) -> bool:
+    """Whether the session's root overlay skips syncs (``volatile``; newer kernels show ``fsync=volatile``)."""
+    (root,) = [m for m in mount_table() if m.target == str(env.run / "mnt" / sid / "root")]
+    return any(o in ("volatile", "fsync=volatile") for o in root.options.split(","))
+
+
+def test_ordinary_sessions_skip_syncs_maintenance_and_durable_ones_do_not(bb: Env) -> None:
+    ordinary = bb.begin()
+    maintenance = bb.begin("bb", "--maintenance")
+    assert _volatile(bb, ordinary)
+    assert not _volatile(bb, maintenance)
+    shown = {s["id"]: s["durable"] for s in bb.roost("session", "list", "--json").json()}
+    assert shown == {ordinary: False, maintenance: True}
+    bb.ok("session", "end", maintenance)
+    durable(bb)
+    kept = bb.begin()
+    assert not _volatile(bb, kept)
+    assert bb.roost("session", "info", kept, "--json").json()["durable"] is True
+    for sid in (ordinary, kept):
+        bb.ok("session", "end", sid)
+
+
+def test_durable_setting_is_checked(bb: Env) -> None:
+    conf = bb.state / "images" / "bb" / "image.yaml"
+    before = conf.read_text()
+    for bad in ("maybe", "1", "'true'", "[true]", "{a: b}"):
+        conf.write_text(before + f"durable: {bad}\n")
+        r = bb.roost("session", "begin", "bb")
+        assert r.code == 2 and "durable must be true or false" in r.err, (bad, r.err)
+        assert len(r.err.strip().splitlines()) == 1
+    conf.write_text(before)
+    assert bb.roost("session", "list", "--json").json() == []
+
+
+def test_volatile_session_unmounted_without_a_reboot_is_remounted_with_its_changes(bb: Env) -> None:
+    sid = bb.begin()
+    bb.sh(sid, "echo kept > /root/work")
+    for target in sorted(mounts_under(bb.run / "mnt" / sid), key=len, reverse=True):
+        subprocess.run(["umount", target], check=True)
+    # the kernel's mark is there, so overlayfs itself would refuse this upper
+    assert (bb.state / "sessions" / sid / "work" / "work" / "incompat" / "volatile").is_dir()
+    assert bb.roost("session", "info", sid, "--json").json()["state"] == "needs-recovery"
+    assert f"session {sid}: remounted" in bb.ok("session", "recover", sid)
+    assert bb.sh(sid, "cat /root/work").out == "kept\n"
+    assert _volatile(bb, sid)
+    bb.ok("session", "end", sid)
+
+
+def test_volatile_session_is_lost_after_a_reboot_and_ended_by_recover(bb: Env) -> None:
+    lost = bb.begin()
+    bb.sh(lost, "echo gone > /root/work")
+    durable(bb)
+    kept = bb.begin()
+    bb.sh(kept, "echo precious > /root/work")
+    maintenance = bb.begin("bb", "--maintenance")
+    bb.sh(maintenance, "echo maintained > /etc/work")
+    # a reboot: every mount gone, the runtime root wiped
+    for target in sorted(mounts_under(bb.run), key=len, reverse=True):
+        subprocess.run(["umount", target], check=True)
+    subprocess.run(["rm", "-rf", "--one-file-system", str(bb.run)], check=True)
+    states = {s["id"]: s["state"] for s in bb.roost("session", "list", "--json").json()}
+    assert states == {lost: "lost", kept: "needs-recovery", maintenance: "needs-recovery"}
+    r = bb.roost("session", "run", lost, "--", "true")
+    assert r.code == 3 and "is lost" in r.err and len(r.err.strip().splitlines()) == 1
+    r = bb.roost("session", "promote", lost, "-m", "torn")
+    assert r.code == 3 and "is lost" in r.err
+    assert bb.roost("image", "info", "bb", "--json").json()["current"] == 1
+    report = bb.ok("session", "recover", "--all")
+    assert f"session {lost}: lost (it ran without durability and the machine restarted); ended" in report
+    assert f"session {kept}: remounted" in report and f"session {maintenance}: remounted" in report
+    assert sorted(s["id"] for s in bb.roost("session", "list", "--json").json()) == sorted([kept, maintenance])
+    assert not (bb.state / "sessions" / lost).exists()
+    assert bb.sh(kept, "cat /root/work").out == "precious\n"
+    bb.ok("session", "promote", maintenance)
+    bb.ok("session", "end", kept)
+    assert bb.ok("session", "recover", "--all") == ""
+
+
+def test_promoting_a_volatile_session_syncs_it_like_any_other(bb: Env) -> None:
+    sid = bb.begin()
+    bb.sh(sid, "echo promoted > /etc/work")
+    bb.ok("session", "promote", sid, "-m", "from an ordinary session")
+    check = bb.begin()
+    assert bb.sh(check, "cat /etc/work").out == "promoted\n"
+    # the generation holds the session's writes, never overlayfs's volatile mark
+    assert not list((bb.state / "images" / "bb" / "generations").glob("*/layer/**/incompat"))
+    bb.ok("session", "end", check)
 
 
 def test_session_whose_clone_is_gone_is_reported_and_endable(bb: Env) -> None:

@@ -343,6 +343,33 @@ def test_recover_remounts_a_session_that_needs_it(bb2: Env) -> None:
     assert env.sh(sid, "cat /root/kept").out == "kept\n"
 
 
+def test_a_lost_session_is_shown_lost_and_recover_ends_it(bb2: Env) -> None:
+    env = bb2
+    sid = env.begin()  # ordinary: volatile
+    env.sh(sid, "echo unsynced > /root/gone")
+    # a reboot: every mount gone, the runtime root wiped
+    for target in sorted(mounts_under(env.run), key=len, reverse=True):
+        subprocess.run(["umount", target], check=True)
+    subprocess.run(["rm", "-rf", "--one-file-system", str(env.run)], check=True)
+    assert sessions(env)[sid]["state"] == "lost"
+
+    async def scenario(pilot: Pilot[Any], app: Console) -> None:
+        await until(pilot, lambda: app.main.sessions_pane.sessions.get(sid) is not None)
+        _select(app, sid)
+        await until(pilot, lambda: app.main.selected_session() is not None)
+        assert app.main.selected_session().state == "lost"  # type: ignore[union-attr]
+        assert "lost" in screen_text(app)
+        assert app.main.check_action("recover", ()) is True
+        assert app.main.check_action("enter_session", ()) is None
+        assert app.main.check_action("promote", ()) is None
+        await pilot.press("r")
+        await until(pilot, lambda: sid not in app.main.sessions_pane.sessions)
+        assert any("lost" in n for n in notes(app))
+
+    drive(env, scenario)
+    assert sid not in sessions(env)
+
+
 def test_run_a_command_and_show_its_output(bb2: Env) -> None:
     env = bb2
     sid = env.begin()

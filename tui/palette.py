@@ -53,6 +53,12 @@ def commands(screen: MainScreen) -> Iterator[Command]:
         yield (f"End session {sid}", "kill, unmount, delete its changes (asks first)", run("end_session"))
         if info.state == "needs-recovery":
             yield (f"Recover session {sid}", "remount it, changes intact", run("recover"))
+        elif info.state == "lost":
+            yield (
+                f"Recover session {sid}",
+                "end it: it ran without durability and the machine restarted, its changes are not kept",
+                run("recover"),
+            )
     found = screen.selected_generation()
     if found is not None and not found[1].current:
         image_name, g = found

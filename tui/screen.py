@@ -384,7 +384,7 @@ class MainScreen(OperationsScreen):
             if info is None:
                 return None
             if action == "recover":
-                return True if info.state == "needs-recovery" else None
+                return True if info.state in ("needs-recovery", "lost") else None
             if action in ("enter_session", "run_command", "promote", "switch_network") and info.state not in (
                 "mounted",
                 "needs-recovery",

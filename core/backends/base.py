@@ -283,6 +283,13 @@ class Backend(ABC):
 
     # --- sessions ---------------------------------------------------------------
 
+    #: Sessions can be mounted without durability (``Session.volatile``: their writes are never synced).
+    volatile_sessions = False
+
+    def forget_volatile(self, session: Session) -> None:
+        """Let a volatile session's clone be mounted again (the machine has not restarted since it was)."""
+        return None  # nothing marks a clone by default
+
     def prepare(self, session: Session) -> None:
         """Fill ``session.backend_data`` before the record is first written (names of clones …)."""
         return None  # by default the clone's place says it all

@@ -103,7 +103,13 @@ class ImageFileBackend(UpperClone, Backend):
         # down and the loop device with them.
         mount_image(session.lowers[0], session.mountpoint, self.fstype)
         try:
-            mount_overlay(session.mountpoint, [session.mountpoint], self._upper(session), self._work(session))
+            mount_overlay(
+                session.mountpoint,
+                [session.mountpoint],
+                self._upper(session),
+                self._work(session),
+                volatile=session.volatile,
+            )
         except SystemFailure:
             mounts.unmount_tree(session.mountpoint, force=True)
             raise

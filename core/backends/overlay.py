@@ -21,7 +21,9 @@ class OverlayBackend(UpperClone, Backend):
     layered = True
 
     def mount(self, session: Session) -> None:
-        mount_overlay(session.mountpoint, session.lowers, self._upper(session), self._work(session))
+        mount_overlay(
+            session.mountpoint, session.lowers, self._upper(session), self._work(session), volatile=session.volatile
+        )
 
     def stage(self, session: Session, staging: str, *, flatten: bool, scratch: str) -> bool:
         tree = os.path.join(staging, "layer")

@@ -24,11 +24,30 @@ def _check(path: str) -> str:
     return path
 
 
-def mount_overlay(target: str, lowers: list[str], upper: str | None = None, work: str | None = None) -> None:
+def mount_overlay(
+    target: str,
+    lowers: list[str],
+    upper: str | None = None,
+    work: str | None = None,
+    *,
+    volatile: bool = False,
+    private: bool = True,
+) -> None:
+    """Mount an overlay of *lowers* (topmost first) at *target*, writable when *upper* and *work* are given.
+
+    *volatile* skips every sync of the upper layer (overlayfs's ``volatile``):
+    the kernel then leaves ``work/work/incompat/volatile`` behind and refuses
+    to mount the layer again until it is removed (:func:`forget_volatile`).
+    Without *private* the mount keeps the propagation it gets from its parent
+    (a mount below a session's private root is private already; *target* may
+    then be a descriptor's path, which names the directory under the new mount).
+    """
     data = "lowerdir=" + ":".join(_check(p) for p in lowers)
     flags = 0
     if upper is not None and work is not None:
         data += f",upperdir={_check(upper)},workdir={_check(work)}"
+        if volatile:
+            data += ",volatile"
     else:
         flags |= syscalls.MS_RDONLY
     data += "," + OPTIONS
@@ -38,7 +57,8 @@ def mount_overlay(target: str, lowers: list[str], upper: str | None = None, work
         syscalls.mount("overlay", target, "overlay", flags, data)
     except OSError as e:
         raise SystemFailure(f"cannot mount overlay at {target}: {e.strerror}") from None
-    syscalls.mount(None, target, None, syscalls.MS_PRIVATE)
+    if private:
+        syscalls.mount(None, target, None, syscalls.MS_PRIVATE)
 
 
 def materialize(lowers: list[str], dest: str, scratch: str) -> None:
@@ -62,6 +82,17 @@ def is_mountpoint(path: str) -> bool:
         return False
 
 
+def forget_volatile(work: str) -> None:
+    """Remove the mark a volatile mount leaves in its work directory *work* (so it can be mounted again).
+
+    Only right when the machine has not restarted since that mount: its
+    writes are then intact in the page cache (core.records.Session.lost).
+    """
+    mark = os.path.join(work, "work", "incompat", "volatile")
+    if os.path.isdir(mark) and not os.path.islink(mark):
+        remove_tree(mark)
+
+
 class UpperClone:
     """A session clone that is an overlay upper and work directory (overlay, dir, squashfs, erofs)."""
 
@@ -83,6 +114,12 @@ class UpperClone:
 
     def has_clone(self, session: Session) -> bool:
         return os.path.isdir(self._upper(session))
+
+    #: Sessions can skip syncs (an overlay upper mounted ``volatile``).
+    volatile_sessions = True
+
+    def forget_volatile(self, session: Session) -> None:
+        forget_volatile(self._work(session))
 
     def changes(self, session: Session) -> int | None:
         upper = self._upper(session)

@@ -132,6 +132,11 @@ def begin(
                 limits=session_limits,
                 architecture=config.architecture,
             )
+            if not maintenance and not config.durable and backend.volatile_sessions:
+                session.volatile = True  # a throw-away session: never promoted without a sync first
+                session.boot = files.boot_id()
+            if config.suite and config.architecture and config.package_cache is not False and backend.layered:
+                session.package_cache = f"{config.suite}-{config.architecture}"  # core.pkgcache
             if net != "host" or session_limits is not None:
                 from .. import isolation
 
@@ -256,6 +261,15 @@ def bring_up(ctx: Context, session: Session, *, create: bool) -> None:
     merged = setup(session)
     if merged != session.nss_merged:
         session.nss_merged = merged
+    if session.package_cache is not None:
+        from .. import pkgcache
+
+        try:
+            attached = pkgcache.attach(ctx.store, session)
+        except (OSError, RoostError):
+            attached = False  # a session without the cache downloads what it needs: nothing else is lost
+        if not attached:
+            session.package_cache = None
     faults.crashpoint("begin", "profiled")
 
 
@@ -277,6 +291,10 @@ def tear_down(ctx: Context, session: Session, *, force: bool, quiet: bool = Fals
         isolation.remove(session)
     faults.crashpoint("end", "unmounted")
     if not keep_clone:
+        if session.package_cache is not None:
+            from .. import pkgcache
+
+            pkgcache.detach(ctx.store, session)  # verified new .debs into the cache, then its layers go
         backend = backends.get(session.backend)
         if os.path.lexists(session.clone):
             backend.remove_clone(session)

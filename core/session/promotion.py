@@ -111,6 +111,10 @@ def promote(ctx: Context, sid: str, message: str) -> int:
         session = read(ctx, sid)
         if session.state != "active":
             raise Conflict(f"session {sid} is {session.state}, not active (roost session recover {sid})")
+        if session.lost:  # its unsynced writes may be torn: they never become a generation
+            raise Conflict(
+                f"session {sid} is lost (it ran without durability and the machine restarted): nothing promoted"
+            )
         backend = backends.get(session.backend)
         max_depth = config.overlay_max_depth or ctx.settings.overlay_max_depth
         with ctx.image_lock(image, f"promote {sid}"):

@@ -13,7 +13,7 @@ import os
 from .. import generations, policy
 from .. import records as files
 from ..errors import RoostError, SystemFailure
-from ..names import check_object_name
+from ..names import check_object_name, is_valid_name
 from ..records import Session
 
 TYPE_CHECKING = False
@@ -53,6 +53,8 @@ def check_record(ctx: Context, session: Session) -> Session:
     for lower in session.lowers:
         if not isinstance(lower, str) or not lower.startswith(generations_dir) or "/../" in lower + "/":
             raise SystemFailure(f"{where}: the record names a layer outside image {session.image}; refusing it")
+    if session.package_cache is not None and not is_valid_name(session.package_cache):
+        raise SystemFailure(f"{where}: the record names a package cache that is not a name; refusing it")
     dataset = session.backend_data.get("dataset")
     if dataset is not None:
         parent = ctx.settings.zfs_dataset

@@ -44,6 +44,11 @@ def launch(
     action = policy.SESSION_ENTER if argv is None else policy.SESSION_RUN
     ctx.authorize(action, session_target(session), as_uid=target.pw_uid)
     state = display_state(session, mounts.mounts(), None, ctx.store.lock_dir)
+    if state == "lost":
+        raise Conflict(
+            f"session {sid} is lost (it ran without durability and the machine restarted): "
+            f"roost session recover {sid} ends it"
+        )
     if state != "mounted" or not isolation.intact(session):
         from ..recover import recover
 

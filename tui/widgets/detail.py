@@ -20,6 +20,7 @@ Pairs = Sequence[tuple[str, str | Text | None]]
 STATE_NOTES = {
     "mounted": "mounted",
     "needs-recovery": "needs recovery (r remounts it, changes intact)",
+    "lost": "lost: it ran without durability and the machine restarted (r ends it, its changes are not kept)",
     "beginning": "beginning",
     "ending": "ending",
     "promoting": "being promoted",

@@ -21,6 +21,7 @@ from .table import C, Row
 STATES = {
     "mounted": ("mounted", "mounted", ""),
     "needs-recovery": ("needs-recovery", "recover!", "bold red"),
+    "lost": ("lost", "lost", "bold red"),
     "beginning": ("beginning", "begin…", "italic"),
     "ending": ("ending", "ending", "italic"),
     "promoting": ("promoting", "promote…", "italic"),
@@ -194,7 +195,7 @@ class SessionsPane(Pane):
     def _subtitle(self) -> None:
         total = len(self.sessions)
         shown = self.table.row_count
-        recovery = sum(1 for i in self.sessions.values() if i.state == "needs-recovery")
+        recovery = sum(1 for i in self.sessions.values() if i.state in ("needs-recovery", "lost"))
         parts = [f"{shown}/{total}" if self.filter_text else f"{total}"]
         if recovery:
             parts.append(f"{recovery} need recovery")
