@@ -126,8 +126,8 @@ def boot_id() -> str:
     """The kernel's id of this boot (a new one after every reboot), read once per process."""
     if not _boot:
         try:
-            with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as f:
-                _boot.append(f.read().strip())
+            with open("/proc/sys/kernel/random/boot_id", "rb") as f:  # bytes: no codec to import on begin
+                _boot.append(f.read().strip().decode())
         except OSError:
             _boot.append("")
     return _boot[0]
