@@ -45,3 +45,15 @@ def debian_tarball(suite: str = "bookworm", max_age_days: float = 7) -> Path:
     )
     os.replace(tmp, out)
     return out
+
+
+#: The stages mmdebstrap names on stderr, in order, as a whole run of bookworm announces them
+#: (what roost shows as its progress bar's stages, at a terminal and in the console).
+MMDEBSTRAP_STAGES = [
+    "running apt-get update",
+    "downloading packages with apt",
+    "extracting archives",
+    "installing essential packages",
+    "installing remaining packages inside the chroot",
+    "cleaning package lists and apt cache",
+]
