@@ -174,7 +174,10 @@ def test_the_unit_runs_recover_all_once_at_boot_before_users() -> None:
 
 
 def test_the_units_command_brings_sessions_back_after_a_reboot(bb: Env) -> None:
-    sid = bb.begin()
+    # A maintenance session keeps full durability, so it comes back; an ordinary one ran
+    # without (volatile) and is reported lost and ended (tests/test_reliability_reboot.py).
+    sid = bb.begin("bb", "--maintenance")
+    volatile = bb.begin()
     assert bb.sh(sid, "echo kept > /root/work").code == 0
     for target in sorted(mounts_under(bb.run), key=len, reverse=True):
         subprocess.run(["umount", target], check=True)
@@ -185,7 +188,9 @@ def test_the_units_command_brings_sessions_back_after_a_reboot(bb: Env) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert f"session {sid}: remounted" in proc.stdout
+    assert f"session {volatile}: lost" in proc.stdout, proc.stdout
     assert bb.sh(sid, "cat /root/work").out == "kept\n"
+    assert [s["id"] for s in bb.roost("session", "list", "--json").json()] == [sid]
     bb.ok("session", "end", sid)
 
 
