@@ -254,7 +254,7 @@ def bring_up(ctx: Context, session: Session, *, create: bool) -> None:
     _make_mountpoint(ctx, session)
     backend.mount(session)
     faults.crashpoint("begin", "mounted")
-    if _isolated(session):
+    if isolated(session):
         from .. import isolation
 
         isolation.start(session)
@@ -280,14 +280,14 @@ def tear_down(ctx: Context, session: Session, *, force: bool, quiet: bool = Fals
     recover all share it. With *keep_clone* the clone stays (promote moves it).
     """
     procs.kill_in_root(session.mountpoint, ctx.settings.end_grace)
-    isolated = _isolated(session)
-    if isolated:
+    has_isolation = isolated(session)
+    if has_isolation:
         from .. import isolation
 
         isolation.kill(session)  # what left the session's root but not its cgroup
     faults.crashpoint("end", "killed")
     mounts.unmount_tree(session.mountpoint, force=force)
-    if isolated:
+    if has_isolation:
         isolation.remove(session)
     faults.crashpoint("end", "unmounted")
     if not keep_clone:
@@ -310,7 +310,7 @@ def tear_down(ctx: Context, session: Session, *, force: bool, quiet: bool = Fals
     faults.crashpoint("end", "removed")
 
 
-def _isolated(session: Session) -> bool:
+def isolated(session: Session) -> bool:
     """Whether *session* has anything of core.isolation's: a network namespace, cgroups, a
     socket filter, or an architecture not the host's (qemu). Most have none, and begin and
     end then do without the module."""

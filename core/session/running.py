@@ -12,10 +12,9 @@ from __future__ import annotations
 import os
 import sys
 
-from .. import isolation, locks, mounts, policy, process
+from .. import locks, mounts, policy, process
 from ..errors import BadInput, Conflict
-from .lifecycle import begin, end
-from .query import display_state
+from .lifecycle import begin, end, isolated
 from .records import read, session_target
 
 TYPE_CHECKING = False
@@ -23,6 +22,7 @@ if TYPE_CHECKING:  # typing and collections cost milliseconds at start-up
     from collections.abc import Mapping, Sequence
 
     from ..context import Context
+    from ..records import Session
 
 
 def launch(
@@ -43,18 +43,18 @@ def launch(
     target = process.resolve_user(user, ctx.actor.uid if user is None else 0)
     action = policy.SESSION_ENTER if argv is None else policy.SESSION_RUN
     ctx.authorize(action, session_target(session), as_uid=target.pw_uid)
-    state = display_state(session, mounts.mounts(), None, ctx.store.lock_dir)
-    if state == "lost":
-        raise Conflict(
-            f"session {sid} is lost (it ran without durability and the machine restarted): "
-            f"roost session recover {sid} ends it"
-        )
-    if state != "mounted" or not isolation.intact(session):
+    if not _mounted(session, mounts.mounts()) or not _intact(session):
         from ..recover import recover
+        from .query import display_state
 
+        if display_state(session, mounts.mounts(), None, ctx.store.lock_dir) == "lost":
+            raise Conflict(
+                f"session {sid} is lost (it ran without durability and the machine restarted): "
+                f"roost session recover {sid} ends it"
+            )
         recover(ctx, sid)
         session = read(ctx, sid)
-        if display_state(session, mounts.mounts(), None, ctx.store.lock_dir) != "mounted":
+        if not _mounted(session, mounts.mounts()):
             raise Conflict(f"session {sid} is {session.state} and could not be recovered")
     return process.prepare(
         session.to_json(),
@@ -66,6 +66,24 @@ def launch(
         caller_cwd=caller_cwd,
         extra_env=extra_env,
     )
+
+
+def _mounted(session: Session, table: list[mounts.Mount]) -> bool:
+    """Active, with its root in *table*: what a command needs (core.views.session_state: "mounted").
+
+    Asked on every command started in a session, so it does without the read
+    model's module (core.views), which the listings need.
+    """
+    return session.state == "active" and os.path.normpath(session.mountpoint) in {m.target for m in table}
+
+
+def _intact(session: Session) -> bool:
+    """What core.isolation made for *session* is still there (nothing to check, and no import, for most)."""
+    if not isolated(session):
+        return True
+    from .. import isolation
+
+    return isolation.intact(session)
 
 
 def hold_for_run(ctx: Context, sid: str, launch: process.Launch) -> locks.Lock:
@@ -80,7 +98,7 @@ def hold_for_run(ctx: Context, sid: str, launch: process.Launch) -> locks.Lock:
     lock = ctx.session_lock(sid, "run", exclusive=False)
     try:
         session = read(ctx, sid)
-        if display_state(session, mounts.mounts(session.mountpoint), None, ctx.store.lock_dir) != "mounted":
+        if not _mounted(session, mounts.mounts(session.mountpoint)):
             raise Conflict(f"session {sid} ended or changed while the command was starting")
         if launch.root != session.mountpoint:
             raise Conflict(f"session {sid} changed while the command was starting")
