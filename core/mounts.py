@@ -109,6 +109,35 @@ def is_mounted(path: str, table: list[Mount] | None = None) -> bool:
     return any(m.target == path for m in table)
 
 
+def is_mount_root(path: str) -> bool:
+    """Whether something is mounted at *path*, found without reading the mount table.
+
+    The mount table grows with every session on the host, and the kernel
+    writes all of it out for each read; this asks the kernel about one entry.
+    The parent is opened with symbolic links refused at every component (a
+    symlink anywhere in the way answers False); the entry's mount id differs
+    from its directory's exactly when a mount sits on it.
+    """
+    parent, name = os.path.split(os.path.normpath(path))
+    if not name:
+        return True
+    try:
+        fd = syscalls.openat2(
+            syscalls.AT_FDCWD,
+            parent,
+            os.O_PATH | os.O_DIRECTORY,
+            syscalls.RESOLVE_NO_SYMLINKS | syscalls.RESOLVE_NO_MAGICLINKS,
+        )
+    except OSError:
+        return False
+    try:
+        return syscalls.mount_id(fd, name) != syscalls.mount_id(fd)
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+
+
 def containing(path: str, table: list[Mount] | None = None) -> Mount | None:
     """The mount that *path* lies on (the last one stacked on the longest prefix)."""
     path = os.path.normpath(path)
@@ -157,7 +186,7 @@ def unmount_tree(path: str, *, force: bool = False) -> list[str]:
         if not pending:
             return done
         if not drained:
-            drain_fuse(last_fuse_mounts(pending, path, mounts()))
+            drain_fuse(last_fuse_mounts(pending, path))
             drained = True
         for m in pending:
             try:
@@ -225,17 +254,19 @@ def drain_fuse(devices: set[str], wait: float = FUSE_DRAIN_WAIT) -> None:
         os.close(control)
 
 
-def last_fuse_mounts(pending: list[Mount], path: str, table: list[Mount]) -> set[str]:
+def last_fuse_mounts(pending: list[Mount], path: str, table: list[Mount] | None = None) -> set[str]:
     """The FUSE file systems (``major:minor``) of *pending* that are mounted nowhere but below *path*.
 
     Only taking down the last mount of one aborts its connection: a bind of
     the host's FUSE mount into a session is left to its daemon (and a busy
-    host mount never makes an end wait).
+    host mount never makes an end wait). The whole mount *table* is read only
+    when *pending* has a FUSE mount.
     """
     fuse = {m.device for m in pending if m.fstype == "fuse" or m.fstype.startswith("fuse.")}
     if not fuse:
         return fuse
     path = os.path.normpath(path)
+    table = mounts() if table is None else table
     return fuse - {m.device for m in table if m.device in fuse and not _below(m.target, path)}
 
 

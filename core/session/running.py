@@ -43,7 +43,7 @@ def launch(
     target = process.resolve_user(user, ctx.actor.uid if user is None else 0)
     action = policy.SESSION_ENTER if argv is None else policy.SESSION_RUN
     ctx.authorize(action, session_target(session), as_uid=target.pw_uid)
-    if not _mounted(session, mounts.mounts()) or not _intact(session):
+    if not _mounted(session) or not _intact(session):
         from ..recover import recover
         from .query import display_state
 
@@ -54,7 +54,7 @@ def launch(
             )
         recover(ctx, sid)
         session = read(ctx, sid)
-        if not _mounted(session, mounts.mounts()):
+        if not _mounted(session):
             raise Conflict(f"session {sid} is {session.state} and could not be recovered")
     return process.prepare(
         session.to_json(),
@@ -68,13 +68,14 @@ def launch(
     )
 
 
-def _mounted(session: Session, table: list[mounts.Mount]) -> bool:
-    """Active, with its root in *table*: what a command needs (core.views.session_state: "mounted").
+def _mounted(session: Session) -> bool:
+    """Active, with its root mounted: what a command needs (core.views.session_state: "mounted").
 
     Asked on every command started in a session, so it does without the read
-    model's module (core.views), which the listings need.
+    model's module (core.views) and without the mount table, which grows with
+    every session on the host (32 sessions at once each read it twice more).
     """
-    return session.state == "active" and os.path.normpath(session.mountpoint) in {m.target for m in table}
+    return session.state == "active" and mounts.is_mount_root(session.mountpoint)
 
 
 def _intact(session: Session) -> bool:
@@ -98,7 +99,7 @@ def hold_for_run(ctx: Context, sid: str, launch: process.Launch) -> locks.Lock:
     lock = ctx.session_lock(sid, "run", exclusive=False)
     try:
         session = read(ctx, sid)
-        if not _mounted(session, mounts.mounts(session.mountpoint)):
+        if not _mounted(session):
             raise Conflict(f"session {sid} ended or changed while the command was starting")
         if launch.root != session.mountpoint:
             raise Conflict(f"session {sid} changed while the command was starting")

@@ -397,10 +397,14 @@ def test_10_an_unmount_never_follows_a_symlink_to_someone_elses_mount(cast: Cast
     subprocess.run(["mount", "-t", "tmpfs", "decoy", str(decoy / "inner")], check=True)
     try:
         target = [m for m in mounts.mounts() if m.target == str(decoy / "inner")][-1]
+        assert mounts.is_mount_root(str(decoy / "inner")) and not mounts.is_mount_root(str(decoy))
         os.rename(decoy, inst.base / "decoy.moved")
         os.symlink(str(elsewhere), decoy)  # the path the table named now leads to the canary mount
         with pytest.raises(OSError):
             mounts.umount_exact(target)
+        # the check a command's start makes (is the session's root mounted?) is not fooled either
+        assert not mounts.is_mount_root(str(decoy / "inner"))
+        assert mounts.is_mount_root(str(elsewhere / "inner"))
         assert mounts.is_mounted(str(elsewhere / "inner"))
         assert mounts.is_mounted(str(inst.base / "decoy.moved" / "inner"))
     finally:
