@@ -188,15 +188,18 @@ def unmount_tree(path: str, *, force: bool = False) -> list[str]:
         if not drained:
             drain_fuse(last_fuse_mounts(pending, path))
             drained = True
+        passed_over = False
         for m in pending:
             try:
                 umount_exact(m)
             except OSError as e:
                 if e.errno in (errno.EINVAL, errno.ENOENT, errno.ELOOP, errno.ESTALE):
-                    continue  # gone, covered by a mount we take down next, or moved: the next pass looks again
+                    passed_over = True  # gone, covered by a mount we take down next, or moved
+                    continue  # the next pass looks again
                 if e.errno == errno.EBUSY:
                     if any(o.parent_id == m.mount_id for o in pending):
-                        continue  # a mount on it was out of reach this pass (covered); the next pass gets it
+                        passed_over = True  # a mount on it was out of reach this pass (covered)
+                        continue  # the next pass gets it
                     if not force:
                         raise Conflict(f"{m.target} is busy: {busy_holders(m.target)}") from None
                     try:
@@ -206,6 +209,11 @@ def unmount_tree(path: str, *, force: bool = False) -> list[str]:
                 else:
                     raise SystemFailure(f"cannot unmount {m.target}: {e.strerror}") from None
             done.append(m.target)
+        if not passed_over:
+            # Every mount of the table is gone. One that appeared since under a
+            # mount of the tree made that unmount fail as busy (and was detached
+            # with it, or raised); none can be left without a pass over it.
+            return done
     left = mounts_below(path)
     if left:
         raise SystemFailure(f"cannot unmount {left[0].target}: still mounted after 8 passes")
