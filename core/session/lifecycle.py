@@ -337,9 +337,11 @@ def finish(ctx: Context, session: Session) -> None:
 
     The caller releases (and removes) the session's lock file afterwards.
     """
-    from .. import leases
+    lease = locks.read_lease(ctx.store.writer_lease(session.image))
+    if lease is not None and lease.session == session.id:  # maintenance, or a promote cut short
+        from .. import leases
 
-    leases.release(ctx, session.image, session.id)
+        leases.release(ctx, session.image, session.id)
     faults.crashpoint("end", "unleased")
     files.remove(ctx.store.sessions_dir, session.id)
 
