@@ -119,10 +119,15 @@ def roost_install(base: Path) -> Iterator[Roost]:
     try:
         yield roost
     finally:
-        for s in _json(roost, "session", "list", "--json"):
-            subprocess.run(roost.argv("session", "end", "--force", s["id"]), env=env, capture_output=True)
-        for i in _json(roost, "image", "list", "--json"):
-            subprocess.run(roost.argv("image", "remove", "--force", i["name"]), env=env, capture_output=True)
+        remove_all(roost)
+
+
+def remove_all(roost: Roost) -> None:
+    """End every session and remove every image of *roost*'s state root (what a benchmark leaves)."""
+    for s in _json(roost, "session", "list", "--json"):
+        subprocess.run(roost.argv("session", "end", "--force", s["id"]), env=roost.env, capture_output=True)
+    for i in _json(roost, "image", "list", "--json"):
+        subprocess.run(roost.argv("image", "remove", "--force", i["name"]), env=roost.env, capture_output=True)
 
 
 def _json(roost: Roost, *args: str) -> list[dict[str, object]]:

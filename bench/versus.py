@@ -31,7 +31,7 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
-from harness import REPO, Figure, debian_root, machine, table, workdir
+from harness import REPO, Figure, Roost, debian_root, machine, remove_all, table, workdir
 
 OPERATIONS = ("begin", "run … true", "end", "automatic session")
 
@@ -110,12 +110,7 @@ def installed(side: Side, root: Path) -> Iterator[Side]:
     try:
         yield side
     finally:
-        import json
-
-        listed = subprocess.run(side.argv("session", "list", "--json"), env=side.env, capture_output=True, text=True)
-        for s in json.loads(listed.stdout or "[]") if listed.returncode == 0 else []:
-            subprocess.run(side.argv("session", "end", "--force", s["id"]), env=side.env, capture_output=True)
-        subprocess.run(side.argv("image", "remove", "--force", "deb"), env=side.env, capture_output=True)
+        remove_all(Roost(side.launcher, side.env, side.launcher))
 
 
 def describe(tree: Path) -> str:

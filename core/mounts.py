@@ -122,12 +122,7 @@ def is_mount_root(path: str) -> bool:
     if not name:
         return True
     try:
-        fd = syscalls.openat2(
-            syscalls.AT_FDCWD,
-            parent,
-            os.O_PATH | os.O_DIRECTORY,
-            syscalls.RESOLVE_NO_SYMLINKS | syscalls.RESOLVE_NO_MAGICLINKS,
-        )
+        fd = _open_parent(parent)
     except OSError:
         return False
     try:
@@ -136,6 +131,16 @@ def is_mount_root(path: str) -> bool:
         return False
     finally:
         os.close(fd)
+
+
+def _open_parent(parent: str) -> int:
+    """*parent* as an O_PATH directory, with symbolic links refused at every component of it."""
+    return syscalls.openat2(
+        syscalls.AT_FDCWD,
+        parent,
+        os.O_PATH | os.O_DIRECTORY,
+        syscalls.RESOLVE_NO_SYMLINKS | syscalls.RESOLVE_NO_MAGICLINKS,
+    )
 
 
 def containing(path: str, table: list[Mount] | None = None) -> Mount | None:
@@ -304,12 +309,7 @@ def umount_exact(m: Mount, flags: int = 0) -> None:
     parent, name = os.path.split(m.target)
     if not name:
         raise OSError(errno.EINVAL, "refusing to unmount /", m.target)
-    fd = syscalls.openat2(
-        syscalls.AT_FDCWD,
-        parent,
-        os.O_PATH | os.O_DIRECTORY,
-        syscalls.RESOLVE_NO_SYMLINKS | syscalls.RESOLVE_NO_MAGICLINKS,
-    )
+    fd = _open_parent(parent)
     try:
         if syscalls.mount_id(fd, name) != m.mount_id:
             raise OSError(errno.ESTALE, "not the mount it was", m.target)
