@@ -99,9 +99,13 @@ class Context:
 
     # --- locks ----------------------------------------------------------------------
 
-    def lock(self, name: str, operation: str, *, exclusive: bool = True, wait: bool = True) -> locks.Lock:
+    def lock(
+        self, name: str, operation: str, *, exclusive: bool = True, wait: bool = True, straggler_grace: float = 0.0
+    ) -> locks.Lock:
         lock = locks.Lock(self.store.lock_dir, name, self.actor, timeout=self.settings.lock_timeout)
-        return lock.acquire(operation, exclusive=exclusive, wait=wait, on_wait=self.on_wait)
+        return lock.acquire(
+            operation, exclusive=exclusive, wait=wait, on_wait=self.on_wait, straggler_grace=straggler_grace
+        )
 
     def image_lock(self, image: str, operation: str, *, exclusive: bool = True) -> locks.Lock:
         return self.lock(self.store.image_lock_name(image), operation, exclusive=exclusive)

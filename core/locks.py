@@ -37,6 +37,9 @@ if TYPE_CHECKING:  # typing and collections cost milliseconds at start-up
 
 LOCK_SUFFIX = ".lock"
 WAIT_MARK = ".wait-"
+# A transaction's lock whose process died is released by the children it forked within
+# milliseconds (they exec, closing it, or die with it); recover waits this long for them.
+TX_STRAGGLER_GRACE = 1.0
 
 
 def ensure_lock_dir(path: str, what: str = "lock directory") -> str:
@@ -93,6 +96,11 @@ class Holder(Struct, frozen=True):
         )
 
 
+def _orphaned(holder: Holder | None) -> bool:
+    """True if *holder* names a process that is gone (a lock record being written names no one yet)."""
+    return holder is not None and holder.pid is not None and not procs.alive(holder.pid, holder.start)
+
+
 def _read_record(fd_or_path: int | str) -> Holder | None:
     try:
         if isinstance(fd_or_path, int):
@@ -129,7 +137,14 @@ class Lock:
         exclusive: bool = True,
         wait: bool = True,
         on_wait: Callable[[str], None] | None = None,
+        straggler_grace: float = 0.0,
     ) -> Lock:
+        """Take the lock, waiting up to the timeout unless *wait* is false.
+
+        *straggler_grace*: for a lock only ever held exclusively by the process
+        it records (a transaction's), wait up to this long when that process
+        is dead but a child it forked still holds the descriptor.
+        """
         if self.fd is not None:
             raise RuntimeError(f"lock {self.name} already held")
         mode = fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH
@@ -137,6 +152,7 @@ class Lock:
         delay = 0.001
         started = time.monotonic()
         announced = told = False
+        straggler_deadline: float | None = None
         wait_file: str | None = None
         try:
             while True:
@@ -150,6 +166,17 @@ class Lock:
                 except BlockingIOError:
                     holder = _read_record(fd)
                     os.close(fd)
+                    if straggler_grace and _orphaned(holder):
+                        # The recorded holder is dead, yet the flock is held: by a child it
+                        # forked that has not exec'd (closing the descriptor) or died with it
+                        # yet, a matter of milliseconds. A caller asking "does anyone still
+                        # work on this?" must not take that straggler for work.
+                        if straggler_deadline is None:
+                            straggler_deadline = time.monotonic() + straggler_grace
+                        if time.monotonic() < straggler_deadline:
+                            time.sleep(delay)
+                            delay = min(delay * 2, 0.05)
+                            continue
                     if not wait or time.monotonic() >= deadline:
                         who = holder.describe() if holder else "another process"
                         waited = "" if not wait else f"; gave up after {self.timeout:g} s"

@@ -35,12 +35,14 @@ def require(program: str, package: str | None = None) -> str:
     return path
 
 
-def _die_with_parent(parent: int) -> None:
-    """In the child, before exec: be killed when roost dies (and not outlive it already)."""
-    import ctypes
+def _die_with_parent(prctl: Any, parent: int) -> None:
+    """In the child, before exec: be killed when roost dies (and not outlive it already).
 
+    Until it execs, the child holds every descriptor roost has, its locks
+    included: this runs first and must be short.
+    """
     pr_set_pdeathsig = 1
-    ctypes.CDLL(None).prctl(pr_set_pdeathsig, 9, 0, 0, 0)  # SIGKILL
+    prctl(pr_set_pdeathsig, 9, 0, 0, 0)  # SIGKILL
     if os.getppid() != parent:
         os._exit(1)  # roost died before the prctl took effect
 
@@ -55,10 +57,11 @@ def popen(argv: Sequence[str], **kwargs: Any) -> Popen[bytes]:
 
         print(f"roost: running {shlex.join(argv)}", file=sys.stderr)
     parent = os.getpid()
-    import ctypes  # noqa: F401 - loaded before the fork, so the child does not import
+    import ctypes
 
+    prctl = ctypes.CDLL(None).prctl  # looked up before the fork: the child only calls it
     try:
-        return subprocess.Popen(list(argv), preexec_fn=lambda: _die_with_parent(parent), **kwargs)
+        return subprocess.Popen(list(argv), preexec_fn=lambda: _die_with_parent(prctl, parent), **kwargs)
     except FileNotFoundError:
         raise SystemFailure(f"{argv[0]} is not installed") from None
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 
-from . import backends, faults, generations, images, isolation, leases, mounts, policy, procs, records
+from . import backends, faults, generations, images, isolation, leases, locks, mounts, policy, procs, records
 from . import session as session_ops
 from .errors import Conflict, NotFound, RoostError
 from .fsutil import is_temp_name, remove_tree
@@ -54,7 +54,7 @@ def _tx_free(ctx: Context, tx: str) -> bool:
     if not is_valid_name(tx):
         return True
     try:
-        lock = ctx.lock(ctx.store.tx_lock_name(tx), "recover", wait=False)
+        lock = ctx.lock(ctx.store.tx_lock_name(tx), "recover", wait=False, straggler_grace=locks.TX_STRAGGLER_GRACE)
     except Conflict:
         return False
     lock.release(remove=True)

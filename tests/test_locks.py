@@ -127,3 +127,47 @@ def test_a_symlink_planted_as_a_lock_file_is_not_followed(tmp_path: Path) -> Non
     with pytest.raises(SystemFailure, match="symlink planted"):
         Lock(str(lock_dir), "image.demo", Actor.current(), timeout=1).acquire("x")
     assert victim.read_text() == "precious\n"
+
+
+HOLD_AND_FORK = """
+import os, sys, time
+sys.path.insert(0, {repo!r})
+from core.actor import Actor
+from core.locks import Lock
+lock = Lock({lock_dir!r}, {name!r}, Actor.current()).acquire("create demo")
+if os.fork() == 0:  # a child between fork and exec: it holds every descriptor
+    time.sleep({linger})
+    os._exit(0)
+print("held", flush=True)
+time.sleep(1000)
+"""
+
+
+def test_a_dead_holders_forked_child_is_waited_for_not_taken_for_work(tmp_path: Path) -> None:
+    """Regression (soak): recover skipped a killed create's staging while a child it forked still held the lock.
+
+    With *straggler_grace*, a non-waiting acquire whose recorded holder is dead
+    waits for the straggler; without it, or with the holder alive, it refuses.
+    """
+    lock_dir = Path(ensure_lock_dir(str(tmp_path / "locks")))
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            HOLD_AND_FORK.format(repo=str(REPO), lock_dir=str(lock_dir), name="tx.demo", linger=0.5),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+    try:
+        # the holder lives: a grace changes nothing, it is work in progress
+        with pytest.raises(Conflict, match=f"pid {holder.pid}"):
+            Lock(str(lock_dir), "tx.demo", Actor.current()).acquire("recover", wait=False, straggler_grace=5.0)
+    finally:
+        holder.kill()
+        holder.wait()
+    with pytest.raises(Conflict):  # the straggler still holds it
+        Lock(str(lock_dir), "tx.demo", Actor.current()).acquire("recover", wait=False)
+    lock = Lock(str(lock_dir), "tx.demo", Actor.current()).acquire("recover", wait=False, straggler_grace=5.0)
+    lock.release(remove=True)

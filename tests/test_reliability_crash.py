@@ -253,6 +253,41 @@ def test_a_killed_create_takes_its_copy_with_it(env: Env, tmp_path: Path) -> Non
     assert env.roost("image", "list", "--json").json() == []
 
 
+def test_recover_removes_a_staging_entry_a_dying_child_still_locks(bb: Env) -> None:
+    """Regression (soak): a create killed while a helper was between fork and exec left its staging entry.
+
+    The helper held the transaction's lock for a moment after roost died;
+    recover took that for a live transaction and skipped the entry, which the
+    next check then found. Recover waits for such a straggler instead.
+    """
+    from core.store import new_tx
+
+    store = bb.engine().store
+    tx = new_tx()
+    staging = Path(store.staging_dir) / tx
+    (staging / "generations" / "1").mkdir(parents=True)
+    (staging / "generations" / "1" / "file").write_text("half-made\n")
+    code = (
+        f"import os, sys, time; sys.path.insert(0, {str(Path(__file__).resolve().parent.parent)!r})\n"
+        "from core.actor import Actor\n"
+        "from core.locks import Lock\n"
+        f"lock = Lock({store.lock_dir!r}, {store.tx_lock_name(tx)!r}, Actor.current()).acquire('create c')\n"
+        "if os.fork() == 0:\n"
+        "    time.sleep(0.3)\n"
+        "    os._exit(0)\n"
+        "print('held', flush=True); time.sleep(1000)\n"
+    )
+    roost = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert roost.stdout is not None and roost.stdout.readline() == "held\n"
+    roost.kill()
+    roost.wait()
+    stats.bump("operations killed")
+    report = bb.engine().recover()
+    assert f"removed leftover {staging}" in report, report
+    assert not staging.exists()
+    consistent(bb)
+
+
 def test_helpers_die_with_roost() -> None:
     """The mechanism behind the test above: a helper started by core.programs dies with its roost."""
     code = (

@@ -100,9 +100,11 @@ class Context:
         check_idmap(self.store.root, self.idmap)
         self._ready = True
 
-    def lock(self, name: str, operation: str, *, exclusive: bool = True, wait: bool = True) -> locks.Lock:
+    def lock(
+        self, name: str, operation: str, *, exclusive: bool = True, wait: bool = True, straggler_grace: float = 0.0
+    ) -> locks.Lock:
         lock = locks.Lock(self.store.lock_dir, name, self.actor, timeout=self.settings.lock_timeout)
-        return lock.acquire(operation, exclusive=exclusive, wait=wait)
+        return lock.acquire(operation, exclusive=exclusive, wait=wait, straggler_grace=straggler_grace)
 
     def journal(self, operation: str, **fields: Any) -> None:
         from .. import journal
@@ -958,7 +960,8 @@ def recover(ctx: Any, sid: str | None = None) -> list[str]:
 
 def _tx_free(ctx: Any, tx: str) -> bool:
     try:
-        ctx.lock(ctx.store.tx_lock_name(tx), "recover", wait=False).release(remove=True)
+        lock = ctx.lock(ctx.store.tx_lock_name(tx), "recover", wait=False, straggler_grace=locks.TX_STRAGGLER_GRACE)
+        lock.release(remove=True)
     except Conflict:
         return False
     return True
