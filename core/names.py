@@ -16,7 +16,7 @@ MAX_NAME = 64
 
 def is_valid_name(name: object) -> bool:
     """True when *name* matches ``^[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}$``."""
-    return isinstance(name, str) and 0 < len(name) <= MAX_NAME and name[0] in _FIRST and all(c in _REST for c in name)
+    return isinstance(name, str) and 0 < len(name) <= MAX_NAME and name[0] in _FIRST and _REST.issuperset(name)
 
 
 def check_name(name: object, what: str = "name") -> str:

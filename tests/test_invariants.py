@@ -577,6 +577,18 @@ def test_headless_and_hot_paths_never_import_textual(bb: Env) -> None:
         assert not heavy & imported, f"{args[:2]} imported {heavy & imported}"
         if args[1] == "begin":
             sid = r.stdout.strip()
+    # nor does an automatic session (it blocks signals through _signal, not the signal module)
+    r = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "roost", "run", "bb", "--", "/bin/true"],
+        env=bb.environ,
+        capture_output=True,
+        text=True,
+        cwd="/",
+    )
+    assert r.returncode == 0, r.stderr
+    imported = {line.split("|")[-1].strip() for line in r.stderr.splitlines() if "|" in line}
+    assert not heavy & imported, f"run IMAGE imported {heavy & imported}"
+    assert "signal" not in imported
     for s in bb.roost("session", "list", "--json").json():
         bb.ok("session", "end", s["id"])
     time.sleep(0)

@@ -203,12 +203,13 @@ def run_auto(
     target = process.resolve_user(user, ctx.actor.uid if user is None else 0)
     # Signals that arrive while the session is being set up or torn down wait
     # (blocked) until the command runs, and are then relayed to it: an
-    # interrupted automatic session still ends cleanly.
-    import signal
+    # interrupted automatic session still ends cleanly. (_signal, as in core.process:
+    # the signal module would load enum, functools and collections for one call.)
+    import _signal  # type: ignore[import-not-found]
 
     blocking = forward_signals and not _not_main_thread()
     if blocking:
-        signal.pthread_sigmask(signal.SIG_BLOCK, process.relayed_signals())
+        _signal.pthread_sigmask(_signal.SIG_BLOCK, process.relayed_signals())
     try:
         session = begin(ctx, image, name=None, maintenance=False, auto=True, network=network, limits=limits)
         try:
@@ -228,4 +229,4 @@ def run_auto(
             end(ctx, session.id, force=True)
     finally:
         if blocking:
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, process.relayed_signals())
+            _signal.pthread_sigmask(_signal.SIG_UNBLOCK, process.relayed_signals())
