@@ -137,22 +137,36 @@ def plan(
     sid: str,
     *,
     account: bool = True,
+    filters: bool = False,
+    v2: bool | None = None,
     found: Sequence[Hierarchy] | None = None,
 ) -> list[Group]:
     """Where a session's cgroup directories go; refuses (changing nothing) a limit no hierarchy can apply.
 
+    Each limit's controller comes from v2 when v2 offers it, from v1 otherwise.
     With *account*, memory is accounted where a memory controller exists
-    (``session info`` shows it) and CPU time comes from v2's ``cpu.stat`` or
-    v1's cpuacct.
+    (``session info`` shows it), and CPU time comes from v2's ``cpu.stat``
+    or, beside v1 hierarchies, from v1's cpuacct. *filters*: the session
+    needs a v2 directory for its socket filters.
+
+    A session with v1 directories also gets one in v1's freezer, if mounted:
+    it stands in for v2's ``cgroup.kill`` (freeze, SIGKILL, thaw). The v2
+    directory is then made only when needed (a v2 controller, *filters*, or
+    no freezer); *v2* forces it in or out (recover passes what the record
+    has). Why not always: joining a v2 directory is a write to its
+    ``cgroup.procs``, for which the kernel takes ``cgroup_threadgroup_rwsem``
+    for writing and waits for an RCU grace period (about 13 ms on a quiet
+    host) unless the hierarchy is mounted with ``favordynmods``; a v1
+    directory is joined through ``tasks`` (:func:`join`), which does not wait.
     """
     found = hierarchies() if found is None else found
-    v2 = next((h for h in found if h.version == 2), None)
+    unified = next((h for h in found if h.version == 2), None)
     v1 = {c: h for h in found if h.version == 1 for c in h.controllers}
     wanted: dict[str, Hierarchy] = {}  # controller name as the hierarchy calls it -> hierarchy
 
     def want(v2_name: str, v1_name: str, required_by: str | None) -> None:
-        if v2 is not None and v2_name in v2.controllers:
-            wanted[v2_name] = v2
+        if unified is not None and v2 is not False and v2_name in unified.controllers:
+            wanted[v2_name] = unified
         elif v1_name in v1:
             wanted[v1_name] = v1[v1_name]
         elif required_by is not None:
@@ -164,17 +178,24 @@ def plan(
     for limit in limits:
         v2_name, v1_name = CONTROLLER_OF[limit]
         want(v2_name, v1_name, limit)
-    if "swap" in limits and "memory" not in limits and wanted.get("memory", v2) is not v2:
+    if "swap" in limits and "memory" not in limits and wanted.get("memory", unified) is not unified:
         raise BadInput("limits.swap on cgroup v1 needs limits.memory too (v1 limits memory and swap together)")
     if account:
         want("memory", "memory", None)  # live memory figures
-        if v2 is None:
-            want("cpu", "cpuacct", None)  # live CPU figures
+    if any(h.version == 1 for h in wanted.values()):
+        if account and "cpuacct" in v1:
+            wanted["cpuacct"] = v1["cpuacct"]  # live CPU figures (v1's cpu.stat has none)
+        if "freezer" in v1:
+            wanted["freezer"] = v1["freezer"]
+    if v2 is None:
+        v2 = filters or unified in wanted.values() or "freezer" not in wanted
+    v2 = v2 and unified is not None
     groups: dict[str, set[str]] = {}
     by_path: dict[str, Hierarchy] = {}
-    if v2 is not None:
-        groups[v2.path] = set()  # always: cgroup.kill, cpu.stat, socket filters
-        by_path[v2.path] = v2
+    if v2:
+        assert unified is not None
+        groups[unified.path] = set()  # cgroup.kill, cpu.stat, socket filters
+        by_path[unified.path] = unified
     for name, h in wanted.items():
         groups.setdefault(h.path, set()).add(name)
         by_path[h.path] = h
@@ -184,6 +205,14 @@ def plan(
         Group(by_path[p], os.path.join(p, parent, key, sid), frozenset(c))
         for p, c in sorted(groups.items(), key=lambda pc: (by_path[pc[0]].version != 2, pc[0]))
     ]
+
+
+def group_at(path: str, found: Sequence[Hierarchy] | None = None) -> Group | None:
+    """The directory *path* as a group of no controllers, if it lies in a mounted hierarchy."""
+    for h in hierarchies() if found is None else found:
+        if path.startswith(h.path.rstrip("/") + "/"):
+            return Group(h, path, frozenset())
+    return None
 
 
 def _write(path: str, value: str) -> None:
@@ -287,10 +316,24 @@ def create(groups: Sequence[Group], limits: Mapping[str, int | float]) -> None:
 
 
 def join(directories: Sequence[str], pid: int = 0) -> None:
-    """Put the calling process (or *pid*) into every directory: one write each. On the hot path."""
-    data = str(pid or os.getpid()).encode()
+    """Put the calling process (or *pid*) into every directory: one write each. On the hot path.
+
+    The caller goes into a v1 directory through its ``tasks`` file, as the
+    thread it is: it must have no other threads (a forked child, before it
+    execs). Writing ``cgroup.procs`` would move a whole thread group, which
+    waits for an RCU grace period (:func:`plan`); v2 has only that.
+    """
     for directory in directories:
-        fd = os.open(directory + "/cgroup.procs", os.O_WRONLY | os.O_CLOEXEC)
+        fd = -1
+        if not pid:
+            try:
+                fd = os.open(directory + "/tasks", os.O_WRONLY | os.O_CLOEXEC)
+                data = b"0"
+            except FileNotFoundError:
+                pass
+        if fd < 0:
+            fd = os.open(directory + "/cgroup.procs", os.O_WRONLY | os.O_CLOEXEC)
+            data = str(pid or os.getpid()).encode()
         try:
             os.write(fd, data)
         finally:
@@ -332,8 +375,11 @@ def kill(directories: Sequence[str], timeout: float = 10.0) -> int:
     """SIGKILL everything in the session's cgroups, until they are empty.
 
     cgroup v2's ``cgroup.kill`` kills the whole group at once, forks in
-    flight included; on v1 the members are killed round after round (a fork
-    bomb is held by its pids limit). Returns how many processes were found.
+    flight included. Without it, a v1 freezer directory does the same in
+    three steps: freeze (no member runs, so none forks), SIGKILL every
+    member, thaw (each dies as it wakes). Without either, the members are
+    killed round after round (a fork bomb is held by its pids limit).
+    Returns how many processes were found.
     """
     live = [d for d in directories if os.path.isdir(d)]
     if not live:
@@ -341,12 +387,19 @@ def kill(directories: Sequence[str], timeout: float = 10.0) -> int:
     found = members(live)
     if not found:
         return 0
+    killed = False
     for directory in live:  # every v2 directory (there is one per session, but a caller may pass more)
         if os.path.exists(os.path.join(directory, "cgroup.kill")):
             try:
                 _write(os.path.join(directory, "cgroup.kill"), "1")
+                killed = True
             except OSError:
                 pass
+    if not killed:
+        for directory in live:
+            if os.path.exists(os.path.join(directory, "freezer.state")):
+                _kill_frozen(directory)
+                break
     deadline = time.monotonic() + timeout
     while True:
         left = members(live)
@@ -357,6 +410,29 @@ def kill(directories: Sequence[str], timeout: float = 10.0) -> int:
             raise SystemFailure(f"processes {', '.join(map(str, sorted(left)[:5]))} survive SIGKILL in {live[0]}")
         signal(live, _SIGKILL)
         time.sleep(0.005)
+
+
+def _kill_frozen(directory: str, timeout: float = 2.0) -> None:
+    """Freeze a v1 freezer directory, SIGKILL its members, thaw it: nobody forks in between.
+
+    A member the freezer cannot stop in time (a task in uninterruptible
+    sleep) still gets its SIGKILL; :func:`kill`'s rounds catch the rest.
+    """
+    state = os.path.join(directory, "freezer.state")
+    try:
+        _write(state, "FROZEN")
+    except OSError:
+        return
+    try:
+        deadline = time.monotonic() + timeout
+        while (_read(state) or "").strip() == "FREEZING" and time.monotonic() < deadline:
+            time.sleep(0.001)
+        signal([directory], _SIGKILL)
+    finally:
+        try:
+            _write(state, "THAWED")
+        except OSError:
+            pass
 
 
 def remove(directories: Sequence[str], timeout: float = 5.0) -> None:

@@ -124,6 +124,7 @@ def plan(ctx: Context, session: Session) -> None:
         key,
         session.id,
         account=session.limits is not None,
+        filters=session.network == "loopback",
         found=found,
     )
     session.cgroups = [g.path for g in groups]
@@ -182,13 +183,30 @@ def _start_cgroups(session: Session) -> None:
     first = session.cgroups[0]
     key_dir = os.path.dirname(first)
     parent, key = os.path.basename(os.path.dirname(key_dir)), os.path.basename(key_dir)
-    groups = cgroups.plan(session.limits or {}, parent, key, session.id, account=session.limits is not None)
-    if sorted(g.path for g in groups) != sorted(session.cgroups):
+    found = cgroups.hierarchies()
+    planned = {
+        g.path: g
+        for g in cgroups.plan(
+            session.limits or {},
+            parent,
+            key,
+            session.id,
+            account=session.limits is not None,
+            filters=session.filtered is not None,
+            v2=_v2_dir(session) is not None,
+            found=found,
+        )
+    }
+    # What the record names is made; a directory the plan has no controllers for (a
+    # session begun by an earlier roost, which planned differently) is made bare.
+    groups = [planned.get(path) or cgroups.group_at(path, found) for path in session.cgroups]
+    limited = {p for p, g in planned.items() if g.controllers - {"cpuacct", "freezer"}}
+    if None in groups or not limited <= set(session.cgroups):
         raise SystemFailure(
             f"the cgroup hierarchies changed since session {session.id} began "
             f"(it had {', '.join(session.cgroups)}); end it and begin another"
         )
-    cgroups.create(groups, session.limits or {})
+    cgroups.create([g for g in groups if g is not None], session.limits or {})
 
 
 def _start_filter(leaf: str) -> None:
@@ -269,7 +287,7 @@ def set_network(ctx: Context, sid: str, mode: str) -> tuple[str, int]:
         else:
             session.netns = None
         if mode == "loopback":
-            if not session.cgroups:
+            if _v2_dir(session) is None:
                 plan_only_cgroups(ctx, session)
             v2 = _v2_dir(session)
             if v2 is None:
@@ -293,11 +311,21 @@ def set_network(ctx: Context, sid: str, mode: str) -> tuple[str, int]:
 
 
 def plan_only_cgroups(ctx: Context, session: Session) -> None:
-    """Give a session without limits the cgroup v2 directory a loopback filter needs."""
+    """Give a session the cgroup v2 directory a loopback filter needs (beside what it has)."""
     from . import cgroups
 
-    groups = cgroups.plan({}, ctx.settings.cgroup_parent, cgroups.state_key(ctx.store.root), session.id, account=False)
-    session.cgroups = [g.path for g in groups]
+    groups = cgroups.plan(
+        session.limits or {},
+        ctx.settings.cgroup_parent,
+        cgroups.state_key(ctx.store.root),
+        session.id,
+        account=session.limits is not None,
+        filters=True,
+        v2=True,
+    )
+    session.cgroups = [g.path for g in groups if g.hierarchy.version == 2] + [
+        p for p in session.cgroups if p not in {g.path for g in groups if g.hierarchy.version == 2}
+    ]
     records.write(ctx.store.sessions_dir, session)  # named before made: recover finds it
 
 

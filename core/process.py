@@ -209,16 +209,14 @@ def _fail(message: str, code: int) -> None:
 
 def _isolate(launch: Launch, code: int | None) -> None:
     """Join the session's cgroups (one write each) and network namespace (one setns)."""
-    data = str(os.getpid()).encode()
-    for directory in launch.cgroups:
-        try:
-            fd = os.open(directory + "/cgroup.procs", os.O_WRONLY | os.O_CLOEXEC)
+    if launch.cgroups:
+        from .cgroups import join as join_cgroup
+
+        for directory in launch.cgroups:
             try:
-                os.write(fd, data)
-            finally:
-                os.close(fd)
-        except OSError as e:
-            _fail(f"cannot join the session's cgroup {directory}: {e.strerror} (roost session recover)", code or 5)
+                join_cgroup([directory])  # this forked child has one thread, as join wants
+            except OSError as e:
+                _fail(f"cannot join the session's cgroup {directory}: {e.strerror} (roost session recover)", code or 5)
     if launch.netns:
         from .netns import join
 

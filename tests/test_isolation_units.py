@@ -109,10 +109,35 @@ def test_plan_falls_back_to_v1_and_keeps_an_empty_v2_directory_for_kill_and_filt
         "/cg/unified/roost/k/s": set(),
         "/cg/memory/roost/k/s": {"memory"},
         "/cg/pids/roost/k/s": {"pids"},
-        "/cg/cpu,cpuacct/roost/k/s": {"cpu"},
+        "/cg/cpu,cpuacct/roost/k/s": {"cpu", "cpuacct"},
         "/cg/blkio/roost/k/s": {"blkio"},
     }
     assert next(iter(_plan([V2_EMPTY, *V1], {}))) == "/cg/unified/roost/k/s"  # v2 first: it is joined first
+
+
+FREEZER = cgroups.Hierarchy("/cg/freezer", 1, frozenset({"freezer"}))
+
+
+def test_plan_lets_a_v1_freezer_stand_in_for_an_empty_v2_directory() -> None:
+    """Joining v2 waits for an RCU grace period; with a v1 freezer to kill through, v2 is made only when needed."""
+    found = [V2_EMPTY, *V1, FREEZER]
+    assert _plan(found, {"memory": 1 << 30, "pids": 10}) == {
+        "/cg/memory/roost/k/s": {"memory"},
+        "/cg/pids/roost/k/s": {"pids"},
+        "/cg/cpu,cpuacct/roost/k/s": {"cpuacct"},
+        "/cg/freezer/roost/k/s": {"freezer"},
+    }
+    # socket filters need v2; so does a session whose record has a v2 directory (recover)
+    with_filters = cgroups.plan({"pids": 10}, "roost", "k", "s", account=False, filters=True, found=found)
+    assert [g.path for g in with_filters] == ["/cg/unified/roost/k/s", "/cg/freezer/roost/k/s", "/cg/pids/roost/k/s"]
+    forced = cgroups.plan({"pids": 10}, "roost", "k", "s", account=False, v2=True, found=found)
+    assert [g.path for g in forced] == [g.path for g in with_filters]
+    # a v2 with the controllers takes them, and then no freezer is needed
+    assert _plan([V2_FULL, *V1, FREEZER], {"memory": 1 << 30}) == {"/cg/roost/k/s": {"memory"}}
+    # a group the record names but today's plan has no controllers for is still a group
+    bare = cgroups.group_at("/cg/freezer/roost/k/s", found)
+    assert bare is not None and bare.hierarchy is FREEZER and not bare.controllers
+    assert cgroups.group_at("/elsewhere/x", found) is None
 
 
 def test_plan_without_v2_accounts_cpu_with_cpuacct_and_refuses_what_no_hierarchy_has() -> None:
