@@ -473,6 +473,34 @@ def test_recover_after_a_reboot_remakes_the_namespace_and_cgroups(iso: Env) -> N
     iso.ok("session", "end", sid)
 
 
+def test_a_session_begun_under_the_earlier_plan_recovers_as_it_was_and_ends(iso: Env) -> None:
+    """A record that names a v2 directory and no freezer (roost before the freezer) is remade as named."""
+    if V2 is None:
+        pytest.xfail("no cgroup v2 hierarchy mounted here")
+    sid = iso.begin("bb", "--limit", "pids=64")
+    rec = record(iso, sid)
+    dirs = rec["cgroups"]
+    assert isinstance(dirs, list)
+    v2_dir = V2.path.rstrip("/") + _relative(dirs[0])
+    earlier = [v2_dir] + [d for d in dirs if "/freezer/" not in d and "/cpuacct/" not in d]
+    # a reboot: mounts and cgroups gone; the record as the earlier roost wrote it
+    subprocess.run(["umount", "-R", str(iso.run / "mnt" / sid / "root")], check=True)
+    for d in sorted(dirs, key=len, reverse=True):
+        os.rmdir(d)
+        os.rmdir(os.path.dirname(d))  # its <parent>/<key> and <parent>: this test's own
+        os.rmdir(os.path.dirname(os.path.dirname(d)))
+    rec["cgroups"] = earlier
+    (iso.state / "sessions" / f"{sid}.json").write_text(json.dumps(rec))
+    r = iso.sh(sid, "exec sleep 304 </dev/null >/dev/null 2>&1 &")  # recovers it, then runs
+    assert r.code == 0, r.err
+    assert all(os.path.isdir(d) for d in earlier) and not any(os.path.isdir(d) for d in set(dirs) - set(earlier))
+    (sleeper,) = cgroups.members([earlier[0]])
+    assert Path(_with(earlier, "pids.max"), "pids.max").read_text().strip() == "64"
+    iso.ok("session", "end", sid)  # through the v2 directory's cgroup.kill
+    assert not _alive(sleeper)
+    assert not any(os.path.isdir(d) for d in earlier)
+
+
 def test_an_interrupted_begin_leaves_no_namespace_or_cgroup_after_recover(iso: Env) -> None:
     r = iso.roost(
         "session", "begin", "bb", "--network", "none", "--limit", "pids=100", env={"ROOST_CRASH_AT": "begin:profiled"}
