@@ -41,8 +41,34 @@ def _value(argv: Sequence[str], i: int) -> str | None:
     return None
 
 
-def _run_options(argv: Sequence[str], i: int, opts: dict[str, object]) -> str | None:
+#: ``--network``'s choices (roost.cli's _add_isolation_options; tests/test_argv.py checks they agree).
+NETWORKS = ("host", "none", "loopback")
+
+
+def _isolation_option(opts: dict[str, object], flag: str, value: str) -> bool:
+    """Take ``--network VALUE`` or ``--limit VALUE`` as argparse would; False where argparse refuses."""
+    if flag == "--network":
+        if value not in NETWORKS:
+            return False
+        opts["network"] = value
+    else:
+        opts["limit"] = [*(opts.get("limit") or ()), value]  # type: ignore[misc]
+    return True
+
+
+def _glued_isolation_option(opts: dict[str, object], arg: str) -> bool | None:
+    """``--network=VALUE`` or ``--limit=VALUE``: taken (True), refused (False), or not one (None)."""
+    flag, glued, value = arg.partition("=")
+    if not glued or flag not in ("--network", "--limit"):
+        return None
+    return _isolation_option(opts, flag, value)
+
+
+def _run_options(argv: Sequence[str], i: int, opts: dict[str, object], *, isolation: bool = False) -> str | None:
     """Parse ``[-u U] [-d D] [-p] POSITIONAL [--] CMD…`` from *i*; the positional, or None.
+
+    With *isolation* (``run``, which begins a session), ``--network`` and
+    ``--limit`` too.
 
     Only in the forms argparse reads the same way: a command without ``--``
     is taken only if none of its words starts with ``-`` (argparse would read
@@ -50,7 +76,7 @@ def _run_options(argv: Sequence[str], i: int, opts: dict[str, object]) -> str | 
     """
     positional = None
     n = len(argv)
-    opts.update(user=None, directory=None, preserve_environment=False)
+    opts.update(user=None, directory=None, preserve_environment=False, network=None, limit=None)
     dashes = False
     options_after_positional = False
     while i < n:
@@ -59,11 +85,21 @@ def _run_options(argv: Sequence[str], i: int, opts: dict[str, object]) -> str | 
             i += 1
             dashes = True
             break
-        if arg in ("-u", "--user", "-d", "--directory"):
+        glued = _glued_isolation_option(opts, arg) if isolation else None
+        if glued is False:
+            return None
+        if glued:
+            i += 1
+            options_after_positional = positional is not None
+        elif arg in ("-u", "--user", "-d", "--directory") or (isolation and arg in ("--network", "--limit")):
             value = _value(argv, i)
             if value is None:
                 return None
-            opts["user" if arg in ("-u", "--user") else "directory"] = value
+            if arg in ("--network", "--limit"):
+                if not _isolation_option(opts, arg, value):
+                    return None
+            else:
+                opts["user" if arg in ("-u", "--user") else "directory"] = value
             i += 2
             options_after_positional = positional is not None
         elif arg in ("-p", "--preserve-environment"):
@@ -120,11 +156,16 @@ def plain_command(argv: Sequence[str]) -> tuple[Callable[[Context], int], dict[s
     opts, i = dict(found.values), found.index
     rest = list(argv[i + 2 :])
     if argv[i : i + 2] == ["session", "begin"]:
-        opts.update(image=None, name=None, maintenance=False)
+        opts.update(image=None, name=None, maintenance=False, network=None, limit=None)
         j = 0
         while j < len(rest):
             arg = rest[j]
-            if arg == "--maintenance":
+            glued = _glued_isolation_option(opts, arg)
+            if glued is False:
+                return None
+            if glued:
+                pass
+            elif arg == "--maintenance":
                 opts["maintenance"] = True
             elif arg == "--json":
                 opts["json"] = True
@@ -133,6 +174,10 @@ def plain_command(argv: Sequence[str]) -> tuple[Callable[[Context], int], dict[s
                 opts["name"] = rest[j]
             elif arg.startswith("--name="):
                 opts["name"] = arg[7:]
+            elif arg in ("--network", "--limit") and _value(rest, j) is not None:
+                j += 1
+                if not _isolation_option(opts, arg, rest[j]):
+                    return None
             elif arg.startswith("-") or opts["image"] is not None:
                 return None
             else:
@@ -149,7 +194,7 @@ def plain_command(argv: Sequence[str]) -> tuple[Callable[[Context], int], dict[s
         opts["id"] = positional[0]
         from .handlers import cmd_session_end as func
     elif argv[i : i + 1] == ["run"]:
-        image = _run_options(argv, i + 1, opts)
+        image = _run_options(argv, i + 1, opts, isolation=True)
         if image is None:
             return None
         opts["image"] = image

@@ -68,7 +68,7 @@ def _command_argv(args: Any) -> list[str]:
 
 
 def _isolation_options(args: Any) -> dict[str, Any]:
-    """``--network`` and ``--limit`` for begin and run (roost.isolation; the plain forms have neither)."""
+    """``--network`` and ``--limit`` for begin and run (roost.isolation), from argparse or the fast path."""
     if getattr(args, "network", None) is None and not getattr(args, "limit", None):
         return {}
     from .isolation import options

@@ -14,7 +14,7 @@ if TYPE_CHECKING:  # typing costs milliseconds at start-up
 def options(args: Any) -> dict[str, Any]:
     """``network=`` and ``limits=`` for Engine.begin / run_auto from ``--network`` and ``--limit``.
 
-    The fast dispatcher (roost.fastpath) leaves both out: its plain forms have neither.
+    Both the full command line (roost.cli) and the fast one (roost.fastpath) set them.
     """
     out: dict[str, Any] = {}
     network = getattr(args, "network", None)

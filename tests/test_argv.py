@@ -151,9 +151,10 @@ def test_every_option_of_a_fast_command_is_read_as_argparse_reads_it_or_left_to_
     taken = []
     for action in options_of(subparser(*command)):
         for flag in action.option_strings:
-            forms = [[flag]] if action.nargs == 0 else [[flag, "bob"], [flag, "-x"]]
+            values = ["bob", *(action.choices or ())]  # a choice too, for options that have choices
+            forms = [[flag]] if action.nargs == 0 else [*([flag, v] for v in values), [flag, "-x"]]
             if action.nargs != 0 and flag.startswith("--"):
-                forms.append([f"{flag}=bob"])
+                forms += [[f"{flag}={v}"] for v in values]
             for form in forms:
                 for argv in (
                     [*command, *form, *positional],
@@ -167,9 +168,9 @@ def test_every_option_of_a_fast_command_is_read_as_argparse_reads_it_or_left_to_
     # the fast path is no empty promise: it takes the plain forms of the options build tools use
     expected = {
         ("session", "run"): {"-u", "--user", "-d", "--directory", "-p", "--preserve-environment"},
-        ("session", "begin"): {"--name", "--maintenance", "--json"},
+        ("session", "begin"): {"--name", "--maintenance", "--json", "--network", "--limit"},
         ("session", "end"): {"--force"},
-        ("run",): {"-u", "--user", "-d", "--directory", "-p", "--preserve-environment"},
+        ("run",): {"-u", "--user", "-d", "--directory", "-p", "--preserve-environment", "--network", "--limit"},
     }[command]
     assert set(taken) == expected
 
@@ -191,6 +192,11 @@ def fast_words(command: tuple[str, ...]) -> list[str]:
         "s1",
         "ls",
         "",
+        "none",
+        "--network=none",
+        "--network=bob",
+        "--limit=pids=9",
+        "pids=9",
     ]
 
 
@@ -207,6 +213,12 @@ def test_the_fast_paths_agree_with_argparse_or_step_aside(command: tuple[str, ..
         assert_fast_agrees([*before, *command, *after])
 
     check()
+
+
+def test_the_network_choices_are_argparses() -> None:
+    for command in (("run",), ("session", "begin")):
+        (network,) = [a for a in options_of(subparser(*command)) if "--network" in a.option_strings]
+        assert tuple(network.choices or ()) == fastpath.NETWORKS
 
 
 def test_a_command_without_dashes_is_fast_only_when_argparse_reads_it_whole() -> None:
