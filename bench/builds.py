@@ -9,7 +9,10 @@ import-schroot``) and sbuild reaches roost through the schroot front door
 ``roost image publish --sbuild-tarball`` writes of the same generation, as a
 user of its own (unshare mode needs subordinate ids), removed afterwards.
 
-A fourth peer, ``roost+cache``, is roost with its package cache
+A peer ``roost-rootless`` is roost's rootless mode: sbuild run by the same
+ordinary user as the unshare peer, its schroot mode pointed at that user's
+roost-schroot, in an image the user made from the same tarball (no sudo, no
+root anywhere). A fourth peer, ``roost+cache``, is roost with its package cache
 (core/pkgcache.py; image.yaml ``suite`` and ``package-cache: true``, and sbuild's
 ``$apt_keep_downloaded_packages = 1``), warmed by one untimed build of each
 package first; plain ``roost`` has it off.
@@ -42,13 +45,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.harness import Roost, end_schroot_sessions, machine, roost_install, table, workdir
+from bench.harness import Roost, end_schroot_sessions, machine, roost_install, rootless_launcher, table, workdir
 from tests.support import rootless_users
 
 MIRROR = "http://deb.debian.org/debian"
 SUITE = "bookworm"
-PEERS = ("roost", "roost+cache", "schroot", "unshare")
-ROOSTS = ("roost", "roost+cache")
+PEERS = ("roost", "roost+cache", "roost-rootless", "schroot", "unshare")
+ROOSTS = ("roost", "roost+cache", "roost-rootless")
+AS_USER = ("roost-rootless", "unshare")  # the peers sbuild runs for as the benchmark's ordinary user
 OTHERS = ("schroot", "unshare")
 #: Light (tree), dozens of build dependencies (jq: ruby for its manual, valgrind, bison, flex …),
 #: a test suite that writes many files (rsync's `make check` builds and compares trees).
@@ -206,6 +210,7 @@ class Peers:
         self.tarball = tarball
         self.user = user
         door = f"$conf->set('SCHROOT', '{write_launcher(roost, base)}');\n"
+        rootless_door = f"$conf->set('SCHROOT', '{self.rootless_door()}');\n" if user is not None else ""
         # sbuild deletes what apt downloaded unless told to keep it (its default: the chroot's cache is thrown away)
         keep = "$apt_keep_downloaded_packages = 1;\n"
         self.rc = {
@@ -213,7 +218,23 @@ class Peers:
             "roost": sbuildrc(base / "sbuildrc-roost", door, options),
             "roost+cache": sbuildrc(base / "sbuildrc-roost-cache", door + keep, options),
             "unshare": sbuildrc(base / "sbuildrc-unshare", "$chroot_mode = 'unshare';\n", options),
+            "roost-rootless": sbuildrc(base / "sbuildrc-rootless", rootless_door, options),
         }
+
+    def rootless_door(self) -> Path:
+        """The user's roost-schroot (rootless mode), and their image of the tarball under the chroot's name."""
+        assert self.user is not None and self.tarball is not None
+        launcher, env = rootless_launcher(self.user)
+        create = [str(launcher), "image", "create", self.chroot.name, "--from-tar", str(self.tarball)]
+        argv = self.user.command(*create, "--profile", "sbuild")
+        proc = subprocess.run(argv, env=env, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise RuntimeError(f"the rootless image: {proc.stderr.strip()}")
+        door = self.user.home / "roost-schroot"
+        exports = " ".join(f"{k}={v}" for k, v in env.items() if k != "PATH")
+        door.write_text(f'#!/bin/sh\nexport {exports}\nexec {launcher} schroot "$@"\n')
+        door.chmod(0o755)
+        return door
 
     def package_cache(self, on: bool) -> None:
         """Turn roost's package cache on or off for the image (its image.yaml)."""
@@ -230,14 +251,14 @@ class Peers:
             "LANG": "C.UTF-8",
             "SBUILD_CONFIG": str(self.rc[peer]),
         }
-        if peer in ROOSTS:
+        if peer in ("roost", "roost+cache"):
             self.package_cache(peer == "roost+cache")
-        if peer == "unshare":
+        if peer in AS_USER:
             assert self.user is not None and self.tarball is not None
             os.chown(out, self.user.uid, self.user.gid)
             environ["HOME"] = str(self.user.home)
             command = self.user.command("env", "-i", *(f"{k}={v}" for k, v in environ.items()), *argv)
-            command += [f"--chroot={self.tarball}", str(dsc)]
+            command += [f"--chroot={self.tarball}" if peer == "unshare" else f"--chroot={self.chroot.name}", str(dsc)]
             env = None
         else:
             environ["HOME"] = "/root"
@@ -318,7 +339,7 @@ def main() -> None:
         base.chmod(0o755)  # the unshare peer's user reads the sources and the tarball
         dscs = fetch_sources(base, packages)
         run(["chmod", "-R", "a+rX", str(base / "src")])
-        user = rootless_users.make_user(USER) if "unshare" in peers_run else None
+        user = rootless_users.make_user(USER) if set(AS_USER) & set(peers_run) else None
         try:
             if user is not None:
                 run(["usermod", "-aG", "sbuild", USER])

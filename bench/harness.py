@@ -21,6 +21,10 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from tests.support.rootless_users import User
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -222,3 +226,34 @@ def workdir() -> Iterator[Path]:
             print(f"warning: mounts left under {base}; not removing it", file=sys.stderr)
         else:
             subprocess.run(["rm", "-rf", "--one-file-system", str(base)], check=False)
+
+
+def rootless_launcher(user: User) -> tuple[Path, dict[str, str]]:
+    """roost for *user* as its launcher starts it (-IS, paths added by hand), and the environment to run it in.
+
+    The tree is compiled first: the user cannot write its __pycache__ (an installation is compiled too).
+    """
+    import compileall
+    import sysconfig
+
+    for package in ("core", "roost"):
+        compileall.compile_dir(str(REPO / package), quiet=1)
+    path = user.home / "roost-rootless"
+    paths = [sysconfig.get_path("purelib"), str(REPO)]
+    path.write_text(
+        f"#!{sys.executable} -IS\n"
+        "import sys\n"
+        f"sys.path.extend({paths!r})\n"
+        "from roost.main import main\n"
+        "sys.exit(main())\n"
+    )
+    path.chmod(0o755)
+    env = {
+        "HOME": str(user.home),
+        "USER": user.name,
+        "LOGNAME": user.name,
+        "PATH": "/usr/local/bin:/usr/bin:/bin",
+        "LANG": "C.UTF-8",
+        "ROOST_SYSLOG": str(user.home / "no-syslog.sock"),
+    }
+    return path, env

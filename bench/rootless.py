@@ -23,47 +23,33 @@ automatic session ≤ 0.3× schroot and within 1.5× of system mode.
 from __future__ import annotations
 
 import argparse
-import compileall
 import json
 import os
 import shutil
 import subprocess
 import sys
-import sysconfig
 import time
 from contextlib import ExitStack
 from pathlib import Path
 
-from harness import REPO, Figure, debian_root, machine, roost_install, schroot_chroot, table, timed, workdir
+from harness import (
+    REPO,
+    Figure,
+    debian_root,
+    machine,
+    roost_install,
+    rootless_launcher,
+    schroot_chroot,
+    table,
+    timed,
+    workdir,
+)
 
 from tests.support.rootless_users import PREFIX, User, kill, make_user, processes_of, remove_user
 
 #: The issue's targets for the rootless rows.
 TARGET_SCHROOT = 0.3
 TARGET_SYSTEM = 1.5
-
-
-def launcher(user: User) -> tuple[Path, dict[str, str]]:
-    """roost started as its launcher starts it (-IS, paths added by hand), and the environment to run it in."""
-    path = user.home / "roost-rootless"
-    paths = [sysconfig.get_path("purelib"), str(REPO)]
-    path.write_text(
-        f"#!{sys.executable} -IS\n"
-        "import sys\n"
-        f"sys.path.extend({paths!r})\n"
-        "from roost.main import main\n"
-        "sys.exit(main())\n"
-    )
-    path.chmod(0o755)
-    env = {
-        "HOME": str(user.home),
-        "USER": user.name,
-        "LOGNAME": user.name,
-        "PATH": "/usr/local/bin:/usr/bin:/bin",
-        "LANG": "C.UTF-8",
-        "ROOST_SYSLOG": str(user.home / "no-syslog.sock"),
-    }
-    return path, env
 
 
 def engine_level(user: User, env: dict[str, str], runs: int) -> dict[str, list[float]]:
@@ -92,9 +78,54 @@ def engine_level(user: User, env: dict[str, str], runs: int) -> dict[str, list[f
     return json.loads(out.stdout)  # type: ignore[no-any-return]
 
 
+def sbuild_setup(user: User, rootless: Path, env: dict[str, str], runs: int) -> dict[str, list[float]]:
+    """sbuild's own set-up and tear-down of a build's chroot (bench/sbuild_setup.pl), as *user*, alternately:
+    sbuild's unshare mode on a buildd tarball, and sbuild's schroot mode through roost-schroot on a rootless
+    image of the same tarball. "bare" leaves out sbuild's commands in the new chroot (the same in both modes).
+    """
+    from tests.support.rootfs import debian_tarball
+
+    arch = subprocess.run(["dpkg", "--print-architecture"], capture_output=True, text=True, check=True).stdout.strip()
+    chroot = f"bookworm-{arch}-sbuild"
+    tarball = user.home / f"{chroot}.tar.zst"
+    shutil.copy(debian_tarball(variant="buildd"), tarball)
+    os.chown(tarball, user.uid, user.gid)
+    subprocess.run(
+        user.command(str(rootless), "image", "create", chroot, "--from-tar", str(tarball), "--profile", "sbuild"),
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+    door = user.home / "roost-schroot"
+    exports = " ".join(f"{k}={v}" for k, v in env.items() if k != "PATH")
+    door.write_text(f'#!/bin/sh\nexport {exports}\nexec {rootless} schroot "$@"\n')
+    door.chmod(0o755)
+    script = str(REPO / "bench" / "sbuild_setup.pl")
+    out: dict[str, list[float]] = {}
+    for _ in range(runs):
+        for peer, mode, target in (("unshare", "unshare", str(tarball)), ("rootless", "schroot", chroot)):
+            for extra in ("bare", "whole"):
+                proc = subprocess.run(
+                    user.command("perl", script, mode, "bookworm", target, "1", extra),
+                    env={**env, "ROOST_SCHROOT": str(door)},
+                    cwd=user.home,
+                    capture_output=True,
+                    text=True,
+                )
+                if proc.returncode != 0:
+                    raise RuntimeError(f"sbuild's {mode} set-up failed: {proc.stderr.strip()[-2000:]}")
+                up, down = (float(x) for x in proc.stdout.split()[-2:])
+                out.setdefault(f"{peer} {extra} set-up", []).append(up)
+                out.setdefault(f"{peer} {extra} tear-down", []).append(down)
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument(
+        "--sbuild-runs", type=int, default=8, help="runs of sbuild's set-up against its unshare mode (0: none)"
+    )
     args = parser.parse_args()
     if os.geteuid() != 0:
         print("bench/rootless.py: runs schroot and makes a user; run it as root", file=sys.stderr)
@@ -114,10 +145,7 @@ def main() -> int:
             tarball = user.home / "debian.tar.zst"
             shutil.copy(debian_tarball(), tarball)
             os.chown(tarball, user.uid, user.gid)
-            rootless, env = launcher(user)
-            # the user cannot write the tree's __pycache__: compile it first, as an installation is
-            for package in ("core", "roost"):
-                compileall.compile_dir(str(REPO / package), quiet=1)
+            rootless, env = rootless_launcher(user)
             rl = [str(rootless), "--headless"]
             subprocess.run(
                 user.command(*rl, "image", "create", "deb", "--from-tar", str(tarball), "--profile", "sbuild"),
@@ -153,6 +181,7 @@ def main() -> int:
                 theirs["end"].append(timed(["schroot", "-e", "-c", session])[0])
                 theirs["auto"].append(timed(["schroot", "-c", peer.name, "--", "true"])[0])
             inside = engine_level(user, env, runs)
+            setups = sbuild_setup(user, rootless, env, args.sbuild_runs) if args.sbuild_runs else {}
         finally:
             leftovers = processes_of(user)
             kill(leftovers)
@@ -180,6 +209,21 @@ def main() -> int:
         print(f"root: Debian bookworm minbase, sbuild profile; took {time.time() - started:.0f} s")
         headers = ["operation", "rootless", "system mode", "schroot dir+overlay", "/system", "/schroot", "note"]
         print(table(rows, headers))
+        if setups:
+            sb_rows = []
+            for what, label in (
+                ("bare set-up", "set-up: session ready / tarball unpacked"),
+                ("whole set-up", "set-up with sbuild's commands in the chroot"),
+                ("whole tear-down", "tear-down"),
+            ):
+                m, u = Figure(setups[f"rootless {what}"]), Figure(setups[f"unshare {what}"])
+                ratio = m.median / u.median
+                note = "" if what != "bare set-up" else f"goal ≤ 0.1×: {'met' if ratio <= 0.1 else 'missed'}"
+                sb_rows.append([label, m.show(), u.show(), f"{ratio:.2f}×", note])
+            print()
+            print(f"sbuild's own set-up of a build (bench/sbuild_setup.pl), {args.sbuild_runs} runs, alternately;")
+            print("Debian bookworm buildd tarball (mmdebstrap --variant=buildd), as the benchmark's user")
+            print(table(sb_rows, ["sbuild", "roost rootless (schroot mode)", "unshare mode", "ratio", "note"]))
         if leftovers:
             print(f"warning: processes of the benchmark user were left running: {leftovers}", file=sys.stderr)
             return 1

@@ -31,15 +31,19 @@ def busybox(root: Path) -> Path:
     return root
 
 
-def debian_tarball(suite: str = "bookworm", max_age_days: float = 7) -> Path:
-    """A minbase root of *suite* as a tar.zst, built with mmdebstrap and cached."""
+def debian_tarball(suite: str = "bookworm", max_age_days: float = 7, variant: str = "minbase") -> Path:
+    """A root of *suite* as a tar.zst, built with mmdebstrap and cached.
+
+    *variant* is mmdebstrap's: ``buildd`` is what sbuild's unshare mode is
+    documented to build in (minbase and build-essential).
+    """
     CACHE.mkdir(parents=True, exist_ok=True)
-    out = CACHE / f"{suite}-minbase.tar.zst"
+    out = CACHE / f"{suite}-{variant}.tar.zst"
     if out.exists() and time.time() - out.stat().st_mtime < max_age_days * 86400:
         return out
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tar.zst")
     subprocess.run(
-        ["mmdebstrap", "--variant=minbase", "--mode=root", "--quiet", suite, str(tmp)],
+        ["mmdebstrap", f"--variant={variant}", "--mode=root", "--quiet", suite, str(tmp)],
         check=True,
         stdin=subprocess.DEVNULL,
     )
