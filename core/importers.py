@@ -110,6 +110,8 @@ class Source(Struct, frozen=True):
                 runs, why = binfmt.status(self.arch)
                 if not runs:
                     raise BadInput(f"--arch {self.arch}: this host cannot run {self.arch} binaries ({why})")
+                if not all(binfmt.is_native(a) for a in self.arch.split(",")):
+                    programs.require("arch-test", "arch-test")  # mmdebstrap checks foreign architectures with it
         else:
             raise BadInput(f"unknown source kind {self.kind!r}")
 

@@ -293,3 +293,18 @@ def test_helpers_with_nothing_to_count_still_report_so_a_cancel_stops_them() -> 
     assert reports == ["copying", "copying"]
     assert len(started) == 1
     assert _children(existing) == []
+
+
+def test_a_foreign_architecture_without_arch_test_is_one_line_and_changes_nothing(env: Env, tmp_path: Path) -> None:
+    """mmdebstrap checks foreign architectures with arch-test: roost says so before it runs anything."""
+    mmdebstrap = shutil.which("mmdebstrap")
+    assert mmdebstrap is not None, "mmdebstrap is not installed"
+    foreign = "arm64" if os.uname().machine != "aarch64" else "amd64"
+    path = tmp_path / "bin"  # mmdebstrap alone on PATH: no arch-test
+    path.mkdir()
+    (path / "mmdebstrap").symlink_to(mmdebstrap)
+    r = env.roost("image", "create", "x", "--mmdebstrap", "bookworm", "--arch", foreign, env={"PATH": str(path)})
+    if "qemu-user-static" in r.err:
+        pytest.skip("qemu-user-static is not installed")
+    assert r.code != 0 and r.err == "roost: arch-test is not installed (apt-get install arch-test)\n", r
+    assert env.roost("image", "list", "--json").json() == []
