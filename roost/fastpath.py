@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from core.actor import Actor
     from core.settings import Settings
 
-    from .handlers import Context
+    from .session_commands import Context
 
 
 def _value(argv: Sequence[str], i: int) -> str | None:
@@ -140,7 +140,7 @@ def dispatch(argv: Sequence[str]) -> int | None:
     if parsed is None:
         return None
     func, opts = parsed
-    from .handlers import execute
+    from .session_commands import execute
 
     return execute(func, _Namespace(opts))
 
@@ -185,20 +185,20 @@ def plain_command(argv: Sequence[str]) -> tuple[Callable[[Context], int], dict[s
             j += 1
         if opts["image"] is None:
             return None
-        from .handlers import cmd_session_begin as func
+        from .session_commands import cmd_session_begin as func
     elif argv[i : i + 2] == ["session", "end"]:
         opts["force"] = "--force" in rest
         positional = [a for a in rest if a != "--force"]
         if len(positional) != 1 or positional[0].startswith("-"):
             return None
         opts["id"] = positional[0]
-        from .handlers import cmd_session_end as func
+        from .session_commands import cmd_session_end as func
     elif argv[i : i + 1] == ["run"]:
         image = _run_options(argv, i + 1, opts, isolation=True)
         if image is None:
             return None
         opts["image"] = image
-        from .handlers import cmd_run as func
+        from .session_commands import cmd_run as func
     else:
         return None
     return func, opts

@@ -284,10 +284,10 @@ def test_promote_transaction_round_trips_through_the_record_and_refuses_malforme
 
 
 def test_fast_dispatch_takes_plain_forms_and_leaves_the_rest_to_argparse(monkeypatch: pytest.MonkeyPatch) -> None:
-    from roost import handlers
+    from roost import session_commands
 
     calls: list[tuple[str, dict[str, object]]] = []
-    monkeypatch.setattr(handlers, "execute", lambda func, ns: calls.append((func.__name__, vars(ns))) or 0)
+    monkeypatch.setattr(session_commands, "execute", lambda func, ns: calls.append((func.__name__, vars(ns))) or 0)
     assert fastpath.dispatch(["session", "begin", "img", "--maintenance", "--name=x", "--json"]) == 0
     assert fastpath.dispatch(["--headless", "-q", "--root", "/r", "session", "end", "--force", "s1"]) == 0
     assert fastpath.dispatch(["run", "-u", "bob", "img", "--", "make", "-j2"]) == 0

@@ -53,7 +53,8 @@ def begin(
     command_prefix: Sequence[str] | None = None,
 ) -> Session:
     """A new session of *image*'s current generation, cloned, mounted and set up (its record says active)."""
-    from .. import generations, images
+    from .. import generations
+    from .. import imagerefs as images  # not core.images: four times the code to load
     from ..actor import now_iso
     from ..names import check_object_name
     from ..profiles import load_profile
@@ -198,7 +199,7 @@ def _check_isolation(
     Loosening (more network, higher limits, none at all) is for the image's
     root-users, who may run anything as root in its sessions anyway.
     """
-    from .. import images, isolation
+    from .. import imagerefs, isolation
 
     default_net, default_limits = isolation.resolve(
         config, profile, maintenance=maintenance, network=None, limit_options=None
@@ -211,7 +212,7 @@ def _check_isolation(
             if mine is None or (lower_is_stricter and mine > value):
                 looser = True
     if looser:
-        ctx.authorize(policy.SESSION_LOOSEN, images.target(image, config))
+        ctx.authorize(policy.SESSION_LOOSEN, imagerefs.target(image, config))
 
 
 def _quota(ctx: Context) -> locks.Lock:
