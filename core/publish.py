@@ -218,7 +218,7 @@ def _publish(
         with _generation_tree(ctx, image, config, number) as tree:
             chosen = name if name is not None else sbuild_name(tree, image, number)
             dest = os.path.join(directory, chosen + suffix)
-            _check_siblings(files, directory, chosen, dest)
+            check_siblings(files, directory, chosen, dest)
             size = _write(ctx, tree, dest, compressor, files)
     except BaseException as e:
         ctx.journal(
@@ -312,7 +312,7 @@ def _dpkg_architecture(root: Root) -> str | None:
     return None
 
 
-def _check_siblings(files: CallerFiles, directory: str, name: str, dest: str) -> None:
+def check_siblings(files: CallerFiles, directory: str, name: str, dest: str) -> None:
     """Refuse when another tarball of the same name would make sbuild's choice a matter of readdir order."""
     try:
         entries = files.listdir(directory)
@@ -327,7 +327,7 @@ def _check_siblings(files: CallerFiles, directory: str, name: str, dest: str) ->
         )
 
 
-def _sweep(files: CallerFiles, directory: str, dest: str) -> None:
+def sweep_temporaries(files: CallerFiles, directory: str, dest: str) -> None:
     """Remove temporary files of *dest* whose writer died (a publish killed half-way)."""
     prefix = f".{os.path.basename(dest)}.tmp-"
     try:
@@ -349,7 +349,7 @@ def _sweep(files: CallerFiles, directory: str, dest: str) -> None:
 def _write(ctx: Context, tree: str, dest: str, compressor: list[str] | None, files: CallerFiles) -> int:
     """Stream *tree* as tar (through *compressor*) into a new file and rename it over *dest*; its size."""
     directory = os.path.dirname(dest)
-    _sweep(files, directory, dest)
+    sweep_temporaries(files, directory, dest)
     tmp: str | None = temp_name(dest)
     assert tmp is not None
     try:

@@ -224,25 +224,41 @@ def tar_failure(argv: list[str], code: int, stderr: bytes, what: str) -> str:
 # --- export -------------------------------------------------------------------------
 
 
-def export_tree(lowers: list[str], scratch: str, out_fd: int, compressor: list[str] | None, idmap: IdMap) -> None:
+def _view(lowers: list[str], scratch: str) -> str:
+    """Inside a fresh mount namespace: the generation made of *lowers* (topmost first), read-only."""
+    from .. import syscalls
+    from .setup import OVERLAY_OPTIONS
+
+    if len(lowers) == 1:
+        return lowers[0]
+    syscalls.mount(None, "/", None, syscalls.MS_REC | syscalls.MS_SLAVE)
+    data = "lowerdir=" + ":".join(lowers) + "," + OVERLAY_OPTIONS
+    syscalls.mount("overlay", scratch, "overlay", syscalls.MS_RDONLY, data)
+    return scratch
+
+
+def export_tree(
+    lowers: list[str],
+    scratch: str,
+    out_fd: int,
+    compressor: list[str] | None,
+    idmap: IdMap,
+    *,
+    without_dev: bool = False,
+) -> None:
     """Write the generation made of *lowers* (topmost first) as a tar stream to *out_fd*.
 
     tar runs inside a user and mount namespace: a stack of layers is mounted
     read-only (userxattr) on *scratch* there, never in the host's mount table.
+    *without_dev* leaves out what ``/dev`` holds (a tarball for sbuild's
+    unshare mode, which makes its own /dev).
     """
     from ..exports import TAR_CREATE
 
     def inside() -> None:
-        from .. import syscalls
-        from .setup import OVERLAY_OPTIONS
-
-        tree = lowers[0]
-        if len(lowers) > 1:
-            syscalls.mount(None, "/", None, syscalls.MS_REC | syscalls.MS_SLAVE)
-            data = "lowerdir=" + ":".join(lowers) + "," + OVERLAY_OPTIONS
-            syscalls.mount("overlay", scratch, "overlay", syscalls.MS_RDONLY, data)
-            tree = scratch
-        create = [*TAR_CREATE, "--xattrs-exclude=user.overlay.*", f"--directory={tree}", "."]
+        tree = _view(lowers, scratch)
+        dev = ["--exclude=./dev/*"] if without_dev else []
+        create = [*TAR_CREATE, "--xattrs-exclude=user.overlay.*", *dev, f"--directory={tree}", "."]
         if compressor is None:
             programs.run(create, stdout=out_fd, what="tar")
             return
@@ -257,6 +273,16 @@ def export_tree(lowers: list[str], scratch: str, out_fd: int, compressor: list[s
             raise SystemFailure(programs.failure_line(create, tar.returncode, tar_err, "tar"))
 
     userns.run_mapped(idmap, inside, flags=userns.CLONE_NEWNS, keep=(out_fd,))
+
+
+def sbuild_name(lowers: list[str], scratch: str, idmap: IdMap, image: str, number: int) -> str:
+    """``SUITE-ARCH`` of the generation made of *lowers*, read inside (core.publish.sbuild_name)."""
+    from ..publish import sbuild_name as name_of
+
+    def inside() -> str:
+        return name_of(_view(lowers, scratch), image, number)
+
+    return str(userns.run_mapped(idmap, inside, flags=userns.CLONE_NEWNS))
 
 
 # --- trees ----------------------------------------------------------------------------

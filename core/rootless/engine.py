@@ -13,8 +13,8 @@ the policy first (the user is the administrator of their own state:
   listings, history, rollback and gc are the shared engine's (plain files the
   user owns; gc removes inside the namespace);
 - only the overlay backend exists; operations that need the host's root
-  (convert, publish, diffs, network switches, send and receive) are refused
-  with one line.
+  (convert, diffs, network switches, send and receive) are refused with one
+  line; publish writes the user's own tarball (:mod:`core.rootless.publishing`).
 """
 
 from __future__ import annotations
@@ -129,7 +129,11 @@ class RootlessEngine(Engine):
         compression: str = "zstd",
         generation: int | None = None,
     ) -> PublishResult:
-        raise _not_here("image publish (use image export)")
+        from .. import images
+        from .publishing import publish
+
+        images.authorize(self.ctx, policy.IMAGE_EXPORT, name)
+        return publish(self.ctx, name, directory, name=tarball_name, compression=compression, generation=generation)
 
     # --- sessions ---------------------------------------------------------------
 

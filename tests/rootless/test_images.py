@@ -103,6 +103,22 @@ def test_debian_root_from_a_tarball_with_device_nodes_and_apt(rl: Rootless, debi
     r = rl.roost("run", "deb", "--", "/bin/sh", "-c", "hello; dpkg-query -W -f='${Status}\\n' hello; id -un")
     assert r.out == f"Hello, world!\ninstall ok installed\n{rl.user.name}\n", r.err
 
+    # published as sbuild's unshare mode wants it: SUITE-ARCH read from the generation (two layers,
+    # mounted inside the user's namespace), the user's own file, no /dev contents, nothing else left
+    cache = rl.base / "cache"
+    arch = subprocess.run(["dpkg", "--print-architecture"], capture_output=True, text=True, check=True).stdout.strip()
+    out = json.loads(rl.ok("--json", "image", "publish", "deb", "--sbuild-tarball", env={"XDG_CACHE_HOME": str(cache)}))
+    published = cache / "sbuild" / f"bookworm-{arch}.tar.zst"
+    assert (out["path"], out["generation"], out["name"]) == (str(published), 2, f"bookworm-{arch}"), out
+    st = os.stat(published)
+    assert (st.st_uid, st.st_mode & 0o777, st.st_size) == (rl.user.uid, 0o644, out["size"])
+    assert os.listdir(cache / "sbuild") == [published.name]
+    names = subprocess.run(["tar", "-tf", str(published)], capture_output=True, text=True, check=True).stdout.split()
+    assert "./usr/bin/hello" in names and "./dev/" in names
+    assert not [n for n in names if n.startswith("./dev/") and n != "./dev/"]
+    rl.ok("image", "create", "pub", "--from-tar", str(published), timeout=900)
+    assert rl.roost("run", "pub", "--", "hello").out == "Hello, world!\n"
+
 
 @pytest.mark.slow
 def test_image_create_with_mmdebstrap_in_unshare_mode(rl: Rootless, debian_tarball: Path) -> None:
@@ -123,3 +139,19 @@ def test_image_create_with_mmdebstrap_in_unshare_mode(rl: Rootless, debian_tarba
         text=True,
     ).stdout.split()
     assert out == [str(layer / "dev")]  # device nodes are not unpacked
+
+
+def test_publish_needs_a_suite_and_architecture_or_a_name(rl_bb: Rootless) -> None:
+    """busybox has no os-release or dpkg: publishing says so in one line and writes nothing; --name does."""
+    rl = rl_bb
+    where = rl.base / "published"
+    rl.as_user("mkdir", str(where))
+    r = rl.roost("image", "publish", "bb", "--sbuild-tarball", str(where))
+    assert r.code == 2 and len(r.err.splitlines()) == 1 and "name the tarball" in r.err, r.err
+    assert os.listdir(where) == []
+    r = rl.roost("image", "publish", "bb", "--sbuild-tarball", str(where), "--name", "x/y")
+    assert r.code == 2 and "invalid tarball name" in r.err, r.err
+    rl.ok("image", "publish", "bb", "--sbuild-tarball", str(where), "--name", "bb-test", "--compression", "gzip")
+    assert os.listdir(where) == ["bb-test.tar.gz"]
+    with tarfile.open(where / "bb-test.tar.gz") as tar:
+        assert tar.getmember("./bin/busybox").uid == 0
