@@ -192,6 +192,19 @@ def _make_dirs(files: CallerFiles, directory: str) -> None:
             raise BadInput(f"{path}: {e.strerror}") from None
 
 
+def tarball_format(compression: str, name: str | None) -> tuple[str, list[str] | None]:
+    """The file suffix and compressor of *compression*, once it, the tarball *name* and the programs check out."""
+    if compression not in FORMATS:
+        raise BadInput(f"unknown compression {printable(compression)} (known: {', '.join(FORMATS)})")
+    suffix, compressor, package = FORMATS[compression]
+    if name is not None and not is_valid_name(name):
+        raise BadInput(f"invalid tarball name {printable(name)}: use letters, digits and _ . + -")
+    programs.require("tar", "tar")
+    if compressor is not None:
+        programs.require(compressor[0], package)
+    return suffix, compressor
+
+
 def _publish(
     ctx: Context,
     image: str,
@@ -202,14 +215,7 @@ def _publish(
     compression: str,
     generation: int | None,
 ) -> PublishResult:
-    if compression not in FORMATS:
-        raise BadInput(f"unknown compression {printable(compression)} (known: {', '.join(FORMATS)})")
-    suffix, compressor, package = FORMATS[compression]
-    if name is not None and not is_valid_name(name):
-        raise BadInput(f"invalid tarball name {printable(name)}: use letters, digits and _ . + -")
-    programs.require("tar", "tar")
-    if compressor is not None:
-        programs.require(compressor[0], package)
+    suffix, compressor = tarball_format(compression, name)
     ctx.ready()
     store = ctx.store
     number = generation if generation is not None else generations.current(store, image)

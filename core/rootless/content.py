@@ -275,6 +275,49 @@ def export_tree(
     userns.run_mapped(idmap, inside, flags=userns.CLONE_NEWNS, keep=(out_fd,))
 
 
+def write_tarball(
+    dest: str,
+    lowers: list[str],
+    scratch: str,
+    compressor: list[str] | None,
+    idmap: IdMap,
+    *,
+    without_dev: bool = False,
+    mode: int | None = None,
+) -> int:
+    """:func:`export_tree` into *dest*, atomically: a new file beside it, synced, renamed over it; its size.
+
+    *scratch* (made and removed here) is where the layers are mounted inside;
+    *mode*, if given, is the file's mode whatever the umask.
+    """
+    from ..fsutil import fsync_dir, temp_name
+
+    tmp = temp_name(dest)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
+    done = False
+    try:
+        if mode is not None:
+            os.fchmod(fd, mode)
+        os.mkdir(scratch, 0o700)
+        try:
+            export_tree(lowers, scratch, fd, compressor, idmap, without_dev=without_dev)
+        finally:
+            os.rmdir(scratch)
+        os.fsync(fd)
+        size = os.fstat(fd).st_size
+        os.replace(tmp, dest)
+        done = True
+        fsync_dir(os.path.dirname(dest))
+        return size
+    finally:
+        os.close(fd)
+        if not done:
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:
+                pass
+
+
 def sbuild_name(lowers: list[str], scratch: str, idmap: IdMap, image: str, number: int) -> str:
     """``SUITE-ARCH`` of the generation made of *lowers*, read inside (core.publish.sbuild_name)."""
     from ..publish import sbuild_name as name_of
@@ -282,7 +325,11 @@ def sbuild_name(lowers: list[str], scratch: str, idmap: IdMap, image: str, numbe
     def inside() -> str:
         return name_of(_view(lowers, scratch), image, number)
 
-    return str(userns.run_mapped(idmap, inside, flags=userns.CLONE_NEWNS))
+    os.mkdir(scratch, 0o700)  # where the layers are mounted inside; made and removed here
+    try:
+        return str(userns.run_mapped(idmap, inside, flags=userns.CLONE_NEWNS))
+    finally:
+        os.rmdir(scratch)
 
 
 # --- trees ----------------------------------------------------------------------------

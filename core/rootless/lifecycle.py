@@ -265,7 +265,6 @@ def export_image(
     The file is the user's. Returns (the generation written, the file's size).
     """
     from ..exports import compression_of
-    from ..fsutil import temp_name
     from . import content
 
     image_config(ctx, name)
@@ -282,30 +281,7 @@ def export_image(
         meta = generations.read_meta(store, name, number)
         lowers = [os.path.join(store.generation_dir(name, n), "layer") for n in meta.stack]
         scratch = os.path.join(store.stage_dir, new_tx())
-        tmp = temp_name(dest)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
-        done = False
-        try:
-            os.mkdir(scratch, 0o700)
-            try:
-                content.export_tree(lowers, scratch, fd, compressor, ctx.idmap)
-            finally:
-                os.rmdir(scratch)
-            os.fsync(fd)
-            size = os.fstat(fd).st_size
-            os.close(fd)
-            fd = -1
-            os.replace(tmp, dest)
-            done = True
-            fsync_dir(os.path.dirname(dest))
-        finally:
-            if fd >= 0:
-                os.close(fd)
-            if not done:
-                try:
-                    os.unlink(tmp)
-                except FileNotFoundError:
-                    pass
+        size = content.write_tarball(dest, lowers, scratch, compressor, ctx.idmap)
     ctx.journal("image export", image=name, generation=number, file=dest, size=size)
     return number, size
 

@@ -18,8 +18,7 @@ import os
 
 from .. import generations
 from ..errors import BadInput
-from ..fsutil import fsync_dir, temp_name
-from ..names import check_generation, is_valid_name, printable
+from ..names import check_generation
 from ..store import new_tx
 
 TYPE_CHECKING = False
@@ -38,21 +37,13 @@ def publish(
     compression: str = "zstd",
     generation: int | None = None,
 ) -> PublishResult:
-    from .. import programs
     from ..callerfs import CallerFiles
-    from ..publish import FORMATS, MODE, PublishResult, check_siblings, default_directory, sweep_temporaries
+    from ..publish import MODE, PublishResult, check_siblings, default_directory, sweep_temporaries, tarball_format
     from . import content
 
-    if compression not in FORMATS:
-        raise BadInput(f"unknown compression {printable(compression)} (known: {', '.join(FORMATS)})")
-    suffix, compressor, package = FORMATS[compression]
-    if name is not None and not is_valid_name(name):
-        raise BadInput(f"invalid tarball name {printable(name)}: use letters, digits and _ . + -")
+    suffix, compressor = tarball_format(compression, name)
     if generation is not None:
         generation = check_generation(generation)
-    programs.require("tar", "tar")
-    if compressor is not None:
-        programs.require(compressor[0], package)
     if directory is None:
         directory = default_directory(ctx.actor)
         os.makedirs(directory, 0o755, exist_ok=True)
@@ -62,7 +53,6 @@ def publish(
     files = CallerFiles(ctx.actor)  # the caller is the user: no rights to drop
     ctx.ready()
     store = ctx.store
-    dest = ""
     with ctx.lock(store.image_lock_name(image), f"publish {image}", exclusive=False):
         number = generation if generation is not None else generations.current(store, image)
         if number not in generations.complete(store, image):
@@ -70,31 +60,10 @@ def publish(
         meta = generations.read_meta(store, image, number)
         lowers = [os.path.join(store.generation_dir(image, n), "layer") for n in meta.stack]
         scratch = os.path.join(store.stage_dir, new_tx())
-        os.mkdir(scratch, 0o700)
-        try:
-            chosen = name if name is not None else content.sbuild_name(lowers, scratch, ctx.idmap, image, number)
-            dest = os.path.join(directory, chosen + suffix)
-            check_siblings(files, directory, chosen, dest)
-            sweep_temporaries(files, directory, dest)
-            tmp = temp_name(dest)
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW, MODE)
-            done = False
-            try:
-                os.fchmod(fd, MODE)  # whatever the umask
-                content.export_tree(lowers, scratch, fd, compressor, ctx.idmap, without_dev=True)
-                os.fsync(fd)
-                size = os.fstat(fd).st_size
-                os.replace(tmp, dest)
-                done = True
-                fsync_dir(directory)
-            finally:
-                os.close(fd)
-                if not done:
-                    try:
-                        os.unlink(tmp)
-                    except FileNotFoundError:
-                        pass
-        finally:
-            os.rmdir(scratch)
+        chosen = name if name is not None else content.sbuild_name(lowers, scratch, ctx.idmap, image, number)
+        dest = os.path.join(directory, chosen + suffix)
+        check_siblings(files, directory, chosen, dest)
+        sweep_temporaries(files, directory, dest)
+        size = content.write_tarball(dest, lowers, scratch, compressor, ctx.idmap, without_dev=True, mode=MODE)
     ctx.journal("image publish", image=image, generation=number, file=dest, size=size)
     return PublishResult(image=image, generation=number, path=dest, name=chosen, compression=compression, size=size)
