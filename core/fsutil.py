@@ -10,7 +10,6 @@ import errno
 import os
 import stat
 
-from . import mounts, syscalls
 from .errors import SystemFailure
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -67,6 +66,8 @@ def fsync_dir(path: str) -> None:
 
 def sync_filesystem(path: str) -> None:
     """syncfs(2) on the file system holding *path*: one flush for a whole tree."""
+    from . import syscalls
+
     fd = os.open(path, _DIR_FLAGS)
     try:
         syscalls.syncfs(fd)
@@ -117,6 +118,8 @@ def remove_tree(path: str) -> None:
     if not stat.S_ISDIR(st.st_mode):
         os.unlink(path)
         return
+    from . import mounts, syscalls  # here, not at the top: records use this module, and ctypes costs 3 ms
+
     below = mounts.mounts_below(os.path.realpath(path))
     if below:
         raise SystemFailure(f"refusing to remove {path}: {below[0].target} is mounted below it")
@@ -131,6 +134,8 @@ def remove_tree(path: str) -> None:
 
 
 def _remove_contents(top: int, path: str, dev: int, mnt: int) -> None:
+    from . import syscalls
+
     # An explicit stack instead of recursion: image trees can be deep.
     stack: list[tuple[int, list[os.DirEntry[str]], str]] = [(top, list(os.scandir(top)), path)]
     rescans = 0

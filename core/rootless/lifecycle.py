@@ -11,7 +11,8 @@ step                   system mode                                  rootless mod
 clone                  mkdir upper, work                            the holder makes them, as the namespace's root
 mount and set up       overlay + /proc, /sys, /dev on the host      :func:`holder.spawn`: in the holder's namespaces
 run, enter             chroot, setuid, exec                         :func:`holder.exec_joined`: setns, fork, chroot
-kill, unmount          /proc/*/root scan, umount deepest first      SIGKILL to the holder: the namespaces go
+kill, unmount          /proc/*/root scan, umount deepest first      end: the holder retires (kills, detaches,
+                                                                    removes, exits); promote: SIGKILL to it
 remove clone, stage    remove_tree, rename                          the same calls, inside the namespace
 is it up?              the mount table                              is the recorded holder alive?
 =====================  ===========================================  ============================================
@@ -415,7 +416,7 @@ def _bring_up(ctx: Any, session: Session, *, create: bool) -> None:
         faults.crashpoint("begin", "mounted")  # set up, not recorded: the holder exits unconfirmed
         if pending.merged != session.nss_merged:
             session.nss_merged = pending.merged
-        session.backend_data = {**session.backend_data, "holder": pending.ref.to_json()}
+        session.backend_data = {**session.backend_data, **holder.recorded(pending.ref)}
         session.state = "active"
         records.write(ctx.store.sessions_dir, session)
         faults.crashpoint("begin", "profiled")  # recorded, not confirmed: recover starts a new holder
@@ -428,14 +429,18 @@ def _bring_up(ctx: Any, session: Session, *, create: bool) -> None:
 def _tear_down(ctx: Any, session: Session, after: Callable[[], Any] | None = None) -> Any:
     """Kill everything in the session (its mounts go with it), then remove its clone (or call *after*).
 
-    With a live holder, in a child joined to its user namespace that kills
-    it; with none (it died, or never started) the mounts went with its
-    namespaces already, and the clone is removed in a fresh one. Removes the
-    mount point. Returns what *after* returns.
+    With a live holder that retires, the holder does it all and exits
+    (:func:`holder.retire`); with one that does not, or with *after*, a child
+    joined to its user namespace kills it and does the work; with none (it
+    died, or never started) the mounts went with its namespaces already, and
+    the work is done in a fresh one. Whatever a retiring holder left of the
+    clone is removed the same way. Removes the mount point. Returns what
+    *after* returns.
     """
-    from ..fsutil import remove_tree
 
     def remove_clone() -> None:
+        from ..fsutil import remove_tree
+
         remove_tree(session.clone)
 
     work = after or remove_clone
@@ -445,7 +450,12 @@ def _tear_down(ctx: Any, session: Session, after: Callable[[], Any] | None = Non
         if not holder.alive(ref):
             raise Conflict("no holder")
         assert ref is not None
-        result = holder.stop(ref, work)
+        if after is None and ref.retires:
+            holder.retire(ref)
+            if os.path.lexists(session.clone):
+                raise Conflict("the holder left the clone")
+        else:
+            result = holder.stop(ref, work)
     except Conflict:  # no holder, or it died meanwhile
         if after is not None or os.path.lexists(session.clone):
             result = userns.run_mapped(ctx.idmap, work)

@@ -1,7 +1,8 @@
 """User namespaces: create one mapped through newuidmap/newgidmap, join one, run code in one.
 
 Python 3.11 has neither ``os.unshare`` nor ``os.setns``; both are called
-through ctypes. Joining uses a pidfd: ``setns(pidfd, CLONE_NEWUSER |
+through ctypes, loaded on first use (``end`` never needs it: 3 ms of a cold
+start). Joining uses a pidfd: ``setns(pidfd, CLONE_NEWUSER |
 CLONE_NEWNS | CLONE_NEWPID)`` enters the user, mount and pid namespaces of a
 process in one system call, and the pidfd pins the process, so a pid reused
 after the holder died can never be joined by mistake (the start time is
@@ -17,7 +18,6 @@ staging, gc, import, export) make fresh ones.
 
 from __future__ import annotations
 
-import ctypes
 import os
 
 from ..errors import RoostError, SystemFailure
@@ -38,30 +38,47 @@ _PR_SET_DUMPABLE = 4
 _PR_SET_NAME = 15
 _SIGKILL = 9
 
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.unshare.argtypes = [ctypes.c_int]
-_libc.setns.argtypes = [ctypes.c_int, ctypes.c_int]
+_loaded: Any = None
+
+
+def libc() -> Any:
+    """The C library through ctypes, loaded on first use. Call it before a fork whose child needs it."""
+    global _loaded
+    if _loaded is None:
+        import ctypes
+
+        lib = ctypes.CDLL(None, use_errno=True)
+        lib.unshare.argtypes = [ctypes.c_int]
+        lib.setns.argtypes = [ctypes.c_int, ctypes.c_int]
+        _loaded = lib
+    return _loaded
+
+
+def _errno() -> int:
+    import ctypes
+
+    return ctypes.get_errno()
 
 
 def unshare(flags: int) -> None:
-    if _libc.unshare(flags) != 0:
-        err = ctypes.get_errno()
+    if libc().unshare(flags) != 0:
+        err = _errno()
         raise OSError(err, f"unshare: {os.strerror(err)}")
 
 
 def setns(fd: int, flags: int) -> None:
-    if _libc.setns(fd, flags) != 0:
-        err = ctypes.get_errno()
+    if libc().setns(fd, flags) != 0:
+        err = _errno()
         raise OSError(err, f"setns: {os.strerror(err)}")
 
 
 def set_name(name: str) -> None:
     """The process name ``ps`` and ``/proc/PID/comm`` show (15 bytes at most)."""
-    _libc.prctl(_PR_SET_NAME, name.encode()[:15], 0, 0, 0)
+    libc().prctl(_PR_SET_NAME, name.encode()[:15], 0, 0, 0)
 
 
 def die_with_parent() -> None:
-    _libc.prctl(_PR_SET_PDEATHSIG, _SIGKILL, 0, 0, 0)
+    libc().prctl(_PR_SET_PDEATHSIG, _SIGKILL, 0, 0, 0)
 
 
 def starttime(pid: int) -> int | None:
@@ -158,7 +175,7 @@ def become_root() -> None:
     os.setresgid(0, 0, 0)
     os.setgroups([])
     os.setresuid(0, 0, 0)
-    _libc.prctl(_PR_SET_DUMPABLE, 1, 0, 0, 0)
+    libc().prctl(_PR_SET_DUMPABLE, 1, 0, 0, 0)
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -183,6 +200,7 @@ def fork_mapped(idmap: IdMap, *, flags: int = 0) -> int:
     child dies with its parent. Raises in the parent when the namespace cannot
     be made or mapped (the child is reaped then).
     """
+    libc()  # loaded before the fork: the child must not spend its first milliseconds importing
     ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
     go_r, go_w = os.pipe2(os.O_CLOEXEC)
     parent = os.getpid()
@@ -274,6 +292,7 @@ def run_forked(
 ) -> Any:
     """Call *fn* in a forked child that dies with this process (it may enter namespaces); as :func:`run_mapped`."""
     parent = os.getpid()
+    libc()
 
     def fork() -> int:
         pid = os.fork()

@@ -6,14 +6,18 @@ process table and the places the user could write to show nothing of it.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import subprocess
+import sys
 import time
+from typing import Any
 
 import pytest
 
 from tests.support.mounts import mount_table
-from tests.support.rootless import Rootless, members, running
+from tests.support.rootless import ROOST, Rootless, members, running
 
 
 def sessions_mounted_at(rl: Rootless) -> list[str]:
@@ -191,6 +195,120 @@ def test_end_after_the_holder_died_removes_the_clone(rl_bb: Rootless) -> None:
     rl.ok("session", "end", sid)
     assert not (rl.state / "sessions" / sid).exists()
     assert rl.sessions() == []
+
+
+def record(rl: Rootless, sid: str) -> dict[str, Any]:
+    with open(rl.state / "sessions" / f"{sid}.json", encoding="utf-8") as f:
+        return json.load(f)  # type: ignore[no-any-return]
+
+
+def test_end_asks_the_holder_to_retire_and_nothing_inside_can_forge_that(rl_bb: Rootless) -> None:
+    rl = rl_bb
+    sid = rl.begin()
+    assert record(rl, sid)["backend_data"]["retire"] == 1
+    pid = holder_pid(rl, sid)
+    # The retire signal from inside the session (root there, the holder's own uid) is not the owner's:
+    # sent with kill(2) it carries a sender pid the holder can see; queued with sigqueue(3), an si_code
+    # that is not SI_USER. Neither ends the session, however often.
+    rtmin = int(signal.SIGRTMIN)
+    r = rl.sh(sid, f"for i in 1 2 3 4 5; do kill -{rtmin} 1; done; echo sent", "-u", "root")
+    assert r.out == "sent\n", r.err
+    # rt_sigqueueinfo(2) with a siginfo of our own: si_code SI_QUEUE (-1), si_pid 0 as from outside
+    number = {"x86_64": 129, "aarch64": 138}[os.uname().machine]
+    forge = (
+        "import ctypes, os, signal, struct\n"
+        "from core.rootless import holder\n"
+        f"holder.join(holder.HolderRef({pid}, {rl.session(sid)['holder'][1]}))\n"
+        "libc = ctypes.CDLL(None, use_errno=True)\n"
+        "info = ctypes.create_string_buffer(struct.pack('iiixxxxiI', signal.SIGRTMIN, 0, -1, 0, 0), 128)\n"
+        "child = os.fork()\n"  # in the session's pid namespace, as every process of the session
+        "if child == 0:\n"
+        "    for _ in range(20):\n"
+        "        os.kill(1, signal.SIGRTMIN)\n"
+        f"        assert libc.syscall({number}, 1, int(signal.SIGRTMIN), info) == 0, ctypes.get_errno()\n"
+        "    os._exit(0)\n"
+        "print(os.waitstatus_to_exitcode(os.waitpid(child, 0)[1]))\n"
+    )
+    r2 = subprocess.run(
+        rl.command(sys.executable, "-c", forge), env=rl.environ, capture_output=True, text=True, cwd="/"
+    )
+    assert r2.returncode == 0 and r2.stdout == "0\n", r2.stderr
+    time.sleep(0.2)
+    assert running(pid) and rl.session(sid)["state"] == "mounted"
+    assert rl.sh(sid, "echo still").out == "still\n"
+    # A command still running through `session run` (joined from outside) and an orphan inside both go.
+    waiting = subprocess.Popen(
+        rl.command(*ROOST, "session", "run", sid, "--", "/bin/sh", "-c", "sleep 600 & sleep 600"),
+        env=rl.environ,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        cwd="/",
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while rl.session(sid)["processes"] < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert rl.session(sid)["processes"] >= 2
+        rl.ok("session", "end", sid)
+        assert waiting.wait(timeout=30) != 0
+    finally:
+        if waiting.poll() is None:
+            waiting.kill()
+            waiting.wait()
+    assert not running(pid)
+    assert rl.sessions() == []
+    assert not (rl.state / "sessions" / sid).exists()
+    assert not (rl.run_root / "mnt" / sid).exists()
+
+
+def test_end_of_a_session_whose_holder_predates_retiring(rl_bb: Rootless) -> None:
+    """A record without ``retire`` (begun by an earlier roost): end kills the holder and removes the clone itself."""
+    rl = rl_bb
+    sid = rl.begin()
+    path = rl.state / "sessions" / f"{sid}.json"
+    data = record(rl, sid)
+    del data["backend_data"]["retire"]
+    with open(path, "w", encoding="utf-8") as f:  # the same file: its owner and mode stay the user's
+        json.dump(data, f)
+    pid = holder_pid(rl, sid)
+    assert rl.sh(sid, "mkdir -p /var/deep && echo x > /var/deep/f; sleep 600 >/dev/null 2>&1 &", "-u", "root").code == 0
+    rl.ok("session", "end", sid)
+    assert not running(pid)
+    assert rl.sessions() == []
+    assert not (rl.state / "sessions" / sid).exists()
+
+
+def test_what_a_retiring_holder_leaves_of_the_clone_end_removes(rl_bb: Rootless) -> None:
+    """The holder fails half-way through removing the clone (made to, here): end removes the rest."""
+    rl = rl_bb
+    code = (
+        "import os, sys\n"
+        "from core import fsutil\n"
+        "from core.rootless.engine import RootlessEngine\n"
+        "real = fsutil.remove_tree\n"
+        "def half(path):\n"
+        "    if os.getpid() != 1:\n"
+        "        return real(path)\n"
+        "    real(os.path.join(path, 'upper', 'etc'))\n"  # pid 1 is the retiring holder: part of it, then fail
+        f"    open({str(rl.base / 'holder-failed')!r}, 'w').close()\n"
+        "    raise OSError(5, 'failed on purpose')\n"
+        "fsutil.remove_tree = half\n"
+        "e = RootlessEngine()\n"
+        "s = e.begin('bb')\n"
+        "print(s.id, s.clone, flush=True)\n"
+        "e.end(s.id)\n"
+        "print(os.path.lexists(s.clone))\n"
+    )
+    r = subprocess.run(
+        rl.command(sys.executable, "-c", code), env=rl.environ, capture_output=True, text=True, cwd="/", timeout=120
+    )
+    assert r.returncode == 0, r.stderr
+    first, second = r.stdout.splitlines()
+    sid, _clone = first.split()
+    assert second == "False"
+    assert (rl.base / "holder-failed").exists()  # the holder did try, and failed half-way
+    assert rl.sessions() == []
+    assert not (rl.state / "sessions" / sid).exists()
 
 
 def test_automatic_session_passes_the_exit_code_and_leaves_nothing(rl_bb: Rootless) -> None:
