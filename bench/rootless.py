@@ -35,6 +35,7 @@ from pathlib import Path
 from harness import (
     REPO,
     Figure,
+    Timer,
     debian_root,
     machine,
     roost_install,
@@ -139,6 +140,7 @@ def main() -> int:
         peer = stack.enter_context(schroot_chroot(root, base))
         roost.ok("image", "create", "deb", "--from-dir", str(root), "--profile", "sbuild")
         user = make_user(f"{PREFIX}-b{os.getpid()}")
+        as_user: Timer | None = None
         try:
             from tests.support.rootfs import debian_tarball
 
@@ -154,18 +156,19 @@ def main() -> int:
                 capture_output=True,
             )
             interpreter = Figure([timed([sys.executable, "-I", "-c", "pass"])[0] for _ in range(runs)])
+            as_user = Timer(user.command(), env)
             keys = ("begin", "run", "end", "auto")
             mine: dict[str, list[float]] = {k: [] for k in keys}
             system: dict[str, list[float]] = {k: [] for k in keys}
             theirs: dict[str, list[float]] = {k: [] for k in keys}
             for _ in range(runs):
                 # rootless
-                t, sid = timed(user.command(*rl, "session", "begin", "deb"), env, capture=True)
+                t, sid = as_user.timed([*rl, "session", "begin", "deb"], capture=True)
                 sid = sid.strip()
                 mine["begin"].append(t)
-                mine["run"].append(timed(user.command(*rl, "session", "run", sid, "--", "true"), env)[0])
-                mine["end"].append(timed(user.command(*rl, "session", "end", sid), env)[0])
-                mine["auto"].append(timed(user.command(*rl, "run", "deb", "--", "true"), env)[0])
+                mine["run"].append(as_user.timed([*rl, "session", "run", sid, "--", "true"])[0])
+                mine["end"].append(as_user.timed([*rl, "session", "end", sid])[0])
+                mine["auto"].append(as_user.timed([*rl, "run", "deb", "--", "true"])[0])
                 # system mode
                 t, sid = timed(roost.argv("session", "begin", "deb"), roost.env, capture=True)
                 sid = sid.strip()
@@ -183,6 +186,8 @@ def main() -> int:
             inside = engine_level(user, env, runs)
             setups = sbuild_setup(user, rootless, env, args.sbuild_runs) if args.sbuild_runs else {}
         finally:
+            if as_user is not None:
+                as_user.close()
             leftovers = processes_of(user)
             kill(leftovers)
             # the user's state is in its home, which userdel removes (as root, whatever owns the files)

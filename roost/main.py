@@ -19,6 +19,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return usage.fast(args[0])  # without building the parser (roost.usage)
     if "--host" in args or any(a.startswith("--host=") for a in args):
+        _collect_cycles()
         from . import remote
 
         code = remote.main(args)  # `roost --host HOST COMMAND`: the command runs there, over ssh
@@ -40,9 +41,17 @@ def main(argv: list[str] | None = None) -> int:
         code = fastpath.dispatch(args)
         if code is not None:
             return code
+    _collect_cycles()
     from .cli import main as cli_main
 
     return cli_main(args)
+
+
+def _collect_cycles() -> None:
+    """Cycle collection back on (bin/roost turns it off): the console and long operations need it."""
+    import gc
+
+    gc.enable()
 
 
 if __name__ == "__main__":
