@@ -296,8 +296,8 @@ def rootless_launcher(user: User) -> tuple[Path, dict[str, str]]:
         "import gc, sys\n"
         "gc.disable()  # as bin/roost\n"
         f"sys.path.extend({paths!r})\n"
-        "from roost.main import main\n"
-        "sys.exit(main())\n"
+        "from roost.main import launch\n"
+        "launch()\n"
     )
     path.chmod(0o755)
     env = {

@@ -1,3 +1,3 @@
-from roost.main import main
+from roost.main import launch
 
-raise SystemExit(main())
+launch()

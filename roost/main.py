@@ -11,6 +11,23 @@ from __future__ import annotations
 
 import sys
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import NoReturn
+
+#: Set when a fast command (roost.fastpath, the schroot door) ran: :func:`launch` may skip the teardown.
+_fast = False
+
+
+def launch() -> NoReturn:
+    """bin/roost's entry: :func:`main`, then out; after a fast command without the teardown (roost.leave)."""
+    code = main()
+    if _fast:
+        from .leave import now
+
+        now(code)
+    sys.exit(code)
+
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
@@ -30,9 +47,11 @@ def main(argv: list[str] | None = None) -> int:
     found = split(args)
     if found is not None:
         command = args[found.index : found.index + 2]
+        global _fast
         if command[:1] == ["schroot"]:
             from .schroot.door import in_roost
 
+            _fast = True
             return in_roost(found.values, list(args[found.index + 1 :]))
         from . import fastpath
 
@@ -40,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
             fastpath.run(args)  # execs on success; returns when the full command line must decide
         code = fastpath.dispatch(args)
         if code is not None:
+            _fast = True
             return code
     _collect_cycles()
     from .cli import main as cli_main
