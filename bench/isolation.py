@@ -6,7 +6,8 @@ One Debian bookworm minbase root (the same cached mmdebstrap tarball as
 bench/run.py), five images that differ only in image.yaml: no isolation,
 ``network: none``, ``network: loopback``, ``limits`` (memory, swap, pids,
 cpu-quota) and both none and limits. The five are measured round-robin in
-every round, so load on the machine falls on all of them alike; each row
+every round, the order turning by one each round, so load on the machine (and
+the kernel's deferred work after one of them) falls on all of them alike; each row
 gives the median (min–max) and its cost over the plain image in the same run.
 The peer is systemd-nspawn with and without ``--private-network`` on the same
 root (the cost of a namespace of its own there). Engine-level rows time begin
@@ -61,15 +62,22 @@ KEYS = ("begin", "run", "end", "auto")
 
 
 def whole_process(roost: Roost, runs: int) -> dict[str, dict[str, list[float]]]:
-    """begin, run … true, end and automatic session of every variant, round-robin: wall and CPU times."""
+    """begin, run … true, end and automatic session of every variant, round-robin: wall and CPU times.
+
+    The order turns by one variant every round: the kernel's deferred work after one variant (a
+    network namespace or a v2 cgroup freed after an RCU grace period) would otherwise always land
+    on the same next one.
+    """
     out: dict[str, dict[str, list[float]]] = {v: {k: [] for key in KEYS for k in (key, key + ".cpu")} for v in VARIANTS}
 
     def note(variant: str, key: str, wall: float, cpu: float) -> None:
         out[variant][key].append(wall)
         out[variant][key + ".cpu"].append(cpu)
 
-    for _ in range(runs):
-        for variant in VARIANTS:
+    names = list(VARIANTS)
+    for round_ in range(runs):
+        turn = round_ % len(names)
+        for variant in names[turn:] + names[:turn]:
             image = image_of(variant)
             wall, cpu, sid = measured(roost.argv("session", "begin", image), roost.env)
             note(variant, "begin", wall, cpu)

@@ -150,7 +150,7 @@ def check(ctx: Context) -> list[str]:
         ):
             problems.append(f"clone {path} belongs to no session")
     problems += _backend_leftovers(ctx)
-    from .isolation import check as isolation_check
+    from .isolation_upkeep import check as isolation_check
 
     problems += isolation_check(ctx, sessions, lambda sid: busy(store.session_lock_name(sid)))
     return problems

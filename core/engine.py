@@ -215,17 +215,17 @@ class Engine:
 
         Returns (the network it had, how many of its processes keep that one until they exit).
         """
-        from . import isolation
+        from . import netswitch
 
-        return isolation.set_network(self.ctx, session, network)
+        return netswitch.set_network(self.ctx, session, network)
 
     def session_usage(self, found: Sequence[Session]) -> dict[str, dict[str, int | None]]:
         """Live memory and CPU figures of the sessions in *found* that have a cgroup, by id (for the console)."""
-        from . import isolation
+        from . import isolation_upkeep
 
         self.ctx.authorize(policy.HOST_VIEW)
         visible = [s for s in found if self.ctx.permits(policy.SESSION_VIEW, session_ops.session_target(s))]
-        return isolation.usages(visible)
+        return isolation_upkeep.usages(visible)
 
     def mark_failed(self, session: str, reason: str) -> bool:
         return session_ops.mark_failed(self.ctx, session, reason)

@@ -17,6 +17,10 @@ The session life cycle calls a small interface:
 :func:`remove`      end, after the unmount: the cgroups and the kept namespace
 ==================  ===================================================================
 
+The rest lives apart, so that a begin with limits loads only the above:
+switching a live session's network in :mod:`core.netswitch`, live usage
+figures, orphans (recover) and the doctor's rows in :mod:`core.isolation_upkeep`.
+
 Every ``run`` and ``enter`` joins what the record names (``cgroups``, the
 loopback leaf ``filtered``, ``netns``) just before its chroot
 (:func:`core.process.exec_launch`): one write per hierarchy and one
@@ -37,7 +41,7 @@ Network modes:
     reachable, nothing beyond the host is, and a bind to the wildcard address
     binds loopback (:mod:`core.sockfilter`).
 
-Switching a live session (:func:`set_network`) changes what its *next*
+Switching a live session (:func:`core.netswitch.set_network`) changes what its *next*
 commands join. ``setns(2)`` only ever moves the caller and a process's cgroup
 only changes when it is moved, so processes already running keep the network
 they started with until they exit: a ``none`` namespace left behind lives on
@@ -49,12 +53,12 @@ from __future__ import annotations
 import os
 
 from . import records
-from .errors import BadInput, Conflict, NotFound, SystemFailure
+from .errors import SystemFailure
 from .records import Session
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs milliseconds at start-up
-    from collections.abc import Callable, Mapping, Sequence
+    from collections.abc import Mapping
 
     from .context import Context
     from .imageconf import ImageConfig
@@ -253,225 +257,3 @@ def remove(session: Session) -> None:
         from . import netns
 
         netns.remove(session.netns)
-
-
-# --- switching a live session's network --------------------------------------------------
-
-
-def set_network(ctx: Context, sid: str, mode: str) -> tuple[str, int]:
-    """Switch session *sid* to *mode*; (the mode it had, processes that keep the old network)."""
-    from . import images, limits, netns, policy, procs
-    from . import session as session_ops
-
-    ctx.require_privileged("session network")
-    if mode not in limits.NETWORKS:
-        raise BadInput(f"network must be one of {', '.join(limits.NETWORKS)}, not {mode[:40]!r}")
-    session = session_ops.read(ctx, sid)
-    ctx.authorize(policy.SESSION_NETWORK, session_ops.session_target(session))
-    strictness = {"host": 0, "loopback": 1, "none": 2}
-    if strictness[mode] < strictness.get(session.network, 0):  # more network than it has: root-users only
-        ctx.authorize(policy.SESSION_LOOSEN, images.target(session.image, images.require(ctx, session.image)))
-    ctx.ready()
-    slock = ctx.session_lock(sid, "network")
-    try:
-        session = session_ops.read(ctx, sid)
-        if session.state != "active":
-            raise Conflict(f"session {sid} is {session.state}, not active")
-        old = session.network
-        if old == mode:
-            return old, 0
-        previous_netns = session.netns
-        session.network = mode
-        if mode == "none":
-            session.netns = _netns_path(ctx, sid)
-        else:
-            session.netns = None
-        if mode == "loopback":
-            if _v2_dir(session) is None:
-                plan_only_cgroups(ctx, session)
-            v2 = _v2_dir(session)
-            if v2 is None:
-                raise SystemFailure("network: loopback needs the cgroup v2 hierarchy for its socket filters")
-            session.filtered = os.path.join(v2, LOOPBACK_LEAF)
-        else:
-            session.filtered = None
-        start(session)
-        records.write(ctx.store.sessions_dir, session)
-        if previous_netns is not None and previous_netns != session.netns:
-            netns.remove(previous_netns)  # its processes keep it until they exit
-        if mode == "none" or old == "none":
-            _remount_sys(session)
-        running = procs.count_in_roots([session.mountpoint])[session.mountpoint.rstrip("/")]
-    finally:
-        slock.release()
-    ctx.journal(
-        "session network", image=session.image, session=sid, generation=session.generation, network=mode, was=old
-    )
-    return old, running
-
-
-def plan_only_cgroups(ctx: Context, session: Session) -> None:
-    """Give a session the cgroup v2 directory a loopback filter needs (beside what it has)."""
-    from . import cgroups
-
-    groups = cgroups.plan(
-        session.limits or {},
-        ctx.settings.cgroup_parent,
-        cgroups.state_key(ctx.store.root),
-        session.id,
-        account=session.limits is not None,
-        filters=True,
-        v2=True,
-    )
-    session.cgroups = [g.path for g in groups if g.hierarchy.version == 2] + [
-        p for p in session.cgroups if p not in {g.path for g in groups if g.hierarchy.version == 2}
-    ]
-    records.write(ctx.store.sessions_dir, session)  # named before made: recover finds it
-
-
-def _remount_sys(session: Session) -> None:
-    """sysfs shows the network namespace it was mounted in: mount a fresh /sys for the new one."""
-    from .setup import remount_sys
-
-    remount_sys(session)
-
-
-# --- usage ---------------------------------------------------------------------------
-
-
-def usage(session: Session) -> dict[str, int | None] | None:
-    """Memory (bytes, peak), CPU time (µs), processes and OOM kills of a session with a cgroup; else None."""
-    if not session.cgroups:
-        return None
-    from . import cgroups
-
-    return cgroups.usage(session.cgroups)
-
-
-def usages(sessions: Sequence[Session]) -> dict[str, dict[str, int | None]]:
-    """:func:`usage` of every session that has a cgroup, by id (what the console polls)."""
-    out = {}
-    for s in sessions:
-        figures = usage(s)
-        if figures is not None:
-            out[s.id] = figures
-    return out
-
-
-# --- recover ---------------------------------------------------------------------------
-
-
-def orphans(ctx: Context, found: Sequence[Session], report: list[str]) -> None:
-    """Kill and remove cgroups, and unmount namespaces, that no session record names.
-
-    A candidate is removed only under its session's lock and after looking for
-    its record again, so a begin under way (record written, cgroup being
-    made) is never mistaken for a leftover. A namespace file of a known
-    session that its record no longer names was left by an interrupted switch.
-    """
-    from . import cgroups, netns
-
-    named = {s.id: s for s in found}
-    candidates: list[tuple[str, str, str]] = []  # (session id, kind, path)
-    try:
-        key = cgroups.state_key(ctx.store.root)
-        stray = cgroups.leftovers(ctx.settings.cgroup_parent, key, set(named))
-        candidates += [(os.path.basename(p), "cgroup", p) for p in stray]
-    except OSError:
-        pass
-    directory = os.path.join(ctx.store.run, "netns")
-    try:
-        names = sorted(os.listdir(directory))
-    except FileNotFoundError:
-        names = []
-    for name in names:
-        path = os.path.join(directory, name)
-        owner = named.get(name)
-        if owner is None or owner.netns != path:
-            candidates.append((name, "network namespace", path))
-    for sid, kind, path in candidates:
-        try:
-            lock = ctx.session_lock(sid, "recover", wait=False)
-        except (Conflict, BadInput):
-            continue  # an operation on that session is under way (or a name roost never made)
-        current: Session | None = None
-        try:
-            try:
-                current = records.read(ctx.store.sessions_dir, sid)
-            except NotFound:
-                current = None  # no record: a true leftover
-            except SystemFailure:
-                continue  # unreadable: recover of that session decides
-            if kind == "cgroup":
-                if current is not None and path in current.cgroups:
-                    continue
-                cgroups.kill([path])
-                cgroups.remove([path])
-            else:
-                if current is not None and current.netns == path:
-                    continue
-                netns.remove(path)
-            report.append(f"removed orphan {kind} {path}")
-        finally:
-            lock.release(remove=current is None and not os.path.exists(ctx.store.session_record(sid)))
-
-
-def check(ctx: Context, found: Sequence[Session], busy: Callable[[str], bool]) -> list[str]:
-    """Problems for ``doctor --check``: isolation a live session lacks, leftovers no record names.
-
-    *busy* tells whether a session's lock is held (an operation under way: not a problem).
-    """
-    problems = []
-    named = {s.id: s for s in found}
-    for s in found:
-        if s.state == "active" and not busy(s.id) and not intact(s):
-            problems.append(f"session {s.id}: its network namespace or cgroups are missing (needs recovery)")
-    directory = os.path.join(ctx.store.run, "netns")
-    try:
-        names = sorted(os.listdir(directory))
-    except FileNotFoundError:
-        names = []
-    for name in names:
-        owner = named.get(name)
-        path = os.path.join(directory, name)
-        if (owner is None or owner.netns != path) and not busy(name):
-            problems.append(f"network namespace {path} belongs to no session")
-    from . import cgroups
-
-    try:
-        stray = cgroups.leftovers(ctx.settings.cgroup_parent, cgroups.state_key(ctx.store.root), set(named))
-    except OSError:
-        stray = []
-    problems += [f"cgroup {p} belongs to no session" for p in stray if not busy(os.path.basename(p))]
-    return problems
-
-
-def doctor_lines(ctx: Context) -> list[tuple[str, str, str]]:
-    """(feature, available, how) rows for ``roost doctor``."""
-    from . import binfmt, cgroups, limits
-
-    rows: list[tuple[str, str, str]] = []
-    has_netns = os.path.exists("/proc/self/ns/net")
-    rows.append(("network: none", "yes" if has_netns else "no", "a network namespace of the session's own"))
-    found = cgroups.hierarchies()
-    v2 = next((h for h in found if h.version == 2), None)
-    rows.append(
-        (
-            "network: loopback",
-            "yes" if v2 is not None else "no",
-            f"socket filters on cgroup v2 ({v2.path})" if v2 else "needs the cgroup v2 hierarchy mounted",
-        )
-    )
-    for key in limits.KEYS:
-        v2_name, v1_name = cgroups.CONTROLLER_OF[key]
-        if v2 is not None and v2_name in v2.controllers:
-            rows.append((f"limits: {key}", "yes", f"cgroup v2 {v2_name} ({v2.path})"))
-            continue
-        h1 = next((h for h in found if h.version == 1 and v1_name in h.controllers), None)
-        if h1 is not None:
-            rows.append((f"limits: {key}", "yes", f"cgroup v1 {v1_name} ({h1.path})"))
-        else:
-            rows.append((f"limits: {key}", "no", f"no {v2_name} controller in cgroup v2 or v1"))
-    for arch, ok, why in binfmt.report():
-        rows.append((f"architecture: {arch}", "yes" if ok else "no", why))
-    return rows

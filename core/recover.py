@@ -329,7 +329,9 @@ def _orphans(ctx: Context, report: list[str]) -> None:
     _backend_orphans(ctx, report)
     store = ctx.store
     known = set(records.ids(store.sessions_dir))
-    isolation.orphans(ctx, session_ops.read_all(ctx)[0], report)
+    from .isolation_upkeep import orphans
+
+    orphans(ctx, session_ops.read_all(ctx)[0], report)
     from . import pkgcache
 
     for path in pkgcache.orphans(store, known):

@@ -113,7 +113,7 @@ class SessionInfo(Struct, frozen=True):
     state: str  # mounted, needs-recovery, lost, beginning, ending, promoting
     processes: int | None = None
     changes: int | None = None
-    #: Live figures of a session with a cgroup (core.isolation.usage).
+    #: Live figures of a session with a cgroup (core.isolation_upkeep.usage).
     usage: dict[str, int | None] | None = None
 
     def to_json(self) -> dict[str, Any]:
@@ -166,7 +166,7 @@ class Load(Struct, frozen=True):
 
 
 def load(figures: Mapping[str, int | None], previous: Load | None, elapsed: float) -> Load:
-    """A session's :class:`Load` from :func:`core.isolation.usage`'s *figures*, *elapsed* seconds after *previous*."""
+    """A session's :class:`Load` from *figures* (:func:`core.isolation_upkeep.usage`), *elapsed* s after *previous*."""
     cpu = figures.get("cpu_usec")
     percent = None
     if cpu is not None and previous is not None and previous.cpu_usec is not None and elapsed > 0:

@@ -86,6 +86,7 @@ def iso(bb: Env) -> Iterator[Env]:
     sessions = bb.roost("session", "list", "--json").json()
     for s in sessions:
         bb.roost("session", "end", s["id"], "--force")
+    bb.roost("session", "recover", "--all")  # the state root's cgroup slice outlives its sessions; recover removes it
     left = _cgroup_dirs(parent)
     for path in sorted(left, key=len, reverse=True):  # clean up before failing
         cgroups.kill([path])
@@ -593,3 +594,47 @@ def test_a_v1_freezer_stands_in_for_an_empty_v2_directory(iso: Env) -> None:
     iso.ok("session", "end", sid)
     assert not _alive(int(members[0]))
     assert not os.path.exists(frozen_dir)
+
+
+def test_end_finds_and_kills_a_process_in_a_cgroup_made_below_the_sessions_own(iso: Env) -> None:
+    """Root in a session can make child cgroups of its own and move into them: end walks below."""
+    sid = iso.begin("bb", "--limit", "pids=64")
+    dirs = record(iso, sid)["cgroups"]
+    assert isinstance(dirs, list)
+    iso.sh(sid, "exec sleep 304 </dev/null >/dev/null 2>&1 &")
+    (pid,) = cgroups.members(dirs)
+    made = []
+    for d in dirs:  # what a process of the session could do as root, in every hierarchy
+        child = os.path.join(d, "inner", "deeper")
+        os.makedirs(child)
+        made.append(child)
+        Path(child, "cgroup.procs").write_text(str(pid))
+        assert Path(d, "cgroup.procs").read_text().split() == []
+    assert cgroups.members(dirs) == {pid}
+    assert [p for p in cgroups._tree(dirs[0]) if p.startswith(dirs[0])] == [
+        os.path.join(dirs[0], "inner", "deeper"),
+        os.path.join(dirs[0], "inner"),
+        dirs[0],
+    ]
+    iso.ok("session", "end", sid)
+    assert not _alive(pid)
+    assert not any(os.path.exists(d) for d in dirs)
+
+
+def test_the_state_roots_cgroup_slice_outlives_its_sessions_until_recover(iso: Env) -> None:
+    """``<parent>/<key>`` stays for the next session (ten mkdirs and rmdirs less); recover removes it, empty."""
+    sid = iso.begin("bb", "--limit", "pids=64")
+    dirs = record(iso, sid)["cgroups"]
+    assert isinstance(dirs, list) and dirs
+    slices = sorted({os.path.dirname(d) for d in dirs})
+    iso.ok("session", "end", sid)
+    assert not any(os.path.exists(d) for d in dirs)
+    assert all(os.path.isdir(s) and os.listdir(s) for s in slices)  # kept: a cgroup directory is never empty
+    assert iso.roost("doctor", "--check").code == 0  # a slice is not a leftover
+    again = iso.begin("bb", "--limit", "pids=64")
+    iso.ok("session", "recover", "--all")  # a session lives: its slice stays
+    assert all(os.path.isdir(s) for s in slices)
+    iso.ok("session", "end", again)
+    iso.ok("session", "recover", "--all")
+    assert not any(os.path.exists(s) for s in slices)
+    assert not any(os.path.exists(os.path.dirname(s)) for s in slices)  # the test's own parent, empty, too

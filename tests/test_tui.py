@@ -625,6 +625,7 @@ def iso2(bb2: Env) -> Iterator[Env]:
     yield bb2
     for s in sessions(bb2):
         bb2.roost("session", "end", s, "--force")
+    bb2.roost("session", "recover", "--all")  # the state root's cgroup slice outlives its sessions
     left = []
     for h in cgroups.hierarchies():
         top = os.path.join(h.path, parent)

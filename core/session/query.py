@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .. import backends, isolation, locks, mounts, policy, procs, views
+from .. import backends, isolation_upkeep, locks, mounts, policy, procs, views
 from ..names import check_object_name
 from ..records import Session
 from ..views import SessionInfo
@@ -45,4 +45,4 @@ def info(ctx: Context, sid: str, *, details: bool) -> SessionInfo:
         return SessionInfo(session, state)
     count = procs.count_in_roots([session.mountpoint])[session.mountpoint.rstrip("/")]
     changes = backends.get(session.backend).changes(session)
-    return SessionInfo(session, state, processes=count, changes=changes, usage=isolation.usage(session))
+    return SessionInfo(session, state, processes=count, changes=changes, usage=isolation_upkeep.usage(session))

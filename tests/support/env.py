@@ -128,7 +128,11 @@ def procs_below(path: str) -> list[int]:
 
 
 def assert_no_leaks(base: Path) -> None:
-    """Fail (after cleaning up) if mounts or processes remain below *base*."""
+    """Fail (after cleaning up) if mounts, processes or session cgroups remain below *base*.
+
+    The state root's cgroup slices (``<hierarchy>/<parent>/<key>``), which roost
+    keeps between sessions, go too; a session's directory still in one is a leak.
+    """
     procs = procs_below(str(base))
     for pid in procs:
         try:
@@ -136,9 +140,41 @@ def assert_no_leaks(base: Path) -> None:
         except ProcessLookupError:
             pass
     leaked = mounts_under(base)
-    if leaked or procs:
-        stats.bump("leaks found", len(leaked) + len(procs))
+    cgroups_left = _remove_cgroup_slices(base / "state")
+    if leaked or procs or cgroups_left:
+        stats.bump("leaks found", len(leaked) + len(procs) + len(cgroups_left))
     for target in sorted(leaked, key=len, reverse=True):
         subprocess.run(["umount", "-l", target], capture_output=True)
     assert not leaked, f"mounts left behind: {leaked}"
     assert not procs, f"processes left running in sessions: {procs}"
+    assert not cgroups_left, f"session cgroups left behind: {cgroups_left}"
+
+
+def _remove_cgroup_slices(state: Path) -> list[str]:
+    """Remove the cgroup slices of the state root *state*; the session directories that were still in them."""
+    from core import cgroups
+
+    try:
+        key = cgroups.state_key(str(state))
+    except OSError:
+        return []
+    left = []
+    for h in cgroups.hierarchies():
+        try:
+            parents = [e.path for e in os.scandir(h.path) if e.is_dir(follow_symlinks=False)]
+        except OSError:
+            continue
+        for parent in parents:
+            slice_dir = os.path.join(parent, key)
+            if not os.path.isdir(slice_dir):
+                continue
+            for path in cgroups._tree(slice_dir):
+                if path != slice_dir:
+                    left.append(path)
+                    cgroups.kill([path])
+                os.rmdir(path)
+            try:
+                os.rmdir(parent)  # empty once no state root uses it (roost's own default parent included)
+            except OSError:
+                pass
+    return left
