@@ -183,6 +183,8 @@ def remove_all(roost: Roost) -> None:
         subprocess.run(roost.argv("session", "end", "--force", s["id"]), env=roost.env, capture_output=True)
     for i in _json(roost, "image", "list", "--json"):
         subprocess.run(roost.argv("image", "remove", "--force", i["name"]), env=roost.env, capture_output=True)
+    # the state root's cgroup slices stay between sessions: recover removes them once none is left
+    subprocess.run(roost.argv("session", "recover", "--all"), env=roost.env, capture_output=True)
 
 
 def _json(roost: Roost, *args: str) -> list[dict[str, object]]:

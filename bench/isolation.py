@@ -156,6 +156,7 @@ for i in range(runs):
         os.mkdir(leaf)
         t = time.perf_counter(); sockfilter.attach(leaf); out["loopback filters attach"].append(time.perf_counter() - t)
         os.rmdir(leaf)
+cgroups.remove_slice(parent, "bench")
 print(json.dumps(out))
 """
 
