@@ -71,6 +71,6 @@ def info_rows(info: Any) -> list[tuple[str, Any]]:
 
 def doctor_table(ctx: Context) -> list[dict[str, str]]:
     """Rows of ``roost doctor``'s isolation report: network modes, limits, architectures."""
-    from core import isolation
+    from core import isolation_upkeep
 
-    return [{"feature": f, "available": a, "how": h} for f, a, h in isolation.doctor_lines(ctx.engine)]
+    return [{"feature": f, "available": a, "how": h} for f, a, h in isolation_upkeep.doctor_lines(ctx.engine)]
