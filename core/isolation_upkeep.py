@@ -57,25 +57,7 @@ def orphans(ctx: Context, found: Sequence[Session], report: list[str]) -> None:
     """
     from . import cgroups, netns
 
-    named = {s.id: s for s in found}
-    candidates: list[tuple[str, str, str]] = []  # (session id, kind, path)
-    try:
-        key = cgroups.state_key(ctx.store.root)
-        stray = cgroups.leftovers(ctx.settings.cgroup_parent, key, set(named))
-        candidates += [(os.path.basename(p), "cgroup", p) for p in stray]
-    except OSError:
-        pass
-    directory = os.path.join(ctx.store.run, "netns")
-    try:
-        names = sorted(os.listdir(directory))
-    except FileNotFoundError:
-        names = []
-    for name in names:
-        path = os.path.join(directory, name)
-        owner = named.get(name)
-        if owner is None or owner.netns != path:
-            candidates.append((name, "network namespace", path))
-    for sid, kind, path in candidates:
+    for sid, kind, path in _strays(ctx, found):
         try:
             lock = ctx.session_lock(sid, "recover", wait=False)
         except (Conflict, BadInput):
@@ -113,28 +95,36 @@ def check(ctx: Context, found: Sequence[Session], busy: Callable[[str], bool]) -
     *busy* tells whether a session's lock is held (an operation under way: not a problem).
     """
     problems = []
-    named = {s.id: s for s in found}
     for s in found:
         if s.state == "active" and not busy(s.id) and not intact(s):
             problems.append(f"session {s.id}: its network namespace or cgroups are missing (needs recovery)")
+    problems += [f"{kind} {path} belongs to no session" for sid, kind, path in _strays(ctx, found) if not busy(sid)]
+    return problems
+
+
+def _strays(ctx: Context, found: Sequence[Session]) -> list[tuple[str, str, str]]:
+    """(session id, kind, path) of the cgroups under this state root's key and the network namespace
+    files that no record in *found* names (candidates: callers look again under the session's lock)."""
+    from . import cgroups
+
+    named = {s.id: s for s in found}
+    out: list[tuple[str, str, str]] = []
+    try:
+        stray = cgroups.leftovers(ctx.settings.cgroup_parent, cgroups.state_key(ctx.store.root), set(named))
+        out += [(os.path.basename(p), "cgroup", p) for p in stray]
+    except OSError:
+        pass
     directory = os.path.join(ctx.store.run, "netns")
     try:
         names = sorted(os.listdir(directory))
     except FileNotFoundError:
         names = []
     for name in names:
-        owner = named.get(name)
         path = os.path.join(directory, name)
-        if (owner is None or owner.netns != path) and not busy(name):
-            problems.append(f"network namespace {path} belongs to no session")
-    from . import cgroups
-
-    try:
-        stray = cgroups.leftovers(ctx.settings.cgroup_parent, cgroups.state_key(ctx.store.root), set(named))
-    except OSError:
-        stray = []
-    problems += [f"cgroup {p} belongs to no session" for p in stray if not busy(os.path.basename(p))]
-    return problems
+        owner = named.get(name)
+        if owner is None or owner.netns != path:
+            out.append((name, "network namespace", path))
+    return out
 
 
 def doctor_lines(ctx: Context) -> list[tuple[str, str, str]]:
