@@ -1,4 +1,4 @@
-"""Session cgroups: resource limits, live usage, and killing through the kernel's groups.
+"""Session cgroups: where they go and how they are made, with their limits.
 
 A session with ``limits:`` (or ``network: loopback``) gets one directory per
 cgroup hierarchy it needs, all named ``<hierarchy>/<cgroup-parent>/<key>/<id>``
@@ -9,17 +9,17 @@ v2 is mounted at all, even without controllers, because v2 alone offers
 cpu controller, and socket filters (``network: loopback``, :mod:`core.sockfilter`).
 
 The directories are written into the session record, so joining costs one
-``write(2)`` to each ``cgroup.procs`` (:func:`join`, on the hot path: ``os``
-only) and ending or recovering needs no discovery. Processes that left the
+``write(2)`` to each (:func:`core.process.join_cgroups`, on the hot path)
+and ending or recovering needs no discovery. Processes that left the
 session's root (a double fork and a chroot to ``/proc/1/root``) stay in its
-cgroup, so :func:`kill` catches what the process-tree scan cannot.
+cgroup, so ending through it (:mod:`core.cgroups_upkeep`, with live usage and
+leftovers) catches what the process-tree scan cannot.
 """
 
 from __future__ import annotations
 
 import errno
 import os
-import time
 
 from .errors import BadInput, SystemFailure
 
@@ -41,8 +41,6 @@ CONTROLLER_OF = {
     "io-weight": ("io", "blkio"),
 }
 CPU_PERIOD_US = 100_000
-_SIGKILL = 9
-_SIGTERM = 15
 
 
 class Hierarchy:
@@ -65,16 +63,17 @@ _found: list[Hierarchy] | None = None
 def hierarchies(mountinfo: str | None = None) -> list[Hierarchy]:
     """The cgroup hierarchies mounted here: v2 first (if any), then each v1 hierarchy with controllers.
 
-    Read from /proc/self/mountinfo once per process (cgroup hierarchies are
-    mounted at boot); *mountinfo* parses the given text instead.
+    Found in /proc/self/mountinfo once per process (cgroup hierarchies are
+    mounted at boot), in the text the process read last if it read it at all
+    (:func:`core.mounts.last_read`); *mountinfo* parses the given text instead.
     """
     global _found
     if mountinfo is None:
         if _found is not None:
             return _found
-        with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
-            text = f.read()
-        _found = _parse(text)
+        from .mounts import last_read
+
+        _found = _parse(last_read())
         return _found
     return _parse(mountinfo)
 
@@ -106,7 +105,7 @@ def _parse(mountinfo: str) -> list[Hierarchy]:
 
 
 def _v2_controllers(path: str) -> frozenset[str]:
-    return frozenset((_read(os.path.join(path, "cgroup.controllers")) or "").split())
+    return frozenset((read(os.path.join(path, "cgroup.controllers")) or "").split())
 
 
 def state_key(state_root: str) -> str:
@@ -145,15 +144,17 @@ def plan(
     or, beside v1 hierarchies, from v1's cpuacct. *filters*: the session
     needs a v2 directory for its socket filters.
 
-    A session with v1 directories also gets one in v1's freezer, if mounted:
-    it stands in for v2's ``cgroup.kill`` (freeze, SIGKILL, thaw). The v2
-    directory is then made only when needed (a v2 controller, *filters*, or
-    no freezer); *v2* forces it in or out (recover passes what the record
-    has). Why not always: joining a v2 directory is a write to its
-    ``cgroup.procs``, for which the kernel takes ``cgroup_threadgroup_rwsem``
-    for writing and waits for an RCU grace period (about 13 ms on a quiet
-    host) unless the hierarchy is mounted with ``favordynmods``; a v1
-    directory is joined through ``tasks`` (:func:`join`), which does not wait.
+    A session with v1 directories also gets one in v1's pids hierarchy (or,
+    without one, in v1's freezer), whether or not it limits processes: it
+    stands in for v2's ``cgroup.kill`` (:func:`core.cgroups_upkeep.kill`) and counts the
+    session's processes. The v2 directory is then made only when needed (a
+    v2 controller, *filters*, or neither v1 pids nor freezer); *v2* forces it
+    in or out (recover passes what the record has). Why not always: joining
+    a v2 directory is a write to its ``cgroup.procs``, for which the kernel
+    takes ``cgroup_threadgroup_rwsem`` for writing and waits for an RCU grace
+    period (about 13 ms on a quiet host) unless the hierarchy is mounted with
+    ``favordynmods``; a v1 directory is joined through ``tasks``
+    (:func:`core.process.join_cgroups`), which does not wait.
     """
     found = hierarchies() if found is None else found
     unified = next((h for h in found if h.version == 2), None)
@@ -181,10 +182,13 @@ def plan(
     if any(h.version == 1 for h in wanted.values()):
         if account and "cpuacct" in v1:
             wanted["cpuacct"] = v1["cpuacct"]  # live CPU figures (v1's cpu.stat has none)
-        if "freezer" in v1:
+        if "pids" in v1:
+            wanted.setdefault("pids", v1["pids"])  # the kill (pids.max 0) and the process count
+        elif "freezer" in v1:
             wanted["freezer"] = v1["freezer"]
+    v1_kill = "freezer" in wanted or ("pids" in wanted and wanted["pids"].version == 1)
     if v2 is None:
-        v2 = filters or unified in wanted.values() or "freezer" not in wanted
+        v2 = filters or unified in wanted.values() or not v1_kill
     v2 = v2 and unified is not None
     groups: dict[str, set[str]] = {}
     by_path: dict[str, Hierarchy] = {}
@@ -203,6 +207,11 @@ def plan(
     ]
 
 
+def limiting(limits: Mapping[str, int | float]) -> frozenset[str]:
+    """The controllers (by their v2 and v1 names) that apply *limits*; the rest only count or kill."""
+    return frozenset(name for key in limits for name in CONTROLLER_OF[key])
+
+
 def group_at(path: str, found: Sequence[Hierarchy] | None = None) -> Group | None:
     """The directory *path* as a group of no controllers, if it lies in a mounted hierarchy."""
     for h in hierarchies() if found is None else found:
@@ -211,7 +220,8 @@ def group_at(path: str, found: Sequence[Hierarchy] | None = None) -> Group | Non
     return None
 
 
-def _write(path: str, value: str) -> None:
+def write(path: str, value: str) -> None:
+    """Write *value* to a cgroup file (one write)."""
     fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
     try:
         os.write(fd, value.encode())
@@ -219,7 +229,7 @@ def _write(path: str, value: str) -> None:
         os.close(fd)
 
 
-def _read(path: str) -> str | None:
+def read(path: str) -> str | None:
     """A cgroup file's text, None if it cannot be read. Plain reads, no text layer: on the hot path."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
@@ -263,8 +273,7 @@ def _settings(group: Group, limits: Mapping[str, int | float]) -> list[tuple[str
             quota = max(1000, int(float(limits["cpu-quota"]) * CPU_PERIOD_US))
             if v2:
                 out.append(("cpu.max", f"{quota} {CPU_PERIOD_US}", "cpu-quota"))
-            else:
-                out.append(("cpu.cfs_period_us", str(CPU_PERIOD_US), "cpu-quota"))
+            else:  # a new v1 directory's cpu.cfs_period_us is already the kernel's default, CPU_PERIOD_US
                 out.append(("cpu.cfs_quota_us", str(quota), "cpu-quota"))
     if ("io" in c or "blkio" in c) and "io-weight" in limits:
         weight = int(limits["io-weight"])
@@ -289,10 +298,10 @@ def _enable(hierarchy: Hierarchy, directory: str, controllers: Iterable[str]) ->
     path = hierarchy.path
     for part in ["", *rel.split("/")]:
         path = os.path.join(path, part) if part else path
-        enabled = set((_read(os.path.join(path, "cgroup.subtree_control")) or "").split())
+        enabled = set((read(os.path.join(path, "cgroup.subtree_control")) or "").split())
         missing = wanted - enabled
         if missing:
-            _write(os.path.join(path, "cgroup.subtree_control"), " ".join(f"+{m}" for m in sorted(missing)))
+            write(os.path.join(path, "cgroup.subtree_control"), " ".join(f"+{m}" for m in sorted(missing)))
 
 
 def _make_parents(root: str, directory: str) -> None:
@@ -327,256 +336,7 @@ def create(groups: Sequence[Group], limits: Mapping[str, int | float]) -> None:
                 raise SystemFailure(f"cannot create cgroup {group.path}: {e.strerror}") from None
         for name, value, key in _settings(group, limits):
             try:
-                _write(os.path.join(group.path, name), value)
+                write(os.path.join(group.path, name), value)
             except OSError as e:
                 why = "not offered by this kernel" if e.errno == errno.ENOENT else e.strerror
                 raise SystemFailure(f"limits.{key}: cannot set {name} in {group.path} ({why})") from None
-
-
-def join(directories: Sequence[str], pid: int = 0) -> None:
-    """Put the calling process (or *pid*) into every directory: one write each. On the hot path.
-
-    The caller goes into a v1 directory through its ``tasks`` file, as the
-    thread it is: it must have no other threads (a forked child, before it
-    execs). Writing ``cgroup.procs`` would move a whole thread group, which
-    waits for an RCU grace period (:func:`plan`); v2 has only that.
-    """
-    for directory in directories:
-        fd = -1
-        if not pid:
-            try:
-                fd = os.open(directory + "/tasks", os.O_WRONLY | os.O_CLOEXEC)
-                data = b"0"
-            except FileNotFoundError:
-                pass
-        if fd < 0:
-            fd = os.open(directory + "/cgroup.procs", os.O_WRONLY | os.O_CLOEXEC)
-            data = str(pid or os.getpid()).encode()
-        try:
-            os.write(fd, data)
-        finally:
-            os.close(fd)
-
-
-def _tree(directory: str) -> list[str]:
-    """*directory* and the cgroups below it, deepest first (children before their parents).
-
-    A cgroup directory's link count is 2 plus its subdirectories (kernfs
-    counts them), so a leaf — nearly every session directory — costs one
-    stat instead of a listing of its thirty-odd files.
-    """
-    found = []
-    pending = [directory]
-    while pending:
-        path = pending.pop()
-        try:
-            leaf = os.stat(path).st_nlink <= 2
-        except OSError:  # gone meanwhile (or never there)
-            continue
-        found.append(path)
-        if leaf:
-            continue
-        try:
-            with os.scandir(path) as entries:
-                pending.extend(e.path for e in entries if e.is_dir(follow_symlinks=False))
-        except OSError:
-            pass
-    found.reverse()  # every directory was found after its parent
-    return found
-
-
-def members(directories: Iterable[str]) -> set[int]:
-    """Every process in any of the directories or below them."""
-    pids: set[int] = set()
-    for directory in directories:
-        for path in _tree(directory):
-            text = _read(os.path.join(path, "cgroup.procs"))
-            if text:
-                pids.update(int(p) for p in text.split())
-    return pids
-
-
-def signal(directories: Iterable[str], signum: int) -> int:
-    """Send *signum* to every process in the directories; how many got it."""
-    sent = 0
-    for pid in members(directories):
-        try:
-            os.kill(pid, signum)
-            sent += 1
-        except ProcessLookupError:
-            pass
-    return sent
-
-
-def kill(directories: Sequence[str], timeout: float = 10.0) -> int:
-    """SIGKILL everything in the session's cgroups, until they are empty.
-
-    cgroup v2's ``cgroup.kill`` kills the whole group at once, forks in
-    flight included. Without it, a v1 freezer directory does the same in
-    three steps: freeze (no member runs, so none forks), SIGKILL every
-    member, thaw (each dies as it wakes). Without either, the members are
-    killed round after round (a fork bomb is held by its pids limit).
-    Returns how many processes were found.
-    """
-    live = [d for d in directories if os.path.isdir(d)]
-    if not live:
-        return 0
-    found = members(live)
-    if not found:
-        return 0
-    killed = False
-    for directory in live:  # every v2 directory (there is one per session, but a caller may pass more)
-        if os.path.exists(os.path.join(directory, "cgroup.kill")):
-            try:
-                _write(os.path.join(directory, "cgroup.kill"), "1")
-                killed = True
-            except OSError:
-                pass
-    if not killed:
-        for directory in live:
-            if os.path.exists(os.path.join(directory, "freezer.state")):
-                _kill_frozen(directory)
-                break
-    deadline = time.monotonic() + timeout
-    while True:
-        left = members(live)
-        if not left:
-            return len(found)
-        found |= left
-        if time.monotonic() > deadline:
-            raise SystemFailure(f"processes {', '.join(map(str, sorted(left)[:5]))} survive SIGKILL in {live[0]}")
-        signal(live, _SIGKILL)
-        time.sleep(0.005)
-
-
-def _kill_frozen(directory: str, timeout: float = 2.0) -> None:
-    """Freeze a v1 freezer directory, SIGKILL its members, thaw it: nobody forks in between.
-
-    A member the freezer cannot stop in time (a task in uninterruptible
-    sleep) still gets its SIGKILL; :func:`kill`'s rounds catch the rest.
-    """
-    state = os.path.join(directory, "freezer.state")
-    try:
-        _write(state, "FROZEN")
-    except OSError:
-        return
-    try:
-        deadline = time.monotonic() + timeout
-        while (_read(state) or "").strip() == "FREEZING" and time.monotonic() < deadline:
-            time.sleep(0.001)
-        signal([directory], _SIGKILL)
-    finally:
-        try:
-            _write(state, "THAWED")
-        except OSError:
-            pass
-
-
-def remove(directories: Sequence[str], timeout: float = 5.0) -> None:
-    """Remove the (empty) session directories and what is below them; their parents stay.
-
-    ``<parent>/<key>`` (the state root's slice) and ``<parent>`` outlive the
-    session: making and removing them with every session that begins and ends
-    alone cost ten more mkdirs and rmdirs, about a third of what limits add to
-    an automatic session. :func:`remove_slice` (``session recover --all`` on a
-    state root without sessions) removes them.
-    """
-    deadline = time.monotonic() + timeout
-    for directory in directories:
-        for path in _tree(directory):  # the loopback leaf before the session's own directory
-            while True:
-                try:
-                    os.rmdir(path)
-                    break
-                except FileNotFoundError:
-                    break
-                except OSError as e:
-                    if e.errno != errno.EBUSY or time.monotonic() > deadline:
-                        raise SystemFailure(f"cannot remove cgroup {path}: {e.strerror}") from None
-                    signal([path], _SIGKILL)  # a process that was still exiting, or joined late
-                    time.sleep(0.01)
-
-
-def remove_slice(parent: str, key: str, found: Sequence[Hierarchy] | None = None) -> list[str]:
-    """Remove this state root's ``<parent>/<key>`` in every hierarchy, and ``<parent>``, where empty; what went.
-
-    A directory still in use (a session's below it, another state root's
-    beside it) stays. A begin that finds its parent gone makes it again
-    (:func:`create`).
-    """
-    removed = []
-    for h in hierarchies() if found is None else found:
-        key_dir = os.path.join(h.path, parent, key)
-        for path in (key_dir, os.path.dirname(key_dir)):
-            try:
-                os.rmdir(path)
-                removed.append(path)
-            except OSError:
-                break
-    return removed
-
-
-def _stat_value(text: str | None, key: str) -> int | None:
-    if not text:
-        return None
-    for line in text.splitlines():
-        name, _, value = line.partition(" ")
-        if name == key:
-            try:
-                return int(value)
-            except ValueError:
-                return None
-    return None
-
-
-def _int(text: str | None) -> int | None:
-    if text is None:
-        return None
-    text = text.strip()
-    return int(text) if text.isdigit() else None
-
-
-def usage(directories: Sequence[str]) -> dict[str, int | None]:
-    """What the session uses now: memory (bytes) and its peak, CPU time (µs), processes, OOM kills.
-
-    A figure the session's hierarchies do not account is None.
-    """
-    out: dict[str, int | None] = dict.fromkeys(("memory", "memory_peak", "cpu_usec", "pids", "oom_kills"))
-    for d in directories:
-        if out["memory"] is None:
-            v2 = _int(_read(os.path.join(d, "memory.current")))
-            v1 = None if v2 is not None else _int(_read(os.path.join(d, "memory.usage_in_bytes")))
-            if v2 is not None:
-                out["memory"] = v2
-                out["memory_peak"] = _int(_read(os.path.join(d, "memory.peak")))
-                out["oom_kills"] = _stat_value(_read(os.path.join(d, "memory.events")), "oom_kill")
-            elif v1 is not None:
-                out["memory"] = v1
-                out["memory_peak"] = _int(_read(os.path.join(d, "memory.max_usage_in_bytes")))
-                out["oom_kills"] = _stat_value(_read(os.path.join(d, "memory.oom_control")), "oom_kill")
-        if out["cpu_usec"] is None:
-            usec = _stat_value(_read(os.path.join(d, "cpu.stat")), "usage_usec")
-            if usec is None:
-                ns = _int(_read(os.path.join(d, "cpuacct.usage")))
-                usec = None if ns is None else ns // 1000
-            out["cpu_usec"] = usec
-        if out["pids"] is None:
-            out["pids"] = _int(_read(os.path.join(d, "pids.current")))
-    return out
-
-
-def leftovers(parent: str, key: str, known: set[str], found: Sequence[Hierarchy] | None = None) -> list[str]:
-    """Session directories of this state root (under *parent*/*key*) that no record names."""
-    found = hierarchies() if found is None else found
-    out = []
-    for h in found:
-        base = os.path.join(h.path, parent, key)
-        try:
-            names = os.listdir(base)
-        except OSError:
-            continue
-        for name in sorted(names):
-            path = os.path.join(base, name)
-            if name not in known and os.path.isdir(path):
-                out.append(path)
-    return out

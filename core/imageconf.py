@@ -170,7 +170,7 @@ def parse_image_config(data: Any, where: str, backends: tuple[str, ...] = BACKEN
 
 def _check_isolation(config: ImageConfig, where: str) -> None:
     if config.network is not None:
-        from .limits import check_network
+        from .records import check_network
 
         check_network(config.network, where)
     if config.architecture is not None and config.architecture not in ARCHITECTURES:

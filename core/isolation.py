@@ -13,8 +13,9 @@ The session life cycle calls a small interface:
                     keep the network namespace
 :func:`intact`      recover: is everything :func:`start` made still there?
 :func:`kill`        end, after the process-tree scan: SIGKILL whatever is left in the
-                    session's cgroups (processes that left its root)
-:func:`remove`      end, after the unmount: the cgroups and the kept namespace
+                    session's cgroups (processes that left its root) and remove
+                    them; an empty one goes in one ``rmdir`` (the usual case)
+:func:`remove`      end, after the unmount: the kept network namespace
 ==================  ===================================================================
 
 The rest lives apart, so that a begin with limits loads only the above:
@@ -60,12 +61,15 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs milliseconds at start-up
     from collections.abc import Mapping
 
+    from . import cgroups
     from .context import Context
     from .imageconf import ImageConfig
     from .profiles import Profile
 
 #: The child of a session's cgroup v2 directory that carries the loopback filters.
 LOOPBACK_LEAF = "loopback"
+#: What :func:`plan` planned in this process, by session: begin's :func:`start` needs no second plan.
+_planned: dict[str, list[cgroups.Group]] = {}
 
 
 def _netns_path(ctx: Context, sid: str) -> str:
@@ -92,9 +96,7 @@ def resolve(
 ) -> tuple[str, dict[str, int | float] | None]:
     """The network and limits a new session gets (session options > image.yaml > profile)."""
     if network is not None:
-        from .limits import check_network
-
-        chosen = check_network(network, "--network")
+        chosen = records.check_network(network, "--network")
     elif maintenance:
         chosen = "host"  # apt must reach its mirrors; --network overrides
     else:
@@ -132,6 +134,7 @@ def plan(ctx: Context, session: Session) -> None:
         found=found,
     )
     session.cgroups = [g.path for g in groups]
+    _planned[session.id] = groups  # start, in this process, makes them as planned
     if session.network == "loopback":
         v2 = next(g.path for g in groups if g.hierarchy.version == 2)
         session.filtered = os.path.join(v2, LOOPBACK_LEAF)
@@ -184,6 +187,10 @@ def _kept(path: str) -> bool:
 def _start_cgroups(session: Session) -> None:
     from . import cgroups
 
+    planned_here = _planned.pop(session.id, None)
+    if planned_here is not None and [g.path for g in planned_here] == session.cgroups:
+        cgroups.create(planned_here, session.limits or {})  # begin: as plan named them a moment ago
+        return
     first = session.cgroups[0]
     key_dir = os.path.dirname(first)
     parent, key = os.path.basename(os.path.dirname(key_dir)), os.path.basename(key_dir)
@@ -204,7 +211,7 @@ def _start_cgroups(session: Session) -> None:
     # What the record names is made; a directory the plan has no controllers for (a
     # session begun by an earlier roost, which planned differently) is made bare.
     groups = [planned.get(path) or cgroups.group_at(path, found) for path in session.cgroups]
-    limited = {p for p, g in planned.items() if g.controllers - {"cpuacct", "freezer"}}
+    limited = {p for p, g in planned.items() if g.controllers & cgroups.limiting(session.limits or {})}
     if None in groups or not limited <= set(session.cgroups):
         raise SystemFailure(
             f"the cgroup hierarchies changed since session {session.id} began "
@@ -239,20 +246,31 @@ def intact(session: Session) -> bool:
 
 
 def kill(session: Session) -> int:
-    """SIGKILL what is left in the session's cgroups; how many processes that was."""
-    if not session.cgroups:
-        return 0
-    from . import cgroups
+    """SIGKILL what is left in the session's cgroups and remove them (the loopback leaf first); how many processes.
 
-    return cgroups.kill(session.cgroups)
+    A cgroup with no process and no cgroup below it goes in one ``rmdir(2)``
+    (the kernel refuses a busy one): at ``end`` the process-tree scan has
+    usually got everything, and no cgroup code is even loaded.
+    """
+    busy = []
+    for directory in session.cgroups:
+        try:
+            os.rmdir(directory)
+        except FileNotFoundError:
+            pass
+        except OSError:
+            busy.append(directory)  # EBUSY: processes in it, or cgroups below it
+    if not busy:
+        return 0
+    from . import cgroups_upkeep
+
+    found = cgroups_upkeep.kill(busy)
+    cgroups_upkeep.remove(busy)
+    return found
 
 
 def remove(session: Session) -> None:
-    """Remove the cgroups (the loopback leaf first) and the kept network namespace."""
-    if session.cgroups:
-        from . import cgroups
-
-        cgroups.remove(session.cgroups)
+    """Remove the kept network namespace (:func:`kill` removed the cgroups)."""
     if session.netns is not None:
         from . import netns
 

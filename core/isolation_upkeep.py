@@ -27,9 +27,9 @@ def usage(session: Session) -> dict[str, int | None] | None:
     """Memory (bytes, peak), CPU time (µs), processes and OOM kills of a session with a cgroup; else None."""
     if not session.cgroups:
         return None
-    from . import cgroups
+    from . import cgroups_upkeep
 
-    return cgroups.usage(session.cgroups)
+    return cgroups_upkeep.usage(session.cgroups)
 
 
 def usages(sessions: Sequence[Session]) -> dict[str, dict[str, int | None]]:
@@ -53,9 +53,9 @@ def orphans(ctx: Context, found: Sequence[Session], report: list[str]) -> None:
     made) is never mistaken for a leftover. A namespace file of a known
     session that its record no longer names was left by an interrupted switch.
     With no session at all, the state root's cgroup slice goes too (sessions
-    leave it for the next one: core.cgroups.remove).
+    leave it for the next one: core.cgroups_upkeep.remove).
     """
-    from . import cgroups, netns
+    from . import cgroups, cgroups_upkeep, netns
 
     for sid, kind, path in _strays(ctx, found):
         try:
@@ -73,8 +73,8 @@ def orphans(ctx: Context, found: Sequence[Session], report: list[str]) -> None:
             if kind == "cgroup":
                 if current is not None and path in current.cgroups:
                     continue
-                cgroups.kill([path])
-                cgroups.remove([path])
+                cgroups_upkeep.kill([path])
+                cgroups_upkeep.remove([path])
             else:
                 if current is not None and current.netns == path:
                     continue
@@ -84,7 +84,7 @@ def orphans(ctx: Context, found: Sequence[Session], report: list[str]) -> None:
             lock.release(remove=current is None and not os.path.exists(ctx.store.session_record(sid)))
     if not found:
         try:
-            cgroups.remove_slice(ctx.settings.cgroup_parent, cgroups.state_key(ctx.store.root))
+            cgroups_upkeep.remove_slice(ctx.settings.cgroup_parent, cgroups.state_key(ctx.store.root))
         except OSError:
             pass
 
@@ -105,12 +105,12 @@ def check(ctx: Context, found: Sequence[Session], busy: Callable[[str], bool]) -
 def _strays(ctx: Context, found: Sequence[Session]) -> list[tuple[str, str, str]]:
     """(session id, kind, path) of the cgroups under this state root's key and the network namespace
     files that no record in *found* names (candidates: callers look again under the session's lock)."""
-    from . import cgroups
+    from . import cgroups, cgroups_upkeep
 
     named = {s.id: s for s in found}
     out: list[tuple[str, str, str]] = []
     try:
-        stray = cgroups.leftovers(ctx.settings.cgroup_parent, cgroups.state_key(ctx.store.root), set(named))
+        stray = cgroups_upkeep.leftovers(ctx.settings.cgroup_parent, cgroups.state_key(ctx.store.root), set(named))
         out += [(os.path.basename(p), "cgroup", p) for p in stray]
     except OSError:
         pass

@@ -1,4 +1,4 @@
-"""Network modes and resource limits as configured: parsing and merging, nothing applied here.
+"""Resource limits (and network modes) as configured: parsing and merging, nothing applied here.
 
 Both come from three places, most specific last: the profile, image.yaml, and
 the session's own options at begin (``--network``, ``--limit KEY=VALUE``)::
@@ -15,7 +15,9 @@ the session's own options at begin (``--network``, ``--limit KEY=VALUE``)::
 A ``limits:`` mapping, even an empty one, gives the session a cgroup of its
 own (``end`` kills through it, ``session info`` shows memory and CPU used);
 without one, a session costs nothing extra. ``max`` removes a limit a less
-specific place set. Imported by image.yaml and profile parsing: ``os``-free.
+specific place set. Imported by image.yaml and profile parsing when they set
+limits: ``os``-free. The network's value is checked by
+:func:`core.records.check_network`, which every begin has loaded already.
 """
 
 from __future__ import annotations
@@ -27,17 +29,10 @@ if TYPE_CHECKING:  # typing costs milliseconds at start-up
     from collections.abc import Iterable, Mapping
     from typing import Any
 
-NETWORKS = ("host", "none", "loopback")
 KEYS = ("memory", "swap", "pids", "cpu-weight", "cpu-quota", "io-weight")
 #: A limit that removes whatever a less specific place set.
 UNLIMITED = "max"
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
-
-
-def check_network(value: object, where: str) -> str:
-    if value not in NETWORKS:
-        raise ConfigError(f"{where}: network must be one of {', '.join(NETWORKS)}, not {str(value)[:40]!r}")
-    return str(value)
 
 
 def parse_size(value: object, what: str) -> int:

@@ -1,11 +1,14 @@
-"""Reading the mount table and taking mount trees down, deepest first."""
+"""Reading the mount table and taking mount trees down, deepest first.
+
+Reading the table needs only ``os``: :mod:`core.syscalls` (ctypes, milliseconds
+to load) is imported by the functions that mount, unmount or ask statx.
+"""
 
 from __future__ import annotations
 
 import errno
 import os
 
-from . import syscalls
 from .errors import Conflict, SystemFailure
 from .struct import Struct
 
@@ -84,10 +87,30 @@ def parse_mountinfo(text: str, near: str | None = None) -> list[Mount]:
     return mounts
 
 
+#: The mount table as this process last read it (:func:`last_read`).
+_last: str | None = None
+
+
+def _read() -> str:
+    global _last
+    with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
+        _last = f.read()
+    return _last
+
+
 def mounts(near: str | None = None) -> list[Mount]:
     """The mount table; with *near*, only mounts whose line mentions that path."""
-    with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
-        return parse_mountinfo(f.read(), near)
+    return parse_mountinfo(_read(), near)
+
+
+def last_read() -> str:
+    """The mountinfo text this process read last (read now if it has not): for what no command changes.
+
+    Where the cgroup hierarchies are mounted, for one. The kernel writes the
+    whole table out for every read, and it grows with every session on the
+    host: a begin that has read it once need not have it written out again.
+    """
+    return _last if _last is not None else _read()
 
 
 def _below(target: str, path: str) -> bool:
@@ -118,6 +141,8 @@ def is_mount_root(path: str) -> bool:
     symlink anywhere in the way answers False); the entry's mount id differs
     from its directory's exactly when a mount sits on it.
     """
+    from . import syscalls
+
     parent, name = os.path.split(os.path.normpath(path))
     if not name:
         return True
@@ -135,6 +160,8 @@ def is_mount_root(path: str) -> bool:
 
 def _open_parent(parent: str) -> int:
     """*parent* as an O_PATH directory, with symbolic links refused at every component of it."""
+    from . import syscalls
+
     return syscalls.openat2(
         syscalls.AT_FDCWD,
         parent,
@@ -160,6 +187,8 @@ def make_private_mount_dir(path: str) -> bool:
     If *path* lies on a shared mount (systemd makes / shared), bind it onto
     itself and mark the bind private, once. Returns True if it did so.
     """
+    from . import syscalls
+
     table = mounts()
     if is_mounted(path, table):
         here = [m for m in table if m.target == os.path.normpath(path)][-1]
@@ -184,6 +213,8 @@ def unmount_tree(path: str, *, force: bool = False) -> list[str]:
     once so nothing below can be reached through it any more.
     Returns the targets that were unmounted.
     """
+    from . import syscalls
+
     done: list[str] = []
     drained = False
     for _ in range(8):  # stacked mounts may need more than one pass
@@ -241,6 +272,8 @@ def drain_fuse(devices: set[str], wait: float = FUSE_DRAIN_WAIT) -> None:
     mounted detached: it is in no mount table) are read until they are zero.
     Without that file system, a short pause instead.
     """
+    from . import syscalls
+
     if not devices:
         return
     import time
@@ -306,6 +339,8 @@ def umount_exact(m: Mount, flags: int = 0) -> None:
     Raises OSError: ELOOP (a symlink in the way), ESTALE (the entry is not
     that mount), or whatever umount2(2) says.
     """
+    from . import syscalls
+
     parent, name = os.path.split(m.target)
     if not name:
         raise OSError(errno.EINVAL, "refusing to unmount /", m.target)

@@ -136,6 +136,25 @@ def remove(path: str) -> None:
         pass
 
 
+def enter(path: str) -> int:
+    """Move the calling thread into the namespace kept at *path*; a descriptor of the one it left, for :func:`leave`."""
+    home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        join(path)
+    except BaseException:
+        os.close(home)
+        raise
+    return home
+
+
+def leave(home: int) -> None:
+    """Move the calling thread back into the namespace :func:`enter` left (and close *home*)."""
+    try:
+        _libc_setns(home, CLONE_NEWNET)
+    finally:
+        os.close(home)
+
+
 class Entered:
     """``with Entered(path):`` — the calling thread in that namespace for a moment (None: stay)."""
 
@@ -145,18 +164,10 @@ class Entered:
 
     def __enter__(self) -> Entered:
         if self.path is not None:
-            self.home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-            try:
-                join(self.path)
-            except BaseException:
-                os.close(self.home)
-                raise
+            self.home = enter(self.path)
         return self
 
     def __exit__(self, *exc: object) -> None:
         if self.home >= 0:
-            try:
-                _libc_setns(self.home, CLONE_NEWNET)
-            finally:
-                os.close(self.home)
-                self.home = -1
+            home, self.home = self.home, -1
+            leave(home)

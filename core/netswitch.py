@@ -20,12 +20,12 @@ if TYPE_CHECKING:
 
 def set_network(ctx: Context, sid: str, mode: str) -> tuple[str, int]:
     """Switch session *sid* to *mode*; (the mode it had, processes that keep the old network)."""
-    from . import images, limits, netns, policy, procs
+    from . import images, netns, policy, procs
     from . import session as session_ops
 
     ctx.require_privileged("session network")
-    if mode not in limits.NETWORKS:
-        raise BadInput(f"network must be one of {', '.join(limits.NETWORKS)}, not {mode[:40]!r}")
+    if mode not in records.NETWORKS:
+        raise BadInput(f"network must be one of {', '.join(records.NETWORKS)}, not {mode[:40]!r}")
     session = session_ops.read(ctx, sid)
     ctx.authorize(policy.SESSION_NETWORK, session_ops.session_target(session))
     strictness = {"host": 0, "loopback": 1, "none": 2}

@@ -16,12 +16,12 @@ from __future__ import annotations
 import os
 import pwd
 
-from .errors import BadInput, NotFound
+from .errors import BadInput, NotFound, SystemFailure
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
-    from typing import Any
+    from typing import Any, NoReturn
 
 ROOT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 USER_PATH = "/usr/local/bin:/usr/bin:/bin:/usr/games"
@@ -202,31 +202,112 @@ def _set_personality(name: str) -> None:
         ctypes.CDLL(None, use_errno=True).personality(value)
 
 
-def _fail(message: str, code: int) -> None:
+def _fail(message: str, code: int) -> NoReturn:
     os.write(2, f"roost: {message}\n".encode(errors="replace"))
     os._exit(code)
 
 
+def _cgroup_file(directory: str) -> int:
+    """*directory*'s ``tasks`` (v1) or ``cgroup.procs`` (v2), opened for writing: "0" there moves the writer.
+
+    The caller goes into a v1 directory through its ``tasks`` file, as the
+    thread it is: it must have no other threads (a forked child, or
+    ``session run`` before it execs). Writing ``cgroup.procs`` would move a
+    whole thread group, which waits for an RCU grace period
+    (:func:`core.cgroups.plan`); v2 has only that. The kernel checks the
+    opener's credentials, so a parent may open and its child write.
+    """
+    try:
+        return os.open(directory + "/tasks", os.O_WRONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return os.open(directory + "/cgroup.procs", os.O_WRONLY | os.O_CLOEXEC)
+
+
+def join_cgroups(directories: Sequence[str], pid: int = 0) -> None:
+    """Put the calling process (or *pid*) into every cgroup directory: one write each.
+
+    Here rather than in :mod:`core.cgroups`, which a ``session run`` need not
+    load. Without *pid*, the caller must have one thread (:func:`_cgroup_file`).
+    """
+    for directory in directories:
+        fd = os.open(directory + "/cgroup.procs", os.O_WRONLY | os.O_CLOEXEC) if pid else _cgroup_file(directory)
+        try:
+            os.write(fd, str(pid).encode() if pid else b"0")
+        finally:
+            os.close(fd)
+
+
+class _Isolation:
+    """What a launch joins, opened ahead: the cgroup files, and the network namespace the caller is in.
+
+    :func:`start` opens them in the parent before it forks: the child then
+    writes one "0" per cgroup and is born in the session's network namespace
+    (the parent's thread enters it around the fork and goes back), where
+    opening, writing and ``setns`` in a freshly forked child cost more (the
+    child copies every page the interpreter touches). A file that cannot be
+    opened is an error of the parent, before anything is started.
+    """
+
+    __slots__ = ("fds", "home")
+
+    def __init__(self, launch: Launch) -> None:
+        self.fds: list[int] = []
+        self.home = -1
+        try:
+            for directory in launch.cgroups:
+                try:
+                    self.fds.append(_cgroup_file(directory))
+                except OSError as e:
+                    raise SystemFailure(
+                        f"cannot join the session's cgroup {directory}: {e.strerror} (roost session recover)"
+                    ) from None
+            if launch.netns:
+                from .netns import enter
+
+                try:
+                    self.home = enter(launch.netns)
+                except OSError as e:
+                    raise SystemFailure(
+                        f"cannot join the session's network namespace: {e.strerror} (roost session recover)"
+                    ) from None
+        except BaseException:
+            self.close()
+            raise
+
+    def join(self, code: int | None) -> None:
+        """In the child: into every cgroup (the network namespace came with the fork)."""
+        for fd in self.fds:
+            try:
+                os.write(fd, b"0")
+            except OSError as e:
+                _fail(f"cannot join the session's cgroups: {e.strerror} (roost session recover)", code or 5)
+
+    def close(self) -> None:
+        """In the parent, once it forked: its thread back in its own network namespace; the files closed."""
+        for fd in self.fds:
+            os.close(fd)
+        self.fds = []
+        if self.home >= 0:
+            from .netns import leave
+
+            leave(self.home)
+            self.home = -1
+
+
 def _isolate(launch: Launch, code: int | None) -> None:
     """Join the session's cgroups (one write each) and network namespace (one setns)."""
-    if launch.cgroups:
-        from .cgroups import join as join_cgroup
-
-        for directory in launch.cgroups:
-            try:
-                join_cgroup([directory])  # this forked child has one thread, as join wants
-            except OSError as e:
-                _fail(f"cannot join the session's cgroup {directory}: {e.strerror} (roost session recover)", code or 5)
-    if launch.netns:
-        from .netns import join
-
-        try:
-            join(launch.netns)
-        except OSError as e:
-            _fail(f"cannot join the session's network namespace: {e.strerror} (roost session recover)", code or 5)
+    try:
+        isolation = _Isolation(launch)
+    except SystemFailure as e:
+        _fail(str(e), code or 5)
+    isolation.join(code)
+    for fd in isolation.fds:
+        os.close(fd)
+    if isolation.home >= 0:
+        os.close(isolation.home)  # this process stays in the session's namespace: it execs there
 
 
-def exec_launch(launch: Launch) -> None:
+def exec_launch(launch: Launch, isolation: _Isolation | None = None) -> None:
     """chroot into the session, become the user, change directory and exec. Never returns.
 
     Failures after the chroot cannot raise to the caller any more: they print
@@ -235,7 +316,9 @@ def exec_launch(launch: Launch) -> None:
     ``launch.failure_code`` when that is set.
     """
     code = launch.failure_code
-    if launch.cgroups or launch.netns:
+    if isolation is not None:
+        isolation.join(code)  # start opened the files and brought the network namespace
+    elif launch.cgroups or launch.netns:
         _isolate(launch, code)
     # Nothing below the chroot may import a module: the host's Python is gone.
     if launch.personality:
@@ -290,8 +373,14 @@ def start(launch: Launch, *, stdin: int = 0, stdout: int = 1, stderr: int = 2, f
 
     sys.stdout.flush()
     sys.stderr.flush()
-    started_r, started_w = os.pipe()  # close-on-exec: EOF once the child exec'd or died
-    pid = os.fork()
+    isolation = _Isolation(launch) if launch.cgroups or launch.netns else None
+    try:
+        started_r, started_w = os.pipe()  # close-on-exec: EOF once the child exec'd or died
+        pid = os.fork()
+    except BaseException:
+        if isolation is not None:
+            isolation.close()
+        raise
     if pid == 0:  # pragma: no cover - the child never returns
         try:
             os.close(started_r)
@@ -300,12 +389,14 @@ def start(launch: Launch, *, stdin: int = 0, stdout: int = 1, stderr: int = 2, f
             for target, fd in ((0, stdin), (1, stdout), (2, stderr)):
                 if fd != target:
                     os.dup2(fd, target)
-            exec_launch(launch)
+            exec_launch(launch, isolation)
         except BaseException as e:  # noqa: BLE001 - the child must never return into the caller
             try:
                 os.write(2, f"roost: {e}\n".encode(errors="replace"))
             finally:
                 os._exit(launch.failure_code or 127)
+    if isolation is not None:
+        isolation.close()
     os.close(started_w)
     try:
         while os.read(started_r, 64):

@@ -156,7 +156,8 @@ def parse_profile(name: str, data: Any, where: str) -> Profile:
     network = data.get("network")
     limits = None
     if network is not None or "limits" in data:
-        from .limits import check_network, parse_limits
+        from .limits import parse_limits
+        from .records import check_network
 
         if network is not None:
             check_network(network, where)

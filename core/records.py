@@ -22,7 +22,7 @@ from __future__ import annotations
 import os
 
 from . import fastjson
-from .errors import NotFound, SystemFailure
+from .errors import ConfigError, NotFound, SystemFailure
 from .fsutil import atomic_write, is_temp_name
 from .names import is_reserved, is_valid_name
 from .struct import Struct
@@ -33,6 +33,8 @@ if TYPE_CHECKING:  # typing and collections cost milliseconds at start-up
 
 KINDS = ("ordinary", "maintenance")
 STATES = ("beginning", "active", "ending", "promoting")
+#: A session's network (core.isolation); core.limits parses the rest of its isolation.
+NETWORKS = ("host", "none", "loopback")
 
 
 #: uname -m -> the Debian architecture of the usual hosts (core.binfmt has the full table).
@@ -120,6 +122,13 @@ class Session(Struct):
 
 
 _boot: list[str] = []
+
+
+def check_network(value: object, where: str) -> str:
+    """A ``network:`` value from image.yaml, a profile or ``--network`` (here: every begin has it loaded)."""
+    if value not in NETWORKS:
+        raise ConfigError(f"{where}: network must be one of {', '.join(NETWORKS)}, not {str(value)[:40]!r}")
+    return str(value)
 
 
 def boot_id() -> str:

@@ -17,10 +17,14 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
+from typing import cast
 
 import pytest
 
-from core import cgroups
+from core import cgroups, cgroups_upkeep
+from core.process import join_cgroups
+from core.records import Session
 from tests.support.env import Env, procs_below
 from tests.support.mounts import is_mounted
 
@@ -89,7 +93,7 @@ def iso(bb: Env) -> Iterator[Env]:
     bb.roost("session", "recover", "--all")  # the state root's cgroup slice outlives its sessions; recover removes it
     left = _cgroup_dirs(parent)
     for path in sorted(left, key=len, reverse=True):  # clean up before failing
-        cgroups.kill([path])
+        cgroups_upkeep.kill([path])
         os.rmdir(path)
     kept = [p for p in (bb.run / "netns").glob("*")] if (bb.run / "netns").exists() else []
     assert sessions == [], "a test left sessions behind"
@@ -174,6 +178,34 @@ def test_network_comes_from_image_yaml_or_profile_and_maintenance_keeps_host(iso
     iso.ok("session", "end", sid)
     r = iso.roost("run", "bb", "--network", "none", "--", "ls", "/sys/class/net")
     assert (r.code, r.out) == (0, "lo\n"), r.err
+
+
+def test_a_forked_command_is_born_in_the_sessions_namespace_and_cgroups_and_its_parent_goes_back(iso: Env) -> None:
+    """process.start opens the cgroup files and enters the namespace around the fork: the caller's thread returns."""
+    import pwd
+
+    from core import process
+    from core.errors import SystemFailure
+
+    host_ns = os.readlink("/proc/thread-self/ns/net")
+    sid = iso.begin("bb", "--network", "none", "--limit", "pids=64")
+    dirs = record(iso, sid)["cgroups"]
+    assert isinstance(dirs, list)
+    fds_before = sorted(os.listdir("/proc/self/fd"))
+    checks = " && ".join(f'grep -q ":{_relative(d)}$" /proc/self/cgroup' for d in dirs)
+    script = f'test "$(readlink /proc/self/ns/net)" != "{host_ns}" && {checks}'
+    launch = process.prepare(record(iso, sid), ["/bin/sh", "-c", script], user=pwd.getpwuid(0), directory="/")
+    pid = process.start(launch)
+    assert process.exit_code(os.waitpid(pid, 0)[1]) == 0
+    assert os.readlink("/proc/thread-self/ns/net") == host_ns
+    assert sorted(os.listdir("/proc/self/fd")) == fds_before
+    # a cgroup that cannot be opened: the caller is told, nothing starts, nothing is left open or entered
+    launch.cgroups = [*launch.cgroups, dirs[0] + "-gone"]
+    with pytest.raises(SystemFailure, match="cannot join the session's cgroup"):
+        process.start(launch)
+    assert os.readlink("/proc/thread-self/ns/net") == host_ns
+    assert sorted(os.listdir("/proc/self/fd")) == fds_before
+    iso.ok("session", "end", sid)
 
 
 # --- network: loopback ---------------------------------------------------------------------
@@ -384,7 +416,7 @@ def test_end_kills_through_the_cgroup_a_process_that_double_forked_and_left_the_
     assert os.readlink(f"/proc/{escaped}/root") == "/"  # the process-tree scan cannot see it
     with open(f"/proc/{escaped}/stat", encoding="ascii") as f:
         assert int(f.read().rsplit(")", 1)[1].split()[1]) != me  # not our child either
-    assert escaped in cgroups.members(record(iso, sid)["cgroups"])  # type: ignore[arg-type]
+    assert escaped in cgroups_upkeep.members(record(iso, sid)["cgroups"])  # type: ignore[arg-type]
     iso.ok("session", "end", sid)
     assert not _alive(escaped)
 
@@ -408,6 +440,7 @@ def test_limits_come_from_profile_then_image_yaml_then_options_and_max_removes_o
         assert Path(cpu, "cpu.weight").read_text().strip() == "50"
     else:
         assert Path(cpu, "cpu.cfs_quota_us").read_text().strip() == "150000"
+        assert Path(cpu, "cpu.cfs_period_us").read_text().strip() == "100000"  # the kernel's default, not written
         assert Path(cpu, "cpu.shares").read_text().strip() == str(50 * 1024 // 100)
     # every command joins every one of them
     lines = iso.sh(sid, "cat /proc/self/cgroup").out.splitlines()
@@ -495,7 +528,7 @@ def test_a_session_begun_under_the_earlier_plan_recovers_as_it_was_and_ends(iso:
     r = iso.sh(sid, "exec sleep 304 </dev/null >/dev/null 2>&1 &")  # recovers it, then runs
     assert r.code == 0, r.err
     assert all(os.path.isdir(d) for d in earlier) and not any(os.path.isdir(d) for d in set(dirs) - set(earlier))
-    (sleeper,) = cgroups.members([earlier[0]])
+    (sleeper,) = cgroups_upkeep.members([earlier[0]])
     assert Path(_with(earlier, "pids.max"), "pids.max").read_text().strip() == "64"
     iso.ok("session", "end", sid)  # through the v2 directory's cgroup.kill
     assert not _alive(sleeper)
@@ -558,7 +591,7 @@ def test_the_v2_directory_tracks_and_kills_even_without_controllers(iso: Env) ->
     assert isinstance(dirs, list)
     v2_dir = next(d for d in dirs if d.startswith(V2.path))
     iso.sh(sid, "exec sleep 302 </dev/null >/dev/null 2>&1 &")
-    members = sorted(cgroups.members([v2_dir]))  # in its loopback leaf
+    members = sorted(cgroups_upkeep.members([v2_dir]))  # in its loopback leaf
     assert len(members) == 1
     assert Path(v2_dir, "cgroup.kill").exists()
     cpu = iso.sh(sid, "i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done; echo $i")
@@ -569,31 +602,116 @@ def test_the_v2_directory_tracks_and_kills_even_without_controllers(iso: Env) ->
     assert not _alive(int(members[0]))
 
 
-def test_a_v1_freezer_stands_in_for_an_empty_v2_directory(iso: Env) -> None:
+def _v1(controller: str) -> cgroups.Hierarchy | None:
+    return next((h for h in cgroups.hierarchies() if controller in h.controllers and h.version == 1), None)
+
+
+def test_a_v1_pids_directory_stands_in_for_an_empty_v2_directory(iso: Env) -> None:
     """Where v2 has no controllers, a session with limits lives in v1 only: joining v2 waits for RCU.
 
-    Its v1 freezer directory tracks every process and ends them atomically
-    (freeze, SIGKILL, thaw), and cpuacct counts its CPU time.
+    Its v1 pids directory, made without a pids limit too, counts every
+    process and ends them: ``pids.max`` 0 (nothing in it forks any more),
+    then SIGKILL, even a process that forks all the time and left the
+    session's root. cpuacct counts its CPU time; no freezer directory is made.
     """
-    freezer = next((h for h in cgroups.hierarchies() if "freezer" in h.controllers and h.version == 1), None)
-    if V2 is None or freezer is None or {"memory", "pids"} & V2.controllers:
+    pids = _v1("pids")
+    if V2 is None or pids is None or {"memory", "pids"} & V2.controllers:
         pytest.xfail("this host's cgroups are not the v1 controllers beside an empty v2 that this case is about")
-    sid = iso.begin("bb", "--limit", "pids=64")
+    sid = iso.begin("bb", "--limit", "memory=256M")
     dirs = record(iso, sid)["cgroups"]
     assert isinstance(dirs, list)
     assert not any(d.startswith(V2.path.rstrip("/") + "/") for d in dirs), dirs
-    frozen_dir = next(d for d in dirs if d.startswith(freezer.path.rstrip("/") + "/"))
-    iso.sh(sid, "exec sleep 303 </dev/null >/dev/null 2>&1 &")
-    members = Path(frozen_dir, "cgroup.procs").read_text().split()
-    assert len(members) == 1
-    assert Path(frozen_dir, "freezer.state").read_text().strip() == "THAWED"
+    freezer = _v1("freezer")
+    assert freezer is None or not any(d.startswith(freezer.path.rstrip("/") + "/") for d in dirs), dirs
+    pids_dir = next(d for d in dirs if d.startswith(pids.path.rstrip("/") + "/"))
+    assert Path(pids_dir, "pids.max").read_text().strip() == "max"  # no limit: it counts and kills
+    me = os.getpid()
+    marker = 200000 + me % 100000  # a command line no other test's process has
+    forker = f"while :; do /bin/true; done; : {marker}"
+    r = iso.sh(sid, f"(setsid chroot /proc/{me}/root /bin/sh -c '{forker}' </dev/null >/dev/null 2>&1 &); echo forked")
+    assert r.out == "forked\n", r.err
+    loop: list[int] = []
+    for _ in range(50):
+        out = subprocess.run(["pgrep", "-f", f": {marker}"], capture_output=True, text=True).stdout
+        loop = [int(p) for p in out.split()]
+        if loop:
+            break
+        time.sleep(0.1)
+    (shell,) = loop
+    assert os.readlink(f"/proc/{shell}/root") == "/"  # the process-tree scan cannot see it
     cpu = iso.sh(sid, "i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done; echo $i")
     assert cpu.out == "20000\n"
     usage = iso.roost("session", "info", sid, "--json").json()["usage"]
-    assert usage["cpu_usec"] > 0 and usage["pids"] == 1  # cpuacct, and the pids controller
+    assert usage["cpu_usec"] > 0 and usage["pids"] >= 1  # cpuacct, and the pids controller
     iso.ok("session", "end", sid)
-    assert not _alive(int(members[0]))
-    assert not os.path.exists(frozen_dir)
+    assert not _alive(shell)
+    assert not cgroups_upkeep.members([pids_dir]) and not any(os.path.exists(d) for d in dirs)
+
+
+def test_without_a_v1_pids_hierarchy_the_v1_freezer_kills() -> None:
+    """A host without v1 pids: the session's v1 freezer directory ends its processes (freeze, SIGKILL, thaw)."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root: makes cgroups")
+    found = [h for h in cgroups.hierarchies() if not (h.version == 1 and "pids" in h.controllers)]
+    if not any(h.version == 1 and "freezer" in h.controllers for h in found) or not any(
+        h.version == 1 and "memory" in h.controllers for h in found
+    ):
+        pytest.xfail("no v1 freezer and memory hierarchies here")
+    parent = f"roost-t-fz-{os.getpid()}-{os.urandom(3).hex()}"
+    groups = cgroups.plan({"memory": 64 << 20}, parent, "k", "s", found=found, v2=False)
+    names = {c for g in groups for c in g.controllers}
+    assert "freezer" in names and "pids" not in names, groups
+    dirs = [g.path for g in groups]
+    cgroups.create(groups, {"memory": 64 << 20})
+    sleeper = subprocess.Popen(["sleep", "305"])
+    try:
+        join_cgroups(dirs, sleeper.pid)
+        frozen = next(d for d in dirs if os.path.exists(os.path.join(d, "freezer.state")))
+        assert cgroups_upkeep.members([frozen]) == {sleeper.pid}
+        assert cgroups_upkeep.kill(dirs) == 1
+        assert sleeper.wait(timeout=10) == -9
+        assert Path(frozen, "freezer.state").read_text().strip() == "THAWED"
+        cgroups_upkeep.remove(dirs)
+        assert not any(os.path.exists(d) for d in dirs)
+    finally:
+        if sleeper.poll() is None:
+            sleeper.kill()
+            sleeper.wait()
+        cgroups_upkeep.remove(dirs)
+        cgroups_upkeep.remove_slice(parent, "k", found)
+
+
+def test_end_removes_empty_cgroups_in_one_rmdir_and_kills_in_busy_ones(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An emptied session cgroup goes in one rmdir, nothing read; a busy one (a process, a cgroup below) is killed."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root: makes cgroups")
+    from core import isolation
+
+    parent = f"roost-t-em-{os.getpid()}-{os.urandom(3).hex()}"
+    groups = cgroups.plan({"pids": 64}, parent, "k", "s")
+    session = cast("Session", SimpleNamespace(cgroups=[g.path for g in groups]))
+    dirs = session.cgroups
+    killed: list[list[str]] = []
+    real = cgroups_upkeep.kill
+    monkeypatch.setattr(cgroups_upkeep, "kill", lambda ds: killed.append(list(ds)) or real(ds))
+    sleeper = subprocess.Popen(["sleep", "306"])
+    try:
+        cgroups.create(groups, {"pids": 64})
+        assert isolation.kill(session) == 0
+        assert killed == [] and not any(os.path.exists(d) for d in dirs)
+        cgroups.create(groups, {"pids": 64})
+        os.mkdir(os.path.join(dirs[0], "below"))
+        join_cgroups(dirs[-1:], sleeper.pid)
+        assert isolation.kill(session) == 1
+        assert sorted(killed[0]) == sorted({dirs[0], dirs[-1]})  # only the busy ones
+        assert sleeper.wait(timeout=10) == -9
+        assert not any(os.path.exists(d) for d in dirs)  # the cgroup below first
+    finally:
+        if sleeper.poll() is None:
+            sleeper.kill()
+            sleeper.wait()
+        cgroups_upkeep.remove(dirs)
+        cgroups_upkeep.remove_slice(parent, "k")
 
 
 def test_end_finds_and_kills_a_process_in_a_cgroup_made_below_the_sessions_own(iso: Env) -> None:
@@ -602,7 +720,7 @@ def test_end_finds_and_kills_a_process_in_a_cgroup_made_below_the_sessions_own(i
     dirs = record(iso, sid)["cgroups"]
     assert isinstance(dirs, list)
     iso.sh(sid, "exec sleep 304 </dev/null >/dev/null 2>&1 &")
-    (pid,) = cgroups.members(dirs)
+    (pid,) = cgroups_upkeep.members(dirs)
     made = []
     for d in dirs:  # what a process of the session could do as root, in every hierarchy
         child = os.path.join(d, "inner", "deeper")
@@ -610,8 +728,8 @@ def test_end_finds_and_kills_a_process_in_a_cgroup_made_below_the_sessions_own(i
         made.append(child)
         Path(child, "cgroup.procs").write_text(str(pid))
         assert Path(d, "cgroup.procs").read_text().split() == []
-    assert cgroups.members(dirs) == {pid}
-    assert [p for p in cgroups._tree(dirs[0]) if p.startswith(dirs[0])] == [
+    assert cgroups_upkeep.members(dirs) == {pid}
+    assert [p for p in cgroups_upkeep._tree(dirs[0]) if p.startswith(dirs[0])] == [
         os.path.join(dirs[0], "inner", "deeper"),
         os.path.join(dirs[0], "inner"),
         dirs[0],

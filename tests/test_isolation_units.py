@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from core import binfmt, cgroups, limits
+from core import binfmt, cgroups, cgroups_upkeep, limits
 from core.errors import BadInput, ConfigError, SystemFailure
 from core.imageconf import parse_image_config
 from core.profiles import parse_profile
@@ -103,36 +103,44 @@ def test_plan_takes_each_controller_from_v2_when_v2_has_it() -> None:
     assert got == {"/cg/roost/k/s": {"memory", "pids", "cpu"}}
 
 
-def test_plan_falls_back_to_v1_and_keeps_an_empty_v2_directory_for_kill_and_filters() -> None:
+def test_plan_falls_back_to_v1_and_kills_through_v1_pids_rather_than_an_empty_v2_directory() -> None:
+    """Joining v2 waits for an RCU grace period: with v1's pids to kill through, v2 is made only when needed."""
     got = _plan([V2_EMPTY, *V1], {"memory": 1 << 30, "pids": 10, "cpu-weight": 50, "io-weight": 10})
     assert got == {
-        "/cg/unified/roost/k/s": set(),
         "/cg/memory/roost/k/s": {"memory"},
         "/cg/pids/roost/k/s": {"pids"},
         "/cg/cpu,cpuacct/roost/k/s": {"cpu", "cpuacct"},
         "/cg/blkio/roost/k/s": {"blkio"},
     }
-    assert next(iter(_plan([V2_EMPTY, *V1], {}))) == "/cg/unified/roost/k/s"  # v2 first: it is joined first
+    # without a pids limit too: v1's pids directory counts and kills
+    assert _plan([V2_EMPTY, *V1], {}) == {
+        "/cg/memory/roost/k/s": {"memory"},
+        "/cg/pids/roost/k/s": {"pids"},
+        "/cg/cpu,cpuacct/roost/k/s": {"cpuacct"},
+    }
+    # socket filters need v2 (it comes first: it is joined first); so does a record with a v2 directory (recover)
+    with_filters = cgroups.plan({"pids": 10}, "roost", "k", "s", account=False, filters=True, found=[V2_EMPTY, *V1])
+    assert [g.path for g in with_filters] == ["/cg/unified/roost/k/s", "/cg/pids/roost/k/s"]
+    forced = cgroups.plan({"pids": 10}, "roost", "k", "s", account=False, v2=True, found=[V2_EMPTY, *V1])
+    assert [g.path for g in forced] == [g.path for g in with_filters]
+    # neither v1 pids nor a freezer: the empty v2 directory kills (cgroup.kill)
+    no_pids = [h for h in V1 if "pids" not in h.controllers]
+    assert next(iter(_plan([V2_EMPTY, *no_pids], {"memory": 1 << 30}))) == "/cg/unified/roost/k/s"
 
 
 FREEZER = cgroups.Hierarchy("/cg/freezer", 1, frozenset({"freezer"}))
 
 
-def test_plan_lets_a_v1_freezer_stand_in_for_an_empty_v2_directory() -> None:
-    """Joining v2 waits for an RCU grace period; with a v1 freezer to kill through, v2 is made only when needed."""
-    found = [V2_EMPTY, *V1, FREEZER]
-    assert _plan(found, {"memory": 1 << 30, "pids": 10}) == {
+def test_plan_lets_a_v1_freezer_kill_where_v1_has_no_pids_hierarchy() -> None:
+    found = [V2_EMPTY, *[h for h in V1 if "pids" not in h.controllers], FREEZER]
+    assert _plan(found, {"memory": 1 << 30}) == {
         "/cg/memory/roost/k/s": {"memory"},
-        "/cg/pids/roost/k/s": {"pids"},
         "/cg/cpu,cpuacct/roost/k/s": {"cpuacct"},
         "/cg/freezer/roost/k/s": {"freezer"},
     }
-    # socket filters need v2; so does a session whose record has a v2 directory (recover)
-    with_filters = cgroups.plan({"pids": 10}, "roost", "k", "s", account=False, filters=True, found=found)
-    assert [g.path for g in with_filters] == ["/cg/unified/roost/k/s", "/cg/freezer/roost/k/s", "/cg/pids/roost/k/s"]
-    forced = cgroups.plan({"pids": 10}, "roost", "k", "s", account=False, v2=True, found=found)
-    assert [g.path for g in forced] == [g.path for g in with_filters]
-    # a v2 with the controllers takes them, and then no freezer is needed
+    # where v1 has pids, it kills, and no freezer directory is made
+    assert "/cg/freezer/roost/k/s" not in _plan([V2_EMPTY, *V1, FREEZER], {"memory": 1 << 30})
+    # a v2 with the controllers takes them, and then neither is needed
     assert _plan([V2_FULL, *V1, FREEZER], {"memory": 1 << 30}) == {"/cg/roost/k/s": {"memory"}}
     # a group the record names but today's plan has no controllers for is still a group
     bare = cgroups.group_at("/cg/freezer/roost/k/s", found)
@@ -140,8 +148,18 @@ def test_plan_lets_a_v1_freezer_stand_in_for_an_empty_v2_directory() -> None:
     assert cgroups.group_at("/elsewhere/x", found) is None
 
 
+def test_only_the_controllers_that_apply_limits_are_limiting() -> None:
+    assert cgroups.limiting({"memory": 1, "swap": 0, "cpu-quota": 1.0}) == {"memory", "cpu"}
+    assert cgroups.limiting({"io-weight": 10}) == {"io", "blkio"}
+    assert cgroups.limiting({}) == frozenset()
+
+
 def test_plan_without_v2_accounts_cpu_with_cpuacct_and_refuses_what_no_hierarchy_has() -> None:
-    assert _plan(V1, {}) == {"/cg/memory/roost/k/s": {"memory"}, "/cg/cpu,cpuacct/roost/k/s": {"cpuacct"}}
+    assert _plan(V1, {}) == {
+        "/cg/memory/roost/k/s": {"memory"},
+        "/cg/pids/roost/k/s": {"pids"},
+        "/cg/cpu,cpuacct/roost/k/s": {"cpuacct"},
+    }
     with pytest.raises(SystemFailure):
         cgroups.plan({}, "roost", "k", "s", account=False, found=V1)  # nothing to make: v1 alone has no kill
     with pytest.raises(SystemFailure):
@@ -168,8 +186,7 @@ def test_settings_written_for_v2_and_v1() -> None:
     ]
     assert [(f, v) for f, v, _ in cgroups._settings(cpu, wanted)] == [
         ("cpu.shares", str(200 * 1024 // 100)),
-        ("cpu.cfs_period_us", "100000"),
-        ("cpu.cfs_quota_us", "50000"),
+        ("cpu.cfs_quota_us", "50000"),  # per cpu.cfs_period_us, the kernel's 100000 in a new directory
     ]
 
 
@@ -197,7 +214,7 @@ def test_usage_reads_v2_and_v1_files(tmp_path: Path) -> None:
     (v1 / "memory.usage_in_bytes").write_text("4096\n")
     (v1 / "memory.max_usage_in_bytes").write_text("8192\n")
     (v1 / "memory.oom_control").write_text("oom_kill_disable 0\nunder_oom 0\noom_kill 2\n")
-    assert cgroups.usage([str(v2), str(v1)]) == {
+    assert cgroups_upkeep.usage([str(v2), str(v1)]) == {
         "memory": 4096,
         "memory_peak": 8192,
         "cpu_usec": 1500,

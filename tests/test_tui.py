@@ -617,7 +617,7 @@ def test_works_at_80x24_with_no_color(bb2: Env, monkeypatch: pytest.MonkeyPatch)
 @pytest.fixture
 def iso2(bb2: Env) -> Iterator[Env]:
     """Image bb with a cgroup parent of the test's own; no cgroup or namespace of it may remain."""
-    from core import cgroups
+    from core import cgroups, cgroups_upkeep
 
     parent = f"roost-t-cs-{os.getpid()}-{os.urandom(3).hex()}"
     with open(bb2.config, "a", encoding="utf-8") as f:
@@ -632,7 +632,7 @@ def iso2(bb2: Env) -> Iterator[Env]:
         if os.path.isdir(top):
             left += [os.path.join(p, d) for p, dirs, _ in os.walk(top) for d in dirs] + [top]
     for path in sorted(left, key=len, reverse=True):  # clean up before failing
-        cgroups.kill([path])
+        cgroups_upkeep.kill([path])
         os.rmdir(path)
     netns = list((bb2.run / "netns").glob("*")) if (bb2.run / "netns").exists() else []
     assert netns == [], f"network namespaces left behind: {netns}"

@@ -285,7 +285,7 @@ def tear_down(ctx: Context, session: Session, *, force: bool, quiet: bool = Fals
     if has_isolation:
         from .. import isolation
 
-        isolation.kill(session)  # what left the session's root but not its cgroup
+        isolation.kill(session)  # what left the session's root but not its cgroup; then the cgroups go
     faults.crashpoint("end", "killed")
     mounts.unmount_tree(session.mountpoint, force=force)
     if has_isolation:

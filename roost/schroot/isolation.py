@@ -43,7 +43,7 @@ NETWORK_VARIABLE = "ROOST_NETWORK"
 def requested_network(options: Iterable[str], environ: Mapping[str, str]) -> str | None:
     """What a ``-r`` asks for: ``-o network=…``, else ``ROOST_NETWORK`` in its environment."""
     from core.errors import BadInput
-    from core.limits import NETWORKS
+    from core.records import NETWORKS
 
     from .keys import value as option_value
 

@@ -60,8 +60,8 @@ def _command_prefix(value: str) -> tuple[str, ...]:
 
 
 def _network(value: str) -> str:
-    """``host``, ``none`` or ``loopback`` (core.limits.NETWORKS)."""
-    from core.limits import NETWORKS
+    """``host``, ``none`` or ``loopback`` (core.records.NETWORKS)."""
+    from core.records import NETWORKS
 
     if value not in NETWORKS:
         raise InvalidValue(f"expected one of {', '.join(NETWORKS)}")

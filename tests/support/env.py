@@ -152,7 +152,7 @@ def assert_no_leaks(base: Path) -> None:
 
 def _remove_cgroup_slices(state: Path) -> list[str]:
     """Remove the cgroup slices of the state root *state*; the session directories that were still in them."""
-    from core import cgroups
+    from core import cgroups, cgroups_upkeep
 
     try:
         key = cgroups.state_key(str(state))
@@ -168,10 +168,10 @@ def _remove_cgroup_slices(state: Path) -> list[str]:
             slice_dir = os.path.join(parent, key)
             if not os.path.isdir(slice_dir):
                 continue
-            for path in cgroups._tree(slice_dir):
+            for path in cgroups_upkeep._tree(slice_dir):
                 if path != slice_dir:
                     left.append(path)
-                    cgroups.kill([path])
+                    cgroups_upkeep.kill([path])
                 os.rmdir(path)
             try:
                 os.rmdir(parent)  # empty once no state root uses it (roost's own default parent included)
