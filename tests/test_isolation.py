@@ -398,22 +398,32 @@ def test_a_fork_bomb_stops_at_the_pids_limit_and_the_host_still_answers(iso: Env
         bomb.wait(timeout=30)
 
 
-def test_end_kills_through_the_cgroup_a_process_that_double_forked_and_left_the_sessions_root(iso: Env) -> None:
-    sid = iso.begin("bb", "--limit", "pids=64")
-    me = os.getpid()
-    seconds = 100000 + me % 100000  # a command line no other test's process has
-    # setsid + background: reparented to init; chroot to our root through /proc: outside the session's root
-    r = iso.sh(sid, f"(setsid chroot /proc/{me}/root /bin/sleep {seconds} </dev/null >/dev/null 2>&1 &) ; echo forked")
+def _left_the_root(iso: Env, sid: str, command: str, *pgrep: str) -> int:
+    """Start *command* from session *sid* so that it leaves the session's root; its pid (found by ``pgrep *pgrep``).
+
+    setsid and the background: reparented to init; chroot to this process's
+    root through /proc: outside the session's root, where the process-tree
+    scan of ``end`` cannot see it. Only the session's cgroups still hold it.
+    """
+    r = iso.sh(sid, f"(setsid chroot /proc/{os.getpid()}/root {command} </dev/null >/dev/null 2>&1 &) ; echo forked")
     assert r.out == "forked\n", r.err
     pids: list[int] = []
     for _ in range(50):
-        out = subprocess.run(["pgrep", "-x", "-f", f"/bin/sleep {seconds}"], capture_output=True, text=True).stdout
+        out = subprocess.run(["pgrep", *pgrep], capture_output=True, text=True).stdout
         pids = [int(p) for p in out.split()]
         if pids:
             break
         time.sleep(0.1)
-    (escaped,) = pids
-    assert os.readlink(f"/proc/{escaped}/root") == "/"  # the process-tree scan cannot see it
+    (pid,) = pids
+    assert os.readlink(f"/proc/{pid}/root") == "/"  # the process-tree scan cannot see it
+    return pid
+
+
+def test_end_kills_through_the_cgroup_a_process_that_double_forked_and_left_the_sessions_root(iso: Env) -> None:
+    sid = iso.begin("bb", "--limit", "pids=64")
+    me = os.getpid()
+    seconds = 100000 + me % 100000  # a command line no other test's process has
+    escaped = _left_the_root(iso, sid, f"/bin/sleep {seconds}", "-x", "-f", f"/bin/sleep {seconds}")
     with open(f"/proc/{escaped}/stat", encoding="ascii") as f:
         assert int(f.read().rsplit(")", 1)[1].split()[1]) != me  # not our child either
     assert escaped in cgroups_upkeep.members(record(iso, sid)["cgroups"])  # type: ignore[arg-type]
@@ -625,20 +635,8 @@ def test_a_v1_pids_directory_stands_in_for_an_empty_v2_directory(iso: Env) -> No
     assert freezer is None or not any(d.startswith(freezer.path.rstrip("/") + "/") for d in dirs), dirs
     pids_dir = next(d for d in dirs if d.startswith(pids.path.rstrip("/") + "/"))
     assert Path(pids_dir, "pids.max").read_text().strip() == "max"  # no limit: it counts and kills
-    me = os.getpid()
-    marker = 200000 + me % 100000  # a command line no other test's process has
-    forker = f"while :; do /bin/true; done; : {marker}"
-    r = iso.sh(sid, f"(setsid chroot /proc/{me}/root /bin/sh -c '{forker}' </dev/null >/dev/null 2>&1 &); echo forked")
-    assert r.out == "forked\n", r.err
-    loop: list[int] = []
-    for _ in range(50):
-        out = subprocess.run(["pgrep", "-f", f": {marker}"], capture_output=True, text=True).stdout
-        loop = [int(p) for p in out.split()]
-        if loop:
-            break
-        time.sleep(0.1)
-    (shell,) = loop
-    assert os.readlink(f"/proc/{shell}/root") == "/"  # the process-tree scan cannot see it
+    marker = 200000 + os.getpid() % 100000  # a command line no other test's process has
+    shell = _left_the_root(iso, sid, f"/bin/sh -c 'while :; do /bin/true; done; : {marker}'", "-f", f": {marker}")
     cpu = iso.sh(sid, "i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done; echo $i")
     assert cpu.out == "20000\n"
     usage = iso.roost("session", "info", sid, "--json").json()["usage"]
