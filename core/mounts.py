@@ -181,23 +181,54 @@ def containing(path: str, table: list[Mount] | None = None) -> Mount | None:
     return best
 
 
+def _mount_of(path: str) -> Mount | None:
+    """The mount on *path* if one sits there, else the one holding it, parsing its line alone.
+
+    statx names the mount (the top of a stack on *path*); of the mount
+    table, only that line is parsed. None when the kernel has no mount ids
+    for statx (before Linux 5.8) or a symbolic link is in the way.
+    """
+    from . import syscalls
+
+    parent, name = os.path.split(path)
+    try:
+        fd = _open_parent(parent)
+        try:
+            prefix = f"{syscalls.mount_id(fd, name)} "
+        finally:
+            os.close(fd)
+    except OSError:
+        return None
+    for line in _read().splitlines():
+        if line.startswith(prefix):
+            found = parse_mountinfo(line)
+            return found[0] if found else None
+    return None
+
+
 def make_private_mount_dir(path: str) -> bool:
     """Make sure mounts created below *path* never propagate to other namespaces.
 
     If *path* lies on a shared mount (systemd makes / shared), bind it onto
     itself and mark the bind private, once. Returns True if it did so.
+    Every begin asks: the mount on *path* (or holding it) is found by its
+    id, without parsing the table, which grows with every session.
     """
     from . import syscalls
 
-    table = mounts()
-    if is_mounted(path, table):
-        here = [m for m in table if m.target == os.path.normpath(path)][-1]
-        if not here.shared:
-            return False
-        syscalls.mount(None, path, None, syscalls.MS_PRIVATE)
+    path = os.path.normpath(path)
+    here = _mount_of(path)
+    if here is None:  # no mount ids: the whole table
+        table = mounts()
+        stacked = [m for m in table if m.target == path]
+        here = stacked[-1] if stacked else containing(path, table)
+    if here is None:
         return False
-    parent = containing(path, table)
-    if parent is None or not parent.shared:
+    if here.target == path:
+        if here.shared:
+            syscalls.mount(None, path, None, syscalls.MS_PRIVATE)
+        return False
+    if not here.shared:
         return False
     syscalls.mount(path, path, None, syscalls.MS_BIND)
     syscalls.mount(None, path, None, syscalls.MS_PRIVATE)

@@ -120,3 +120,43 @@ def test_a_mount_made_inside_the_session_is_taken_down_too(env: Env, canary: Pat
     alive(canary)
     assert mounts_under(env.run / "mnt") == []
     consistent(env)
+
+
+def _propagation(path: Path) -> str:
+    argv = ["findmnt", "-n", "-o", "PROPAGATION", "--mountpoint", str(path)]
+    return subprocess.run(argv, capture_output=True, text=True).stdout.strip()
+
+
+def test_the_runtime_mount_directory_is_made_private_on_a_shared_mount_once_and_again_if_shared(
+    tmp_path: Path,
+) -> None:
+    """Nothing a session mounts may propagate out: a shared mount under ``<run>/mnt`` gets a private bind.
+
+    Every begin asks (core.mounts.make_private_mount_dir); the mount on or
+    holding the directory is found by its id, not by parsing the whole table.
+    """
+    from core import mounts
+
+    shared, quiet = tmp_path / "shared", tmp_path / "quiet"
+    for base in (shared, quiet):
+        base.mkdir()
+        subprocess.run(["mount", "-t", "tmpfs", "roost-test", str(base)], check=True)
+    try:
+        subprocess.run(["mount", "--make-shared", str(shared)], check=True)
+        subprocess.run(["mount", "--make-private", str(quiet)], check=True)
+        mnt = shared / "run" / "mnt"
+        mnt.mkdir(parents=True)
+        assert mounts.make_private_mount_dir(str(mnt)) is True
+        assert _propagation(mnt) == "private"
+        assert mounts.make_private_mount_dir(str(mnt) + "/") is False  # a private mount already: nothing to do
+        assert mounts_under(mnt) == [str(mnt)]
+        subprocess.run(["mount", "--make-shared", str(mnt)], check=True)  # someone made it shared again
+        assert mounts.make_private_mount_dir(str(mnt)) is False
+        assert _propagation(mnt) == "private" and mounts_under(mnt) == [str(mnt)]
+        calm = quiet / "run" / "mnt"
+        calm.mkdir(parents=True)
+        assert mounts.make_private_mount_dir(str(calm)) is False  # on a private mount: nothing to bind
+        assert mounts_under(calm) == []
+    finally:
+        for base in (shared, quiet):
+            subprocess.run(["umount", "-R", str(base)], check=False)
