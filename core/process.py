@@ -374,29 +374,27 @@ def start(launch: Launch, *, stdin: int = 0, stdout: int = 1, stderr: int = 2, f
     sys.stdout.flush()
     sys.stderr.flush()
     isolation = _Isolation(launch) if launch.cgroups or launch.netns else None
+    pid = -1
     try:
         started_r, started_w = os.pipe()  # close-on-exec: EOF once the child exec'd or died
         pid = os.fork()
-    except BaseException:
-        if isolation is not None:
-            isolation.close()
-        raise
-    if pid == 0:  # pragma: no cover - the child never returns
-        try:
-            os.close(started_r)
-            if foreground is not None:
-                _become_foreground(foreground)
-            for target, fd in ((0, stdin), (1, stdout), (2, stderr)):
-                if fd != target:
-                    os.dup2(fd, target)
-            exec_launch(launch, isolation)
-        except BaseException as e:  # noqa: BLE001 - the child must never return into the caller
+        if pid == 0:  # pragma: no cover - the child never returns
             try:
-                os.write(2, f"roost: {e}\n".encode(errors="replace"))
-            finally:
-                os._exit(launch.failure_code or 127)
-    if isolation is not None:
-        isolation.close()
+                os.close(started_r)
+                if foreground is not None:
+                    _become_foreground(foreground)
+                for target, fd in ((0, stdin), (1, stdout), (2, stderr)):
+                    if fd != target:
+                        os.dup2(fd, target)
+                exec_launch(launch, isolation)
+            except BaseException as e:  # noqa: BLE001 - the child must never return into the caller
+                try:
+                    os.write(2, f"roost: {e}\n".encode(errors="replace"))
+                finally:
+                    os._exit(launch.failure_code or 127)
+    finally:
+        if isolation is not None and pid != 0:
+            isolation.close()  # the parent's thread back in its namespace, whatever interrupted it
     os.close(started_w)
     try:
         while os.read(started_r, 64):
