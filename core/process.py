@@ -20,7 +20,7 @@ from .errors import BadInput, NotFound, SystemFailure
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Mapping, Sequence
+    from collections.abc import Callable, Mapping, Sequence
     from typing import Any, NoReturn
 
 ROOT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -379,19 +379,12 @@ def start(launch: Launch, *, stdin: int = 0, stdout: int = 1, stderr: int = 2, f
         started_r, started_w = os.pipe()  # close-on-exec: EOF once the child exec'd or died
         pid = os.fork()
         if pid == 0:  # pragma: no cover - the child never returns
-            try:
+
+            def run() -> None:
                 os.close(started_r)
-                if foreground is not None:
-                    _become_foreground(foreground)
-                for target, fd in ((0, stdin), (1, stdout), (2, stderr)):
-                    if fd != target:
-                        os.dup2(fd, target)
                 exec_launch(launch, isolation)
-            except BaseException as e:  # noqa: BLE001 - the child must never return into the caller
-                try:
-                    os.write(2, f"roost: {e}\n".encode(errors="replace"))
-                finally:
-                    os._exit(launch.failure_code or 127)
+
+            run_child(launch, run, stdin, stdout, stderr, foreground)
     finally:
         if isolation is not None and pid != 0:
             isolation.close()  # the parent's thread back in its namespace, whatever interrupted it
@@ -409,6 +402,29 @@ def start(launch: Launch, *, stdin: int = 0, stdout: int = 1, stderr: int = 2, f
         except OSError:
             pass
     return pid
+
+
+def run_child(
+    launch: Launch, run: Callable[[], object], stdin: int, stdout: int, stderr: int, foreground: int | None
+) -> NoReturn:
+    """A forked child's start: the terminal's foreground job if *foreground*, its descriptors, then *run*.
+
+    *run* execs (or joins what execs); the child never returns into the
+    caller: a failure prints one line and exits with the launch's code.
+    """
+    try:
+        if foreground is not None:
+            _become_foreground(foreground)
+        for target, fd in ((0, stdin), (1, stdout), (2, stderr)):
+            if fd != target:
+                os.dup2(fd, target)
+        run()
+    except BaseException as e:  # noqa: BLE001 - the child must never return into the caller
+        try:
+            os.write(2, f"roost: {e}\n".encode(errors="replace"))
+        finally:
+            os._exit(launch.failure_code or 127)
+    os._exit(launch.failure_code or 127)
 
 
 def _become_foreground(tty: int) -> None:

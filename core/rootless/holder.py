@@ -488,22 +488,11 @@ def spawn_command(
     *foreground* (a terminal), it is the terminal's foreground job, as
     :func:`core.process.spawn` makes it.
     """
+    from ..process import run_child
+
     pid = os.fork()
     if pid == 0:
-        try:
-            if foreground is not None:
-                from ..process import _become_foreground
-
-                _become_foreground(foreground)
-            for target, fd in ((0, stdin), (1, stdout), (2, stderr)):
-                if fd != target:
-                    os.dup2(fd, target)
-            exec_joined(ref, launch)
-        except BaseException as e:  # noqa: BLE001 - the child must never return into the caller
-            try:
-                os.write(2, f"roost: {e}\n".encode(errors="replace"))
-            finally:
-                os._exit(launch.failure_code or 127)
+        run_child(launch, lambda: exec_joined(ref, launch), stdin, stdout, stderr, foreground)
     return pid
 
 
